@@ -1,0 +1,69 @@
+"""Settings, read from environment variables only (12-factor). Nothing is read at import time."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+def _default_broker_url(var_dir: str) -> str:
+    # kombu's SQLAlchemy transport on a SQLite file: a broker that needs no server.
+    return f"sqla+sqlite:///{var_dir}/broker.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    var_dir: str = "var"
+    job_heartbeat_timeout_s: float = 60.0
+    heartbeat_interval_s: float = 5.0
+    job_max_attempts: int = 3
+    job_time_limit_s: float = 24 * 3600.0
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_dataset_rows: int = 5_000_000
+    max_params: int = 50_000_000
+    max_epochs: int = 10_000
+    max_batch_size: int = 65_536
+    max_work_rows: int = 2_000_000_000  # epochs x rows
+    max_prediction_rows: int = 10_000
+    max_queued_jobs_per_tenant: int = 100
+    max_running_jobs_per_tenant: int = 8
+    rate_limit_per_minute: int = 6000
+    dataset_chunk_bytes: int = 4 * 1024 * 1024
+    worker_heartbeat_timeout_s: float = 30.0
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "broker_url": "BROKER_URL",
+    "host": "HOST",
+    "port": "PORT",
+    "var_dir": "BPS_VAR_DIR",
+}
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from `environ` (default: os.environ). Other fields read from their
+    upper-case names, e.g. JOB_HEARTBEAT_TIMEOUT_S, MAX_UPLOAD_BYTES."""
+    env = os.environ if environ is None else environ
+    var_dir = env.get("BPS_VAR_DIR", "var")
+    values: dict[str, object] = {
+        "database_url": env.get("DATABASE_URL") or f"sqlite:///{var_dir}/bps.db",
+        "broker_url": env.get("BROKER_URL") or _default_broker_url(var_dir),
+        "var_dir": var_dir,
+    }
+    for field in fields(Settings):
+        if field.name in values:
+            continue
+        name = _ENV_NAMES.get(field.name, field.name.upper())
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        kind = type(field.default)
+        try:
+            values[field.name] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+    return Settings(**values)  # type: ignore[arg-type]

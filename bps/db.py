@@ -1,0 +1,75 @@
+"""Database engine and sessions, shared by the API and the workers (no Flask app context)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_lock = threading.Lock()
+_factories: dict[tuple[str, int], sessionmaker[Session]] = {}
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        directory = os.path.dirname(url[len(prefix):])
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An Engine for `url`. SQLite gets WAL and a busy timeout so the API and a worker
+    process can share one file."""
+    _ensure_sqlite_dir(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    """One sessionmaker per URL and process (engines must not cross a fork)."""
+    key = (url, os.getpid())
+    with _lock:
+        factory = _factories.get(key)
+        if factory is None:
+            factory = sessionmaker(make_engine(url), expire_on_commit=False)
+            _factories[key] = factory
+        return factory
+
+
+@contextlib.contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A short transaction: commit on success, roll back on error."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Drop every pooled connection of this process (tests, after a fork)."""
+    with _lock:
+        for factory in _factories.values():
+            bind = factory.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
+        _factories.clear()

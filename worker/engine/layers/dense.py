@@ -1,0 +1,1 @@
+"""dense layers (to be written)."""

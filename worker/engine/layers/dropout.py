@@ -1,0 +1,1 @@
+"""dropout layers (to be written)."""

@@ -1,0 +1,1 @@
+"""flatten layers (to be written)."""

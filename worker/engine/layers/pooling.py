@@ -1,0 +1,1 @@
+"""pooling layers (to be written)."""
