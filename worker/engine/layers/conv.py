@@ -1,1 +1,124 @@
-"""conv layers (to be written)."""
+"""conv2d: nn.Conv2d (NCHW, cross-correlation) as a contiguous im2col and one GEMM per batch."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from worker.engine.activations import get_activation, initial_weight
+from worker.engine.backend import to_device
+from worker.engine.layers import Layer, register
+from worker.engine.layers.base import BuildContext, ShapeError
+from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, window_count
+
+# Below this output width the batch-last layout wins (measured: bench/bench_cnn_rnn.py).
+BATCH_LAST_BELOW_WIDTH = 16
+
+
+def load_activation(name: str | None) -> Any | None:
+    """The activation object for `name`, or None for the identity (no work at all)."""
+    return None if name in (None, "linear") else get_activation(name)
+
+
+@register
+class Conv2D(Layer):
+    """config: filters, kernel_size, stride=1, padding=0 | "same", activation="linear"."""
+
+    kind = "conv2d"
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        super().__init__(config, index)
+        self.filters = int(config["filters"])
+        self.kernel = pair(config["kernel_size"], f"layer {index} (conv2d) kernel_size")
+        self.stride = pair(config.get("stride", 1), f"layer {index} (conv2d) stride")
+        self.padding = config.get("padding", 0)
+        self.activation_name = config.get("activation") or "linear"
+        self._cols = self._xpad = None
+
+    def _where(self) -> str:
+        return f"layer {self.index} (conv2d)"
+
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right); "same" splits odd totals as PyTorch (extra at the end)."""
+        if self.padding == "same":
+            (kh, kw) = self.kernel
+            return (kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2
+        if self.padding == "valid":
+            return 0, 0, 0, 0
+        ph, pw = pair(self.padding, f"{self._where()} padding")
+        return ph, ph, pw, pw
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ShapeError(f"{self._where()} needs (channels, height, width) input, got shape "
+                             f"{list(input_shape)}; set input_shape, e.g. [1, 28, 28]")
+        if min(self.kernel) < 1 or min(self.stride) < 1 or self.filters < 1:
+            raise ShapeError(f"{self._where()}: filters, kernel_size and stride must be positive")
+        if self.padding == "same" and self.stride != (1, 1):
+            raise ShapeError(f"{self._where()}: padding 'same' needs stride 1 (as in PyTorch)")
+        top, bottom, left, right = self.pads()
+        if min(top, bottom, left, right) < 0:
+            raise ShapeError(f"{self._where()}: padding must not be negative")
+        _, h, w = input_shape
+        hp, wp = h + top + bottom, w + left + right
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        if kh > hp or kw > wp:
+            raise ShapeError(f"{self._where()}: kernel {kh}x{kw} is larger than its padded input "
+                             f"{hp}x{wp}")
+        return self.filters, window_count(hp, kh, sh), window_count(wp, kw, sw)
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        return self.filters * (input_shape[0] * self.kernel[0] * self.kernel[1] + 1)
+
+    def build(self, input_shape: tuple[int, ...], ctx: BuildContext) -> tuple[int, ...]:
+        out = super().build(input_shape, ctx)
+        area = self.kernel[0] * self.kernel[1]
+        shape = (self.filters, input_shape[0], *self.kernel)
+        # The dense layers' rule (He for the ReLU family, else Glorot) with PyTorch's conv fans.
+        weight = initial_weight(ctx.init_rng, shape, input_shape[0] * area, self.filters * area,
+                                self.activation_name, ctx.dtype)
+        bias = np.zeros(self.filters)
+        self.params = {self.name("weight"): to_device(weight, ctx.xp, ctx.dtype),
+                       self.name("bias"): to_device(bias, ctx.xp, ctx.dtype)}
+        self.activation = load_activation(self.activation_name)
+        self.layout = WindowLayout(batch_last=out[2] < BATCH_LAST_BELOW_WIDTH)
+        return out
+
+    def forward(self, x: Any, training: bool) -> Any:
+        """x (N, C, H, W) -> (N, filters, Ho, Wo)."""
+        xp = self.xp
+        weight, bias = self.params[self.name("weight")], self.params[self.name("bias")]
+        n = x.shape[0]
+        _, ho, wo = self.out_shape
+        self._x_shape = x.shape
+        layout = self.layout
+        self._xpad = layout.padded(xp, x, self.pads(), self._xpad)
+        self._cols = im2col(xp, layout, self._xpad, self.kernel, self.stride, (ho, wo), self._cols)
+        gemm = weight.reshape(self.filters, -1) @ self._cols.reshape(-1, ho * wo * n)
+        z = xp.empty((n, self.filters, ho, wo), dtype=gemm.dtype)
+        xp.add(gemm.reshape(layout.shape(self.filters, n, ho, wo)).transpose(layout.to_nchw),
+               bias.reshape(1, -1, 1, 1), out=z)
+        if self.activation is None:
+            self._z = self._a = z
+        elif self.activation.needs_z:
+            self._z, self._a = z, self.activation.forward(z)
+        else:  # in place: backward needs only the activation's output
+            self._z, self._a = None, self.activation.forward(z, out=z)
+        return self._a
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        """grad_out (N, filters, Ho, Wo) -> dL/dx (N, C, H, W); fills weight and bias grads."""
+        xp = self.xp
+        weight = self.params[self.name("weight")]
+        dz = grad_out if self.activation is None else self.activation.backward(
+            grad_out, self._z, self._a)
+        k = weight[0].size
+        dz_cm = xp.ascontiguousarray(dz.transpose(self.layout.from_nchw)).reshape(self.filters, -1)
+        cols2d = self._cols.reshape(k, -1)
+        self.grads = {self.name("weight"): (dz_cm @ cols2d.T).reshape(weight.shape),
+                      self.name("bias"): dz_cm.sum(axis=1)}
+        if not need_input_grad:
+            return None
+        dcols = (weight.reshape(self.filters, k).T @ dz_cm).reshape(self._cols.shape)
+        return col2im(xp, self.layout, dcols, self._x_shape, self.kernel, self.stride, self.pads(),
+                      self.out_shape[1:])

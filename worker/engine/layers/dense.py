@@ -1,1 +1,89 @@
-"""dense layers (to be written)."""
+"""Dense (fully connected) layer = torch.nn.Linear followed by the spec's activation.
+
+Params "{i}.weight" (units, in_features) and "{i}.bias" (units,). Inputs of rank > 2 are
+transformed along the last axis, as nn.Linear does. Buffers for the batch are allocated once
+per capacity and reused as views for smaller batches; the activation runs in place unless it
+needs its input (gelu). Backward overwrites the incoming gradient buffer (it is the next
+layer's scratch) and skips dL/dx when `need_input_grad` is false (the first layer).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from worker.engine.activations import get_activation, initial_weight
+from worker.engine.layers import register
+from worker.engine.layers.base import BuildContext, Layer, ShapeError
+
+
+@register
+class Dense(Layer):
+    kind = "dense"
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        super().__init__(config, index)
+        self.units = config.get("units")
+        self.activation = get_activation(config.get("activation"))
+        self._capacity = 0
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) < 1:
+            raise ShapeError("dense needs at least a 1-D input")
+        if self.units is None:
+            raise ShapeError("units is not known yet")
+        return (*input_shape[:-1], int(self.units))
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        return (int(input_shape[-1]) + 1) * int(self.units or 0)
+
+    def build(self, input_shape: tuple[int, ...], ctx: BuildContext) -> tuple[int, ...]:
+        out_shape = super().build(input_shape, ctx)
+        fan_in, xp = int(input_shape[-1]), ctx.xp
+        w = initial_weight(ctx.init_rng, (self.units, fan_in), fan_in, self.units,
+                           self.activation.name, ctx.dtype)
+        self.params = {self.name("weight"): xp.asarray(w), self.name("bias"): xp.zeros(self.units, ctx.dtype)}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.weight, self.bias = self.params.values()
+        self.grad_weight, self.grad_bias = self.grads.values()
+        self._rows_per_sample = 1
+        for d in input_shape[:-1]:
+            self._rows_per_sample *= int(d)
+        return out_shape
+
+    def set_activation(self, name: str) -> None:
+        """Used by the network to run a fused output layer (softmax/sigmoid + loss) on logits."""
+        self.activation = get_activation(name)
+
+    def _ensure_capacity(self, rows: int) -> None:
+        if rows <= self._capacity:
+            return
+        xp, fan_in = self.xp, self.weight.shape[1]
+        self._a = xp.empty((rows, self.units), self.dtype)
+        self._z = xp.empty((rows, self.units), self.dtype) if self.activation.needs_z else self._a
+        self._dx = xp.empty((rows, fan_in), self.dtype)
+        self._ones = xp.ones(rows, self.dtype)
+        self._capacity = rows
+
+    def forward(self, x: Any, training: bool) -> Any:
+        """x (N, *in_shape) -> (N, *in_shape[:-1], units)."""
+        n = x.shape[0]
+        rows = n * self._rows_per_sample
+        self._ensure_capacity(rows)
+        x2 = x.reshape(rows, x.shape[-1])
+        z, a = self._z[:rows], self._a[:rows]
+        self.xp.matmul(x2, self.weight.T, out=z)
+        z += self.bias
+        self.activation.forward(z, out=a)
+        self._x, self._zv, self._av, self._n = x2, z, a, n
+        return a.reshape(n, *self.out_shape)
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        xp, rows = self.xp, self._x.shape[0]
+        g = grad_out.reshape(rows, self.units)
+        dz = self.activation.backward(g, self._zv if self.activation.needs_z else None, self._av, out=g)
+        xp.matmul(dz.T, self._x, out=self.grad_weight)
+        xp.matmul(self._ones[:rows], dz, out=self.grad_bias)
+        if not need_input_grad:
+            return None
+        dx = self._dx[:rows]
+        xp.matmul(dz, self.weight, out=dx)
+        return dx.reshape(self._n, *self.input_shape)

@@ -1,1 +1,266 @@
-"""recurrent layers (to be written)."""
+"""rnn (tanh), lstm, gru: nn.RNN / nn.LSTM / nn.GRU, batch_first, one layer, full BPTT.
+
+Parameters are PyTorch's: weight_ih_l0 (G*H, F), weight_hh_l0 (G*H, H), bias_ih_l0, bias_hh_l0
+(G*H,), gate blocks stacked in PyTorch's order (LSTM i, f, g, o; GRU r, z, n). Zero initial state.
+
+Speed: the input projection of all T steps is one (T*N, F) @ (F, G*H) product before the time
+loop; the loop only does the (N, H) @ (H, G*H) recurrence. The backward loop writes each step's
+pre-activation gradients into a preallocated (T, N, G*H) buffer, and the weight gradients and
+dL/dx are then single large products over all T*N rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from worker.engine.backend import to_device
+from worker.engine.layers import Layer, register
+from worker.engine.layers.base import BuildContext, ShapeError
+
+SUFFIXES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def sigmoid_(xp: Any, a: Any) -> None:
+    """In-place logistic via tanh: no overflow for any input, float32 or float64."""
+    a *= 0.5
+    xp.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+
+
+class _Recurrent(Layer):
+    """config: units, return_sequences=False. Subclasses implement `_run` and `_bptt`."""
+
+    gates: ClassVar[int] = 1
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        super().__init__(config, index)
+        self.units = int(config["units"])
+        self.return_sequences = bool(config.get("return_sequences", False))
+        self._buffers: dict[str, Any] = {}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 2:
+            raise ShapeError(f"layer {self.index} ({self.kind}): a recurrent layer needs (T, F) "
+                             f"input per sample, got shape {list(input_shape)}; set input_shape "
+                             f"to [time steps, features]")
+        if self.units < 1:
+            raise ShapeError(f"layer {self.index} ({self.kind}): units must be positive")
+        return (input_shape[0], self.units) if self.return_sequences else (self.units,)
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        gh = self.gates * self.units
+        return gh * (input_shape[-1] + self.units + 2)
+
+    def build(self, input_shape: tuple[int, ...], ctx: BuildContext) -> tuple[int, ...]:
+        out = super().build(input_shape, ctx)
+        gh, bound = self.gates * self.units, 1.0 / math.sqrt(self.units)
+        shapes = ((gh, input_shape[-1]), (gh, self.units), (gh,), (gh,))
+        self.params = {self.name(suffix): to_device(ctx.init_rng.uniform(-bound, bound, shape),
+                                                    ctx.xp, ctx.dtype)
+                       for suffix, shape in zip(SUFFIXES, shapes)}
+        return out
+
+    def _p(self, suffix: str) -> Any:
+        return self.params[self.name(suffix)]
+
+    def _buf(self, key: str, shape: tuple[int, ...]) -> Any:
+        """A scratch array reused across batches of the same shape (contents undefined)."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[key] = self.xp.empty(shape, dtype=self.dtype)
+        return buf
+
+    def _input_bias(self) -> Any:
+        return self._p("bias_ih_l0") + self._p("bias_hh_l0")
+
+    def forward(self, x: Any, training: bool) -> Any:
+        """x (N, T, F) -> (N, T, H) with return_sequences, else the last step (N, H)."""
+        xp = self.xp
+        n, steps, features = x.shape
+        self._xt = xp.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, N, F)
+        proj = self._xt.reshape(steps * n, features) @ self._p("weight_ih_l0").T
+        proj += self._input_bias()
+        self._hs = self._run(proj.reshape(steps, n, -1))  # (T+1, N, H), hs[0] = 0
+        if self.return_sequences:
+            return xp.ascontiguousarray(self._hs[1:].transpose(1, 0, 2))
+        return self._hs[steps].copy()
+
+    def _add_upstream(self, dh: Any, grad_out: Any, t: int) -> None:
+        """dh += dL/dh_t coming from above (every step with return_sequences, else the last)."""
+        if self.return_sequences:
+            dh += grad_out[:, t]
+        elif t == self._hs.shape[0] - 2:
+            dh += grad_out
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        """grad_out (N, T, H) or (N, H) -> dL/dx (N, T, F); fills the four parameter grads."""
+        xp = self.xp
+        steps, n, features = self._xt.shape
+        d_in, d_hid = self._bptt(grad_out)  # (T, N, G*H): pre-activation grads, input / hidden side
+        gh = d_in.shape[-1]
+        d_in2, d_hid2 = d_in.reshape(steps * n, gh), d_hid.reshape(steps * n, gh)
+        h_prev = self._hs[:-1].reshape(steps * n, self.units)
+        self.grads = {
+            self.name("weight_ih_l0"): d_in2.T @ self._xt.reshape(steps * n, features),
+            self.name("weight_hh_l0"): d_hid2.T @ h_prev,
+            self.name("bias_ih_l0"): d_in2.sum(axis=0),
+            self.name("bias_hh_l0"): d_hid2.sum(axis=0),
+        }
+        if not need_input_grad:
+            return None
+        dx = (d_in2 @ self._p("weight_ih_l0")).reshape(steps, n, features)
+        return xp.ascontiguousarray(dx.transpose(1, 0, 2))
+
+
+@register
+class SimpleRNN(_Recurrent):
+    """h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+    kind = "rnn"
+    gates = 1
+
+    def _run(self, proj: Any) -> Any:
+        xp, (steps, n, units) = self.xp, proj.shape
+        hs, tmp = self._buf("hs", (steps + 1, n, units)), self._buf("tmp", (n, units))
+        hs[0] = 0
+        w_hh_t = self._p("weight_hh_l0").T
+        for t in range(steps):
+            if t:
+                xp.matmul(hs[t], w_hh_t, out=tmp)
+                proj[t] += tmp
+            xp.tanh(proj[t], out=hs[t + 1])
+        return hs
+
+    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
+        xp, hs = self.xp, self._hs
+        steps, n, units = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        deriv = self._buf("deriv", (steps, n, units))
+        xp.multiply(hs[1:], hs[1:], out=deriv)
+        xp.subtract(1, deriv, out=deriv)  # tanh' = 1 - h^2
+        dz, w_hh = self._buf("dz", (steps, n, units)), self._p("weight_hh_l0")
+        dh = xp.zeros((n, units), dtype=self.dtype)
+        for t in range(steps - 1, -1, -1):
+            self._add_upstream(dh, grad_out, t)
+            xp.multiply(dh, deriv[t], out=dz[t])
+            xp.matmul(dz[t], w_hh, out=dh)
+        return dz, dz
+
+
+@register
+class LSTM(_Recurrent):
+    """Gates i, f, g, o; c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t)."""
+
+    kind = "lstm"
+    gates = 4
+
+    def _run(self, proj: Any) -> Any:
+        xp, (steps, n, gh) = self.xp, proj.shape
+        u = self.units
+        hs, cs = self._buf("hs", (steps + 1, n, u)), self._buf("cs", (steps + 1, n, u))
+        tanh_c, tmp, ig = self._buf("tanh_c", (steps, n, u)), self._buf("tmp", (n, gh)), self._buf("ig", (n, u))
+        hs[0], cs[0] = 0, 0
+        w_hh_t = self._p("weight_hh_l0").T
+        for t in range(steps):
+            g = proj[t]  # becomes the activated gates of step t, kept for backward
+            if t:
+                xp.matmul(hs[t], w_hh_t, out=tmp)
+                g += tmp
+            sigmoid_(xp, g[:, :2 * u])
+            xp.tanh(g[:, 2 * u:3 * u], out=g[:, 2 * u:3 * u])
+            sigmoid_(xp, g[:, 3 * u:])
+            xp.multiply(g[:, u:2 * u], cs[t], out=cs[t + 1])
+            xp.multiply(g[:, :u], g[:, 2 * u:3 * u], out=ig)
+            cs[t + 1] += ig
+            xp.tanh(cs[t + 1], out=tanh_c[t])
+            xp.multiply(g[:, 3 * u:], tanh_c[t], out=hs[t + 1])
+        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
+        return hs
+
+    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
+        xp, gates, u = self.xp, self._gates, self.units
+        steps, n, gh = gates.shape
+        deriv = self._buf("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
+        xp.subtract(1, gates, out=deriv)
+        deriv *= gates
+        xp.multiply(gates[:, :, 2 * u:3 * u], gates[:, :, 2 * u:3 * u], out=deriv[:, :, 2 * u:3 * u])
+        xp.subtract(1, deriv[:, :, 2 * u:3 * u], out=deriv[:, :, 2 * u:3 * u])
+        d_tanh_c = 1 - self._tanh_c * self._tanh_c
+        dgates, w_hh = self._buf("dgates", (steps, n, gh)), self._p("weight_hh_l0")
+        dh, dc = xp.zeros((n, u), dtype=self.dtype), xp.zeros((n, u), dtype=self.dtype)
+        for t in range(steps - 1, -1, -1):
+            self._add_upstream(dh, grad_out, t)
+            i, f, g, o = (gates[t, :, k * u:(k + 1) * u] for k in range(4))
+            dg = dgates[t]
+            xp.multiply(dh, self._tanh_c[t], out=dg[:, 3 * u:])  # dL/do
+            dc += dh * o * d_tanh_c[t]
+            xp.multiply(dc, g, out=dg[:, :u])  # dL/di
+            xp.multiply(dc, self._cs[t], out=dg[:, u:2 * u])  # dL/df
+            xp.multiply(dc, i, out=dg[:, 2 * u:3 * u])  # dL/dg
+            dc *= f
+            dg *= deriv[t]
+            xp.matmul(dg, w_hh, out=dh)
+        return dgates, dgates
+
+
+@register
+class GRU(_Recurrent):
+    """r, z = sigmoid(..); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h."""
+
+    kind = "gru"
+    gates = 3
+
+    def _input_bias(self) -> Any:
+        return self._p("bias_ih_l0")  # b_hh enters inside the loop: r multiplies W_hn h + b_hn
+
+    def _run(self, proj: Any) -> Any:
+        xp, (steps, n, gh) = self.xp, proj.shape
+        u = self.units
+        hs, hp_n = self._buf("hs", (steps + 1, n, u)), self._buf("hp_n", (steps, n, u))
+        tmp, b_hh = self._buf("tmp", (n, gh)), self._p("bias_hh_l0")
+        hs[0] = 0
+        w_hh_t = self._p("weight_hh_l0").T
+        for t in range(steps):
+            g = proj[t]  # becomes r, z, n of step t
+            if t:
+                xp.matmul(hs[t], w_hh_t, out=tmp)
+                tmp += b_hh
+            else:
+                tmp[...] = b_hh
+            g[:, :2 * u] += tmp[:, :2 * u]
+            sigmoid_(xp, g[:, :2 * u])
+            hp_n[t] = tmp[:, 2 * u:]
+            g[:, 2 * u:] += g[:, :u] * hp_n[t]
+            xp.tanh(g[:, 2 * u:], out=g[:, 2 * u:])
+            xp.subtract(hs[t], g[:, 2 * u:], out=hs[t + 1])
+            hs[t + 1] *= g[:, u:2 * u]
+            hs[t + 1] += g[:, 2 * u:]
+        self._gates, self._hp_n = proj, hp_n
+        return hs
+
+    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
+        xp, gates, hs, u = self.xp, self._gates, self._hs, self.units
+        steps, n, gh = gates.shape
+        deriv = self._buf("deriv", (steps, n, gh))
+        xp.subtract(1, gates, out=deriv)
+        deriv *= gates
+        xp.multiply(gates[:, :, 2 * u:], gates[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
+        xp.subtract(1, deriv[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
+        d_in, d_hid = self._buf("d_in", (steps, n, gh)), self._buf("d_hid", (steps, n, gh))
+        w_hh, dh = self._p("weight_hh_l0"), xp.zeros((n, u), dtype=self.dtype)
+        for t in range(steps - 1, -1, -1):
+            self._add_upstream(dh, grad_out, t)
+            r, z, new = (gates[t, :, k * u:(k + 1) * u] for k in range(3))
+            di, dhid = d_in[t], d_hid[t]
+            xp.subtract(hs[t], new, out=di[:, u:2 * u])
+            di[:, u:2 * u] *= dh  # dL/dz
+            xp.subtract(1, z, out=di[:, 2 * u:])
+            di[:, 2 * u:] *= dh  # dL/dn
+            di[:, 2 * u:] *= deriv[t, :, 2 * u:]  # dL/d(n pre-activation)
+            xp.multiply(di[:, 2 * u:], self._hp_n[t], out=di[:, :u])  # dL/dr
+            di[:, :2 * u] *= deriv[t, :, :2 * u]
+            dhid[:, :2 * u] = di[:, :2 * u]
+            xp.multiply(di[:, 2 * u:], r, out=dhid[:, 2 * u:])
+            dh *= z  # the direct path h_{t-1} -> h_t
+            dh += dhid @ w_hh
+        return d_in, d_hid

@@ -1,0 +1,121 @@
+"""Issue 2's workload: one epoch of a 784-256-128-10 ReLU MLP, softmax cross-entropy, SGD with
+momentum 0.9, batch 128, on 60,000 x 784 float32 synthetic rows (10 classes).
+
+Prints seconds per epoch (best of --repeats) for: the GEMM floor (the 8 matrix products per
+batch in NumPy and nothing else), our engine, PyTorch CPU (same model and optimizer, same
+thread count) and scikit-learn's MLPClassifier (sgd, batch 128, max_iter=1), then the ratios.
+`--quick` uses 10,000 rows. Every library gets the same BLAS/torch thread count (--threads,
+default all cores). Other processes on the machine make the numbers noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+SIZES = (784, 256, 128, 10)
+BATCH, LR, MOMENTUM = 128, 0.01, 0.9
+SPEC = {"layers": [{"type": "dense", "units": 256, "activation": "relu"},
+                   {"type": "dense", "units": 128, "activation": "relu"},
+                   {"type": "dense", "units": 10, "activation": "softmax"}],
+        "loss": "cross_entropy", "optimizer": {"type": "sgd", "learning_rate": LR, "momentum": MOMENTUM},
+        "epochs": 1, "batch_size": BATCH, "shuffle": True, "seed": 0, "dtype": "float32", "device": "cpu"}
+
+
+def make_data(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, SIZES[0]), dtype=np.float32)
+    y = rng.integers(0, SIZES[-1], n)
+    return X, y
+
+
+def gemm_floor(X: np.ndarray) -> float:
+    """The 3 forward and 5 backward matrix products per batch (no first-layer input grad)."""
+    rng = np.random.default_rng(1)
+    W = [rng.standard_normal((o, i), dtype=np.float32) * 0.01 for i, o in zip(SIZES[:-1], SIZES[1:], strict=True)]
+    start = time.perf_counter()
+    for s in range(0, X.shape[0], BATCH):
+        a0 = X[s:s + BATCH]
+        a1 = a0 @ W[0].T
+        a2 = a1 @ W[1].T
+        a3 = a2 @ W[2].T
+        g2 = a3 @ W[2]
+        _ = a3.T @ a2
+        g1 = g2 @ W[1]
+        _ = g2.T @ a1
+        _ = g1.T @ a0
+    return time.perf_counter() - start
+
+
+def engine(X: np.ndarray, y: np.ndarray, threads: int) -> float:
+    from worker.engine import Network  # noqa: PLC0415
+
+    net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
+    net.n_threads = threads
+    start = time.perf_counter()
+    net.fit(X, y)
+    return time.perf_counter() - start
+
+
+def pytorch(X: np.ndarray, y: np.ndarray, threads: int) -> float:
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                                torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    start = time.perf_counter()
+    perm = torch.randperm(X.shape[0])
+    for s in range(0, X.shape[0], BATCH):
+        idx = perm[s:s + BATCH]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(Xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def sklearn(X: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+
+    clf = MLPClassifier(hidden_layer_sizes=SIZES[1:-1], solver="sgd", batch_size=BATCH, learning_rate_init=LR,
+                        momentum=MOMENTUM, nesterovs_momentum=False, max_iter=1, random_state=0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench mlp")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-sklearn", action="store_true")
+    args, _ = parser.parse_known_args(argv)
+    X, y = make_data(10_000 if args.quick else 60_000)
+    print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {BATCH}, SGD momentum, {args.threads} threads, "
+          f"best of {args.repeats}")
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        floor = min(gemm_floor(X) for _ in range(args.repeats))
+    ours = min(engine(X, y, args.threads) for _ in range(args.repeats))
+    torch_s = min(pytorch(X, y, args.threads) for _ in range(args.repeats))
+    print(f"gemm floor   {floor:8.3f} s/epoch")
+    print(f"engine       {ours:8.3f} s/epoch")
+    print(f"pytorch cpu  {torch_s:8.3f} s/epoch")
+    if not args.no_sklearn:
+        with threadpool_limits(limits=args.threads, user_api="blas"):
+            sk = sklearn(X, y)
+        print(f"scikit-learn {sk:8.3f} s/epoch")
+    print(f"engine / floor       {ours / floor:6.2f}x  (target <= 1.15)")
+    print(f"pytorch / engine     {torch_s / ours:6.2f}x  (target >= 1.5)")
+    if not args.no_sklearn:
+        print(f"scikit-learn / engine {sk / ours:6.2f}x  (target >= 5)")

@@ -1,0 +1,130 @@
+"""Predictions with a trained model: networks cached per process (models are immutable),
+inputs from instances, records or a stored dataset, results stored as Prediction rows."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bps.dataset_files import read_npz_arrays, read_table
+from bps.datasets import get_dataset, load_dataset_bytes
+from bps.models import Model, Prediction
+from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
+from bps.problems import NotFound, PayloadTooLarge, Unprocessable
+
+CACHE_SIZE = 32
+_cache: OrderedDict[str, tuple[Any, Preprocessor]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def load_network(weights: bytes) -> Any:
+    """Network.load of the stored .npz bytes (a binary file object, else a temporary path)."""
+    from worker.engine import Network  # noqa: PLC0415
+
+    try:
+        return Network.load(io.BytesIO(weights))
+    except (TypeError, AttributeError):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.npz")
+            with open(path, "wb") as handle:
+                handle.write(weights)
+            return Network.load(path)
+
+
+def model_runtime(model: Model) -> tuple[Any, Preprocessor]:
+    """(network, preprocessor) of `model`, loaded once per process (LRU of CACHE_SIZE)."""
+    with _cache_lock:
+        if model.id in _cache:
+            _cache.move_to_end(model.id)
+            return _cache[model.id]
+    runtime = (load_network(model.weights), Preprocessor.from_json(model.preprocessing))
+    with _cache_lock:
+        _cache[model.id] = runtime
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return runtime
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def get_model(*, session: Session, tenant_id: str, model_id: str) -> Model:
+    model = session.scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id))
+    if model is None:
+        raise NotFound(f"model {model_id} not found", loc=["path", "model_id"])
+    return model
+
+
+def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> Prediction:
+    row = session.scalar(select(Prediction).where(Prediction.id == prediction_id, Prediction.tenant_id == tenant_id))
+    if row is None:
+        raise NotFound(f"prediction {prediction_id} not found", loc=["path", "prediction_id"])
+    return row
+
+
+def _dataset_inputs(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> np.ndarray:
+    dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+    raw = load_dataset_bytes(session=session, dataset_id=dataset.id)
+    if dataset.format == "npz":
+        if prep.source != "array":
+            raise Unprocessable("this model was trained on named columns; give a CSV or Parquet dataset",
+                                loc=["body", "dataset_id"])
+        X, _y = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
+        return prep.transform_arrays(X)
+    if prep.source == "array":
+        raise Unprocessable("this model was trained on an .npz dataset; give instances or an .npz dataset",
+                            loc=["body", "dataset_id"])
+    return prep.transform_frame(read_table(raw, dataset.format))
+
+
+def _with_loc(exc: Unprocessable, prefix: list[Any]) -> Unprocessable:
+    exc.errors = [{"loc": [*prefix, *e["loc"]], "msg": e["msg"]} for e in exc.errors]
+    return exc
+
+
+def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instances: list[Any] | None,
+                 records: list[dict[str, Any]] | None, dataset_id: str | None) -> np.ndarray:
+    """The model's X (N, *input_shape) from exactly one of the three sources."""
+    try:
+        if instances is not None:
+            return prep.transform_instances(instances)
+        if records is not None:
+            if prep.source == "array":
+                raise Unprocessable("this model was trained on an .npz dataset: send instances", loc=[])
+            return prep.transform_frame(pd.DataFrame.from_records(records))
+    except Unprocessable as exc:
+        raise _with_loc(exc, ["body", "instances" if instances is not None else "records"]) from None
+    return _dataset_inputs(session, tenant_id, str(dataset_id), prep)
+
+
+def create_prediction(*, session: Session, tenant_id: str, model_id: str, instances: list[Any] | None = None,
+                      records: list[dict[str, Any]] | None = None, dataset_id: str | None = None,
+                      max_rows: int) -> Prediction:
+    """Predict synchronously (at most `max_rows` rows: 413 beyond) and store the result."""
+    model = get_model(session=session, tenant_id=tenant_id, model_id=model_id)
+    given = len(instances or records or [])
+    if given > max_rows:
+        raise PayloadTooLarge(f"{given} rows is more than the {max_rows} a synchronous prediction takes "
+                              "(MAX_PREDICTION_ROWS): split the request", loc=["body"])
+    net, prep = model_runtime(model)
+    X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=instances, records=records,
+                     dataset_id=dataset_id)
+    if len(X) > max_rows:
+        raise PayloadTooLarge(f"the dataset has {len(X)} rows, more than the {max_rows} a synchronous "
+                              "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"])
+    predictions, probabilities = prep.decode(np.asarray(net.predict(X)))
+    row = Prediction(tenant_id=tenant_id, model_id=model.id, n=len(predictions), predictions=predictions,
+                     probabilities=probabilities)
+    session.add(row)
+    session.flush()
+    return row

@@ -1,0 +1,48 @@
+"""Tenants and API keys. Keys are shown once; only their sha256 hex is stored."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bps.models import ApiKey, Tenant
+
+KEY_PREFIX = "bps_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def get_or_create_tenant(*, session: Session, tenant_name: str) -> Tenant:
+    name = tenant_name.strip()
+    if not name:
+        raise ValueError("a tenant name must not be empty")
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_api_key(*, session: Session, tenant_name: str) -> str:
+    """Create tenant `tenant_name` if new, add a key to it and return the plaintext key
+    (the only time it is ever visible). The caller commits."""
+    tenant = get_or_create_tenant(session=session, tenant_name=tenant_name)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:12]))
+    session.flush()
+    return key
+
+
+def authenticate(*, session: Session, key: str) -> str | None:
+    """The tenant id owning `key`, or None for an unknown or revoked key."""
+    if not key:
+        return None
+    row = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+    return row.tenant_id if row is not None else None

@@ -1,0 +1,27 @@
+"""Bearer API keys: every /v1 request names its tenant; unknown keys get a 401 problem."""
+from __future__ import annotations
+
+from flask import g, request
+
+from bps.problems import ProblemError
+from bps.tenants import authenticate
+from service.http import db
+
+
+class Unauthorized(ProblemError):
+    status, title = 401, "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, loc=["header", "Authorization"], headers={"WWW-Authenticate": 'Bearer realm="bps"'})
+
+
+def require_api_key() -> None:
+    """before_request of the /v1 blueprint: sets g.tenant_id or raises 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    tenant = authenticate(session=db(), key=key.strip())
+    if tenant is None:
+        raise Unauthorized("the API key is not valid (unknown or revoked)")
+    g.tenant_id = tenant

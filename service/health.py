@@ -1,0 +1,48 @@
+"""GET /healthz (no auth): the database with SELECT 1, the broker with a short connection."""
+from __future__ import annotations
+
+import threading
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+
+from service.http import db, settings
+
+BROKER_TIMEOUT_S = 1.0
+blueprint = Blueprint("health", __name__)
+
+
+def check_database() -> str:
+    try:
+        db().execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:  # noqa: BLE001  (any failure is reported, never raised)
+        return f"error: {type(exc).__name__}"
+
+
+def _probe_broker(url: str, result: list[str]) -> None:
+    from kombu import Connection  # noqa: PLC0415
+
+    try:
+        with Connection(url, connect_timeout=BROKER_TIMEOUT_S) as connection:
+            connection.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_S)
+        result.append("ok")
+    except Exception as exc:  # noqa: BLE001
+        result.append(f"error: {type(exc).__name__}")
+
+
+def check_broker(url: str) -> str:
+    """Runs in a daemon thread so a broker that does not answer cannot hang the request."""
+    result: list[str] = []
+    probe = threading.Thread(target=_probe_broker, args=(url, result), daemon=True)
+    probe.start()
+    probe.join(BROKER_TIMEOUT_S + 0.5)
+    return result[0] if result else "error: timeout"
+
+
+@blueprint.get("/healthz")
+def healthz():  # noqa: ANN201
+    database = check_database()
+    broker = check_broker(settings().broker_url)
+    status = "ok" if database == "ok" and broker == "ok" else ("degraded" if database == "ok" else "unavailable")
+    return jsonify({"status": status, "database": database, "broker": broker}), 200 if database == "ok" else 503

@@ -1,0 +1,74 @@
+"""Request helpers shared by the blueprints: settings, the request's DB session, the
+caller's tenant, JSON bodies parsed into pydantic models."""
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from bps.config import Settings
+from bps.db import session_factory
+from bps.problems import BadRequest, UnsupportedMediaType, Unprocessable
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def settings() -> Settings:
+    return current_app.config["BPS_SETTINGS"]
+
+
+def db() -> Session:
+    """One session per request, closed (rolled back if uncommitted) at teardown."""
+    if "db" not in g:
+        g.db = session_factory(settings().database_url)()
+    return g.db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+
+
+def tenant_id() -> str:
+    return g.tenant_id
+
+
+def json_body() -> Any:
+    if not request.mimetype or not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"the body must be application/json, not {request.mimetype or 'absent'}", loc=["header", "Content-Type"]
+        )
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", loc=["body"]) from None
+
+
+def parse_body(model: type[ModelT]) -> ModelT:
+    data = json_body()
+    if not isinstance(data, dict):
+        raise Unprocessable("the body must be a JSON object", loc=["body"])
+    return model.model_validate(data)
+
+
+def dump(model: type[BaseModel], obj: Any) -> dict[str, Any]:
+    return model.model_validate(obj).model_dump(mode="json")
+
+
+def query_int(name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer", loc=["query", name]) from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {name!r} must be between {low} and {high}", loc=["query", name])
+    return value

@@ -1,0 +1,143 @@
+"""Jobs: validate against the dataset and the spec (every problem at once), commit, publish;
+list, get, epochs, cancel. Every query is scoped to the tenant."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bps.config import Settings
+from bps.models import Dataset, Epoch, Job, utcnow
+from bps.problems import Conflict, NotFound, Unprocessable
+from service.job_checks import InputPlan, plan_inputs
+from service.schemas import JobCreate
+
+log = logging.getLogger(__name__)
+
+
+def _spec_limits(settings: Settings) -> Any:
+    from worker.engine.spec import SpecLimits  # noqa: PLC0415
+
+    return SpecLimits(max_params=settings.max_params, max_epochs=settings.max_epochs,
+                      max_batch_size=settings.max_batch_size)
+
+
+def _validate_spec(raw: dict[str, Any], plan: InputPlan | None, settings: Settings) -> tuple[dict | None, list]:
+    from worker.engine.spec import SpecError, validate_spec  # noqa: PLC0415
+
+    try:
+        spec = validate_spec(raw, input_shape=plan.input_shape if plan else None,
+                             n_outputs=plan.n_outputs if plan else None, limits=_spec_limits(settings))
+        return spec, []
+    except SpecError as exc:
+        return None, list(exc.errors)
+
+
+def _limit_errors(session: Session, tenant_id: str, dataset: Dataset, spec: dict | None,
+                  settings: Settings) -> list[dict[str, Any]]:
+    errors = []
+    if spec is not None and spec["epochs"] * dataset.n_rows > settings.max_work_rows:
+        errors.append({"loc": ["spec", "epochs"], "msg": (
+            f"epochs x rows = {spec['epochs']} x {dataset.n_rows} exceeds the work limit MAX_WORK_ROWS="
+            f"{settings.max_work_rows}: use fewer epochs or a smaller dataset")})
+    queued = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant_id == tenant_id, Job.status == "queued"))
+    if queued >= settings.max_queued_jobs_per_tenant:
+        errors.append({"loc": ["body"], "msg": (
+            f"you have {queued} queued jobs, the limit MAX_QUEUED_JOBS_PER_TENANT is "
+            f"{settings.max_queued_jobs_per_tenant}: wait for some to start or cancel them")})
+    return errors
+
+
+def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings: Settings) -> Job:
+    """Validate everything, then add the queued Job (flushed; the caller commits, then publishes)."""
+    dataset = session.scalar(select(Dataset).where(Dataset.id == request.dataset_id, Dataset.tenant_id == tenant_id))
+    if dataset is None:
+        raise Unprocessable(f"dataset {request.dataset_id} not found", loc=["body", "dataset_id"])
+    # First pass without the data's shapes: the normalised spec names the loss (it may be derived).
+    first_spec, _ = _validate_spec(request.spec, None, settings)
+    loss = (first_spec or {}).get("loss", request.spec.get("loss"))
+    plan = plan_inputs(dataset, loss=loss, target=request.target, features=request.features,
+                       input_shape=request.input_shape, impute=request.impute)
+    spec, spec_errors = _validate_spec(request.spec, plan, settings)
+    errors = plan.errors + spec_errors + _limit_errors(session, tenant_id, dataset, spec, settings)
+    if errors:
+        raise Unprocessable(f"the job cannot run: {len(errors)} problem(s), see errors", errors=errors)
+    from worker.engine.spec import task_for_loss  # noqa: PLC0415
+
+    job = Job(
+        tenant_id=tenant_id, dataset_id=dataset.id, status="queued", target=request.target,
+        features=request.features, input_shape=request.input_shape, impute=request.impute, spec=spec,
+        task=task_for_loss(spec["loss"]), queue="gpu" if spec["device"] == "gpu" else "cpu",
+        epochs=int(spec["epochs"]), time_limit_s=settings.job_time_limit_s,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def publish(settings: Settings, job: Job) -> None:
+    """After the commit. A broker failure leaves the job queued for the reaper to republish."""
+    from worker import queue as worker_queue  # noqa: PLC0415
+
+    try:
+        worker_queue.publish_job(settings, job.id, job.queue)
+    except Exception:  # noqa: BLE001
+        log.exception("job %s: publishing to queue %s failed; it stays queued for republishing", job.id, job.queue)
+
+
+def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"job {job_id} not found", loc=["path", "job_id"])
+    return job
+
+
+def list_jobs(*, session: Session, tenant_id: str, status: str | None, limit: int, offset: int) -> list[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def _finite(value: Any) -> Any:
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def list_epochs(*, session: Session, tenant_id: str, job_id: str) -> list[dict[str, Any]]:
+    job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+    rows = session.scalars(select(Epoch).where(Epoch.job_id == job.id).order_by(Epoch.epoch))
+    fields = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "duration_s", "learning_rate")
+    return [
+        {**{f: _finite(getattr(row, f)) for f in fields},
+         "grad_norms": {k: _finite(v) for k, v in (row.grad_norms or {}).items()}}
+        for row in rows
+    ]
+
+
+def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
+    """queued -> cancelled now; running -> cancel_requested (the worker stops at the next batch);
+    finished -> 409. Conditional updates, so a worker claiming the job at the same time is safe."""
+    job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job).where(Job.id == job.id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+    ).rowcount
+    if not cancelled:
+        requested = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True)
+        ).rowcount
+        if not requested:
+            session.refresh(job)
+            raise Conflict(f"job {job_id} has already finished ({job.status}); it cannot be cancelled",
+                           loc=["path", "job_id"])
+    session.flush()
+    session.refresh(job)
+    return job
+
+

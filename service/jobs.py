@@ -1,0 +1,56 @@
+"""/v1/jobs: submit (202 + Location), list (newest first, ?status=), get, epochs, cancel."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request, url_for
+
+from bps.models import JOB_STATUSES
+from bps.problems import BadRequest
+from service import job_service
+from service.http import db, dump, parse_body, query_int, settings, tenant_id
+from service.schemas import EpochList, JobCreate, JobOut
+
+blueprint = Blueprint("jobs", __name__)
+
+
+@blueprint.post("/jobs")
+def submit_job():  # noqa: ANN201
+    body = parse_body(JobCreate)
+    session, config = db(), settings()
+    job = job_service.create_job(session=session, tenant_id=tenant_id(), request=body, settings=config)
+    session.commit()  # the row exists before any worker can receive the message
+    job_service.publish(config, job)
+    response = jsonify(dump(JobOut, job))
+    response.status_code = 202
+    response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
+    return response
+
+
+@blueprint.get("/jobs")
+def list_jobs():  # noqa: ANN201
+    status = request.args.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        raise BadRequest(f"status must be one of {list(JOB_STATUSES)}", loc=["query", "status"])
+    jobs = job_service.list_jobs(
+        session=db(), tenant_id=tenant_id(), status=status,
+        limit=query_int("limit", 100, low=1, high=1000), offset=query_int("offset", 0, low=0, high=10**9),
+    )
+    return jsonify([dump(JobOut, job) for job in jobs])
+
+
+@blueprint.get("/jobs/<job_id>")
+def get_job(job_id: str):  # noqa: ANN201
+    return jsonify(dump(JobOut, job_service.get_job(session=db(), tenant_id=tenant_id(), job_id=job_id)))
+
+
+@blueprint.get("/jobs/<job_id>/epochs")
+def list_epochs(job_id: str):  # noqa: ANN201
+    epochs = job_service.list_epochs(session=db(), tenant_id=tenant_id(), job_id=job_id)
+    return jsonify(EpochList.model_validate({"epochs": epochs}).model_dump(mode="json"))
+
+
+@blueprint.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):  # noqa: ANN201
+    session = db()
+    job = job_service.cancel_job(session=session, tenant_id=tenant_id(), job_id=job_id)
+    session.commit()
+    return jsonify(dump(JobOut, job)), 202

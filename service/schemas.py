@@ -1,0 +1,176 @@
+"""Pydantic 2 models: they validate requests and they generate the OpenAPI document."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+MAX_FEATURES = 100_000
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Stored timestamps are UTC; some backends (SQLite) return them without a zone."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+MAX_INSTANCES = 1_000_000
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ---- requests ---------------------------------------------------------------------------
+class JobCreate(StrictModel):
+    dataset_id: str = Field(min_length=1, max_length=64)
+    target: str | None = Field(default=None, min_length=1, max_length=300,
+                               description="CSV/Parquet: the label column (required there); omit for .npz")
+    features: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FEATURES,
+                                       description="Input columns, in order; default: every other column")
+    input_shape: list[int] | None = Field(default=None, min_length=1, max_length=8,
+                                          description="Per-sample shape, e.g. [1, 8, 8] or [T, F]")
+    spec: dict[str, Any] = Field(description="The network spec (CONTRACT §3)")
+    impute: Literal["mean", "median", "zero"] | None = Field(
+        default=None,
+        description="Fill missing/non-finite feature values with the training column's mean, median or 0 "
+        "(string features: no category). Without it such values make the job a 422.",
+    )
+
+    @model_validator(mode="after")
+    def _positive_shape(self) -> JobCreate:
+        if self.input_shape is not None and any(not 1 <= d <= 1_000_000 for d in self.input_shape):
+            raise ValueError("input_shape entries must be between 1 and 1000000")
+        return self
+
+
+class PredictionCreate(StrictModel):
+    instances: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_INSTANCES,
+                                        description="Rows of feature values in the model's feature order, "
+                                        "or nested arrays of input_shape")
+    records: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=MAX_INSTANCES,
+                                                 description="Rows as {column: value}")
+    dataset_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                   description="Predict every row of one of your datasets")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> PredictionCreate:
+        given = [n for n in ("instances", "records", "dataset_id") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of instances, records or dataset_id (got {given or 'none'})")
+        return self
+
+
+# ---- responses --------------------------------------------------------------------------
+class ColumnProfile(BaseModel):
+    name: str
+    dtype: str
+    kind: str | None = None
+    missing: int
+    non_finite: int | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    n_unique: int | None = None
+    integral: bool | None = None
+
+
+class DatasetOut(ResponseModel):
+    id: str
+    name: str
+    format: str
+    n_rows: int
+    size_bytes: int
+    sha256: str
+    created_at: UTCDatetime
+    columns: list[ColumnProfile]
+    shapes: dict[str, list[int]] | None = None
+
+
+class JobOut(ResponseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    dataset_id: str
+    target: str | None = None
+    features: list[str] | None = None
+    input_shape: list[int] | None = None
+    impute: str | None = None
+    spec: dict[str, Any]
+    task: str | None = None
+    queue: str
+    progress: float
+    epoch: int
+    epochs: int
+    device: str | None = None
+    created_at: UTCDatetime
+    started_at: UTCDatetime | None = None
+    finished_at: UTCDatetime | None = None
+    error: str | None = None
+    model_id: str | None = None
+    metrics: dict[str, Any] | None = None
+    warnings: list[Any] = Field(default_factory=list)
+    cancel_requested: bool = False
+
+
+class EpochOut(ResponseModel):
+    epoch: int
+    loss: float | None = None
+    val_loss: float | None = None
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+    duration_s: float | None = None
+    learning_rate: float | None = None
+    grad_norms: dict[str, float | None] = Field(default_factory=dict)
+
+
+class EpochList(BaseModel):
+    epochs: list[EpochOut]
+
+
+class ModelOut(ResponseModel):
+    id: str
+    job_id: str
+    task: str
+    features: list[str] | None = None
+    target: str | None = None
+    classes: list[Any] | None = None
+    input_shape: list[int] | None = None
+    spec: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+    created_at: UTCDatetime
+
+
+class PredictionOut(ResponseModel):
+    id: str
+    model_id: str
+    created_at: UTCDatetime
+    n: int
+    predictions: list[Any]
+    probabilities: list[list[float | None]] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    broker: str
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ErrorItem] = Field(default_factory=list)

@@ -1,0 +1,51 @@
+"""End to end on the embedded default, as `make run` starts it: `bps dev` (migrate, a dev key,
+gunicorn + one Celery worker on SQLite and the serverless broker) as a real process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.flow import Client, free_port, train_and_predict, wait_healthy
+
+BPS = Path(sys.executable).with_name("bps")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dev_service(tmp_path):  # noqa: ANN001
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
+    env.update(BPS_VAR_DIR=str(tmp_path / "var"), HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1",
+               LOG_LEVEL="WARNING")
+    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command + ["dev"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process, f"http://127.0.0.1:{port}", tmp_path / "var", log_path
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_make_run_topology_trains_and_predicts_then_stops_on_ctrl_c(dev_service):
+    process, base_url, var_dir, log_path = dev_service
+    health = wait_healthy(Client(base_url), alive=lambda: process.poll() is None)
+    assert health["status"] == "ok"
+    key = (var_dir / "dev-api-key").read_text().strip()
+    assert key in log_path.read_text(), "the development key is printed at start"
+    assert (var_dir / "bps.db").exists() and (var_dir / "broker.db").exists()
+
+    train_and_predict(Client(base_url, key))
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+    with pytest.raises(urllib.error.URLError):  # the API is gone too
+        Client(base_url).request("GET", "/healthz")

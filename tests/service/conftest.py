@@ -1,0 +1,57 @@
+"""API fixtures: an app on the per-test SQLite database (root `settings` fixture), two
+tenants with keys, and a recording stand-in for worker.queue.publish_job."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bps.db import session_scope
+from bps.tenants import create_api_key
+
+
+@pytest.fixture
+def app(settings):  # noqa: ANN001, ANN201
+    from service.app import create_app
+
+    return create_app(replace(settings, max_upload_bytes=256 * 1024, max_prediction_rows=50))
+
+
+@pytest.fixture
+def client(app):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+@pytest.fixture
+def keys(settings) -> dict[str, str]:  # noqa: ANN001
+    with session_scope(settings.database_url) as session:
+        return {name: create_api_key(session=session, tenant_name=name) for name in ("alice", "bob")}
+
+
+@pytest.fixture
+def auth(keys) -> dict[str, str]:  # noqa: ANN001
+    return {"Authorization": f"Bearer {keys['alice']}"}
+
+
+@pytest.fixture
+def auth_b(keys) -> dict[str, str]:  # noqa: ANN001
+    return {"Authorization": f"Bearer {keys['bob']}"}
+
+
+@pytest.fixture
+def published(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
+    """publish_job calls as (job_id, queue); the job row must already be committed."""
+    import worker.queue
+    from bps.models import Job
+
+    calls: list[tuple[str, str]] = []
+
+    def record(settings, job_id: str, queue: str) -> None:  # noqa: ANN001
+        with session_scope(settings.database_url) as session:
+            assert session.get(Job, job_id) is not None, "published before the job row was committed"
+        calls.append((job_id, queue))
+
+    monkeypatch.setattr(worker.queue, "publish_job", record)
+    return calls
+
+

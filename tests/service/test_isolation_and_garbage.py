@@ -1,0 +1,93 @@
+"""Tenant isolation on every {id} route (404 exactly like a missing id), auth on every /v1
+route, and garbage posted to every route: always a 4xx problem+json, never a 500."""
+from __future__ import annotations
+
+import pytest
+
+from tests.service.helpers import SMALL_SPEC, assert_problem, store_trained_model, upload
+from tests.service.test_models import SPEC, separable_csv
+
+
+@pytest.fixture
+def resources(client, auth, settings, published) -> dict[str, str]:  # noqa: ANN001
+    raw = separable_csv(40)
+    dataset_id = upload(client, auth, raw).get_json()["id"]
+    job_id = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset_id, "target": "label",
+                                                         "spec": SMALL_SPEC}).get_json()["id"]
+    model_id = store_trained_model(settings, "alice", raw, "csv", target="label", spec={**SPEC, "epochs": 1})
+    prediction_id = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                                json={"instances": [[1.0, "dark"]]}).get_json()["id"]
+    return {"dataset": dataset_id, "job": job_id, "model": model_id, "prediction": prediction_id}
+
+
+ID_ROUTES = [
+    ("GET", "/v1/datasets/{dataset}", None),
+    ("DELETE", "/v1/datasets/{dataset}", None),
+    ("GET", "/v1/jobs/{job}", None),
+    ("GET", "/v1/jobs/{job}/epochs", None),
+    ("POST", "/v1/jobs/{job}/cancel", None),
+    ("GET", "/v1/models/{model}", None),
+    ("GET", "/v1/models/{model}/download?format=npz", None),
+    ("POST", "/v1/models/{model}/predictions", {"instances": [[1.0, "dark"]]}),
+    ("GET", "/v1/predictions/{prediction}", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ID_ROUTES, ids=[f"{m} {p}" for m, p, _ in ID_ROUTES])
+def test_other_tenants_ids_answer_404_like_missing_ones(client, auth, auth_b, resources, method, path, body) -> None:  # noqa: ANN001
+    foreign = client.open(path.format(**resources), method=method, headers=auth_b, json=body)
+    missing = client.open(path.format(**{k: "00000000-0000-0000-0000-000000000000" for k in resources}),
+                          method=method, headers=auth, json=body)
+    assert_problem(foreign, 404)
+    assert_problem(missing, 404)
+    assert foreign.get_json()["title"] == missing.get_json()["title"]
+    assert client.open(path.format(**resources), method="GET" if method == "DELETE" else method, headers=auth,
+                       json=body).status_code < 400  # the owner still sees it
+
+
+def test_lists_are_scoped(client, auth, auth_b, resources) -> None:  # noqa: ANN001
+    assert client.get("/v1/datasets", headers=auth_b).get_json() == []
+    assert client.get("/v1/jobs", headers=auth_b).get_json() == []
+    assert len(client.get("/v1/jobs", headers=auth).get_json()) == 2  # the submitted and the trained one
+
+
+ALL_ROUTES = [
+    ("POST", "/v1/datasets"), ("GET", "/v1/datasets"), ("GET", "/v1/datasets/x"), ("DELETE", "/v1/datasets/x"),
+    ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/epochs"),
+    ("POST", "/v1/jobs/x/cancel"), ("GET", "/v1/models/x"), ("GET", "/v1/models/x/download"),
+    ("POST", "/v1/models/x/predictions"), ("GET", "/v1/predictions/x"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES)
+def test_every_v1_route_needs_a_valid_key(client, keys, method, path) -> None:  # noqa: ANN001
+    for header in (None, "Bearer", "Bearer wrong", "Basic abc", f"Basic {keys['alice']}"):
+        headers = {"Authorization": header} if header else {}
+        body = assert_problem(client.open(path, method=method, headers=headers), 401)
+        assert body["errors"][0]["loc"] == ["header", "Authorization"]
+
+
+GARBAGE = [
+    (b"\xff\xfe\x00garbage", "application/json"),
+    (b"{not json", "application/json"),
+    (b"[1, 2, 3]", "application/json"),
+    (b'"a string"', "application/json"),
+    (b'{"dataset_id": 1e999, "spec": [], "instances": {"a": 1}, "unknown": true}', "application/json"),
+    (b'{"instances": [[' + b"9" * 5000 + b"]]}", "application/json"),
+    (b"[" * 100_000, "application/json"),
+    (b"name=value", "application/x-www-form-urlencoded"),
+    (b"\x00\x01\x02", "application/octet-stream"),
+    (b"--boundary\r\nbroken", "multipart/form-data; boundary=boundary"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES + [("GET", "/healthz"), ("GET", "/openapi.json"),
+                                                          ("POST", "/v1/nope"), ("PUT", "/v1/jobs")])
+def test_garbage_is_a_4xx_problem_never_a_500(client, auth, method, path) -> None:  # noqa: ANN001
+    for payload, content_type in GARBAGE:
+        response = client.open(path, method=method, data=payload, headers={**auth, "Content-Type": content_type})
+        if method == "GET" and path in ("/healthz", "/openapi.json", "/v1/datasets", "/v1/jobs"):
+            assert response.status_code == 200, (path, payload[:20])  # GET ignores the body
+            continue
+        assert 400 <= response.status_code < 500, (path, payload[:20], response.get_data(as_text=True)[:300])
+        assert response.mimetype == "application/problem+json"

@@ -1,0 +1,50 @@
+"""docker-compose.yml describes the production topology with `bps` commands (docker compose
+itself cannot run here, so the file is checked structurally)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_every_process_of_the_topology_is_there(services):
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu"}
+
+
+def test_service_processes_are_bps_commands_with_both_urls(services):
+    for name in ("migrate", "api", "worker-cpu", "worker-gpu"):
+        assert services[name]["command"][0] == "bps", name
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://") and env["BROKER_URL"].startswith("redis://")
+
+
+def test_migrate_runs_once_before_the_api_and_workers(services):
+    assert services["migrate"]["command"] == ["bps", "migrate"] and services["migrate"]["restart"] == "no"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_gpu_worker_reserves_an_nvidia_device_and_consumes_the_gpu_queue(services):
+    gpu = services["worker-gpu"]
+    command = gpu["command"]
+    assert command[command.index("--queues") + 1] == "gpu"
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    cpu = services["worker-cpu"]["command"]
+    assert cpu[cpu.index("--queues") + 1] == "cpu"
+
+
+def test_servers_and_processes_have_health_checks(services):
+    for name, service in services.items():
+        if name != "migrate":
+            assert service["healthcheck"]["test"], name
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])

@@ -1,0 +1,180 @@
+"""The fit loop: real data, divergence, early stopping, resume, determinism, cancellation."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_friedman1
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPRegressor
+from sklearn.preprocessing import StandardScaler
+
+from tests.worker.engine.conftest import mlp_spec
+from worker.engine import Network
+
+RECORD_KEYS = {"epoch", "loss", "val_loss", "accuracy", "val_accuracy", "duration_s", "learning_rate", "grad_norms"}
+
+
+def _blobs(rng, n=120):
+    X = rng.standard_normal((n, 4))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def test_digits_held_out_accuracy_at_least_95_percent():
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+    spec = mlp_spec((64, "relu"), optimizer={"type": "adam", "learning_rate": 0.003}, epochs=30, batch_size=32)
+    net = Network.from_spec(spec, input_shape=(64,), n_outputs=10)
+    history = net.fit(X_tr, y_tr)
+    accuracy = float((net.predict(X_te).argmax(1) == y_te).mean())
+    assert accuracy >= 0.95, accuracy
+    assert history.stop_reason == "completed" and len(history.epochs) == 30
+
+
+def test_regression_r2_no_worse_than_sklearn_mlpregressor():
+    X, y = make_friedman1(n_samples=1500, noise=0.5, random_state=0)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=0)
+    scaler = StandardScaler().fit(X_tr)
+    X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning at max_iter
+        sk = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=200, random_state=0).fit(X_tr, y_tr)
+    spec = mlp_spec((64, "relu"), (64, "relu"), out_activation="linear", loss="mse",
+                    optimizer={"type": "adam", "learning_rate": 0.003}, epochs=200, batch_size=64)
+    net = Network.from_spec(spec, input_shape=(10,), n_outputs=1)
+    net.fit(X_tr, y_tr)
+
+    def r2(pred):
+        return 1 - ((y_te - pred) ** 2).sum() / ((y_te - y_te.mean()) ** 2).sum()
+
+    ours, theirs = r2(net.predict(X_te)[:, 0]), r2(sk.predict(X_te))
+    assert ours >= theirs - 1e-3, (ours, theirs)
+
+
+def test_epoch_records_and_callback(rng):
+    X, y = _blobs(rng)
+    seen = []
+    spec = mlp_spec((8, "relu"), epochs=3, validation_split=0.25,
+                    lr_schedule={"type": "step", "step_size": 1, "gamma": 0.5})
+    history = Network.from_spec(spec).fit(X, y, on_epoch=seen.append)
+    assert seen == history.epochs and [r["epoch"] for r in seen] == [1, 2, 3]
+    for record in seen:
+        assert set(record) == RECORD_KEYS
+        assert 0 <= record["accuracy"] <= 1 and 0 <= record["val_accuracy"] <= 1
+        assert set(record["grad_norms"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+        assert all(v > 0 for v in record["grad_norms"].values())
+    assert [r["learning_rate"] for r in seen] == pytest.approx([0.001, 0.0005, 0.00025])
+
+
+def test_validation_rows_are_the_last_fraction(rng):
+    X, y = _blobs(rng, 100)
+    spec = mlp_spec((8, "relu"), epochs=1, validation_split=0.2, shuffle=False)
+    net = Network.from_spec(spec, input_shape=(4,), n_outputs=2)
+    reference = Network.from_spec({**spec, "validation_split": 0.0}, input_shape=(4,), n_outputs=2)
+    record = net.fit(X, y).epochs[0]
+    X_val, y_val = X[80:], y[80:]
+    assert record["val_accuracy"] == pytest.approx(float((net.predict(X_val).argmax(1) == y_val).mean()))
+    # the first 80 rows alone train the same weights
+    reference.fit(X[:80], y[:80])
+    np.testing.assert_array_equal(net.params["0.weight"], reference.params["0.weight"])
+
+
+def test_regression_records_have_no_accuracy(rng):
+    X = rng.standard_normal((50, 3))
+    spec = mlp_spec((4, "tanh"), out_activation="linear", loss="huber", epochs=2)
+    history = Network.from_spec(spec).fit(X, X.sum(1))
+    assert all(r["accuracy"] is None and r["val_accuracy"] is None for r in history.epochs)
+
+
+def test_nan_loss_stops_and_names_the_epoch(rng):
+    X, y = rng.standard_normal((64, 3)), rng.standard_normal(64)
+    spec = mlp_spec((16, "relu"), out_activation="linear", loss="mse", epochs=20,
+                    optimizer={"type": "sgd", "learning_rate": 1e6})
+    history = Network.from_spec(spec).fit(X * 100, y)
+    assert history.stop_reason == "diverged"
+    assert history.diverged_epoch == len(history.epochs) < 20
+    assert history.epochs[-1]["loss"] is None
+
+
+def test_early_stopping_restores_best_weights(rng):
+    X, y = _blobs(rng, 200)
+    y[150:] = 1 - y[150:]  # validation labels flipped: val_loss worsens as training improves
+    saved = {}
+    spec = mlp_spec((16, "relu"), epochs=50, validation_split=0.25,
+                    optimizer={"type": "adam", "learning_rate": 0.05},
+                    early_stopping={"monitor": "val_loss", "patience": 2, "restore_best": True})
+    net = Network.from_spec(spec)
+
+    def keep(record):
+        saved[record["epoch"]] = net.params["0.weight"].copy()
+
+    history = net.fit(X, y, on_epoch=keep)
+    assert history.stop_reason == "early_stopping"
+    val_losses = [r["val_loss"] for r in history.epochs]
+    assert history.best_epoch == 1 + int(np.argmin(val_losses))
+    assert len(history.epochs) == history.best_epoch + 2
+    np.testing.assert_array_equal(net.params["0.weight"], saved[history.best_epoch])
+
+
+def _dropout_spec(**top):
+    return {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
+                       {"type": "batchnorm"}, {"type": "dense", "activation": "softmax"}],
+            "epochs": 6, "batch_size": 16, "validation_split": 0.2, "device": "cpu",
+            "optimizer": {"type": "adam", "learning_rate": 0.01}, **top}
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(rng):
+    X, y = _blobs(rng, 160)
+    spec = _dropout_spec(lr_schedule={"type": "plateau", "patience": 0, "factor": 0.5},
+                         early_stopping={"patience": 10})
+    full = Network.from_spec(spec).fit(X, y)
+    states = {}
+    first = Network.from_spec(spec)
+    first.fit(X, y, on_epoch=lambda r: states.setdefault(r["epoch"], first.training_state()))
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in states[3].values())
+    resumed_net = Network.from_spec(spec)
+    resumed = resumed_net.fit(X, y, resume=states[3])
+    assert [r["epoch"] for r in resumed.epochs] == [4, 5, 6]
+    for a, b in zip(full.epochs[3:], resumed.epochs, strict=True):
+        assert (a["loss"], a["val_loss"], a["learning_rate"]) == (b["loss"], b["val_loss"], b["learning_rate"])
+
+
+def test_same_seed_same_results_other_seed_differs(rng):
+    X, y = _blobs(rng)
+    runs = [Network.from_spec(_dropout_spec(seed=s)).fit(X, y).epochs for s in (5, 5, 6)]
+    assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
+    assert [r["loss"] for r in runs[0]] != [r["loss"] for r in runs[2]]
+
+
+def test_should_stop_cancels_at_a_batch_boundary(rng):
+    X, y = _blobs(rng)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 10
+
+    history = Network.from_spec(_dropout_spec()).fit(X, y, should_stop=stop)
+    assert history.stop_reason == "cancelled" and len(calls) == 11
+    assert len(history.epochs) == 1  # 96 training rows / 16 = 6 batches per epoch
+
+
+def test_gradient_clipping_bounds_the_update(rng):
+    X, y = rng.standard_normal((32, 3)) * 50, rng.standard_normal(32) * 50
+    spec = mlp_spec((8, "relu"), out_activation="linear", loss="mse", epochs=1, batch_size=32, shuffle=False,
+                    gradient_clip_norm=0.1, optimizer={"type": "sgd", "learning_rate": 1.0}, dtype="float64")
+    net = Network.from_spec(spec, input_shape=(3,), n_outputs=1)
+    before = {k: v.copy() for k, v in net.params.items()}
+    record = net.fit(X, y).epochs[0]
+    step = math.sqrt(sum(((net.params[k] - before[k]) ** 2).sum() for k in before))
+    assert step == pytest.approx(0.1, rel=1e-4)
+    assert math.sqrt(sum(v**2 for v in record["grad_norms"].values())) > 1  # norms are reported before clipping
+
+
+def test_vanishing_gradients_are_warned(rng):
+    X, y = _blobs(rng)
+    spec = mlp_spec(*[(8, "sigmoid")] * 8, epochs=1)
+    history = Network.from_spec(spec).fit(X, y)
+    assert any("vanishing gradients: 0.weight" in w for w in history.warnings)

@@ -1,0 +1,33 @@
+"""Celery settings for long jobs whose state lives in the database."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import worker.celery_app as celery_module
+from worker.celery_app import TRAIN_TASK, create_celery
+
+
+def test_long_job_settings(settings):
+    conf = create_celery(settings).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.task_ignore_result
+    assert conf.worker_prefetch_multiplier == 1 and conf.broker_connection_retry_on_startup
+    assert not conf.result_backend
+    assert {queue.name for queue in conf.task_queues} == {"cpu", "gpu"}
+
+
+def test_redis_redelivery_waits_longer_than_the_longest_job(settings):
+    redis_settings = replace(settings, broker_url="redis://127.0.0.1:6379/0")
+    timeout = create_celery(redis_settings).conf.broker_transport_options["visibility_timeout"]
+    assert timeout > settings.job_time_limit_s
+    assert create_celery(settings).conf.broker_transport_options == {}, "sqla passes options to create_engine"
+
+
+def test_the_training_task_is_registered(settings):
+    assert TRAIN_TASK in create_celery(settings).tasks
+
+
+def test_celery_dash_a_finds_an_app_built_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BROKER_URL", f"sqla+sqlite:///{tmp_path}/b.db")
+    monkeypatch.setattr(celery_module, "_lazy_app", None)
+    app = celery_module.app
+    assert app.conf.broker_url == f"sqla+sqlite:///{tmp_path}/b.db" and celery_module.celery is app

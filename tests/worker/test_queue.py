@@ -1,0 +1,34 @@
+"""publish_job: a message on the job's queue, then published_at; broker failures raise."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from kombu import Connection
+
+from tests.worker.test_runner import add_job, classifier_spec, job_row
+from worker.queue import publish_job
+
+
+def test_publish_sends_the_job_id_to_its_queue_and_records_it(settings):
+    job_id = add_job(settings, classifier_spec())
+    publish_job(settings, job_id, "gpu")
+    assert job_row(settings, job_id).published_at is not None
+    with Connection(settings.broker_url) as connection:
+        queue = connection.SimpleQueue("gpu")
+        message = queue.get(timeout=5)
+        assert message.headers["task"] == "bps.train_job" and message.decode()[0] == [job_id]
+        assert connection.SimpleQueue("cpu").qsize() == 0
+
+
+def test_an_unknown_queue_is_refused(settings):
+    with pytest.raises(ValueError, match="queue must be one of"):
+        publish_job(settings, "x", "tpu")
+
+
+def test_an_unreachable_broker_raises_and_leaves_the_job_unpublished(settings):
+    job_id = add_job(settings, classifier_spec())
+    with pytest.raises(Exception) as raised:  # noqa: PT011  (kombu's OperationalError)
+        publish_job(replace(settings, broker_url="redis://127.0.0.1:1/0"), job_id, "cpu")
+    assert "refused" in str(raised.value).lower() or "connect" in str(raised.value).lower()
+    assert job_row(settings, job_id).published_at is None

@@ -1,0 +1,70 @@
+"""The worker's supervisor duties: the reaper republishes lost jobs; a worker that is told to
+stop requeues its running job."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from kombu import Connection
+from sqlalchemy import update
+
+from bps.db import session_scope
+from bps.models import Job, utcnow
+from tests.worker.test_runner import add_job, classifier_spec, epoch_numbers, job_row
+from worker.registry import reap
+
+BPS = Path(sys.executable).with_name("bps")
+
+
+def queued_messages(settings, queue: str = "cpu") -> int:  # noqa: ANN001
+    with Connection(settings.broker_url) as connection:
+        return connection.SimpleQueue(queue).qsize()
+
+
+def test_reaper_republishes_lost_jobs_and_fails_those_out_of_attempts(settings):
+    long_ago = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 60)
+    never_published = add_job(settings, classifier_spec(), created_at=long_ago)
+    just_submitted = add_job(settings, classifier_spec())
+    silent = add_job(settings, classifier_spec(), status="running", attempt=1, heartbeat_at=long_ago)
+    exhausted = add_job(settings, classifier_spec(), status="running", attempt=settings.job_max_attempts,
+                        heartbeat_at=long_ago)
+
+    assert reap(settings) == 2
+    assert queued_messages(settings) == 2
+    assert job_row(settings, never_published).published_at is not None
+    assert job_row(settings, silent).published_at is not None
+    assert job_row(settings, just_submitted).published_at is None
+    failed = job_row(settings, exhausted)
+    assert failed.status == "failed" and "stopped responding" in failed.error
+    assert reap(settings) == 0, "a republished job is not republished again before it goes stale"
+
+
+def test_a_stopping_worker_requeues_its_running_job(settings, tmp_path):
+    job_id = add_job(settings, classifier_spec(epochs=5000))
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(published_at=utcnow()))
+    from worker.queue import publish_job
+
+    publish_job(settings, job_id, "cpu")
+    env = dict(os.environ, DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url,
+               BPS_VAR_DIR=str(tmp_path), LOG_LEVEL="WARNING")
+    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
+    worker = subprocess.Popen(command + ["worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(epoch_numbers(settings, job_id)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job_row(settings, job_id).status == "running"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job = job_row(settings, job_id)
+    assert (job.status, job.worker_id, job.attempt) == ("queued", None, 1)
+    assert job.published_at is not None and queued_messages(settings) == 1

@@ -1,0 +1,69 @@
+"""The Celery application of the training workers and of the API's publisher.
+
+State lives in the database, not in Celery: results are ignored and a task is a job id.
+Nothing happens at import time; `celery -A worker.celery_app` finds `app` lazily (module
+`__getattr__`), built from the environment on first access.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from bps.config import Settings, load_settings
+
+TRAIN_TASK = "bps.train_job"
+QUEUES = ("cpu", "gpu")
+
+
+def _is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Redis redelivers an unacknowledged message after `visibility_timeout`: it must outlast
+    the longest job (acks_late acknowledges at the end), or a long job would run twice. The
+    SQLAlchemy transport passes its options to create_engine, so it gets none."""
+    if _is_redis(settings.broker_url):
+        return {"visibility_timeout": int(settings.job_time_limit_s) + 3600}
+    return {}
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A configured Celery app with the training task registered."""
+    app = Celery("bps", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_transport_options(settings),
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="cpu",
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    from worker.tasks import register_tasks  # noqa: PLC0415  (tasks import celery_app's names)
+
+    register_tasks(app, settings)
+    return app
+
+
+_lazy_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    """`celery -A worker.celery_app worker` support: `app` built from the environment."""
+    global _lazy_app
+    if name not in ("app", "celery"):
+        raise AttributeError(name)
+    if _lazy_app is None:
+        _lazy_app = create_celery(load_settings())
+    return _lazy_app

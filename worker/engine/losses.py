@@ -1,0 +1,157 @@
+"""Losses with mean reduction, as PyTorch: value and gradient w.r.t. the network output.
+
+    loss = get_loss("cross_entropy")
+    value, grad = loss.value_and_grad(out, y)   # out (N, K); grad (N, K), a reused buffer
+    value = loss.value(out, y)
+
+cross_entropy takes the logits (the softmax output layer runs linear in training) and integer
+class targets (N,): log-sum-exp, gradient (softmax - onehot) / N, like nn.CrossEntropyLoss.
+binary_cross_entropy takes logits and 0/1 targets of the output's shape (or (N,) for one
+unit), like nn.BCEWithLogitsLoss. mse, mae, huber (delta 1) average over every element.
+`value` returns a 0-d xp array (no host sync); the caller converts when it needs a float.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from worker.engine.activations import sigmoid, xp_of
+
+HUBER_DELTA = 1.0
+
+
+class Loss:
+    name = ""
+    from_logits = False
+    output_activation = None  # the activation the output layer applies at prediction when fused
+
+    def __init__(self) -> None:
+        self._grad: Any = None
+
+    def _grad_buffer(self, out: Any) -> Any:
+        if self._grad is None or self._grad.shape[0] < out.shape[0] or self._grad.shape[1:] != out.shape[1:]:
+            self._grad = xp_of(out).empty(out.shape, out.dtype)
+        return self._grad[: out.shape[0]]
+
+    def value(self, out: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def value_and_grad(self, out: Any, y: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def correct(self, out: Any, y: Any) -> Any:
+        """Number of correct predictions (classification losses only), a 0-d xp array."""
+        raise NotImplementedError
+
+
+def _match(out: Any, y: Any) -> Any:
+    """Targets reshaped to the output's shape ((N,) targets for a single output column)."""
+    return y.reshape(out.shape) if y.shape != out.shape else y
+
+
+class MSE(Loss):
+    name = "mse"
+
+    def value(self, out, y):
+        diff = out - _match(out, y)
+        return (diff * diff).mean()
+
+    def value_and_grad(self, out, y):
+        grad = self._grad_buffer(out)
+        xp_of(out).subtract(out, _match(out, y), out=grad)
+        value = (grad * grad).mean()
+        grad *= 2.0 / grad.size
+        return value, grad
+
+
+class MAE(Loss):
+    name = "mae"
+
+    def value(self, out, y):
+        return xp_of(out).abs(out - _match(out, y)).mean()
+
+    def value_and_grad(self, out, y):
+        xp, grad = xp_of(out), self._grad_buffer(out)
+        xp.subtract(out, _match(out, y), out=grad)
+        value = xp.abs(grad).mean()
+        xp.sign(grad, out=grad)
+        grad *= 1.0 / grad.size
+        return value, grad
+
+
+class Huber(Loss):
+    name = "huber"
+
+    def value(self, out, y):
+        xp = xp_of(out)
+        r = xp.abs(out - _match(out, y))
+        return xp.where(r <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (r - 0.5 * HUBER_DELTA)).mean()
+
+    def value_and_grad(self, out, y):
+        xp, grad = xp_of(out), self._grad_buffer(out)
+        xp.subtract(out, _match(out, y), out=grad)
+        value = self.value(out, y)
+        xp.clip(grad, -HUBER_DELTA, HUBER_DELTA, out=grad)
+        grad *= 1.0 / grad.size
+        return value, grad
+
+
+class CrossEntropy(Loss):
+    name, from_logits, output_activation = "cross_entropy", True, "softmax"
+
+    def _log_softmax_parts(self, logits: Any) -> tuple[Any, Any]:
+        xp = xp_of(logits)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        sum_exp = xp.exp(shifted).sum(axis=1)
+        return shifted, sum_exp
+
+    def value(self, out, y):
+        xp = xp_of(out)
+        shifted, sum_exp = self._log_softmax_parts(out)
+        picked = xp.take_along_axis(shifted, y.reshape(-1, 1), axis=1)
+        return (xp.log(sum_exp) - picked.reshape(-1)).mean()
+
+    def value_and_grad(self, out, y):
+        xp, grad, n = xp_of(out), self._grad_buffer(out), out.shape[0]
+        xp.subtract(out, out.max(axis=1, keepdims=True), out=grad)
+        rows = xp.arange(n)
+        picked = grad[rows, y]
+        xp.exp(grad, out=grad)
+        sum_exp = grad.sum(axis=1, keepdims=True)
+        value = (xp.log(sum_exp).reshape(-1) - picked).mean()
+        grad /= sum_exp
+        grad[rows, y] -= 1.0
+        grad *= 1.0 / n
+        return value, grad
+
+    def correct(self, out, y):
+        return (out.argmax(axis=1) == y).sum()
+
+
+class BinaryCrossEntropy(Loss):
+    name, from_logits, output_activation = "binary_cross_entropy", True, "sigmoid"
+
+    def value(self, out, y):
+        xp = xp_of(out)
+        y = _match(out, y)
+        return (xp.maximum(out, 0) - out * y + xp.log1p(xp.exp(-xp.abs(out)))).mean()
+
+    def value_and_grad(self, out, y):
+        grad = self._grad_buffer(out)
+        value = self.value(out, y)
+        sigmoid(out, out=grad)
+        grad -= _match(out, y)
+        grad *= 1.0 / grad.size
+        return value, grad
+
+    def correct(self, out, y):
+        return ((out > 0) == (_match(out, y) > 0.5)).sum() / (out.size // out.shape[0])
+
+
+_LOSSES = {cls.name: cls for cls in (MSE, MAE, Huber, CrossEntropy, BinaryCrossEntropy)}
+
+
+def get_loss(name: str) -> Loss:
+    try:
+        return _LOSSES[name]()
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(_LOSSES)}") from None

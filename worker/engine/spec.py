@@ -1,0 +1,265 @@
+"""The network spec of CONTRACT §3: pydantic models, defaults (PyTorch's), and whole-spec checks.
+
+    spec = validate_spec(raw, input_shape=(64,), n_outputs=10, limits=SpecLimits())
+
+returns the normalised spec (a plain JSON-able dict, every default filled in) or raises
+SpecError whose `.errors` lists EVERY problem as {"loc": ["spec", ...], "msg": ...}. It never
+raises anything else, whatever JSON it is given.
+
+Normalisation: conv `kernel_size`/`stride`/`padding` become [h, w] (padding may stay "same";
+"valid" becomes [0, 0]); pool `pool_size` becomes [h, w] and `stride` defaults to it; an
+optimizer given as a bare string becomes {"type": name}; a missing `loss` is derived from the
+last activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse); the
+plateau schedule monitors val_loss when there is a validation split, else loss.
+`n_outputs` is the number of output units the data needs (classes for cross_entropy, target
+columns otherwise; 2 classes with binary_cross_entropy count as 1 unit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from worker.engine.activations import ACTIVATIONS
+
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+PosInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegInt = Annotated[int, Field(ge=0, strict=True)]
+
+
+def _to_pair(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
+Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2), BeforeValidator(_to_pair)]
+NonNegPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2), BeforeValidator(_to_pair)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DenseSpec(_Strict):
+    type: Literal["dense"]
+    units: PosInt | None = None
+    activation: Activation = "linear"
+
+
+class Conv2dSpec(_Strict):
+    type: Literal["conv2d"]
+    filters: PosInt
+    kernel_size: Pair
+    stride: Pair = [1, 1]
+    padding: Literal["same"] | NonNegPair = [0, 0]
+    activation: Activation = "linear"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_padding(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("padding") == "valid":
+            return {**data, "padding": [0, 0]}
+        return data
+
+    @model_validator(mode="after")
+    def _same_needs_stride_one(self) -> Conv2dSpec:
+        if self.padding == "same" and self.stride != [1, 1]:
+            raise ValueError("padding 'same' needs stride 1 (as in PyTorch)")
+        return self
+
+
+class Pool2dSpec(_Strict):
+    type: Literal["maxpool2d", "avgpool2d"]
+    pool_size: Pair
+    stride: Pair | None = None
+
+    @model_validator(mode="after")
+    def _default_stride(self) -> Pool2dSpec:
+        if self.stride is None:
+            self.stride = list(self.pool_size)
+        return self
+
+
+class FlattenSpec(_Strict):
+    type: Literal["flatten"]
+
+
+class RecurrentSpec(_Strict):
+    type: Literal["rnn", "lstm", "gru"]
+    units: PosInt
+    return_sequences: bool = False
+
+
+class BatchNormSpec(_Strict):
+    type: Literal["batchnorm"]
+    momentum: float = Field(0.1, ge=0.0, le=1.0)
+    eps: float = Field(1e-5, gt=0.0)
+
+
+class DropoutSpec(_Strict):
+    type: Literal["dropout"]
+    rate: float = Field(ge=0.0, lt=1.0)
+
+
+LAYER_SPECS: dict[str, type[_Strict]] = {
+    "dense": DenseSpec, "conv2d": Conv2dSpec, "maxpool2d": Pool2dSpec, "avgpool2d": Pool2dSpec,
+    "flatten": FlattenSpec, "rnn": RecurrentSpec, "lstm": RecurrentSpec, "gru": RecurrentSpec,
+    "batchnorm": BatchNormSpec, "dropout": DropoutSpec,
+}
+
+LR = Annotated[float, Field(gt=0.0)]
+
+
+class SGDSpec(_Strict):
+    type: Literal["sgd"]
+    learning_rate: LR = 0.001
+    momentum: float = Field(0.0, ge=0.0)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSpec:
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov needs a momentum above 0 (as in PyTorch)")
+        return self
+
+
+class AdamSpec(_Strict):
+    type: Literal["adam"]
+    learning_rate: LR = 0.001
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class AdamWSpec(AdamSpec):
+    type: Literal["adamw"]  # type: ignore[assignment]
+    weight_decay: float = Field(0.01, ge=0.0)
+
+
+class RMSpropSpec(_Strict):
+    type: Literal["rmsprop"]
+    learning_rate: LR = 0.01
+    rho: float = Field(0.9, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class AdagradSpec(_Strict):
+    type: Literal["adagrad"]
+    learning_rate: LR = 0.01
+    eps: float = Field(1e-10, gt=0.0)
+
+
+OPTIMIZER_SPECS: dict[str, type[_Strict]] = {
+    "sgd": SGDSpec, "adam": AdamSpec, "adamw": AdamWSpec, "rmsprop": RMSpropSpec, "adagrad": AdagradSpec,
+}
+
+
+class StepLRSpec(_Strict):
+    type: Literal["step"]
+    step_size: PosInt
+    gamma: float = Field(0.1, gt=0.0)
+
+
+class ExponentialLRSpec(_Strict):
+    type: Literal["exponential"]
+    gamma: float = Field(gt=0.0)
+
+
+class CosineLRSpec(_Strict):
+    type: Literal["cosine"]
+    t_max: PosInt
+    eta_min: float = Field(0.0, ge=0.0)
+
+
+class PlateauLRSpec(_Strict):
+    type: Literal["plateau"]
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: NonNegInt = 10
+    threshold: float = Field(1e-4, ge=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    monitor: Literal["loss", "val_loss"] | None = None
+
+
+SCHEDULE_SPECS: dict[str, type[_Strict]] = {
+    "step": StepLRSpec, "exponential": ExponentialLRSpec, "cosine": CosineLRSpec, "plateau": PlateauLRSpec,
+}
+
+
+class EarlyStoppingSpec(_Strict):
+    monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy"] = "val_loss"
+    patience: NonNegInt = 5
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+LOSSES = ("mse", "mae", "huber", "cross_entropy", "binary_cross_entropy")
+
+
+class TopSpec(_Strict):
+    """Everything but the layers, optimizer and schedule, which are checked one by one."""
+
+    layers: list[Any] = Field(min_length=1)
+    loss: Literal[LOSSES] | None = None  # type: ignore[valid-type]
+    optimizer: Any = None
+    epochs: PosInt = 10
+    batch_size: PosInt = 32
+    shuffle: bool = True
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    early_stopping: EarlyStoppingSpec | None = None
+    l2: float = Field(0.0, ge=0.0)
+    gradient_clip_norm: float | None = Field(None, gt=0.0)
+    lr_schedule: Any = None
+    seed: NonNegInt = 0
+    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["cpu", "gpu", "auto"] = "auto"
+
+
+@dataclass
+class SpecLimits:
+    """Service limits; generous defaults. The service may pass its own."""
+
+    max_params: int = 20_000_000
+    max_epochs: int = 10_000
+    max_batch_size: int = 65_536
+
+
+class SpecError(ValueError):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+
+
+def task_for_loss(loss: str) -> str:
+    return "classification" if loss in ("cross_entropy", "binary_cross_entropy") else "regression"
+
+
+def validate_spec(raw: Any, *, input_shape: tuple[int, ...] | None = None, n_outputs: int | None = None,
+                  limits: SpecLimits | None = None) -> dict[str, Any]:
+    """The normalised spec, or SpecError naming every problem (see the module docstring)."""
+    from worker.engine import spec_checks  # noqa: PLC0415  (spec_checks imports this module)
+
+    errors: list[dict[str, Any]] = []
+    try:
+        spec = spec_checks.normalise(raw, errors)
+        if spec is not None:
+            spec_checks.check_whole(spec, errors, input_shape, n_outputs, limits or SpecLimits())
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the promise: nothing but SpecError escapes)
+        errors.append({"loc": ["spec"], "msg": f"invalid spec: {exc}"})
+    if errors:
+        raise SpecError(errors)
+    return spec
+
+
+def validate_part(model: type[BaseModel], raw: Any, loc: list[Any], errors: list[dict[str, Any]]) -> dict | None:
+    """`model`-validated `raw` as a JSON dict, or None after appending its errors under `loc`."""
+    try:
+        return model.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.append({"loc": [*loc, *err["loc"]], "msg": msg})
+        return None

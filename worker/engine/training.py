@@ -1,0 +1,225 @@
+"""The fit loop: mini-batches over epochs, validation, schedules, early stopping, checkpoints.
+
+Validation rows are the LAST `validation_split` fraction of X (as Keras), taken before any
+shuffling. Each epoch's order is a permutation drawn from (seed, epoch) and dropout is reseeded
+from (seed, epoch), so a run resumed from `training_state()` repeats the uninterrupted run.
+BLAS threads: `net.n_threads` (env BPS_BLAS_THREADS, default all cores) via threadpoolctl,
+only for the duration of `fit`. The reported training loss/accuracy are averages over the
+epoch's batches (training mode, l2 term included), as Keras reports them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from worker.engine.backend import to_numpy
+from worker.engine.early_stopping import EarlyStopping, gradient_warnings
+from worker.engine.optimizers import make_optimizer
+from worker.engine.schedules import make_schedule
+
+EVAL_CHUNK = 1024
+
+
+def default_threads() -> int:
+    return int(os.environ.get("BPS_BLAS_THREADS") or os.cpu_count() or 1)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stop_reason: str = "completed"
+    diverged_epoch: int | None = None
+    best_epoch: int | None = None
+
+
+@dataclass
+class TrainState:
+    optimizer: Any
+    schedule: Any
+    early_stopping: EarlyStopping | None
+    epochs_done: int = 0
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def new_train_state(net: Any) -> TrainState:
+    spec = net.spec
+    es = EarlyStopping(spec["early_stopping"]) if spec["early_stopping"] else None
+    return TrainState(make_optimizer(spec["optimizer"], net.params),
+                      make_schedule(spec["lr_schedule"], spec["optimizer"]["learning_rate"]), es)
+
+
+def training_state(net: Any) -> dict[str, np.ndarray]:
+    """Everything `fit(resume=...)` needs, as plain numeric host arrays (for an .npz)."""
+    st = net.train_state or new_train_state(net)
+    out = {"epochs_done": np.asarray(st.epochs_done, np.int64)}
+    out.update({f"param/{k}": to_numpy(v).copy() for k, v in net.params.items()})
+    out.update({f"buffer/{k}": to_numpy(v).copy() for k, v in net.buffers.items()})
+    out.update({f"opt/{k}": v for k, v in st.optimizer.state_arrays().items()})
+    out.update({f"sched/{k}": v for k, v in st.schedule.state_arrays().items()})
+    if st.early_stopping:
+        out.update({f"es/{k}": v for k, v in st.early_stopping.state_arrays().items()})
+    return out
+
+
+def _restore(net: Any, state: dict[str, np.ndarray]) -> TrainState:
+    st = new_train_state(net)
+    for prefix, arrays in (("param/", net.params), ("buffer/", net.buffers)):
+        for k, v in arrays.items():
+            v[...] = net.xp.asarray(state[prefix + k])
+    sub = {p: {k[len(p):]: v for k, v in state.items() if k.startswith(p)} for p in ("opt/", "sched/", "es/")}
+    st.optimizer.load_state_arrays(sub["opt/"])
+    st.schedule.load_state_arrays(sub["sched/"])
+    if st.early_stopping:
+        st.early_stopping.load_state_arrays(sub["es/"], net.xp)
+    st.epochs_done = int(state["epochs_done"])
+    return st
+
+
+def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop: Callable | None = None,
+        resume: dict[str, np.ndarray] | None = None) -> History:
+    net.ensure_built(X, y)
+    Xd, yd = net.inputs(X), net.targets(y)
+    if Xd.shape[0] != yd.shape[0]:
+        raise ValueError(f"X has {Xd.shape[0]} rows but y has {yd.shape[0]}")
+    n_train = int(Xd.shape[0] * (1 - net.spec["validation_split"]))
+    if n_train < 1 or (net.spec["validation_split"] > 0 and n_train == Xd.shape[0]):
+        raise ValueError(f"validation_split {net.spec['validation_split']} leaves no rows for training or validation")
+    net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
+    with threadpool_limits(limits=net.n_threads, user_api="blas"):
+        return _Loop(net, Xd[:n_train], yd[:n_train], Xd[n_train:], yd[n_train:]).run(on_epoch, should_stop)
+
+
+class _Loop:
+    def __init__(self, net: Any, X: Any, y: Any, X_val: Any, y_val: Any) -> None:
+        self.net, self.xp, self.spec, self.st = net, net.xp, net.spec, net.train_state
+        self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
+        self.classification = net.loss.from_logits
+        bs = min(self.spec["batch_size"], X.shape[0])
+        self.xbuf = self.xp.empty((bs, *X.shape[1:]), X.dtype)
+        self.ybuf = self.xp.empty((bs, *y.shape[1:]), y.dtype)
+        self.names = list(net.params)
+        self.history = History()
+
+    def run(self, on_epoch: Callable | None, should_stop: Callable | None) -> History:
+        hist, st = self.history, self.st
+        for epoch in range(st.epochs_done + 1, self.spec["epochs"] + 1):
+            record = self._epoch(epoch, should_stop)
+            if record is None:
+                hist.stop_reason = "cancelled"
+                break
+            hist.epochs.append(record)
+            hist.warnings.extend(w for w in gradient_warnings(record, self.net.l2_names) if w not in hist.warnings)
+            if record["loss"] is None:
+                hist.stop_reason, hist.diverged_epoch = "diverged", epoch
+            else:
+                st.schedule.step(epoch, record)
+                if st.early_stopping and st.early_stopping.update(epoch, record, self.net):
+                    hist.stop_reason = "early_stopping"
+            st.epochs_done = epoch
+            if on_epoch is not None:
+                on_epoch(record)
+            if hist.stop_reason != "completed":
+                break
+        es = st.early_stopping
+        if es and es.restore_best and hist.stop_reason in ("completed", "early_stopping"):
+            es.restore(self.net)
+        hist.best_epoch = es.best_epoch if es else _best_epoch(hist.epochs)
+        return hist
+
+    def _order(self, epoch: int) -> Any:
+        n = self.X.shape[0]
+        if not self.spec["shuffle"]:
+            return None
+        perm = np.random.default_rng([self.net.seed, epoch]).permutation(n)
+        return self.xp.asarray(perm)
+
+    def _epoch(self, epoch: int, should_stop: Callable | None) -> dict[str, Any] | None:
+        start_time, xp, net = time.perf_counter(), self.xp, self.net
+        lr = self.st.schedule.lr
+        for layer in net.layers:
+            if hasattr(layer, "rng"):
+                layer.rng = xp.random.default_rng([net.seed, epoch, layer.index])
+        order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
+        sums = {"loss": 0.0, "correct": 0.0, "steps": 0}
+        norm_sums = [0.0] * len(self.names)
+        for start in range(0, n, bs):
+            if should_stop is not None and should_stop():
+                return None
+            xb, yb = self._batch(order, start, min(start + bs, n))
+            value = self._step(xb, yb, lr, sums, norm_sums)
+            if xp is np and not math.isfinite(value):
+                break
+        steps = max(sums["steps"], 1)
+        loss = _finite(sums["loss"] / n) if math.isfinite(float(sums["loss"])) else None
+        record = {"epoch": epoch, "loss": loss, "val_loss": None, "accuracy": None, "val_accuracy": None}
+        if self.classification:
+            record["accuracy"] = _finite(sums["correct"] / n) if loss is not None else None
+        if loss is not None and self.X_val.shape[0]:
+            record["val_loss"], record["val_accuracy"] = self._evaluate()
+        record["duration_s"] = time.perf_counter() - start_time
+        record["learning_rate"] = lr
+        record["grad_norms"] = {k: _finite(s / steps) for k, s in zip(self.names, norm_sums, strict=True)}
+        return record
+
+    def _batch(self, order: Any, start: int, stop: int) -> tuple[Any, Any]:
+        if order is None:
+            return self.X[start:stop], self.y[start:stop]
+        idx, m = order[start:stop], stop - start
+        xb = self.xp.take(self.X, idx, axis=0, out=self.xbuf[:m])
+        yb = self.xp.take(self.y, idx, axis=0, out=self.ybuf[:m])
+        return xb, yb
+
+    def _step(self, xb: Any, yb: Any, lr: float, sums: dict, norm_sums: list) -> float:
+        net, xp, m = self.net, self.xp, xb.shape[0]
+        out = net.forward(xb, True)
+        value, grad = net.loss.value_and_grad(out, yb)
+        if self.classification:
+            sums["correct"] += float(net.loss.correct(out, yb))
+        grads = net.backward(grad)
+        value = float(net.add_l2(grads, value))
+        sums["loss"] += value * m
+        sums["steps"] += 1
+        total_sq = 0.0
+        for k, name in enumerate(self.names):
+            flat = grads[name].reshape(-1)
+            sq = float(xp.dot(flat, flat))
+            norm_sums[k] += math.sqrt(sq)
+            total_sq += sq
+        clip = self.spec["gradient_clip_norm"]
+        if clip is not None:
+            coef = min(clip / (math.sqrt(total_sq) + 1e-6), 1.0)
+            for g in grads.values():
+                g *= coef
+        self.st.optimizer.step(grads, lr)
+        return value
+
+    def _evaluate(self) -> tuple[float | None, float | None]:
+        net, total, correct = self.net, 0.0, 0.0
+        n = self.X_val.shape[0]
+        for start in range(0, n, EVAL_CHUNK):
+            xb, yb = self.X_val[start:start + EVAL_CHUNK], self.y_val[start:start + EVAL_CHUNK]
+            out = net.forward(xb, False)
+            total += float(net.loss.value(out, yb)) * xb.shape[0]
+            if self.classification:
+                correct += float(net.loss.correct(out, yb))
+        return _finite(total / n), (_finite(correct / n) if self.classification else None)
+
+
+def _best_epoch(epochs: list[dict[str, Any]]) -> int | None:
+    key = "val_loss" if any(r["val_loss"] is not None for r in epochs) else "loss"
+    scored = [(r[key], r["epoch"]) for r in epochs if r[key] is not None]
+    return min(scored)[1] if scored else None

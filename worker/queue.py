@@ -1,0 +1,44 @@
+"""Publishing a job to the broker (used by the API after the job row is committed)."""
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import Celery
+from sqlalchemy import update
+
+from bps.config import Settings
+from bps.db import session_scope
+from bps.models import Job, utcnow
+
+_lock = threading.Lock()
+_apps: dict[tuple[str, int], Celery] = {}
+
+
+def celery_for(settings: Settings) -> Celery:
+    """One Celery app (and producer pool) per broker URL and process."""
+    from worker.celery_app import create_celery  # noqa: PLC0415
+
+    key = (settings.broker_url, os.getpid())
+    with _lock:
+        app = _apps.get(key)
+        if app is None:
+            app = create_celery(settings)
+            _apps[key] = app
+        return app
+
+
+def publish_job(settings: Settings, job_id: str, queue: str) -> None:
+    """Send `bps.train_job(job_id)` to `queue`, then record `Job.published_at`.
+
+    The job row must already be committed (a worker may pick the message up at once) and the
+    caller must hold no open write transaction on it. Raises the broker's error when the
+    message cannot be sent; `published_at` then stays NULL, so the job can be republished.
+    """
+    from worker.celery_app import QUEUES, TRAIN_TASK  # noqa: PLC0415
+
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}, got {queue!r}")
+    celery_for(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue)
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(published_at=utcnow()))

@@ -1,0 +1,262 @@
+"""Run one training job: claim it, train it, record every epoch, store the model.
+
+Every state change is a short, fenced transaction (worker/job_store.py). A job is never left
+`running` by an exception here: any failure ends it `failed` with a sentence a user can act on.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from bps.config import Settings
+from bps.db import session_scope
+from worker import job_store
+from worker.job_store import JobSnapshot
+
+log = logging.getLogger(__name__)
+CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
+FINISH_RETRIES = 5
+# Set when this worker process is shutting down: a running job stops at the next batch and goes
+# back to the queue (worker/registry.py connects it to Celery's worker_shutting_down).
+SHUTDOWN = threading.Event()
+
+
+class JobAbandoned(Exception):
+    """This attempt no longer owns the job (cancelled or taken over): write nothing more."""
+
+
+class RunControl:
+    """Shared by the training thread and the heartbeat thread: when to stop, and why."""
+
+    def __init__(self, time_limit_s: float) -> None:
+        self.stop = threading.Event()
+        self.lost = False  # the job was taken from us: write nothing more
+        self.cancel_requested = False
+        self.deadline = time.monotonic() + time_limit_s
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set() or SHUTDOWN.is_set() or time.monotonic() > self.deadline
+
+    def timed_out(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def observe(self, owned: bool, cancel_requested: bool) -> None:
+        if not owned:
+            self.lost = True
+        self.cancel_requested = self.cancel_requested or cancel_requested
+        if cancel_requested or not owned:
+            self.stop.set()
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes heartbeat_at every `heartbeat_interval_s` and sets the stop event when the
+    job's cancel is requested or the job is no longer ours."""
+
+    def __init__(self, settings: Settings, job: JobSnapshot, control: RunControl) -> None:
+        super().__init__(name=f"heartbeat-{job.id}", daemon=True)
+        self.settings, self.job, self.control = settings, job, control
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.control.observe(*job_store.heartbeat(self.settings, self.job.id, self.job.attempt))
+            except Exception:  # noqa: BLE001  (a lost heartbeat is retried; training goes on)
+                log.warning("job %s: heartbeat failed", self.job.id, exc_info=True)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) -> None:
+    """Claim and train job `job_id`; returns quietly when the job is not claimable."""
+    job = job_store.claim_job(settings, job_id, worker_id or default_worker_id())
+    if job is None:
+        job_store.cancel_if_queued_and_requested(settings, job_id)
+        log.info("job %s: not claimable (taken, cancelled, finished or missing)", job_id)
+        return
+    control = RunControl(job.time_limit_s or settings.job_time_limit_s)
+    beat = Heartbeat(settings, job, control)
+    beat.start()
+    try:
+        _train(settings, job, control)
+    except JobAbandoned:
+        log.info("job %s attempt %d: no longer ours, stopped", job.id, job.attempt)
+    except Exception as exc:  # noqa: BLE001  (every failure must end the job, never be lost)
+        log.exception("job %s attempt %d failed", job.id, job.attempt)
+        _finish_or_log(settings, job, "failed", error=describe_error(exc))
+    finally:
+        beat.done.set()
+
+
+def _finish_or_log(settings: Settings, job: JobSnapshot, status: str, **values: Any) -> None:
+    """finish_job, retried while the database is unreachable, so the outcome is never lost."""
+    for attempt in range(FINISH_RETRIES):
+        try:
+            job_store.finish_job(settings, job.id, job.attempt, status, **values)
+            return
+        except Exception:  # noqa: BLE001
+            log.warning("job %s: could not record %s (try %d)", job.id, status, attempt + 1, exc_info=True)
+            time.sleep(min(2**attempt, 10))
+    log.error("job %s: gave up recording %s %r; it will be taken over after the heartbeat timeout",
+              job.id, status, values)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A sentence a user can act on."""
+    from bps.problems import ProblemError  # noqa: PLC0415
+    from worker.engine.backend import DeviceUnavailable  # noqa: PLC0415
+
+    if isinstance(exc, ProblemError):
+        return exc.detail
+    if isinstance(exc, DeviceUnavailable):
+        return f"this job needs a GPU but the worker that took it has none ({exc}): set \"device\": \"cpu\" or \"auto\""
+    if isinstance(exc, MemoryError):
+        return "the worker ran out of memory: lower batch_size or the number of units, or use a smaller dataset"
+    detail = str(exc).strip() or type(exc).__name__
+    return f"training failed: {detail}. Check the spec and the dataset, then submit the job again"
+
+
+def task_of(job: JobSnapshot, preprocessor: Any) -> str:
+    task = job.task or getattr(preprocessor, "task", None)
+    if task:
+        return str(task)
+    return "classification" if job.spec.get("loss") in CLASSIFICATION_LOSSES else "regression"
+
+
+def output_count(job: JobSnapshot, y: Any, classes: list[Any] | None, preprocessor: Any = None) -> int:
+    """Units of the output layer when the spec leaves them out."""
+    if getattr(preprocessor, "n_outputs", None):
+        return int(preprocessor.n_outputs)
+    if job.spec.get("loss") == "cross_entropy" and classes:
+        return len(classes)
+    return int(y.shape[1]) if getattr(y, "ndim", 1) == 2 else 1
+
+
+def choose_device(job: JobSnapshot) -> str:
+    from worker.engine.backend import resolve_device  # noqa: PLC0415
+
+    requested = str(job.spec.get("device") or "auto")
+    if requested == "auto" and job.queue != "gpu":
+        return "cpu"
+    return resolve_device(requested)
+
+
+def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, Any]:
+    from bps.datasets import load_dataset_bytes  # noqa: PLC0415
+    from bps.models import Dataset  # noqa: PLC0415
+    from bps.preprocessing import prepare_training_data  # noqa: PLC0415
+
+    with session_scope(settings.database_url) as session:
+        dataset = session.get(Dataset, job.dataset_id)
+        if dataset is None:
+            raise ValueError(f"dataset {job.dataset_id} was deleted before training started; upload it again")
+        fmt = dataset.format
+        raw = load_dataset_bytes(session=session, dataset_id=job.dataset_id)
+    return prepare_training_data(
+        raw, fmt, target=job.target, features=job.features, input_shape=job.input_shape,
+        task=str(job.spec.get("loss") or job.task or "cross_entropy"), impute=job.impute,
+    )
+
+
+def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
+    X, y, preprocessor = load_training_data(settings, job)
+    from worker.engine import Network  # noqa: PLC0415
+    classes = _jsonable(getattr(preprocessor, "classes", None))
+    device = choose_device(job)
+    if not job_store.set_device(settings, job.id, job.attempt, device):
+        raise JobAbandoned
+    net = Network.from_spec(
+        job.spec, input_shape=tuple(int(d) for d in X.shape[1:]), seed=int(job.spec.get("seed", 0) or 0),
+        dtype=job.spec.get("dtype", "float32"), device=device, n_outputs=output_count(job, y, classes, preprocessor),
+    )
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        control.observe(*job_store.record_epoch(settings, job, record))
+
+    history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop)
+    if control.lost:
+        raise JobAbandoned
+    warnings = [str(w) for w in (getattr(history, "warnings", None) or [])]
+    _finish(settings, job, control, net, history, preprocessor, classes, warnings)
+
+
+def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any, history: Any,
+            preprocessor: Any, classes: list[Any] | None, warnings: list[str]) -> None:
+    reason = getattr(history, "stop_reason", "completed")
+    if reason == "diverged":
+        epoch = getattr(history, "diverged_epoch", None)
+        error = f"loss became NaN at epoch {epoch}: lower the learning rate or set gradient_clip_norm"
+        _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
+    elif reason == "cancelled" and control.timed_out():
+        limit = job.time_limit_s or settings.job_time_limit_s
+        error = f"training exceeded the time limit of {limit:g} s: use fewer epochs or a smaller model"
+        _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
+    elif reason == "cancelled" and SHUTDOWN.is_set() and not control.cancel_requested:
+        _requeue(settings, job)
+    elif reason == "cancelled":
+        _finish_or_log(settings, job, "cancelled", warnings=warnings)
+    else:
+        model_values = _model_values(settings, job, net, preprocessor, classes)
+        model_id = job_store.finish_with_model(settings, job, model_values, {"warnings": warnings})
+        log.info("job %s attempt %d: %s", job.id, job.attempt, f"model {model_id}" if model_id else "lost")
+
+
+def _requeue(settings: Settings, job: JobSnapshot) -> None:
+    """The worker is shutting down: the job goes back to the queue and restarts from epoch 1
+    on the next worker (an unpublished queued job is republished by the reaper)."""
+    from worker.queue import publish_job  # noqa: PLC0415
+
+    if job_store.requeue_job(settings, job.id, job.attempt):
+        log.info("job %s attempt %d: worker shutting down, job requeued", job.id, job.attempt)
+        try:
+            publish_job(settings, job.id, job.queue)
+        except Exception:  # noqa: BLE001
+            log.warning("job %s: republish failed; the reaper will publish it", job.id, exc_info=True)
+
+
+def _model_values(settings: Settings, job: JobSnapshot, net: Any, preprocessor: Any,
+                  classes: list[Any] | None) -> dict[str, Any]:
+    from bps.models import Job  # noqa: PLC0415
+
+    with session_scope(settings.database_url) as session:
+        metrics = session.get(Job, job.id).metrics
+    preprocessing = preprocessor.to_json() if hasattr(preprocessor, "to_json") else {}
+    if isinstance(preprocessing, (str, bytes)):
+        preprocessing = json.loads(preprocessing)
+    features = getattr(preprocessor, "features", None) or job.features
+    return {
+        "task": task_of(job, preprocessor), "features": _jsonable(features), "target": job.target,
+        "classes": classes, "input_shape": job.input_shape, "spec": job.spec, "metrics": metrics,
+        "preprocessing": preprocessing, "weights": network_bytes(net),
+    }
+
+
+def network_bytes(net: Any) -> bytes:
+    """Network.save's .npz as bytes (save takes a path or a binary file)."""
+    buffer = io.BytesIO()
+    try:
+        net.save(buffer)
+        return buffer.getvalue()
+    except (TypeError, AttributeError):
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.npz")
+            net.save(path)
+            with open(path, "rb") as handle:
+                return handle.read()
+
+
+def _jsonable(values: Any) -> list[Any] | None:
+    """Labels/feature names as plain JSON values (NumPy scalars become Python ones)."""
+    if values is None:
+        return None
+    return [v.item() if hasattr(v, "item") else v for v in list(values)]
