@@ -1,240 +1,25 @@
-"""Turning a stored dataset into training arrays, and the same transform at prediction.
-
-`Preprocessor` is saved with the model as JSON (`to_json()` -> dict, `from_json(dict|str)`):
-numeric features standardised ((x - mean) / std, std 0 -> 1), string features one-hot
-(unknown category -> all zeros), labels mapped to class indices and back (`classes` hold
-the labels as uploaded: strings stay strings, integers stay integers).
-
-Target modes, from the spec's loss: "multiclass" (cross_entropy: y int class indices (N,)),
-"binary" (binary_cross_entropy: y float 0/1 (N, 1), or (N, k) for an .npz multi-label y),
-"regression" (mse/mae/huber: y float (N, k), k target columns; (N, 1) for one column).
-"""
+"""Fitting a Preprocessor on a stored dataset and producing the engine's training arrays:
+`prepare_training_data` is what the worker calls. See bps/preprocessor.py for the transform."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bps.dataset_files import read_npz_arrays, read_table
+from bps.preprocessor import (
+    IMPUTE_STRATEGIES,
+    UNBOUNDED_ARRAY_BYTES,
+    Preprocessor,
+    fill_value,
+    python_scalar,
+    target_mode,
+)
 from bps.problems import Unprocessable
 
-CLASSIFICATION_LOSSES = {"cross_entropy": "multiclass", "binary_cross_entropy": "binary"}
-REGRESSION_LOSSES = ("mse", "mae", "huber")
-IMPUTE_STRATEGIES = ("mean", "median", "zero")
-UNBOUNDED_ARRAY_BYTES = 1 << 62
-
-
-def target_mode(task: str) -> str:
-    """"multiclass" | "binary" | "regression" from a loss name (or "classification"/"regression")."""
-    if task in CLASSIFICATION_LOSSES:
-        return CLASSIFICATION_LOSSES[task]
-    if task in ("classification", "multiclass"):
-        return "multiclass"
-    if task in ("binary", "regression"):
-        return task
-    if task in REGRESSION_LOSSES:
-        return "regression"
-    raise ValueError(f"unknown loss or task {task!r}")
-
-
-def _python_scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _fill_value(values: np.ndarray, impute: str | None) -> float | None:
-    finite = values[np.isfinite(values)]
-    if impute is None:
-        return None
-    if impute == "zero" or finite.size == 0:
-        return 0.0
-    return float(np.median(finite) if impute == "median" else finite.mean())
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    shifted = np.exp(z - z.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _is_probability(outputs: np.ndarray, rows_sum_to_one: bool) -> bool:
-    if outputs.size == 0 or np.any(outputs < -1e-6) or np.any(outputs > 1 + 1e-6):
-        return False
-    return not rows_sum_to_one or bool(np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
-@dataclass
-class Preprocessor:
-    source: str  # "tabular" (CSV/Parquet) | "array" (.npz)
-    mode: str  # "multiclass" | "binary" | "regression"
-    input_shape: list[int]
-    features: list[str] = field(default_factory=list)  # tabular: feature column names, in order
-    encoders: list[dict[str, Any]] = field(default_factory=list)  # tabular: one per feature
-    target: str | None = None
-    classes: list[Any] | None = None
-    n_outputs: int = 1
-    impute: str | None = None
-    array_fill: float | None = None  # .npz imputation value
-
-    # ---- persistence -------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | str) -> Preprocessor:
-        return cls(**(json.loads(data) if isinstance(data, str) else data))
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.features)
-
-    @property
-    def task(self) -> str:
-        """"classification" | "regression", as Model.task."""
-        return "regression" if self.mode == "regression" else "classification"
-
-    @property
-    def width(self) -> int:
-        return int(np.prod(self.input_shape))
-
-    # ---- features ----------------------------------------------------------------
-    def _numeric_column(self, spec: dict[str, Any], column: pd.Series) -> np.ndarray:
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad_text = column.notna().to_numpy() & np.isnan(values)
-        if bad_text.any():
-            row = int(np.argmax(bad_text))
-            raise Unprocessable(
-                f"column {spec['name']!r} must be numeric; row {row} holds {column.iloc[row]!r}", loc=[spec["name"]]
-            )
-        missing = ~np.isfinite(values)
-        if missing.any():
-            if spec.get("fill") is None:
-                raise Unprocessable(
-                    f"column {spec['name']!r} has {int(missing.sum())} missing or non-finite value(s) "
-                    f"(first at row {int(np.argmax(missing))}); submit the job with \"impute\": "
-                    "\"mean\" | \"median\" | \"zero\" or clean the data",
-                    loc=[spec["name"]],
-                )
-            values = np.where(missing, spec["fill"], values)
-        return (values - spec["mean"]) / spec["std"]
-
-    def _categorical_column(self, spec: dict[str, Any], column: pd.Series) -> np.ndarray:
-        if column.isna().any() and self.impute is None:
-            row = int(np.argmax(column.isna().to_numpy()))
-            raise Unprocessable(
-                f"column {spec['name']!r} has missing values (first at row {row}); submit the job with "
-                "\"impute\" to encode them as no category",
-                loc=[spec["name"]],
-            )
-        text = column.astype(object).where(column.notna(), None).map(lambda v: None if v is None else str(v))
-        categories = spec["categories"]
-        index = {c: i for i, c in enumerate(categories)}
-        out = np.zeros((len(column), len(categories)))
-        for row, value in enumerate(text):
-            position = index.get(value)
-            if position is not None:
-                out[row, position] = 1.0
-        return out
-
-    def transform_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Feature columns of `frame` -> float64 (N, *input_shape)."""
-        missing = [name for name in self.feature_names if name not in frame.columns]
-        if missing:
-            raise Unprocessable(f"missing feature column(s): {missing}", loc=[missing[0]])
-        blocks = []
-        for spec in self.encoders:
-            column = frame[spec["name"]]
-            if spec["kind"] == "numeric":
-                blocks.append(self._numeric_column(spec, column)[:, None])
-            else:
-                blocks.append(self._categorical_column(spec, column))
-        flat = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
-        return flat.reshape((len(frame), *self.input_shape))
-
-    def transform_arrays(self, X: np.ndarray) -> np.ndarray:
-        """.npz-style X (N, *input_shape) or (N, prod(input_shape)) -> float64 (N, *input_shape)."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim < 2 or int(np.prod(X.shape[1:])) != self.width:
-            raise Unprocessable(
-                f"instances must have shape (n, {', '.join(map(str, self.input_shape))}) "
-                f"or (n, {self.width}); got {list(X.shape)}",
-                loc=["instances"],
-            )
-        X = X.reshape((X.shape[0], *self.input_shape))
-        missing = ~np.isfinite(X)
-        if missing.any():
-            if self.array_fill is None:
-                raise Unprocessable(
-                    f"X has {int(missing.sum())} missing or non-finite value(s); submit the job with \"impute\"",
-                    loc=["X"],
-                )
-            X = np.where(missing, self.array_fill, X)
-        return X
-
-    def transform_instances(self, instances: list[Any]) -> np.ndarray:
-        """Rows of raw feature values in feature order, or nested arrays of input_shape."""
-        if self.source == "array":
-            try:
-                return self.transform_arrays(np.asarray(instances, dtype=np.float64))
-            except (TypeError, ValueError):
-                raise Unprocessable("instances must be numeric nested arrays", loc=["instances"]) from None
-        n_features = len(self.features)
-        if all(isinstance(row, list) and len(row) == n_features for row in instances) and not (
-            n_features == 1 and self.width != 1
-        ):
-            flat_rows = instances
-        else:
-            try:
-                flat_rows = np.asarray(instances, dtype=np.float64).reshape(len(instances), -1)
-            except (TypeError, ValueError):
-                flat_rows = None
-            if flat_rows is None or flat_rows.shape[1] != n_features:
-                raise Unprocessable(
-                    f"each instance must be a list of the {n_features} features {self.feature_names} "
-                    f"(or a nested array of shape {self.input_shape})",
-                    loc=["instances"],
-                )
-            flat_rows = flat_rows.tolist()
-        return self.transform_frame(pd.DataFrame(flat_rows, columns=self.feature_names))
-
-    # ---- labels ------------------------------------------------------------------
-    def encode_labels(self, values: Any) -> np.ndarray:
-        """Labels as uploaded -> the engine's y (see the module docstring)."""
-        array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
-        if self.mode == "regression":
-            y = np.asarray(array, dtype=np.float64)
-            return y.reshape(len(y), -1)
-        if self.mode == "binary" and self.classes is None:
-            return np.asarray(array, dtype=np.float64).reshape(len(array), -1)
-        index = {c: i for i, c in enumerate(self.classes or [])}
-        flat = array.reshape(len(array)) if array.ndim > 1 else array
-        codes = np.array([index[_python_scalar(v)] for v in flat], dtype=np.int64)
-        if self.mode == "binary":
-            return codes.astype(np.float64).reshape(-1, 1)
-        return codes
-
-    def decode(self, outputs: np.ndarray) -> tuple[list[Any], list[list[float | None]] | None]:
-        """Network outputs (N, n_outputs) -> (predictions as uploaded, probabilities or None)."""
-        outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
-        if self.mode == "regression":
-            values = [[_finite_or_none(v) for v in row] for row in outputs]
-            return ([row[0] for row in values] if outputs.shape[1] == 1 else values), None
-        if self.mode == "multiclass":
-            probs = outputs if _is_probability(outputs, True) else _softmax(outputs)
-            preds = [self.classes[int(i)] for i in np.argmax(probs, axis=1)]
-            return preds, [[_finite_or_none(p) for p in row] for row in probs]
-        probs = outputs if _is_probability(outputs, False) else 1.0 / (1.0 + np.exp(-outputs))
-        if self.classes is not None:
-            positive = probs[:, 0]
-            preds = [self.classes[int(p >= 0.5)] for p in positive]
-            return preds, [[_finite_or_none(1 - p), _finite_or_none(p)] for p in positive]
-        return (probs >= 0.5).astype(int).tolist(), [[_finite_or_none(p) for p in row] for row in probs]
-
+__all__ = ["IMPUTE_STRATEGIES", "UNBOUNDED_ARRAY_BYTES", "Preprocessor", "fit_arrays", "fit_tabular",
+           "prepare_training_data", "target_mode"]
 
 # ---- fitting -------------------------------------------------------------------------
 def _fit_classes(values: np.ndarray, mode: str, name: str) -> list[Any] | None:
@@ -254,7 +39,7 @@ def _fit_classes(values: np.ndarray, mode: str, name: str) -> list[Any] | None:
                 "discrete labels (use mse/mae/huber for regression)",
                 loc=[name],
             )
-    classes = sorted({_python_scalar(v) for v in flat})
+    classes = sorted({python_scalar(v) for v in flat})
     if mode == "binary" and len(classes) > 2:
         raise Unprocessable(
             f"binary_cross_entropy needs two classes in {name!r}; found {len(classes)} (use cross_entropy)", loc=[name]
@@ -279,7 +64,7 @@ def _feature_spec(name: str, column: pd.Series, impute: str | None) -> dict[str,
             "kind": "numeric",
             "mean": float(finite.mean()) if finite.size else 0.0,
             "std": std if std > 1e-12 else 1.0,
-            "fill": _fill_value(values, impute),
+            "fill": fill_value(values, impute),
         }
     categories = sorted({str(v) for v in column.dropna()})
     return {"name": name, "kind": "categorical", "categories": categories}
@@ -319,7 +104,7 @@ def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, m
     if int(np.prod(shape)) != int(np.prod(X.shape[1:])):
         raise Unprocessable(f"input_shape {shape} does not match X rows of shape {list(X.shape[1:])}",
                             loc=["input_shape"])
-    fill = _fill_value(np.asarray(X, dtype=np.float64).ravel(), impute) if impute else None
+    fill = fill_value(np.asarray(X, dtype=np.float64).ravel(), impute) if impute else None
     if mode == "regression":
         _numeric_target(y, "y")
         classes, n_outputs = None, 1 if y.ndim == 1 else int(y.shape[1])

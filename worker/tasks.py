@@ -5,10 +5,12 @@ import logging
 
 from celery import Celery
 from celery.exceptions import Reject
+from sqlalchemy.exc import OperationalError
 
 from bps.config import Settings
 
 log = logging.getLogger(__name__)
+DB_RETRY_S = 10
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -25,4 +27,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             raise Reject("worker shutting down", requeue=True)
         worker_id = task.request.hostname or "worker"
         log.info("job %s: received by %s", job_id, worker_id)
-        run_job(str(job_id), settings=settings, worker_id=worker_id)
+        try:
+            run_job(str(job_id), settings=settings, worker_id=worker_id)
+        except OperationalError as exc:  # the database is unreachable before the claim: try later
+            log.warning("job %s: database unavailable (%s); retrying in %d s", job_id, exc, DB_RETRY_S)
+            raise task.retry(countdown=DB_RETRY_S, max_retries=None) from exc

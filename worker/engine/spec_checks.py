@@ -112,7 +112,12 @@ def check_whole(spec: dict, errors: Errors, input_shape: Any, n_outputs: int | N
 
 def _fill_output_units(spec: dict, errors: Errors, n_outputs: int | None) -> None:
     dense_idx = [i for i, layer in enumerate(spec["layers"]) if layer["type"] == "dense"]
-    if not dense_idx or n_outputs is None:
+    if n_outputs is None:
+        return
+    if isinstance(n_outputs, bool) or not isinstance(n_outputs, int) or n_outputs < 1:
+        errors.append({"loc": ["n_outputs"], "msg": f"the number of outputs must be a positive integer, got {n_outputs!r}"})
+        return
+    if not dense_idx:
         return
     want = _output_units(spec["loss"], int(n_outputs))
     layer = spec["layers"][dense_idx[-1]]

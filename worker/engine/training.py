@@ -99,7 +99,8 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
     if n_train < 1 or (net.spec["validation_split"] > 0 and n_train == Xd.shape[0]):
         raise ValueError(f"validation_split {net.spec['validation_split']} leaves no rows for training or validation")
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
-    with threadpool_limits(limits=net.n_threads, user_api="blas"):
+    # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
+    with threadpool_limits(limits=net.n_threads, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
         return _Loop(net, Xd[:n_train], yd[:n_train], Xd[n_train:], yd[n_train:]).run(on_epoch, should_stop)
 
 

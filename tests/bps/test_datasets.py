@@ -1,0 +1,67 @@
+"""Parsing and profiling (bps/dataset_files.py) and chunked storage (bps/datasets.py)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from bps.dataset_files import detect_format, parse_dataset, read_npz_arrays
+from bps.datasets import create_dataset, delete_dataset, get_dataset, load_dataset_bytes, read_limited
+from bps.db import session_scope
+from bps.problems import NotFound, PayloadTooLarge, Unprocessable
+from bps.tenants import get_or_create_tenant
+
+
+def _npz(**arrays) -> bytes:  # noqa: ANN003
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_detect_format_by_magic_then_extension() -> None:
+    assert detect_format("x.csv", b"PAR1....") == "parquet"
+    assert detect_format("x.csv", b"PK\x03\x04") == "npz"
+    assert detect_format("x.parquet", b"abc") == "parquet" and detect_format("", b"a,b") == "csv"
+
+
+def test_profile_of_numbers_strings_and_non_finite() -> None:
+    parsed = parse_dataset(b"a,b\n1,x\n-inf,y\n,x\n3,z\n", "d.csv", max_rows=10, max_array_bytes=10**6)
+    a, b = parsed.columns
+    assert (a["missing"], a["non_finite"], a["min"], a["max"], a["mean"], a["n_unique"]) == (1, 2, 1, 3, 2, 3)
+    assert b == {**b, "dtype": "string", "kind": "string", "missing": 0, "n_unique": 3, "min": None, "mean": None}
+
+
+def test_row_limit() -> None:
+    with pytest.raises(Unprocessable, match="MAX_DATASET_ROWS"):
+        parse_dataset(b"a\n1\n2\n3\n", "d.csv", max_rows=2, max_array_bytes=10**6)
+
+
+def test_npz_headers_are_checked_before_reading() -> None:
+    raw = _npz(X=np.zeros((1000, 1000)), y=np.zeros(1000))  # compresses to almost nothing
+    with pytest.raises(Unprocessable, match="larger than"):
+        read_npz_arrays(raw, max_array_bytes=10**6)
+    X, y = read_npz_arrays(_npz(X=np.ones((3, 2)), y=np.array(["a", "b", "a"])), max_array_bytes=10**6)
+    assert X.shape == (3, 2) and y.tolist() == ["a", "b", "a"]
+
+
+def test_read_limited_stops_past_the_limit() -> None:
+    assert read_limited(io.BytesIO(b"x" * 10), limit=10) == b"x" * 10
+    with pytest.raises(PayloadTooLarge):
+        read_limited(io.BytesIO(b"x" * 11), limit=10)
+
+
+def test_store_load_and_delete_in_chunks(settings) -> None:  # noqa: ANN001
+    raw = b"a,b\n" + b"".join(f"{i},{i * 2}\n".encode() for i in range(500))
+    with session_scope(settings.database_url) as session:
+        tenant = get_or_create_tenant(session=session, tenant_name="t")
+        dataset = create_dataset(session=session, tenant_id=tenant.id, raw=raw, filename="d.csv", name=None,
+                                 chunk_bytes=1000, max_rows=10**6, max_array_bytes=10**6)
+        assert len(dataset.chunks) == -(-len(raw) // 1000) and dataset.name == "d.csv"
+    with session_scope(settings.database_url) as session:
+        assert load_dataset_bytes(session=session, dataset_id=dataset.id) == raw
+        with pytest.raises(NotFound):
+            get_dataset(session=session, tenant_id="someone else", dataset_id=dataset.id)
+        delete_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset.id)
+    with session_scope(settings.database_url) as session, pytest.raises(NotFound):
+        load_dataset_bytes(session=session, dataset_id=dataset.id)

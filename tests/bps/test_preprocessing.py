@@ -1,0 +1,81 @@
+"""Preprocessor: standardisation, one-hot, labels both ways, imputation, JSON round trip."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from bps.preprocessing import Preprocessor, prepare_training_data
+from bps.problems import Unprocessable
+
+CSV = b"num,colour,label\n1,red,yes\n2,blue,no\n3,red,yes\n6,green,no\n"
+
+
+def test_tabular_multiclass() -> None:
+    X, y, prep = prepare_training_data(CSV, "csv", target="label", features=None, input_shape=None,
+                                       task="cross_entropy")
+    assert X.shape == (4, 4) and prep.features == ["num", "colour"] and prep.classes == ["no", "yes"]
+    np.testing.assert_allclose(X[:, 0], (np.array([1, 2, 3, 6]) - 3) / np.std([1, 2, 3, 6]))
+    np.testing.assert_array_equal(X[:, 1:], [[0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 0]])  # blue, green, red
+    assert y.dtype == np.int64 and y.tolist() == [1, 0, 1, 0]
+    preds, probs = prep.decode(np.array([[0.9, 0.1], [0.2, 0.8]]))
+    assert preds == ["no", "yes"] and probs == [[0.9, 0.1], [0.2, 0.8]]
+
+
+def test_json_round_trip_transforms_the_same() -> None:
+    X, _y, prep = prepare_training_data(CSV, "csv", target="label", features=["colour", "num"], input_shape=[2, 2],
+                                        task="cross_entropy")
+    again = Preprocessor.from_json(prep.to_json())
+    assert again == prep and Preprocessor.from_json(__import__("json").dumps(prep.to_json())) == prep
+    np.testing.assert_allclose(again.transform_instances([["red", 1], ["blue", 2]]), X[:2])
+    assert again.transform_instances([["purple", 1]])[0].ravel()[:3].tolist() == [0, 0, 0]  # unknown category
+
+
+def test_binary_and_regression_targets() -> None:
+    _X, y, prep = prepare_training_data(CSV, "csv", target="label", features=None, input_shape=None,
+                                        task="binary_cross_entropy")
+    assert y.shape == (4, 1) and y.ravel().tolist() == [1, 0, 1, 0] and prep.n_outputs == 1
+    preds, probs = prep.decode(np.array([[0.7], [0.2]]))
+    assert preds == ["yes", "no"] and probs[0] == pytest.approx([0.3, 0.7])
+    _X, y, prep = prepare_training_data(CSV, "csv", target="num", features=["colour"], input_shape=None, task="mse")
+    assert y.shape == (4, 1) and prep.classes is None and prep.decode(np.array([[2.5]]))[0] == [2.5]
+
+
+def test_integer_labels_stay_integers() -> None:
+    _X, y, prep = prepare_training_data(b"x,k\n1,10\n2,20\n3,10\n", "csv", target="k", features=None,
+                                        input_shape=None, task="cross_entropy")
+    assert prep.classes == [10, 20] and all(type(c) is int for c in prep.classes)
+    assert prep.decode(np.array([[0.1, 0.9]]))[0] == [20]
+
+
+def test_missing_values_need_imputation() -> None:
+    raw = b"a,b,label\n1,,x\n3,4,y\n5,6,x\n"
+    with pytest.raises(Unprocessable, match="'b'") as info:
+        prepare_training_data(raw, "csv", target="label", features=None, input_shape=None, task="cross_entropy")
+    assert info.value.errors[0]["loc"] == ["b"]
+    X, _y, prep = prepare_training_data(raw, "csv", target="label", features=None, input_shape=None,
+                                        task="cross_entropy", impute="median")
+    assert np.isfinite(X).all() and prep.encoders[1]["fill"] == 5.0
+
+
+def test_bad_targets_are_named() -> None:
+    with pytest.raises(Unprocessable, match="non-integer"):
+        prepare_training_data(b"x,t\n1,0.5\n2,1.5\n", "csv", target="t", features=None, input_shape=None,
+                              task="cross_entropy")
+    with pytest.raises(Unprocessable, match="not numeric"):
+        prepare_training_data(CSV, "csv", target="label", features=None, input_shape=None, task="mse")
+    with pytest.raises(Unprocessable, match="input_shape"):
+        prepare_training_data(CSV, "csv", target="label", features=None, input_shape=[3], task="cross_entropy")
+
+
+def test_npz_arrays() -> None:
+    buffer = io.BytesIO()
+    X = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
+    np.savez(buffer, X=X, y=np.array(["b", "a", "b", "a", "b", "a"]))
+    X_out, y, prep = prepare_training_data(buffer.getvalue(), "npz", target=None, features=None, input_shape=[4],
+                                           task="cross_entropy")
+    assert X_out.shape == (6, 4) and y.tolist() == [1, 0, 1, 0, 1, 0] and prep.classes == ["a", "b"]
+    np.testing.assert_array_equal(prep.transform_instances(X[:2].tolist()), X_out[:2])
+    with pytest.raises(Unprocessable, match="shape"):
+        prep.transform_instances([[1.0, 2.0, 3.0]])
