@@ -153,7 +153,8 @@ class _Loop:
         lr = self.st.schedule.lr
         for layer in net.layers:
             if hasattr(layer, "rng"):
-                layer.rng = xp.random.default_rng([net.seed, epoch, layer.index])
+                seed = [net.seed, epoch, layer.index] if xp is np else (net.seed * 1_000_003 + epoch) * 1009 + layer.index
+                layer.rng = xp.random.default_rng(seed)  # CuPy's default_rng takes one int
         order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
         sums = {"loss": 0.0, "correct": 0.0, "steps": 0}
         norm_sums = [0.0] * len(self.names)
