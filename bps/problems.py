@@ -52,3 +52,16 @@ class UnsupportedMediaType(ProblemError):
 
 class Unprocessable(ProblemError):
     status, title = 422, "Unprocessable Content"
+
+
+class TooManyRequests(ProblemError):
+    """A quota or rate limit; `retry_after_s` goes out as the Retry-After header."""
+
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int, loc: list[Any] | None = None) -> None:
+        super().__init__(detail, loc=loc, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+
+
+class ServiceUnavailable(ProblemError):
+    status, title = 503, "Service Unavailable"

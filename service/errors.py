@@ -7,12 +7,14 @@ from typing import Any
 
 from flask import Flask, Response, json
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from bps.problems import ProblemError
 
 log = logging.getLogger(__name__)
 PROBLEM_MIME = "application/problem+json"
+DATABASE_RETRY_AFTER_S = 5
 
 
 def problem_response(
@@ -58,7 +60,26 @@ def _handle_http(exc: HTTPException) -> Response:
     return problem_response(status, exc.name, detail, [{"loc": [], "msg": detail}], headers)
 
 
+def is_database_unavailable(exc: BaseException) -> bool:
+    """A lost or refused database connection (or an unopenable SQLite file): the client
+    should retry later, it did nothing wrong. Integrity and programming errors are not."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _handle_database(exc: DBAPIError) -> Response:
+    if not is_database_unavailable(exc):
+        return _handle_unexpected(exc)
+    log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=True)
+    detail = "the database is unavailable; retry in a few seconds"
+    return problem_response(503, "Service Unavailable", detail, [{"loc": [], "msg": detail}],
+                            {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 def _handle_unexpected(exc: Exception) -> Response:
+    if isinstance(exc, DBAPIError) and is_database_unavailable(exc):
+        return _handle_database(exc)
     log.exception("unhandled error")
     return problem_response(500, "Internal Server Error", "an unexpected error occurred; it has been logged")
 
@@ -67,4 +88,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ProblemError, _handle_problem)
     app.register_error_handler(ValidationError, _handle_validation)
     app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(DBAPIError, _handle_database)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -6,6 +6,7 @@ import threading
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
+from bps.problems import ServiceUnavailable
 from service.http import db, settings
 
 BROKER_TIMEOUT_S = 1.0
@@ -13,11 +14,16 @@ blueprint = Blueprint("health", __name__)
 
 
 def check_database() -> str:
+    """"ok", "unreachable" (connection refused or lost, file unopenable) or "error: <type>"."""
+    from service.errors import is_database_unavailable  # noqa: PLC0415
+
     try:
         db().execute(text("SELECT 1"))
         return "ok"
+    except ServiceUnavailable:
+        return "unreachable"
     except Exception as exc:  # noqa: BLE001  (any failure is reported, never raised)
-        return f"error: {type(exc).__name__}"
+        return "unreachable" if is_database_unavailable(exc) else f"error: {type(exc).__name__}"
 
 
 def _probe_broker(url: str, result: list[str]) -> None:

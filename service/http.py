@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from bps.config import Settings
 from bps.db import session_factory
-from bps.problems import BadRequest, UnsupportedMediaType, Unprocessable
+from bps.problems import BadRequest, ServiceUnavailable, UnsupportedMediaType, Unprocessable
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -23,7 +23,11 @@ def settings() -> Settings:
 def db() -> Session:
     """One session per request, closed (rolled back if uncommitted) at teardown."""
     if "db" not in g:
-        g.db = session_factory(settings().database_url)()
+        try:
+            g.db = session_factory(settings().database_url)()
+        except OSError:  # e.g. a SQLite directory that cannot be created
+            raise ServiceUnavailable("the database is unavailable; retry in a few seconds",
+                                     headers={"Retry-After": "5"}) from None
     return g.db
 
 

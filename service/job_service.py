@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -11,11 +12,15 @@ from sqlalchemy.orm import Session
 
 from bps.config import Settings
 from bps.models import Dataset, Epoch, Job, utcnow
-from bps.problems import Conflict, NotFound, Unprocessable
+from bps.problems import Conflict, NotFound, TooManyRequests, Unprocessable
 from service.job_checks import InputPlan, plan_inputs
 from service.schemas import JobCreate
 
 log = logging.getLogger(__name__)
+# A submission waits at most this long for the broker; a job not published by then stays
+# queued with published_at NULL and the worker's reaper publishes it (the job table is the outbox).
+PUBLISH_TIMEOUT_S = 2.0
+QUOTA_RETRY_AFTER_S = 30
 
 
 def _spec_limits(settings: Settings) -> Any:
@@ -36,20 +41,32 @@ def _validate_spec(raw: dict[str, Any], plan: InputPlan | None, settings: Settin
         return None, list(exc.errors)
 
 
-def _limit_errors(session: Session, tenant_id: str, dataset: Dataset, spec: dict | None,
-                  settings: Settings) -> list[dict[str, Any]]:
-    errors = []
+def _limit_errors(dataset: Dataset, spec: dict | None, settings: Settings) -> list[dict[str, Any]]:
     if spec is not None and spec["epochs"] * dataset.n_rows > settings.max_work_rows:
-        errors.append({"loc": ["spec", "epochs"], "msg": (
+        return [{"loc": ["spec", "epochs"], "msg": (
             f"epochs x rows = {spec['epochs']} x {dataset.n_rows} exceeds the work limit MAX_WORK_ROWS="
-            f"{settings.max_work_rows}: use fewer epochs or a smaller dataset")})
-    queued = session.scalar(select(func.count()).select_from(Job).where(
-        Job.tenant_id == tenant_id, Job.status == "queued"))
+            f"{settings.max_work_rows}: use fewer epochs or a smaller dataset")}]
+    return []
+
+
+def check_tenant_quota(session: Session, tenant_id: str, settings: Settings) -> None:
+    """429 when the tenant already has MAX_QUEUED_JOBS_PER_TENANT queued jobs, or
+    MAX_RUNNING_JOBS_PER_TENANT + MAX_QUEUED_JOBS_PER_TENANT queued and running jobs together
+    (a quota: the same request succeeds later, so 429 with Retry-After rather than 422)."""
+    counts = dict(session.execute(select(Job.status, func.count()).where(
+        Job.tenant_id == tenant_id, Job.status.in_(("queued", "running"))).group_by(Job.status)).all())
+    queued, running = counts.get("queued", 0), counts.get("running", 0)
     if queued >= settings.max_queued_jobs_per_tenant:
-        errors.append({"loc": ["body"], "msg": (
-            f"you have {queued} queued jobs, the limit MAX_QUEUED_JOBS_PER_TENANT is "
-            f"{settings.max_queued_jobs_per_tenant}: wait for some to start or cancel them")})
-    return errors
+        raise TooManyRequests(
+            f"you have {queued} queued jobs; the limit MAX_QUEUED_JOBS_PER_TENANT is "
+            f"{settings.max_queued_jobs_per_tenant}: wait for some to start or cancel them",
+            retry_after_s=QUOTA_RETRY_AFTER_S, loc=["body"])
+    active_limit = settings.max_queued_jobs_per_tenant + settings.max_running_jobs_per_tenant
+    if queued + running >= active_limit:
+        raise TooManyRequests(
+            f"you have {queued} queued and {running} running jobs; the limit is "
+            f"MAX_QUEUED_JOBS_PER_TENANT + MAX_RUNNING_JOBS_PER_TENANT = {active_limit}: wait or cancel some",
+            retry_after_s=QUOTA_RETRY_AFTER_S, loc=["body"])
 
 
 def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings: Settings) -> Job:
@@ -63,9 +80,10 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
     plan = plan_inputs(dataset, loss=loss, target=request.target, features=request.features,
                        input_shape=request.input_shape, impute=request.impute)
     spec, spec_errors = _validate_spec(request.spec, plan, settings)
-    errors = plan.errors + spec_errors + _limit_errors(session, tenant_id, dataset, spec, settings)
+    errors = plan.errors + spec_errors + _limit_errors(dataset, spec, settings)
     if errors:
         raise Unprocessable(f"the job cannot run: {len(errors)} problem(s), see errors", errors=errors)
+    check_tenant_quota(session, tenant_id, settings)
     from worker.engine.spec import task_for_loss  # noqa: PLC0415
 
     job = Job(
@@ -79,14 +97,26 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
     return job
 
 
-def publish(settings: Settings, job: Job) -> None:
-    """After the commit. A broker failure leaves the job queued for the reaper to republish."""
+def _publish_or_log(settings: Settings, job_id: str, queue: str) -> None:
     from worker import queue as worker_queue  # noqa: PLC0415
 
     try:
-        worker_queue.publish_job(settings, job.id, job.queue)
+        worker_queue.publish_job(settings, job_id, queue)
     except Exception:  # noqa: BLE001
-        log.exception("job %s: publishing to queue %s failed; it stays queued for republishing", job.id, job.queue)
+        log.exception("job %s: publishing to queue %s failed; it stays queued for republishing", job_id, queue)
+
+
+def publish(settings: Settings, job: Job, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+    """After the commit. A broker that refuses or does not answer within `timeout_s` leaves the
+    job queued for the reaper to republish; the submission is answered 202 either way. The
+    publish runs in a daemon thread so a hanging broker connection cannot hold the request."""
+    sender = threading.Thread(target=_publish_or_log, args=(settings, job.id, job.queue), daemon=True,
+                              name=f"publish-{job.id}")
+    sender.start()
+    sender.join(timeout_s)
+    if sender.is_alive():
+        log.warning("job %s: the broker did not answer within %.1f s; it stays queued for republishing",
+                    job.id, timeout_s)
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:

@@ -20,17 +20,6 @@ from worker.engine.layers.base import BuildContext, ShapeError
 SUFFIXES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
-def flush_tiny_(xp: Any, a: Any) -> None:
-    """Zeroes |values| below sqrt(smallest normal float) (1e-19 in float32), in place.
-
-    Gradients vanishing through many steps reach subnormal floats (or products that are), and
-    arithmetic on subnormals runs tens of times slower on x86: a float32 LSTM epoch got 20x
-    slower. Below 1e-19 a gradient term is far under float32 resolution of any real update.
-    """
-    floor = float(xp.finfo(a.dtype).tiny) ** 0.5
-    xp.copyto(a, 0, where=xp.abs(a) < floor)
-
-
 def sigmoid_(xp: Any, a: Any) -> None:
     """In-place logistic via tanh: no overflow for any input, float32 or float64."""
     a *= 0.5
@@ -109,9 +98,6 @@ class _Recurrent(Layer):
         xp = self.xp
         steps, n, features = self._xt.shape
         d_in, d_hid = self._bptt(grad_out)  # (T, N, G*H): pre-activation grads, input / hidden side
-        flush_tiny_(xp, d_in)
-        if d_hid is not d_in:
-            flush_tiny_(xp, d_hid)
         gh = d_in.shape[-1]
         d_in2, d_hid2 = d_in.reshape(steps * n, gh), d_hid.reshape(steps * n, gh)
         h_prev = self._hs[:-1].reshape(steps * n, self.units)
@@ -156,7 +142,6 @@ class SimpleRNN(_Recurrent):
         dh = xp.zeros((n, units), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
-            flush_tiny_(xp, dh)
             xp.multiply(dh, deriv[t], out=dz[t])
             xp.matmul(dz[t], w_hh, out=dh)
         return dz, dz
@@ -205,8 +190,6 @@ class LSTM(_Recurrent):
         dh, dc = xp.zeros((n, u), dtype=self.dtype), xp.zeros((n, u), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
-            flush_tiny_(xp, dh)
-            flush_tiny_(xp, dc)
             i, f, g, o = (gates[t, :, k * u:(k + 1) * u] for k in range(4))
             dg = dgates[t]
             xp.multiply(dh, self._tanh_c[t], out=dg[:, 3 * u:])  # dL/do
@@ -267,7 +250,6 @@ class GRU(_Recurrent):
         w_hh, dh = self._p("weight_hh_l0"), xp.zeros((n, u), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
-            flush_tiny_(xp, dh)
             r, z, new = (gates[t, :, k * u:(k + 1) * u] for k in range(3))
             di, dhid = d_in[t], d_hid[t]
             xp.subtract(hs[t], new, out=di[:, u:2 * u])
