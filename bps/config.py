@@ -28,8 +28,14 @@ class Settings:
     max_batch_size: int = 65_536
     max_work_rows: int = 2_000_000_000  # epochs x rows
     max_prediction_rows: int = 10_000
+    # Limits that protect the service (env: the upper-case name, e.g. MAX_QUEUED_JOBS_PER_TENANT).
+    # A tenant may hold at most MAX_QUEUED_JOBS_PER_TENANT queued jobs and at most
+    # MAX_QUEUED_JOBS_PER_TENANT + MAX_RUNNING_JOBS_PER_TENANT queued and running jobs together;
+    # a submission past either answers 429 with Retry-After.
     max_queued_jobs_per_tenant: int = 100
     max_running_jobs_per_tenant: int = 8
+    # Requests per API key per clock minute (429 + Retry-After past it; 0 = off): counted in
+    # Redis when BROKER_URL is redis://, else per API process (see service/rate_limit.py).
     rate_limit_per_minute: int = 6000
     dataset_chunk_bytes: int = 4 * 1024 * 1024
     worker_heartbeat_timeout_s: float = 30.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 from flask import g, request
 
 from bps.problems import ProblemError
-from bps.tenants import authenticate
-from service.http import db
+from bps.tenants import authenticate, hash_key
+from service.http import db, settings
+from service.rate_limit import limiter_for
 
 
 class Unauthorized(ProblemError):
@@ -16,7 +17,8 @@ class Unauthorized(ProblemError):
 
 
 def require_api_key() -> None:
-    """before_request of the /v1 blueprint: sets g.tenant_id or raises 401."""
+    """before_request of the /v1 blueprint: sets g.tenant_id or raises 401; then counts the
+    request against the key's rate limit (429 past RATE_LIMIT_PER_MINUTE)."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -25,3 +27,5 @@ def require_api_key() -> None:
     if tenant is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     g.tenant_id = tenant
+    config = settings()
+    limiter_for(config.rate_limit_per_minute, config.broker_url).check(hash_key(key.strip()))

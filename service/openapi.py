@@ -18,7 +18,9 @@ REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate)
 RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
                    schemas.PredictionOut, schemas.Health, schemas.Problem)
 ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not found (or another tenant's)",
-          "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content"}
+          "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content",
+          "429": "Rate limit or job quota reached (see Retry-After)",
+          "503": "Database unavailable (see Retry-After)"}
 
 
 def _ref(name: str) -> dict[str, str]:

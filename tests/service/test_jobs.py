@@ -84,8 +84,9 @@ def test_work_budget_and_queue_limits(client, auth, dataset_id, published, app) 
     assert_problem(submit(client, auth, dataset_id=dataset_id, target="species", spec=SMALL_SPEC), 422, "MAX_WORK_ROWS")
     spec = {**SMALL_SPEC, "epochs": 1}
     assert submit(client, auth, dataset_id=dataset_id, target="species", spec=spec).status_code == 202
-    assert_problem(submit(client, auth, dataset_id=dataset_id, target="species", spec=spec), 422,
-                   "MAX_QUEUED_JOBS_PER_TENANT")
+    quota = submit(client, auth, dataset_id=dataset_id, target="species", spec=spec)
+    assert_problem(quota, 429, "MAX_QUEUED_JOBS_PER_TENANT")
+    assert int(quota.headers["Retry-After"]) > 0
 
 
 def test_non_finite_features_need_imputation(client, auth, published) -> None:  # noqa: ANN001

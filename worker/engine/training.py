@@ -156,17 +156,18 @@ class _Loop:
                 seed = [net.seed, epoch, layer.index] if xp is np else (net.seed * 1_000_003 + epoch) * 1009 + layer.index
                 layer.rng = xp.random.default_rng(seed)  # CuPy's default_rng takes one int
         order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
-        sums = {"loss": 0.0, "correct": 0.0, "steps": 0}
-        norm_sums = [0.0] * len(self.names)
+        # Sums stay on the device (0-d arrays): no host sync inside the batch loop on a GPU.
+        sums = {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(len(self.names), np.float64)}
         for start in range(0, n, bs):
             if should_stop is not None and should_stop():
                 return None
             xb, yb = self._batch(order, start, min(start + bs, n))
-            value = self._step(xb, yb, lr, sums, norm_sums)
+            value = self._step(xb, yb, lr, sums)
             if xp is np and not math.isfinite(value):
-                break
+                break  # on CPU the check is free; on a GPU the epoch's sum reports it
         steps = max(sums["steps"], 1)
-        loss = _finite(sums["loss"] / n) if math.isfinite(float(sums["loss"])) else None
+        total_loss = float(sums["loss"])
+        loss = _finite(total_loss / n) if math.isfinite(total_loss) else None
         record = {"epoch": epoch, "loss": loss, "val_loss": None, "accuracy": None, "val_accuracy": None}
         if self.classification:
             record["accuracy"] = _finite(sums["correct"] / n) if loss is not None else None
@@ -174,7 +175,8 @@ class _Loop:
             record["val_loss"], record["val_accuracy"] = self._evaluate()
         record["duration_s"] = time.perf_counter() - start_time
         record["learning_rate"] = lr
-        record["grad_norms"] = {k: _finite(s / steps) for k, s in zip(self.names, norm_sums, strict=True)}
+        norm_sums = to_numpy(sums["norms"]) / steps
+        record["grad_norms"] = {k: _finite(v) for k, v in zip(self.names, norm_sums, strict=True)}
         return record
 
     def _batch(self, order: Any, start: int, stop: int) -> tuple[Any, Any]:
@@ -185,25 +187,22 @@ class _Loop:
         yb = self.xp.take(self.y, idx, axis=0, out=self.ybuf[:m])
         return xb, yb
 
-    def _step(self, xb: Any, yb: Any, lr: float, sums: dict, norm_sums: list) -> float:
+    def _step(self, xb: Any, yb: Any, lr: float, sums: dict) -> Any:
+        """One optimizer step on a batch; adds to `sums` on the device, returns the loss (0-d)."""
         net, xp, m = self.net, self.xp, xb.shape[0]
         out = net.forward(xb, True)
         value, grad = net.loss.value_and_grad(out, yb)
         if self.classification:
-            sums["correct"] += float(net.loss.correct(out, yb))
+            sums["correct"] += net.loss.correct(out, yb)
         grads = net.backward(grad)
-        value = float(net.add_l2(grads, value))
+        value = net.add_l2(grads, value)
         sums["loss"] += value * m
         sums["steps"] += 1
-        total_sq = 0.0
-        for k, name in enumerate(self.names):
-            flat = grads[name].reshape(-1)
-            sq = float(xp.dot(flat, flat))
-            norm_sums[k] += math.sqrt(sq)
-            total_sq += sq
+        squares = xp.stack([xp.dot(grads[name].reshape(-1), grads[name].reshape(-1)) for name in self.names])
+        sums["norms"] += xp.sqrt(squares)
         clip = self.spec["gradient_clip_norm"]
         if clip is not None:
-            coef = min(clip / (math.sqrt(total_sq) + 1e-6), 1.0)
+            coef = xp.minimum(clip / (xp.sqrt(squares.sum()) + 1e-6), 1.0).astype(net.dtype)
             for g in grads.values():
                 g *= coef
         self.st.optimizer.step(grads, lr)
