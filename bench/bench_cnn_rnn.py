@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--manual", action="store_true",
                         help="time our layers in a plain loop instead of Network.fit")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # bench/__main__ passes its name filters too
     loop = "plain loop over our layers" if args.manual else "Network.fit"
     print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32 "
           f"(best of {args.repeats}; ours: {loop})")

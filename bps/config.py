@@ -39,6 +39,7 @@ class Settings:
     rate_limit_per_minute: int = 6000
     dataset_chunk_bytes: int = 4 * 1024 * 1024
     worker_heartbeat_timeout_s: float = 30.0
+    reaper_interval_s: float = 5.0  # how often each worker looks for lost jobs (REAPER_INTERVAL_S)
 
 
 _ENV_NAMES = {

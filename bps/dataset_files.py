@@ -82,25 +82,30 @@ def read_csv_frame(raw: bytes) -> pd.DataFrame:
     if b"\x00" in raw[:65536]:
         raise Unprocessable("the file is binary, not CSV text (it contains NUL bytes)", loc=["file"])
     text = _decode_utf8(raw)
-    _check_csv_rows(text)
     try:
+        _check_csv_rows(text)
         frame = pd.read_csv(io.StringIO(text))
-    except (ValueError, pd.errors.ParserError) as exc:
+        duplicates = _dupes(text)
+    except (ValueError, csv.Error, pd.errors.ParserError) as exc:
         raise Unprocessable(f"the CSV cannot be parsed: {exc}", loc=["file"]) from None
-    duplicated = [str(c) for c in frame.columns if str(c).rsplit(".", 1)[0] in _dupes(text)]
+    duplicated = [str(c) for c in frame.columns if str(c).rsplit(".", 1)[0] in duplicates]
     if duplicated:
         raise Unprocessable(f"duplicate column names in the header: {duplicated}", loc=["file", "line 1"])
     return frame
 
 
 def _dupes(text: str) -> set[str]:
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
     return {name for name in header if header.count(name) > 1}
 
 
 def read_parquet_frame(raw: bytes) -> pd.DataFrame:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
     try:
-        frame = pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
+        table = pq.read_table(io.BytesIO(raw))
+        table.validate(full=True)  # e.g. invalid UTF-8 in a string column of a corrupt file
+        frame = table.to_pandas()
     except Exception as exc:  # pyarrow raises many types for corrupt files
         raise Unprocessable(f"the file is not a readable Parquet file: {exc}", loc=["file"]) from None
     if frame.shape[1] == 0:
@@ -164,16 +169,25 @@ def read_npz_arrays(raw: bytes, *, max_array_bytes: int) -> tuple[np.ndarray, np
         raise Unprocessable(f"the .npz arrays cannot be read: {exc}", loc=["file"]) from None
 
 
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
+    """min/max/mean/std of the finite values, computed on values scaled by their largest
+    magnitude so that numbers near the float64 maximum do not overflow; None if unrepresentable."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return {"min": None, "max": None, "mean": None, "std": None}
-    return {
-        "min": float(finite.min()),
-        "max": float(finite.max()),
-        "mean": float(finite.mean()),
-        "std": float(finite.std()),
-    }
+    scale = float(np.abs(finite).max()) or 1.0
+    scaled = finite / scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {
+            "min": float(finite.min()),
+            "max": float(finite.max()),
+            "mean": _finite_or_none(scaled.mean() * scale),
+            "std": _finite_or_none(scaled.std() * scale),
+        }
 
 
 def profile_values(name: str, values: Any, dtype_name: str) -> dict[str, Any]:

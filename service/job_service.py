@@ -106,17 +106,17 @@ def _publish_or_log(settings: Settings, job_id: str, queue: str) -> None:
         log.exception("job %s: publishing to queue %s failed; it stays queued for republishing", job_id, queue)
 
 
-def publish(settings: Settings, job: Job, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
-    """After the commit. A broker that refuses or does not answer within `timeout_s` leaves the
+def publish(settings: Settings, job: Job) -> None:
+    """After the commit. A broker that refuses or does not answer within PUBLISH_TIMEOUT_S leaves the
     job queued for the reaper to republish; the submission is answered 202 either way. The
     publish runs in a daemon thread so a hanging broker connection cannot hold the request."""
     sender = threading.Thread(target=_publish_or_log, args=(settings, job.id, job.queue), daemon=True,
                               name=f"publish-{job.id}")
     sender.start()
-    sender.join(timeout_s)
+    sender.join(PUBLISH_TIMEOUT_S)
     if sender.is_alive():
         log.warning("job %s: the broker did not answer within %.1f s; it stays queued for republishing",
-                    job.id, timeout_s)
+                    job.id, PUBLISH_TIMEOUT_S)
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:

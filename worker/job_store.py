@@ -1,18 +1,32 @@
 """The runner's database writes: short transactions, ids not objects, every write to a running
 job fenced by `WHERE id = :job AND attempt = :attempt AND status = 'running'`, so a run that
-lost its job (cancelled, taken over by another worker) can change nothing."""
+lost its job (cancelled, taken over by another worker) can change nothing.
+
+An epoch row and the checkpoint after it are written in ONE fenced transaction, so a run that
+takes over resumes exactly after the last recorded epoch. A write that fails because the
+database connection dropped is retried (`with_db_retries`): a killed connection costs a
+retry, never the job."""
 from __future__ import annotations
 
+import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bps.config import Settings
 from bps.db import session_scope
-from bps.models import Epoch, Job, Model, new_id, utcnow
+from bps.models import Checkpoint, Epoch, Job, Model, new_id, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Seconds between tries of a write whose connection failed (about 30 s in all).
+DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,30 @@ class JobSnapshot:
     task: str | None
     queue: str
     time_limit_s: float | None
+    resume_epoch: int = 0  # epochs already recorded (and checkpointed) by earlier attempts
+    checkpoint: bytes | None = None  # .npz training state after `resume_epoch`
+    elapsed_s: float = 0.0  # training time of the kept epochs (counts against the time limit)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lost or refused database connection (or a locked SQLite file): worth another try."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def with_db_retries(action: Callable[..., T], *args: Any, what: str = "database write", **kwargs: Any) -> T:
+    """`action(*args, **kwargs)`, tried again after a transient database error. Every action
+    here is one transaction, rolled back on error, so trying again is safe."""
+    for delay in DB_RETRY_DELAYS_S:
+        try:
+            return action(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s failed (%s); trying again in %.1f s", what, exc.__class__.__name__, delay)
+            time.sleep(delay)
+    return action(*args, **kwargs)
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -66,15 +104,22 @@ def claim_job(settings: Settings, job_id: str, worker_id: str) -> JobSnapshot | 
         if claimed != 1:
             return None
         job = session.get(Job, job_id)
-        # A takeover restarts from epoch 1: the previous attempt's epochs go.
-        session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.attempt < job.attempt))
-        session.execute(
-            update(Job).where(Job.id == job_id).values(epochs=int(job.spec.get("epochs", 0) or 0))
-        )
+        checkpoint = session.get(Checkpoint, job_id)
+        resume_epoch = checkpoint.epoch if checkpoint is not None else 0
+        # Epochs after the checkpoint cannot exist (both are written in one transaction); the
+        # delete keeps "each epoch exactly once" true even for rows written before checkpoints.
+        session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.epoch > resume_epoch))
+        elapsed = session.scalar(select(func.coalesce(func.sum(Epoch.duration_s), 0.0))
+                                 .where(Epoch.job_id == job_id)) or 0.0
+        total = int(job.spec.get("epochs", 0) or 0)
+        session.execute(update(Job).where(Job.id == job_id).values(
+            epochs=total, epoch=resume_epoch, progress=min(resume_epoch / max(total, 1), 1.0)))
         return JobSnapshot(
             id=job.id, tenant_id=job.tenant_id, attempt=job.attempt, dataset_id=job.dataset_id,
             target=job.target, features=job.features, input_shape=job.input_shape, impute=job.impute,
             spec=dict(job.spec), task=job.task, queue=job.queue, time_limit_s=job.time_limit_s,
+            resume_epoch=resume_epoch, checkpoint=checkpoint.state if checkpoint is not None else None,
+            elapsed_s=float(elapsed),
         )
 
 
@@ -100,8 +145,11 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, float | None]:
     return {key: finite_or_none(record.get(key)) for key in keys}
 
 
-def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any]) -> tuple[bool, bool]:
-    """Insert one Epoch row and move the job's progress, in one transaction.
+def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
+                 checkpoint: bytes | None = None) -> tuple[bool, bool]:
+    """Insert one Epoch row, replace the job's checkpoint with `checkpoint` (the training state
+    after this epoch) and move the job's progress: one fenced transaction, so either all of it
+    is written or, when this attempt no longer owns the job, none of it.
     Returns (still_owned, cancel_requested)."""
     epoch = int(record["epoch"])
     total = max(int(job.spec.get("epochs", epoch) or epoch), 1)
@@ -114,14 +162,31 @@ def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any]) -
         if not owned:
             session.rollback()
             return False, False
-        grad_norms = {str(k): finite_or_none(v) for k, v in (record.get("grad_norms") or {}).items()}
-        session.add(Epoch(
-            job_id=job.id, epoch=epoch, attempt=job.attempt, grad_norms=grad_norms,
-            duration_s=finite_or_none(record.get("duration_s")),
-            **{k: v for k, v in metrics.items()},
-        ))
+        already = session.scalar(select(func.count()).select_from(Epoch).where(
+            Epoch.job_id == job.id, Epoch.epoch == epoch, Epoch.attempt == job.attempt))
+        if not already:  # a retry after a commit whose answer was lost must not add a second row
+            grad_norms = {str(k): finite_or_none(v) for k, v in (record.get("grad_norms") or {}).items()}
+            session.add(Epoch(
+                job_id=job.id, epoch=epoch, attempt=job.attempt, grad_norms=grad_norms,
+                duration_s=finite_or_none(record.get("duration_s")), **metrics,
+            ))
+        if checkpoint is not None:
+            _save_checkpoint(session, job, epoch, checkpoint)
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job.id))
         return True, bool(cancel)
+
+
+def _save_checkpoint(session: Any, job: JobSnapshot, epoch: int, state: bytes) -> None:
+    row = session.get(Checkpoint, job.id)
+    if row is None:
+        session.add(Checkpoint(job_id=job.id, epoch=epoch, attempt=job.attempt, state=state, updated_at=utcnow()))
+    else:
+        row.epoch, row.attempt, row.state, row.updated_at = epoch, job.attempt, state, utcnow()
+
+
+def load_checkpoint_epoch(settings: Settings, job_id: str) -> int | None:
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id))
 
 
 def heartbeat(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool]:
@@ -135,11 +200,14 @@ def heartbeat(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool
 
 
 def finish_job(settings: Settings, job_id: str, attempt: int, status: str, **values: Any) -> bool:
-    """End a running job (failed/cancelled/succeeded) if this attempt still owns it."""
+    """End a running job (failed/cancelled/succeeded) if this attempt still owns it; its
+    checkpoint goes (a finished job is never resumed)."""
     with session_scope(settings.database_url) as session:
         result = session.execute(
             update(Job).where(_fence(job_id, attempt)).values(status=status, finished_at=utcnow(), **values)
         )
+        if result.rowcount == 1:
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
         return result.rowcount == 1
 
 
@@ -157,14 +225,16 @@ def finish_with_model(settings: Settings, job: JobSnapshot, model_values: dict[s
             session.rollback()
             return None
         session.add(model)
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
         return model.id
 
 
 def requeue_job(settings: Settings, job_id: str, attempt: int) -> bool:
-    """Put a running job back to queued (its worker is stopping); unpublished until republished."""
+    """Put a running job back to queued (its worker is stopping); unpublished until republished.
+    Its epochs and checkpoint stay: the next run resumes after them."""
     with session_scope(settings.database_url) as session:
         result = session.execute(
             update(Job).where(_fence(job_id, attempt)).values(
-                status="queued", worker_id=None, heartbeat_at=None, published_at=None, progress=0.0, epoch=0)
+                status="queued", worker_id=None, heartbeat_at=None, published_at=None)
         )
         return result.rowcount == 1

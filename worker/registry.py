@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
+from typing import Any
 
 from celery import signals
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from bps.config import Settings
 from bps.db import session_scope
-from bps.models import Job, WorkerRecord, utcnow
+from bps.models import Checkpoint, Job, WorkerRecord, utcnow
 
 log = logging.getLogger(__name__)
 UNPUBLISHED_GRACE_S = 30.0
@@ -46,37 +48,102 @@ def beat_worker(settings: Settings, worker_id: str, queues: list[str], device: t
             record.heartbeat_at = utcnow()
 
 
+def exhausted_error(settings: Settings) -> str:
+    return (f"the job's worker stopped responding {settings.job_max_attempts} times; "
+            "the job may need more memory or time than a worker has: submit it with fewer epochs or a smaller model")
+
+
+def fail_exhausted(settings: Settings, stale_before: datetime) -> int:
+    """Silent running jobs that have used every attempt end `failed`, saying why."""
+    with session_scope(settings.database_url) as session:
+        ids = list(session.scalars(select(Job.id).where(
+            Job.status == "running", Job.heartbeat_at < stale_before, Job.attempt >= settings.job_max_attempts)))
+        for job_id in ids:  # one conditional UPDATE each: a heartbeat that came back wins
+            failed = session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "running", Job.heartbeat_at < stale_before)
+                .values(status="failed", finished_at=utcnow(), error=exhausted_error(settings))
+            ).rowcount
+            if failed:
+                session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+        return len(ids)
+
+
+def broker_queue_sizes(settings: Settings) -> dict[str, int] | None:
+    """Messages waiting in each queue, or None when the broker cannot be asked."""
+    from kombu import Connection  # noqa: PLC0415
+
+    from worker.celery_app import QUEUES  # noqa: PLC0415
+
+    try:  # a fresh connection each time: a pooled one may point at a broker that restarted
+        with Connection(settings.broker_url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+            return {name: int(connection.SimpleQueue(name).qsize()) for name in QUEUES}
+    except Exception:  # noqa: BLE001
+        log.warning("reaper: the broker cannot be reached", exc_info=True)
+        return None
+
+
+def lost_job_conditions(settings: Settings, now: datetime, empty_queues: list[str]) -> list[Any]:
+    """Jobs no worker will run unless they are published again: running with a silent worker;
+    queued and never published; queued, published long ago, and its queue now empty (the
+    broker lost the message, e.g. Redis restarted without persistence)."""
+    stale = now - timedelta(seconds=settings.job_heartbeat_timeout_s)
+    unpublished = now - timedelta(seconds=min(UNPUBLISHED_GRACE_S, settings.job_heartbeat_timeout_s))
+    return [
+        and_(Job.status == "running", Job.heartbeat_at < stale, Job.attempt < settings.job_max_attempts,
+             or_(Job.published_at.is_(None), Job.published_at < stale)),
+        and_(Job.status == "queued", Job.published_at.is_(None), Job.created_at < unpublished),
+        and_(Job.status == "queued", Job.published_at < stale, Job.queue.in_(empty_queues)),
+    ]
+
+
 def reap(settings: Settings) -> int:
-    """Republish jobs that no worker will otherwise run; fail those out of attempts.
-    Returns how many were republished. Claims are fenced, so a duplicate message is harmless."""
+    """Republish jobs that no worker will otherwise run; fail those out of attempts. Returns
+    how many were republished. Safe with many workers reaping at once: each job is leased by a
+    conditional UPDATE of `published_at` before it is published, so only one reaper sends it
+    (and claims are fenced, so even a duplicate message would be harmless)."""
     from worker.queue import publish_job  # noqa: PLC0415
 
     now = utcnow()
-    stale = now - timedelta(seconds=settings.job_heartbeat_timeout_s)
-    unpublished = now - timedelta(seconds=UNPUBLISHED_GRACE_S)
+    fail_exhausted(settings, now - timedelta(seconds=settings.job_heartbeat_timeout_s))
+    sizes = broker_queue_sizes(settings)
+    if sizes is None:
+        return 0
+    conditions = lost_job_conditions(settings, now, [name for name, size in sizes.items() if size == 0])
+    published = 0
+    for condition in conditions:
+        with session_scope(settings.database_url) as session:
+            rows = session.execute(select(Job.id, Job.queue).where(condition)).all()
+        for job_id, queue in rows:
+            if not _lease(settings, job_id, condition):
+                continue
+            try:
+                publish_job(settings, job_id, queue)
+                published += 1
+            except Exception:  # noqa: BLE001
+                log.warning("reaper: could not republish job %s", job_id, exc_info=True)
+                _release(settings, job_id)
+                return published
+    return published
+
+
+def _lease(settings: Settings, job_id: str, condition: Any) -> bool:
     with session_scope(settings.database_url) as session:
-        session.execute(
-            update(Job).where(Job.status == "running", Job.heartbeat_at < stale,
-                              Job.attempt >= settings.job_max_attempts)
-            .values(status="failed", finished_at=now, error=(
-                f"the worker running this job stopped responding {settings.job_max_attempts} times; "
-                "the job may need more memory or time than a worker has: submit it with fewer epochs or a smaller model"))
-        )
-        rows = session.execute(select(Job.id, Job.queue).where(or_(
-            and_(Job.status == "queued", Job.published_at.is_(None), Job.created_at < unpublished),
-            and_(Job.status == "running", Job.heartbeat_at < stale,
-                 or_(Job.published_at.is_(None), Job.published_at < stale)),
-        ))).all()
-    for job_id, queue in rows:
-        try:
-            publish_job(settings, job_id, queue)
-        except Exception:  # noqa: BLE001
-            log.warning("reaper: could not republish job %s", job_id, exc_info=True)
-            return 0
-    return len(rows)
+        return session.execute(
+            update(Job).where(Job.id == job_id, condition).values(published_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+
+
+def _release(settings: Settings, job_id: str) -> None:
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(published_at=None))
 
 
 class Supervisor(threading.Thread):
+    """Beats the worker record every worker_heartbeat_timeout_s / 3 and reaps every
+    reaper_interval_s (REAPER_INTERVAL_S), in this worker process, whatever the topology."""
+
     def __init__(self, settings: Settings, worker_id: str, queues: list[str]) -> None:
         super().__init__(name="bps-supervisor", daemon=True)
         self.settings, self.worker_id, self.queues = settings, worker_id, queues
@@ -84,15 +151,24 @@ class Supervisor(threading.Thread):
 
     def run(self) -> None:
         device = worker_device(self.queues)
-        interval = max(1.0, self.settings.worker_heartbeat_timeout_s / 3)
-        while True:
-            try:
-                beat_worker(self.settings, self.worker_id, self.queues, device)
-                reap(self.settings)
-            except Exception:  # noqa: BLE001
-                log.warning("worker heartbeat failed", exc_info=True)
-            if self.done.wait(interval):
-                return
+        beat_every = max(1.0, self.settings.worker_heartbeat_timeout_s / 3)
+        reap_every = max(0.2, self.settings.reaper_interval_s)
+        next_beat = next_reap = time.monotonic()
+        while not self.done.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + beat_every
+                self._guarded(beat_worker, self.settings, self.worker_id, self.queues, device)
+            if now >= next_reap:
+                next_reap = now + reap_every
+                self._guarded(reap, self.settings)
+            self.done.wait(max(0.05, min(next_beat, next_reap) - time.monotonic()))
+
+    def _guarded(self, action: Any, *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception:  # noqa: BLE001  (the database may be down: try again next time)
+            log.warning("worker supervisor: %s failed", getattr(action, "__name__", action), exc_info=True)
 
 
 def install_worker_signals(settings: Settings, queues: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 Every state change is a short, fenced transaction (worker/job_store.py). A job is never left
 `running` by an exception here: any failure ends it `failed` with a sentence a user can act on.
+After every epoch the engine's training state is checkpointed with the epoch row; a run that
+takes over a job (attempt > 1) resumes from that checkpoint with `fit(resume=state)`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from bps.checkpoints import decode_state, encode_state
 from bps.config import Settings
 from bps.db import session_scope
 from worker import job_store
@@ -34,11 +37,13 @@ class JobAbandoned(Exception):
 class RunControl:
     """Shared by the training thread and the heartbeat thread: when to stop, and why."""
 
-    def __init__(self, time_limit_s: float) -> None:
+    def __init__(self, time_limit_s: float, elapsed_s: float = 0.0, last_epoch: int = 0) -> None:
         self.stop = threading.Event()
         self.lost = False  # the job was taken from us: write nothing more
         self.cancel_requested = False
-        self.deadline = time.monotonic() + time_limit_s
+        self.time_limit_s = time_limit_s
+        self.deadline = time.monotonic() + time_limit_s - elapsed_s
+        self.last_epoch = last_epoch  # the last epoch recorded (by any attempt)
 
     def should_stop(self) -> bool:
         return self.stop.is_set() or SHUTDOWN.is_set() or time.monotonic() > self.deadline
@@ -82,7 +87,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         job_store.cancel_if_queued_and_requested(settings, job_id)
         log.info("job %s: not claimable (taken, cancelled, finished or missing)", job_id)
         return
-    control = RunControl(job.time_limit_s or settings.job_time_limit_s)
+    control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
     beat = Heartbeat(settings, job, control)
     beat.start()
     try:
@@ -94,6 +99,13 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         _finish_or_log(settings, job, "failed", error=describe_error(exc))
     finally:
         beat.done.set()
+
+
+def time_limit_of(settings: Settings, job: JobSnapshot) -> float:
+    """The spec's `time_limit_s` where a spec carries one (the engine's spec does not define it
+    today), else the job's (set at submission), capped by the server's JOB_TIME_LIMIT_S."""
+    requested = job.spec.get("time_limit_s") or job.time_limit_s or settings.job_time_limit_s
+    return min(float(requested), settings.job_time_limit_s)
 
 
 def _finish_or_log(settings: Settings, job: JobSnapshot, status: str, **values: Any) -> None:
@@ -154,12 +166,15 @@ def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, 
     from bps.models import Dataset  # noqa: PLC0415
     from bps.preprocessing import prepare_training_data  # noqa: PLC0415
 
-    with session_scope(settings.database_url) as session:
-        dataset = session.get(Dataset, job.dataset_id)
-        if dataset is None:
-            raise ValueError(f"dataset {job.dataset_id} was deleted before training started; upload it again")
-        fmt = dataset.format
-        raw = load_dataset_bytes(session=session, dataset_id=job.dataset_id)
+    def read() -> tuple[str, bytes]:
+        with session_scope(settings.database_url) as session:
+            dataset = session.get(Dataset, job.dataset_id)
+            if dataset is None:
+                raise ValueError(f"dataset {job.dataset_id} was deleted before training started; upload it again")
+            return dataset.format, load_dataset_bytes(session=session, dataset_id=job.dataset_id)
+
+    fmt, raw = job_store.with_db_retries(read, what=f"job {job.id}: reading the dataset")
+    # Deterministic in the dataset's bytes: a resumed run trains on exactly the same arrays.
     return prepare_training_data(
         raw, fmt, target=job.target, features=job.features, input_shape=job.input_shape,
         task=str(job.spec.get("loss") or job.task or "cross_entropy"), impute=job.impute,
@@ -171,17 +186,24 @@ def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     from worker.engine import Network  # noqa: PLC0415
     classes = _jsonable(getattr(preprocessor, "classes", None))
     device = choose_device(job)
-    if not job_store.set_device(settings, job.id, job.attempt, device):
+    if not job_store.with_db_retries(job_store.set_device, settings, job.id, job.attempt, device):
         raise JobAbandoned
+    engine_spec = {k: v for k, v in job.spec.items() if k != "time_limit_s"}  # the runner's, not the engine's
     net = Network.from_spec(
-        job.spec, input_shape=tuple(int(d) for d in X.shape[1:]), seed=int(job.spec.get("seed", 0) or 0),
+        engine_spec, input_shape=tuple(int(d) for d in X.shape[1:]), seed=int(job.spec.get("seed", 0) or 0),
         dtype=job.spec.get("dtype", "float32"), device=device, n_outputs=output_count(job, y, classes, preprocessor),
     )
 
     def on_epoch(record: dict[str, Any]) -> None:
-        control.observe(*job_store.record_epoch(settings, job, record))
+        state = encode_state(net.training_state())
+        control.observe(*job_store.with_db_retries(
+            job_store.record_epoch, settings, job, record, state, what=f"job {job.id}: recording an epoch"))
+        control.last_epoch = int(record["epoch"])
 
-    history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop)
+    resume = decode_state(job.checkpoint) if job.checkpoint is not None else None
+    if resume is not None:
+        log.info("job %s attempt %d: resuming after epoch %d", job.id, job.attempt, job.resume_epoch)
+    history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop, resume=resume)
     if control.lost:
         raise JobAbandoned
     warnings = [str(w) for w in (getattr(history, "warnings", None) or [])]
@@ -196,8 +218,8 @@ def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any,
         error = f"loss became NaN at epoch {epoch}: lower the learning rate or set gradient_clip_norm"
         _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
     elif reason == "cancelled" and control.timed_out():
-        limit = job.time_limit_s or settings.job_time_limit_s
-        error = f"training exceeded the time limit of {limit:g} s: use fewer epochs or a smaller model"
+        error = (f"time limit of {control.time_limit_s:g} s reached after epoch {control.last_epoch}: "
+                 "use fewer epochs, a smaller model or a smaller dataset")
         _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
     elif reason == "cancelled" and SHUTDOWN.is_set() and not control.cancel_requested:
         _requeue(settings, job)
@@ -210,8 +232,8 @@ def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any,
 
 
 def _requeue(settings: Settings, job: JobSnapshot) -> None:
-    """The worker is shutting down: the job goes back to the queue and restarts from epoch 1
-    on the next worker (an unpublished queued job is republished by the reaper)."""
+    """The worker is shutting down: the job goes back to the queue and the next worker resumes
+    it from its checkpoint (an unpublished queued job is republished by the reaper)."""
     from worker.queue import publish_job  # noqa: PLC0415
 
     if job_store.requeue_job(settings, job.id, job.attempt):

@@ -67,4 +67,43 @@ def test_a_stopping_worker_requeues_its_running_job(settings, tmp_path):
             worker.kill()
     job = job_row(settings, job_id)
     assert (job.status, job.worker_id, job.attempt) == ("queued", None, 1)
+    assert job.epoch >= 2, "the epochs stay for the next run to resume after"
     assert job.published_at is not None and queued_messages(settings) == 1
+
+
+def test_a_queued_job_whose_message_was_lost_is_republished_once_its_queue_is_empty(settings):
+    long_ago = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 60)
+    lost = add_job(settings, classifier_spec(), created_at=long_ago, published_at=long_ago)
+    from worker.queue import publish_job
+
+    other = add_job(settings, classifier_spec())
+    publish_job(settings, other, "cpu")  # a message waits in the queue: the lost one may be in it too
+    assert reap(settings) == 0 and job_row(settings, lost).published_at == long_ago
+
+    with Connection(settings.broker_url) as connection:
+        connection.SimpleQueue("cpu").get(timeout=5).ack()  # the queue drains; `lost` never came
+    assert reap(settings) == 1
+    assert job_row(settings, lost).published_at > long_ago and queued_messages(settings) == 1
+
+
+def test_the_supervisor_reaps_every_reaper_interval(settings):
+    from dataclasses import replace
+
+    from worker.registry import Supervisor
+
+    long_ago = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 60)
+    supervisor = Supervisor(replace(settings, reaper_interval_s=0.2), "w-test", ["cpu"])
+    supervisor.start()
+    try:
+        lost = add_job(settings, classifier_spec(), created_at=long_ago)
+        deadline = time.monotonic() + 10
+        while job_row(settings, lost).published_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        later = add_job(settings, classifier_spec(), created_at=long_ago)
+        while job_row(settings, later).published_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        supervisor.done.set()
+        supervisor.join(timeout=5)
+    assert job_row(settings, lost).published_at is not None and job_row(settings, later).published_at is not None
+    assert queued_messages(settings) == 2 and not supervisor.is_alive()
