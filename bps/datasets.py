@@ -47,7 +47,7 @@ def create_dataset(
     parsed: ParsedDataset = parse_dataset(raw, filename, max_rows=max_rows, max_array_bytes=max_array_bytes)
     dataset = Dataset(
         tenant_id=tenant_id,
-        name=(name or filename or "dataset")[:300],
+        name=(name or filename or "dataset").replace("\x00", "")[:300] or "dataset",  # PostgreSQL text has no NUL
         format=parsed.format,
         n_rows=parsed.n_rows,
         size_bytes=len(raw),

@@ -17,6 +17,12 @@ blueprint = Blueprint("openapi", __name__)
 REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate)
 RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
                    schemas.PredictionOut, schemas.Health, schemas.Problem)
+QUERY_SCHEMAS = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+    "format": {"type": "string", "enum": ["npz"], "default": "npz"},
+}
 ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not found (or another tenant's)",
           "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content",
           "429": "Rate limit or job quota reached (see Retry-After)",
@@ -41,9 +47,11 @@ def _op(summary: str, status: str, response: dict | None, *, body: str | None = 
     if multipart:
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "format": "binary"}, "name": {"type": "string"}}}}}}
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           # any text (a form field is text whatever it looks like); cut to 300 characters
+                           "name": {"description": "display name (default: the file name)"}}}}}}
     op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-    op["parameters"] += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in query]
+    op["parameters"] += [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]} for q in query]
     for code, text in ERRORS.items():
         op["responses"].setdefault(code, {"description": text, "content": {
             "application/problem+json": {"schema": _ref("Problem")}}})

@@ -77,10 +77,19 @@ def broker_queue_sizes(settings: Settings) -> dict[str, int] | None:
     try:  # a fresh connection each time: a pooled one may point at a broker that restarted
         with Connection(settings.broker_url, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=1)
-            return {name: int(connection.SimpleQueue(name).qsize()) for name in QUEUES}
+            return {name: _waiting_messages(connection.default_channel, name) for name in QUEUES}
     except Exception:  # noqa: BLE001
         log.warning("reaper: the broker cannot be reached", exc_info=True)
         return None
+
+
+def _waiting_messages(channel: Any, queue: str) -> int:
+    from amqp.exceptions import ChannelError  # noqa: PLC0415
+
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError:  # never declared: nothing was ever sent to it
+        return 0
 
 
 def lost_job_conditions(settings: Settings, now: datetime, empty_queues: list[str]) -> list[Any]:

@@ -117,7 +117,8 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, alive: Cal
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def wait_terminal(settings: Settings, job_ids: list[str], timeout: float) -> dict[str, str]:
+def wait_terminal(settings: Settings, job_ids: list[str], timeout: float,
+                  logs: Callable[[], str] = lambda: "") -> dict[str, str]:
     def statuses() -> dict[str, str] | None:
         with session_scope(settings.database_url) as session:
             rows = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).all())
@@ -128,7 +129,8 @@ def wait_terminal(settings: Settings, job_ids: list[str], timeout: float) -> dic
     except AssertionError:
         with session_scope(settings.database_url) as session:
             rows = session.execute(select(Job.id, Job.status, Job.attempt, Job.epoch).where(Job.id.in_(job_ids))).all()
-        raise AssertionError(f"not all terminal: {[tuple(r) for r in rows if r[1] not in TERMINAL]}") from None
+        unfinished = [tuple(r) for r in rows if r[1] not in TERMINAL]
+        raise AssertionError(f"not all terminal: {unfinished}\n{logs()}") from None
 
 
 def assert_each_epoch_once(settings: Settings, job_id: str, epochs: int) -> list[tuple[int, int]]:

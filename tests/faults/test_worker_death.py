@@ -39,7 +39,7 @@ def test_a_sigkilled_worker_costs_at_most_one_epoch_and_another_worker_finishes(
     recorded_when_killed = max(e for e, _ in epoch_rows(settings, job_id))
     checkpoint_when_killed = job_store.load_checkpoint_epoch(settings, job_id)
 
-    statuses = wait_terminal(settings, [job_id], timeout=90)
+    statuses = wait_terminal(settings, [job_id], timeout=40, logs=workers.logs)
     job = job_of(settings, job_id)
     assert statuses[job_id] == "succeeded", (job.error, workers.logs())
     assert job.attempt == 2 and job.worker_id != owner and job.model_id
