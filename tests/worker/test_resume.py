@@ -145,3 +145,16 @@ def test_a_stopping_worker_keeps_the_epochs_for_the_next_run(settings):
     job = job_row(settings, job_id)
     assert (job.status, job.epoch, job.progress, job.published_at) == ("queued", 4, 0.3, None)
     assert runner.SHUTDOWN is not None
+
+
+@needs_engine
+def test_the_specs_time_limit_is_enforced_and_capped_by_the_server(settings):
+    spec = {**classifier_spec(epochs=10_000), "time_limit_s": 0.5}
+    job_id = add_job(settings, spec)
+    run_job(job_id, settings=settings, worker_id="w1")
+    job = job_row(settings, job_id)
+    assert job.status == "failed" and job.error.startswith("time limit of 0.5 s reached")
+    capped = job_store.JobSnapshot(id="j", tenant_id="t", attempt=1, dataset_id="d", target=None, features=None,
+                                   input_shape=None, impute=None, spec={**spec, "time_limit_s": 10**9}, task=None,
+                                   queue="cpu", time_limit_s=None)
+    assert time_limit_of(settings, capped) == settings.job_time_limit_s

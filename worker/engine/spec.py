@@ -214,6 +214,9 @@ class TopSpec(_Strict):
     seed: NonNegInt = 0
     dtype: Literal["float32", "float64"] = "float32"
     device: Literal["cpu", "gpu", "auto"] = "auto"
+    # The job's running-time limit in seconds: enforced by the service's worker (capped by its
+    # JOB_TIME_LIMIT_S), ignored by the engine itself.
+    time_limit_s: float | None = Field(None, gt=0.0)
 
 
 @dataclass
