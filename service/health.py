@@ -46,9 +46,18 @@ def check_broker(url: str) -> str:
     return result[0] if result else "error: timeout"
 
 
+def live_worker_list() -> list[dict]:
+    """The workers whose heartbeat is recent, with what they can run (GPU first)."""
+    from bps.workers import describe, live_workers  # noqa: PLC0415
+
+    return [describe(w) for w in live_workers(session=db(), max_age_s=settings().worker_heartbeat_timeout_s)]
+
+
 @blueprint.get("/healthz")
 def healthz():  # noqa: ANN201
     database = check_database()
     broker = check_broker(settings().broker_url)
     status = "ok" if database == "ok" and broker == "ok" else ("degraded" if database == "ok" else "unavailable")
-    return jsonify({"status": status, "database": database, "broker": broker}), 200 if database == "ok" else 503
+    workers = live_worker_list() if database == "ok" else []
+    body = {"status": status, "database": database, "broker": broker, "workers": workers}
+    return jsonify(body), 200 if database == "ok" else 503

@@ -69,28 +69,43 @@ def check_tenant_quota(session: Session, tenant_id: str, settings: Settings) -> 
             retry_after_s=QUOTA_RETRY_AFTER_S, loc=["body"])
 
 
+def _route(session: Session, spec: dict[str, Any] | None, settings: Settings) -> tuple[str, list]:
+    """The queue for the spec's device, or the error saying no GPU worker is alive."""
+    from bps.workers import queue_for_device  # noqa: PLC0415
+
+    if spec is None:
+        return "cpu", []
+    try:
+        return queue_for_device(session=session, device=spec["device"],
+                                max_age_s=settings.worker_heartbeat_timeout_s), []
+    except Unprocessable as exc:
+        return "cpu", exc.errors
+
+
 def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings: Settings) -> Job:
     """Validate everything, then add the queued Job (flushed; the caller commits, then publishes)."""
     dataset = session.scalar(select(Dataset).where(Dataset.id == request.dataset_id, Dataset.tenant_id == tenant_id))
-    if dataset is None:
-        raise Unprocessable(f"dataset {request.dataset_id} not found", loc=["body", "dataset_id"])
     # First pass without the data's shapes: the normalised spec names the loss (it may be derived).
-    first_spec, _ = _validate_spec(request.spec, None, settings)
+    first_spec, first_errors = _validate_spec(request.spec, None, settings)
+    if dataset is None:
+        missing = {"loc": ["body", "dataset_id"], "msg": f"dataset {request.dataset_id} not found"}
+        raise Unprocessable(f"dataset {request.dataset_id} not found", errors=[missing, *first_errors])
     loss = (first_spec or {}).get("loss", request.spec.get("loss"))
     plan = plan_inputs(dataset, loss=loss, target=request.target, features=request.features,
                        input_shape=request.input_shape, impute=request.impute)
     spec, spec_errors = _validate_spec(request.spec, plan, settings)
-    errors = plan.errors + spec_errors + _limit_errors(dataset, spec, settings)
+    queue, route_errors = _route(session, spec, settings)
+    errors = plan.errors + spec_errors + _limit_errors(dataset, spec, settings) + route_errors
     if errors:
         raise Unprocessable(f"the job cannot run: {len(errors)} problem(s), see errors", errors=errors)
     check_tenant_quota(session, tenant_id, settings)
     from worker.engine.spec import task_for_loss  # noqa: PLC0415
 
+    time_limit_s = min(spec["time_limit_s"] or settings.job_time_limit_s, settings.job_time_limit_s)
     job = Job(
         tenant_id=tenant_id, dataset_id=dataset.id, status="queued", target=request.target,
         features=request.features, input_shape=request.input_shape, impute=request.impute, spec=spec,
-        task=task_for_loss(spec["loss"]), queue="gpu" if spec["device"] == "gpu" else "cpu",
-        epochs=int(spec["epochs"]), time_limit_s=settings.job_time_limit_s,
+        task=task_for_loss(spec["loss"]), queue=queue, epochs=int(spec["epochs"]), time_limit_s=time_limit_s,
     )
     session.add(job)
     session.flush()

@@ -16,7 +16,7 @@ blueprint = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate)
 RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
-                   schemas.PredictionOut, schemas.Health, schemas.Problem)
+                   schemas.PredictionOut, schemas.LiveWorker, schemas.Health, schemas.Problem)
 QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},

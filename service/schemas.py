@@ -157,10 +157,20 @@ class PredictionOut(ResponseModel):
     probabilities: list[list[float | None]] | None = None
 
 
+class LiveWorker(BaseModel):
+    id: str
+    device: str
+    queues: list[str]
+    gpu_name: str | None = None
+    gpu_memory_bytes: int | None = None
+    heartbeat_at: str
+
+
 class Health(BaseModel):
     status: str
     database: str
     broker: str
+    workers: list[LiveWorker] = []
 
 
 class ErrorItem(BaseModel):

@@ -10,7 +10,22 @@ from tests.service.helpers import assert_problem
 def test_healthz_reports_database_and_broker(client) -> None:  # noqa: ANN001
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.get_json() == {"status": "ok", "database": "ok", "broker": "ok", "workers": []}
+
+
+def test_healthz_lists_the_live_workers_only(client, settings) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from bps.db import session_scope
+    from bps.models import WorkerRecord, utcnow
+
+    with session_scope(settings.database_url) as session:
+        session.add(WorkerRecord(id="gpu@node1", device="gpu", queues=["gpu"], gpu_name="NVIDIA H100",
+                                 gpu_memory_bytes=80 * 2**30))
+        session.add(WorkerRecord(id="cpu@gone", device="cpu", queues=["cpu"],
+                                 heartbeat_at=utcnow() - timedelta(hours=1)))
+    workers = client.get("/healthz").get_json()["workers"]
+    assert [(w["id"], w["device"], w["gpu_name"]) for w in workers] == [("gpu@node1", "gpu", "NVIDIA H100")]
 
 
 def test_healthz_does_not_hang_on_a_dead_broker(settings) -> None:  # noqa: ANN001

@@ -32,9 +32,35 @@ def test_submit_commits_then_publishes(client, auth, dataset_id, published) -> N
     assert client.get(job["id"].join(["/v1/jobs/", ""]), headers=auth).get_json()["id"] == job["id"]
 
 
-def test_gpu_device_goes_to_the_gpu_queue(client, auth, dataset_id, published) -> None:  # noqa: ANN001
-    submit(client, auth, dataset_id=dataset_id, target="species", spec={**SMALL_SPEC, "device": "gpu"})
-    assert published[0][1] == "gpu"
+def register_worker(settings, device: str) -> None:  # noqa: ANN001
+    from bps.models import WorkerRecord
+
+    with session_scope(settings.database_url) as session:
+        session.add(WorkerRecord(id=f"fake-{device}@host", device=device, queues=[device]))
+
+
+def test_gpu_device_is_refused_while_no_gpu_worker_is_alive(client, auth, dataset_id, published) -> None:  # noqa: ANN001
+    response = submit(client, auth, dataset_id=dataset_id, target="species", spec={**SMALL_SPEC, "device": "gpu"})
+    assert_problem(response, 422, "no GPU worker")
+    assert published == []
+
+
+@pytest.mark.parametrize("device", ["gpu", "auto"])
+def test_gpu_and_auto_go_to_the_gpu_queue_while_a_gpu_worker_is_alive(client, auth, dataset_id, published, settings,
+                                                                      device) -> None:  # noqa: ANN001
+    register_worker(settings, "cpu")
+    submit(client, auth, dataset_id=dataset_id, target="species", spec={**SMALL_SPEC, "device": "auto"})
+    register_worker(settings, "gpu")
+    submit(client, auth, dataset_id=dataset_id, target="species", spec={**SMALL_SPEC, "device": device})
+    assert [queue for _, queue in published] == ["cpu", "gpu"]
+
+
+def test_a_missing_dataset_and_a_bad_spec_are_listed_together(client, auth, published) -> None:  # noqa: ANN001
+    spec = {"layers": [{"type": "conv2d"}], "loss": "foo", "epochs": -1}
+    body = assert_problem(submit(client, auth, dataset_id="nope", spec=spec), 422, "dataset nope not found")
+    locs = [tuple(e["loc"]) for e in body["errors"]]
+    assert ("body", "dataset_id") in locs and len(locs) >= 3, locs
+    assert any("epochs" in loc for loc in locs) and any("loss" in loc for loc in locs), locs
 
 
 def test_broker_failure_still_answers_202_and_keeps_the_job_queued(client, auth, dataset_id, monkeypatch) -> None:  # noqa: ANN001
