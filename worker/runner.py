@@ -20,6 +20,7 @@ from bps.checkpoints import decode_state, encode_state
 from bps.config import Settings
 from bps.db import session_scope
 from worker import job_store
+from worker.gpu import GPU_OOM_MESSAGE, is_gpu_out_of_memory, release_gpu_memory
 from worker.job_store import JobSnapshot
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         _finish_or_log(settings, job, "failed", error=describe_error(exc))
     finally:
         beat.done.set()
+        release_gpu_memory()
 
 
 def time_limit_of(settings: Settings, job: JobSnapshot) -> float:
@@ -130,6 +132,9 @@ def describe_error(exc: BaseException) -> str:
         return exc.detail
     if isinstance(exc, DeviceUnavailable):
         return f"this job needs a GPU but the worker that took it has none ({exc}): set \"device\": \"cpu\" or \"auto\""
+    if is_gpu_out_of_memory(exc):
+        limit = os.environ.get("CUPY_GPU_MEMORY_LIMIT")
+        return GPU_OOM_MESSAGE.format(limit=f" (CUPY_GPU_MEMORY_LIMIT={limit})" if limit else "")
     if isinstance(exc, MemoryError):
         return "the worker ran out of memory: lower batch_size or the number of units, or use a smaller dataset"
     detail = str(exc).strip() or type(exc).__name__
