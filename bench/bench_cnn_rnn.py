@@ -1,16 +1,19 @@
 """One training epoch of a small CNN and of rnn/lstm/gru models, ours vs PyTorch CPU, same run.
 
-    python -m bench.bench_cnn_rnn [--samples 10000] [--only cnn,rnn,lstm,gru] [--repeats 1]
+    python -m bench.bench_cnn_rnn [--samples 10000] [--only cnn,rnn,lstm,gru] [--repeats 1] [--threads N]
 
 Batch 64, SGD with momentum 0.9, float32, 10,000 synthetic samples, shuffled each epoch.
 CNN: 1x28x28 -> conv 8 5x5 relu -> maxpool 2 -> conv 16 5x5 relu -> maxpool 2 -> flatten
 -> dense 10. Sequences: 50 steps x 16 features -> rnn/lstm/gru 128 units (last step) -> dense 10.
 Ours runs Network.fit (with --manual: the same layers in a plain loop (forward, softmax cross-entropy, backward, momentum update)). Prints each epoch time and
 the ratio ours / PyTorch (lower is better; target <= 1.0 for cnn and rnn). Best of `repeats`.
+Both get the same thread count (--threads, default all cores: torch.set_num_threads and our
+BLAS threads).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -55,9 +58,10 @@ def torch_model(model: str):
     return LastStep()
 
 
-def torch_epoch(model: str, x: np.ndarray, y: np.ndarray) -> float:
+def torch_epoch(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> float:
     import torch  # noqa: PLC0415
 
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = torch_model(model)
     opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
@@ -73,15 +77,19 @@ def torch_epoch(model: str, x: np.ndarray, y: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def ours_epoch(model: str, x: np.ndarray, y: np.ndarray, manual: bool) -> float:
+def ours_epoch(model: str, x: np.ndarray, y: np.ndarray, manual: bool, threads: int) -> float:
     layers = cnn_layers() if model == "cnn" else seq_layers(model)
     if manual:
-        return manual_epoch(layers, x, y)
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return manual_epoch(layers, x, y)
     from worker.engine.network import Network  # noqa: PLC0415
     spec = {"layers": layers, "loss": "cross_entropy", "epochs": 1, "batch_size": BATCH,
             "optimizer": {"type": "sgd", "learning_rate": LR, "momentum": MOMENTUM},
             "shuffle": True, "validation_split": 0.0, "dtype": "float32", "device": "cpu"}
     net = Network.from_spec(spec, input_shape=x.shape[1:], seed=0, dtype="float32", device="cpu")
+    net.n_threads = threads
     start = time.perf_counter()
     net.fit(x, y)
     return time.perf_counter() - start
@@ -131,16 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--only", default="cnn,rnn,lstm,gru")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--manual", action="store_true",
                         help="time our layers in a plain loop instead of Network.fit")
     args, _ = parser.parse_known_args(argv)  # bench/__main__ passes its name filters too
     loop = "plain loop over our layers" if args.manual else "Network.fit"
-    print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32 "
-          f"(best of {args.repeats}; ours: {loop})")
+    print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32, "
+          f"{args.threads} threads (best of {args.repeats}; ours: {loop})")
     for model in args.only.split(","):
         x, y = synthetic(model, args.samples)
-        ours = min(ours_epoch(model, x, y, args.manual) for _ in range(args.repeats))
-        torch_s = min(torch_epoch(model, x, y) for _ in range(args.repeats))
+        ours = min(ours_epoch(model, x, y, args.manual, args.threads) for _ in range(args.repeats))
+        torch_s = min(torch_epoch(model, x, y, args.threads) for _ in range(args.repeats))
         print(f"{model:5s} ours {ours:7.2f} s   pytorch {torch_s:7.2f} s   "
               f"ratio ours/pytorch {ours / torch_s:5.2f}", flush=True)
     return 0

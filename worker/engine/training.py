@@ -3,8 +3,8 @@
 Validation rows are the LAST `validation_split` fraction of X (as Keras), taken before any
 shuffling. Each epoch's order is a permutation drawn from (seed, epoch) and dropout is reseeded
 from (seed, epoch), so a run resumed from `training_state()` repeats the uninterrupted run.
-BLAS threads: `net.n_threads` (env BPS_BLAS_THREADS, default all cores) via threadpoolctl,
-only for the duration of `fit`. The reported training loss/accuracy are averages over the
+BLAS threads: `net.n_threads` (env BPS_BLAS_THREADS; unset: `auto_threads`) via
+threadpoolctl, only for the duration of `fit`. The reported training loss/accuracy are averages over the
 epoch's batches (training mode, l2 term included), as Keras reports them.
 """
 from __future__ import annotations
@@ -25,10 +25,25 @@ from worker.engine.optimizers import make_optimizer
 from worker.engine.schedules import make_schedule
 
 EVAL_CHUNK = 1024
+# Below this many multiply-adds per batch (batch_size x parameters) one BLAS thread is used:
+# the products are too small to split well, and idle OpenBLAS threads spin on a busy machine
+# (bench/bench_mlp.py, 784-256-128-10 at batch 128 = 30M: 2 threads on 2 shared cores ran
+# several times slower than 1).
+SMALL_STEP_MACS = 100_000_000
 
 
-def default_threads() -> int:
-    return int(os.environ.get("BPS_BLAS_THREADS") or os.cpu_count() or 1)
+def default_threads() -> int | None:
+    """BPS_BLAS_THREADS when set, else None: `auto_threads` decides per network."""
+    value = os.environ.get("BPS_BLAS_THREADS")
+    return int(value) if value else None
+
+
+def auto_threads(net: Any) -> int:
+    """1 BLAS thread for small per-batch work (see SMALL_STEP_MACS), else all cores."""
+    n_params = sum(int(p.size) for p in net.params.values())
+    if n_params * net.spec["batch_size"] < SMALL_STEP_MACS:
+        return 1
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -100,7 +115,7 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
         raise ValueError(f"validation_split {net.spec['validation_split']} leaves no rows for training or validation")
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
     # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
-    with threadpool_limits(limits=net.n_threads, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
+    with threadpool_limits(limits=net.n_threads or auto_threads(net), user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
         return _Loop(net, Xd[:n_train], yd[:n_train], Xd[n_train:], yd[n_train:]).run(on_epoch, should_stop)
 
 
@@ -157,7 +172,8 @@ class _Loop:
                 layer.rng = xp.random.default_rng(seed)  # CuPy's default_rng takes one int
         order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
         # Sums stay on the device (0-d arrays): no host sync inside the batch loop on a GPU.
-        sums = {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(len(self.names), np.float64)}
+        sums = {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(len(self.names), np.float64),
+                "squares": xp.empty(len(self.names), np.float64)}
         for start in range(0, n, bs):
             if should_stop is not None and should_stop():
                 return None
@@ -198,7 +214,10 @@ class _Loop:
         value = net.add_l2(grads, value)
         sums["loss"] += value * m
         sums["steps"] += 1
-        squares = xp.stack([xp.dot(grads[name].reshape(-1), grads[name].reshape(-1)) for name in self.names])
+        squares = sums["squares"]
+        for k, name in enumerate(self.names):
+            flat = grads[name].reshape(-1)
+            squares[k] = xp.dot(flat, flat)  # a 0-d device array: no host sync on CuPy
         sums["norms"] += xp.sqrt(squares)
         clip = self.spec["gradient_clip_norm"]
         if clip is not None:

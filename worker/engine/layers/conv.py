@@ -33,7 +33,7 @@ class Conv2D(Layer):
         self.stride = pair(config.get("stride", 1), f"layer {index} (conv2d) stride")
         self.padding = config.get("padding", 0)
         self.activation_name = config.get("activation") or "linear"
-        self._cols = self._xpad = None
+        self._cols = self._xpad = self._ones = None
 
     def _where(self) -> str:
         return f"layer {self.index} (conv2d)"
@@ -110,13 +110,16 @@ class Conv2D(Layer):
         """grad_out (N, filters, Ho, Wo) -> dL/dx (N, C, H, W); fills weight and bias grads."""
         xp = self.xp
         weight = self.params[self.name("weight")]
+        # grad_out is this layer's to overwrite (the layer below's scratch), as in dense
         dz = grad_out if self.activation is None else self.activation.backward(
-            grad_out, self._z, self._a)
+            grad_out, self._z, self._a, out=grad_out)
         k = weight[0].size
         dz_cm = xp.ascontiguousarray(dz.transpose(self.layout.from_nchw)).reshape(self.filters, -1)
         cols2d = self._cols.reshape(k, -1)
+        if self._ones is None or self._ones.shape[0] != dz_cm.shape[1]:
+            self._ones = xp.ones(dz_cm.shape[1], dtype=dz_cm.dtype)
         self.grads = {self.name("weight"): (dz_cm @ cols2d.T).reshape(weight.shape),
-                      self.name("bias"): dz_cm.sum(axis=1)}
+                      self.name("bias"): dz_cm @ self._ones}  # a GEMV: ~5x faster than sum(axis=1)
         if not need_input_grad:
             return None
         dcols = (weight.reshape(self.filters, k).T @ dz_cm).reshape(self._cols.shape)
