@@ -220,6 +220,14 @@ def bench_submit_to_running(port: int, auth: dict, dataset_id: str, label: str, 
     time.sleep(1.5)
 
 
+def blas_threads(net) -> int:  # noqa: ANN001
+    """The BLAS threads `fit` uses: the worker process inherits this process's environment
+    (BPS_BLAS_THREADS, *_NUM_THREADS) and runs the same engine code, so it uses as many."""
+    from worker.engine import training
+
+    return net.n_threads or training.auto_threads(net)
+
+
 def bench_overhead(port: int, auth: dict, target_s: float = 10.0, n_rows: int = 60_000) -> None:
     """Epochs of ~0.5 s on a larger upload, as a real job has: per-epoch bookkeeping is fixed cost."""
     from bps.preprocessing import prepare_training_data
@@ -241,7 +249,7 @@ def bench_overhead(port: int, auth: dict, target_s: float = 10.0, n_rows: int = 
     engine_s = time.perf_counter() - start
     _, end_to_end, job_id = submit_and_wait(port, auth, {"dataset_id": dataset_id, "target": "label", "spec": spec},
                                     "succeeded", timeout_s=10 * target_s + 60, quiet_s=0.9 * engine_s)
-    print(f"service overhead ({epochs} epochs, {net.n_threads} BLAS threads, {net.dtype}): "
+    print(f"service overhead ({epochs} epochs, {blas_threads(net)} BLAS threads, {net.dtype}): "
           f"end-to-end {end_to_end:6.2f} s / engine fit {engine_s:6.2f} s"
           f" = {end_to_end / engine_s:5.3f}x (target <= 1.05)")
     epochs_body = json.loads(http_call(port, "GET", f"/v1/jobs/{job_id}/epochs", auth)[1])
