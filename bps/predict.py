@@ -3,6 +3,7 @@ inputs from instances, records or a stored dataset, results stored as Prediction
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from bps.problems import NotFound, PayloadTooLarge, Unprocessable
 CACHE_SIZE = 32
 _cache: OrderedDict[str, tuple[Any, Preprocessor]] = OrderedDict()
 _cache_lock = threading.Lock()
+_PLAIN_NUMBERS = {int, float}
 
 
 def load_network(weights: bytes) -> Any:
@@ -111,11 +113,10 @@ def numeric_instances(prep: Preprocessor, instances: list[Any]) -> np.ndarray | 
         return None
     if any(encoder["kind"] != "numeric" for encoder in prep.encoders):
         return None
-    for row in instances:
-        if type(row) is not list or len(row) != n_features:
-            return None
-        if any(type(value) is not float and type(value) is not int for value in row):
-            return None
+    if any(type(row) is not list or len(row) != n_features for row in instances):
+        return None
+    if not set(map(type, itertools.chain.from_iterable(instances))) <= _PLAIN_NUMBERS:  # bool is not one
+        return None
     try:
         values = np.asarray(instances, dtype=np.float64)
     except (OverflowError, ValueError):

@@ -155,11 +155,13 @@ def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
     total = max(int(job.spec.get("epochs", epoch) or epoch), 1)
     metrics = epoch_metrics(record)
     with session_scope(settings.database_url) as session:
-        owned = session.execute(
+        # RETURNING reads cancel_requested in the same statement (PostgreSQL, SQLite >= 3.35).
+        cancel = session.execute(
             update(Job).where(_fence(job.id, job.attempt)).values(
                 epoch=epoch, progress=min(epoch / total, 1.0), metrics=metrics, heartbeat_at=utcnow())
-        ).rowcount == 1
-        if not owned:
+            .returning(Job.cancel_requested)
+        ).scalar()
+        if cancel is None:
             session.rollback()
             return False, False
         already = session.scalar(select(func.count()).select_from(Epoch).where(
@@ -172,16 +174,15 @@ def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
             ))
         if checkpoint is not None:
             _save_checkpoint(session, job, epoch, checkpoint)
-        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job.id))
         return True, bool(cancel)
 
 
 def _save_checkpoint(session: Any, job: JobSnapshot, epoch: int, state: bytes) -> None:
-    row = session.get(Checkpoint, job.id)
-    if row is None:
-        session.add(Checkpoint(job_id=job.id, epoch=epoch, attempt=job.attempt, state=state, updated_at=utcnow()))
-    else:
-        row.epoch, row.attempt, row.state, row.updated_at = epoch, job.attempt, state, utcnow()
+    """Overwrite the job's checkpoint without reading the old blob back first."""
+    values = {"epoch": epoch, "attempt": job.attempt, "state": state, "updated_at": utcnow()}
+    replaced = session.execute(update(Checkpoint).where(Checkpoint.job_id == job.id).values(**values)).rowcount
+    if replaced == 0:
+        session.add(Checkpoint(job_id=job.id, **values))
 
 
 def load_checkpoint_epoch(settings: Settings, job_id: str) -> int | None:

@@ -31,3 +31,13 @@ def test_celery_dash_a_finds_an_app_built_from_the_environment(monkeypatch, tmp_
     monkeypatch.setattr(celery_module, "_lazy_app", None)
     app = celery_module.app
     assert app.conf.broker_url == f"sqla+sqlite:///{tmp_path}/b.db" and celery_module.celery is app
+
+
+def test_the_embedded_broker_is_polled_every_tenth_of_a_second(settings):
+    from kombu.transport import sqlalchemy as sqla_transport
+
+    embedded = replace(settings, broker_url=f"sqla+sqlite:///{settings.var_dir}/poll.db")
+    app = create_celery(embedded)
+    with app.connection_for_read() as connection:
+        assert connection.transport.polling_interval == celery_module.EMBEDDED_POLLING_INTERVAL_S == 0.1
+    assert sqla_transport.Transport.polling_interval == 0.1
