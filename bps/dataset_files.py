@@ -150,7 +150,7 @@ def read_npz_arrays(raw: bytes, *, max_array_bytes: int) -> tuple[np.ndarray, np
         raise Unprocessable("the file is not a valid .npz (zip) archive", loc=["file"]) from None
     with archive:
         headers = {name: _npz_header(archive, name) for name in NPZ_ARRAYS}
-    (x_shape, x_dtype), (y_shape, y_dtype) = headers["X"], headers["y"]
+    (x_shape, _), (y_shape, _) = headers["X"], headers["y"]
     if len(x_shape) < 2:
         raise Unprocessable(f"X must have shape (N, ...features), got {list(x_shape)}", loc=["file", "X"])
     if len(y_shape) not in (1, 2):

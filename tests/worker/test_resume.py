@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from bps.checkpoints import decode_state
 from bps.db import session_scope
 from bps.models import Checkpoint, Epoch, Job, Model, utcnow
-from tests.worker.test_runner import add_job, classifier_spec, job_row, needs_engine
+from tests.worker.test_runner import add_job, classifier_spec, job_row
 from worker import job_store, runner
 from worker.runner import run_job, time_limit_of
 
@@ -48,7 +48,6 @@ def die_before_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(job_store, "record_epoch", record)
 
 
-@needs_engine
 def test_a_takeover_resumes_after_the_checkpoint_and_matches_an_uninterrupted_run(settings, monkeypatch):
     spec = classifier_spec(epochs=6, layers=[{"type": "dense", "units": 8, "activation": "relu"},
                                              {"type": "dropout", "rate": 0.2}, {"type": "dense", "activation": "softmax"}])
@@ -76,7 +75,6 @@ def test_a_takeover_resumes_after_the_checkpoint_and_matches_an_uninterrupted_ru
     assert job_store.load_checkpoint_epoch(settings, interrupted) is None, "a finished job keeps no checkpoint"
 
 
-@needs_engine
 def test_each_epoch_row_comes_with_the_checkpoint_after_it(settings, monkeypatch):
     job_id = add_job(settings, classifier_spec(epochs=5))
     with monkeypatch.context() as patch:
@@ -100,7 +98,6 @@ def test_a_run_that_lost_the_job_writes_neither_epoch_nor_checkpoint(settings):
     assert epochs_of(settings, job_id) == [] and job_store.load_checkpoint_epoch(settings, job_id) is None
 
 
-@needs_engine
 def test_the_time_limit_fails_the_job_naming_the_limit_and_the_epoch(settings):
     job_id = add_job(settings, classifier_spec(epochs=10_000), time_limit_s=0.5)
     run_job(job_id, settings=settings, worker_id="w1")
@@ -147,7 +144,6 @@ def test_a_stopping_worker_keeps_the_epochs_for_the_next_run(settings):
     assert runner.SHUTDOWN is not None
 
 
-@needs_engine
 def test_the_specs_time_limit_is_enforced_and_capped_by_the_server(settings):
     spec = {**classifier_spec(epochs=10_000), "time_limit_s": 0.5}
     job_id = add_job(settings, spec)

@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import numpy as np
-import pytest
 from sqlalchemy import func, select, update
 
 from bps.datasets import create_dataset
@@ -16,12 +15,6 @@ from bps.models import Dataset, Epoch, Job, Model, utcnow
 from bps.tenants import get_or_create_tenant
 from worker.runner import run_job
 
-try:
-    from worker.engine import Network  # noqa: F401
-    HAVE_ENGINE = True
-except ImportError:
-    HAVE_ENGINE = False
-needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="worker.engine.Network not available")
 
 LABELS = ("cat", "dog", "eel")
 
@@ -77,7 +70,6 @@ def count(settings, model) -> int:  # noqa: ANN001
         return session.scalar(select(func.count()).select_from(model))
 
 
-@needs_engine
 def test_job_succeeds_with_one_epoch_row_per_epoch_and_a_model(settings):
     job_id = add_job(settings, classifier_spec())
     run_job(job_id, settings=settings, worker_id="w1")
@@ -99,7 +91,6 @@ def test_job_succeeds_with_one_epoch_row_per_epoch_and_a_model(settings):
         assert job.metrics["val_accuracy"] == last.val_accuracy
 
 
-@needs_engine
 def test_running_the_same_job_again_does_nothing(settings):
     job_id = add_job(settings, classifier_spec(epochs=3))
     run_job(job_id, settings=settings, worker_id="w1")
@@ -120,7 +111,6 @@ def test_a_job_running_elsewhere_with_a_fresh_heartbeat_is_left_alone(settings):
     assert (job.status, job.attempt, job.worker_id) == ("running", 1, "w1")
 
 
-@needs_engine
 def test_a_running_job_whose_worker_went_silent_is_taken_over(settings):
     silent_since = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 5)
     job_id = add_job(settings, classifier_spec(epochs=3), status="running", attempt=1, worker_id="dead",
@@ -166,7 +156,6 @@ def test_a_preprocessing_problem_fails_the_job_naming_the_column(settings):
     assert job.status == "failed" and "no_such_column" in job.error
 
 
-@needs_engine
 def test_cancel_mid_run_stops_and_keeps_the_epochs(settings):
     job_id = add_job(settings, classifier_spec(epochs=3000))
     runner = threading.Thread(target=run_job, args=(job_id,), kwargs={"settings": settings, "worker_id": "w1"})
@@ -186,7 +175,6 @@ def test_cancel_mid_run_stops_and_keeps_the_epochs(settings):
     assert count(settings, Model) == 0
 
 
-@needs_engine
 def test_a_diverging_job_fails_naming_the_epoch(settings):
     spec = classifier_spec(optimizer={"type": "sgd", "learning_rate": 1e12}, epochs=20)
     job_id = add_job(settings, spec)
@@ -199,7 +187,6 @@ def test_a_diverging_job_fails_naming_the_epoch(settings):
     assert 1 <= diverged_epoch <= 20
 
 
-@needs_engine
 def test_an_engine_error_fails_the_job_and_never_leaves_it_running(settings):
     spec = classifier_spec(layers=[{"type": "conv2d", "filters": 2, "kernel_size": 3}, {"type": "dense"}])
     job_id = add_job(settings, spec)
