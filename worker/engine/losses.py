@@ -98,6 +98,11 @@ class Huber(Loss):
 class CrossEntropy(Loss):
     name, from_logits, output_activation = "cross_entropy", True, "softmax"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._row_starts: Any = None
+        self._row_k = 0
+
     def _log_softmax_parts(self, logits: Any) -> tuple[Any, Any]:
         xp = xp_of(logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -110,17 +115,24 @@ class CrossEntropy(Loss):
         picked = xp.take_along_axis(shifted, y.reshape(-1, 1), axis=1)
         return (xp.log(sum_exp) - picked.reshape(-1)).mean()
 
+    def _target_index(self, y: Any, n: int, k: int) -> Any:
+        """Flat indices (N,) of each row's target logit in a C-contiguous (N, K) array."""
+        xp = xp_of(y)
+        if self._row_starts is None or self._row_starts.shape[0] < n or self._row_k != k:
+            self._row_starts, self._row_k = xp.arange(n) * k, k
+        return self._row_starts[:n] + y
+
     def value_and_grad(self, out, y):
+        """Softmax-CE on logits in few passes: grad = (softmax - onehot) / N, written in place."""
         xp, grad, n = xp_of(out), self._grad_buffer(out), out.shape[0]
         xp.subtract(out, out.max(axis=1, keepdims=True), out=grad)
-        rows = xp.arange(n)
-        picked = grad[rows, y]
+        flat, target = grad.reshape(-1), self._target_index(y, n, out.shape[1])
+        picked = flat[target]
         xp.exp(grad, out=grad)
         sum_exp = grad.sum(axis=1, keepdims=True)
         value = (xp.log(sum_exp).reshape(-1) - picked).mean()
-        grad /= sum_exp
-        grad[rows, y] -= 1.0
-        grad *= 1.0 / n
+        xp.multiply(grad, xp.reciprocal(sum_exp * n), out=grad)
+        flat[target] -= 1.0 / n
         return value, grad
 
     def correct(self, out, y):

@@ -92,9 +92,27 @@ class Network:
             self.layers.append(layer)
         if self.loss.from_logits:
             self.layers[-1].set_activation("linear")
-        self.params = {k: v for layer in self.layers for k, v in layer.params.items()}
+        self._flatten_params()
         self.buffers = {k: v for layer in self.layers for k, v in layer.buffers.items()}
         self.l2_names = [n for layer in self.layers for n in layer.l2_names()]
+
+    def _flatten_params(self) -> None:
+        """Moves every param into one contiguous buffer `flat_params` and every gradient into
+        `flat_grads` (total,); the layers and `params`/`grad_views` keep views, so an optimizer
+        step, gradient clipping or an l2 pass can run as a few large vectorised calls."""
+        xp = self.xp
+        total = sum(int(p.size) for layer in self.layers for p in layer.params.values())
+        self.flat_params, self.flat_grads = xp.empty(total, self.dtype), xp.zeros(total, self.dtype)
+        self.params, self.grad_views, offset = {}, {}, 0
+        for layer in self.layers:
+            for name, p in layer.params.items():
+                end = offset + int(p.size)
+                view = self.flat_params[offset:end].reshape(p.shape)
+                view[...] = p
+                layer.params[name] = self.params[name] = view
+                layer.grads[name] = self.grad_views[name] = self.flat_grads[offset:end].reshape(p.shape)
+                offset = end
+            layer.bind_params()
 
     # --- passes ---------------------------------------------------------------------------
     def forward(self, x: Any, training: bool) -> Any:
@@ -104,11 +122,17 @@ class Network:
         return x
 
     def backward(self, grad: Any) -> dict[str, Any]:
-        """Backpropagates dL/d(output); returns the layers' (live) gradient buffers by name."""
+        """Backpropagates dL/d(output); returns the (live) gradient views into `flat_grads` by
+        name, copying in any gradient a layer returned as a new array (conv, recurrent)."""
         last = len(self.layers) - 1
         for k in range(last, -1, -1):
             grad = self.layers[k].backward(grad, k > 0)
-        return {name: g for layer in self.layers for name, g in layer.grads.items()}
+        views = self.grad_views
+        for layer in self.layers:
+            for name, g in layer.grads.items():
+                if g is not views[name]:
+                    views[name][...] = g
+        return views
 
     def targets(self, y: Any) -> Any:
         """y on the device: int64 class indices for cross_entropy, the network's dtype otherwise."""

@@ -1,11 +1,15 @@
 """Optimizers with PyTorch's update rules (torch.optim, default flags), updating params in place.
 
-    opt = make_optimizer(spec["optimizer"], params: dict[name, array])
+    opt = make_optimizer(spec["optimizer"], params: dict[name, array], flat=None)
     opt.step(grads: dict[name, array], lr)    # grads may be overwritten (used as scratch)
+    opt.step(None, lr, flat_grads=g)          # flat mode: one vectorised update of everything
     opt.state_arrays() / opt.load_state_arrays(d)  # for checkpoints: plain numeric arrays
 
-Every state array has its param's dtype and array module. `lr` is passed per step so that the
-schedules stay outside (per epoch, as torch.optim.lr_scheduler).
+`flat`: one contiguous 1-D array of which every param is a view, in `params` order (see
+Network.build). The state slots are then flat too (per-name views for checkpoints) and a step
+is a few large vectorised calls instead of several per parameter. Every state array has its
+param's dtype and array module. `lr` is passed per step so that the schedules stay outside (per
+epoch, as torch.optim.lr_scheduler).
 """
 from __future__ import annotations
 
@@ -17,22 +21,36 @@ import numpy as np
 from worker.engine.activations import xp_of
 from worker.engine.backend import to_device, to_numpy
 
-
 class Optimizer:
     slots: tuple[str, ...] = ()
 
-    def __init__(self, cfg: dict[str, Any], params: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], params: dict[str, Any], flat: Any = None) -> None:
         self.cfg = cfg
         self.params = params
+        self.flat = flat
         self.t = 0
-        self.state = {slot: {k: p * 0 for k, p in params.items()} for slot in self.slots}
+        self.flat_state = {slot: flat * 0 for slot in self.slots} if flat is not None else {}
+        self.state = {slot: self._slot_views(slot) for slot in self.slots}
 
-    def step(self, grads: dict[str, Any], lr: float) -> None:
+    def _slot_views(self, slot: str) -> dict[str, Any]:
+        if self.flat is None:
+            return {k: p * 0 for k, p in self.params.items()}
+        views, offset, buf = {}, 0, self.flat_state[slot]
+        for k, p in self.params.items():
+            views[k] = buf[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+        return views
+
+    def step(self, grads: dict[str, Any] | None, lr: float, flat_grads: Any = None) -> None:
+        """`flat_grads` (flat mode only): the gradients as one array laid out like `flat`."""
         self.t += 1
+        if flat_grads is not None:
+            self._update(self.flat, flat_grads, lr, self.flat_state)
+            return
         for name, p in self.params.items():
-            self._update(name, p, grads[name], lr)
+            self._update(p, grads[name], lr, {slot: self.state[slot][name] for slot in self.slots})
 
-    def _update(self, name: str, p: Any, g: Any, lr: float) -> None:
+    def _update(self, p: Any, g: Any, lr: float, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -54,10 +72,13 @@ _xp = xp_of
 class SGD(Optimizer):
     slots = ("momentum_buffer",)
 
-    def _update(self, name, p, g, lr):
+    def _update(self, p, g, lr, state):
+        # NumPy passes, not SciPy's BLAS axpy (one pass fewer): a wheel's SciPy loads a second
+        # OpenBLAS whose threads fought NumPy's (bench mlp --threads 2 ran 5x slower), and
+        # pinned to one thread it measured no faster over a whole process (import cost)
         mu = self.cfg["momentum"]
         if mu:
-            buf = self.state["momentum_buffer"][name]
+            buf = state["momentum_buffer"]
             buf *= mu
             buf += g
             if self.cfg["nesterov"]:
@@ -73,13 +94,13 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
 
-    def _update(self, name, p, g, lr):
+    def _update(self, p, g, lr, state):
         c = self.cfg
         b1, b2, eps = c["beta1"], c["beta2"], c["eps"]
         xp = _xp(p)
         if c.get("weight_decay"):  # AdamW: decoupled decay first
             p *= 1 - lr * c["weight_decay"]
-        m, v = self.state["exp_avg"][name], self.state["exp_avg_sq"][name]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= b1
         m += (1 - b1) * g
         v *= b2
@@ -98,9 +119,9 @@ class Adam(Optimizer):
 class RMSprop(Optimizer):
     slots = ("square_avg",)
 
-    def _update(self, name, p, g, lr):
+    def _update(self, p, g, lr, state):
         rho, eps, xp = self.cfg["rho"], self.cfg["eps"], _xp(p)
-        v = self.state["square_avg"][name]
+        v = state["square_avg"]
         v *= rho
         v += (1 - rho) * g * g
         denom = xp.sqrt(v) + eps
@@ -112,8 +133,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     slots = ("sum",)
 
-    def _update(self, name, p, g, lr):
-        s, xp = self.state["sum"][name], _xp(p)
+    def _update(self, p, g, lr, state):
+        s, xp = state["sum"], _xp(p)
         s += g * g
         g /= xp.sqrt(s) + self.cfg["eps"]
         g *= lr
@@ -123,5 +144,5 @@ class Adagrad(Optimizer):
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": Adam, "rmsprop": RMSprop, "adagrad": Adagrad}
 
 
-def make_optimizer(cfg: dict[str, Any], params: dict[str, Any]) -> Optimizer:
-    return _OPTIMIZERS[cfg["type"]](cfg, params)
+def make_optimizer(cfg: dict[str, Any], params: dict[str, Any], flat: Any = None) -> Optimizer:
+    return _OPTIMIZERS[cfg["type"]](cfg, params, flat)

@@ -73,7 +73,7 @@ def _finite(value: Any) -> float | None:
 def new_train_state(net: Any) -> TrainState:
     spec = net.spec
     es = EarlyStopping(spec["early_stopping"]) if spec["early_stopping"] else None
-    return TrainState(make_optimizer(spec["optimizer"], net.params),
+    return TrainState(make_optimizer(spec["optimizer"], net.params, flat=net.flat_params),
                       make_schedule(spec["lr_schedule"], spec["optimizer"]["learning_rate"]), es)
 
 
@@ -124,9 +124,6 @@ class _Loop:
         self.net, self.xp, self.spec, self.st = net, net.xp, net.spec, net.train_state
         self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
         self.classification = net.loss.from_logits
-        bs = min(self.spec["batch_size"], X.shape[0])
-        self.xbuf = self.xp.empty((bs, *X.shape[1:]), X.dtype)
-        self.ybuf = self.xp.empty((bs, *y.shape[1:]), y.dtype)
         self.names = list(net.params)
         self.history = History()
 
@@ -198,10 +195,9 @@ class _Loop:
     def _batch(self, order: Any, start: int, stop: int) -> tuple[Any, Any]:
         if order is None:
             return self.X[start:stop], self.y[start:stop]
-        idx, m = order[start:stop], stop - start
-        xb = self.xp.take(self.X, idx, axis=0, out=self.xbuf[:m])
-        yb = self.xp.take(self.y, idx, axis=0, out=self.ybuf[:m])
-        return xb, yb
+        # take into a new array measured about twice as fast as take(out=) into a reused one
+        idx = order[start:stop]
+        return self.xp.take(self.X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
 
     def _step(self, xb: Any, yb: Any, lr: float, sums: dict) -> Any:
         """One optimizer step on a batch; adds to `sums` on the device, returns the loss (0-d)."""
@@ -222,9 +218,8 @@ class _Loop:
         clip = self.spec["gradient_clip_norm"]
         if clip is not None:
             coef = xp.minimum(clip / (xp.sqrt(squares.sum()) + 1e-6), 1.0).astype(net.dtype)
-            for g in grads.values():
-                g *= coef
-        self.st.optimizer.step(grads, lr)
+            net.flat_grads *= coef
+        self.st.optimizer.step(grads, lr, flat_grads=net.flat_grads)
         return value
 
     def _evaluate(self) -> tuple[float | None, float | None]:

@@ -37,3 +37,18 @@ def test_in_place_forward_and_unknown_name():
     assert get_activation("relu").forward(z, out=z) is z and z.tolist() == [0.0, 2.0]
     with pytest.raises(ValueError, match="unknown activation"):
         get_activation("swish")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_zeros_row_path_equals_scalar_maximum_for_any_width(dtype):
+    relu, rng = get_activation("relu"), np.random.default_rng(5)
+    for shape in [(4, 7), (3, 5), (2, 3, 5)]:  # width changes: the cached zeros row follows
+        z = rng.standard_normal(shape).astype(dtype)
+        z[0, 0] = -0.0
+        expected = np.maximum(z, 0)
+        out = relu.forward(z.copy())
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, expected)
+        in_place = z.copy()
+        assert relu.forward(in_place, out=in_place) is in_place
+        np.testing.assert_array_equal(in_place, expected)

@@ -88,6 +88,23 @@ def test_params_use_pytorch_names_and_layouts():
     assert all(v.dtype == np.float32 for v in net.params.values())
 
 
+def test_params_and_grads_are_views_into_one_flat_buffer_each(rng):
+    spec = {"layers": [{"type": "conv2d", "filters": 2, "kernel_size": 3, "activation": "relu"},
+                       {"type": "flatten"}, {"type": "dense", "units": 4, "activation": "relu"},
+                       {"type": "dense", "activation": "softmax"}], "loss": "cross_entropy", "device": "cpu"}
+    net = Network.from_spec(spec, input_shape=(1, 5, 5), n_outputs=3)
+    assert net.flat_params.size == sum(p.size for p in net.params.values())
+    for name, p in net.params.items():
+        assert np.shares_memory(p, net.flat_params) and np.shares_memory(net.grad_views[name], net.flat_grads), name
+    net.flat_params[:] = 0.5
+    assert all(np.all(p == 0.5) for p in net.params.values()) and np.all(net.layers[2].weight == 0.5)
+    _, grads = net.loss_and_grads(rng.standard_normal((6, 1, 5, 5)), rng.integers(0, 3, 6))
+    # conv returns new gradient arrays: backward copies them into the flat buffer
+    flat = np.concatenate([g.reshape(-1) for g in grads.values()])
+    np.testing.assert_array_equal(net.flat_grads, flat)
+    assert np.any(net.grad_views["0.weight"] != 0)
+
+
 def test_initialisation_he_for_relu_glorot_otherwise_biases_zero():
     spec = mlp_spec((400, "relu"), (300, "tanh"), device="cpu")
     net = Network.from_spec(spec, input_shape=(500,), n_outputs=200)

@@ -57,6 +57,24 @@ def test_matches_torch_optim_over_five_steps(raw):
         np.testing.assert_allclose(ours_p, t.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("raw", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_flat_step_equals_per_parameter_steps(raw):
+    cfg, rng = _full(raw), np.random.default_rng(4)
+    flat = rng.standard_normal(15)
+    views = {"w": flat[:12].reshape(4, 3), "b": flat[12:]}
+    separate = {k: v.copy() for k, v in views.items()}
+    flat_opt, opt = make_optimizer(cfg, views, flat=flat), make_optimizer(cfg, separate)
+    for _ in range(3):
+        g = rng.standard_normal(15)
+        flat_opt.step(None, cfg["learning_rate"], flat_grads=g.copy())
+        opt.step({"w": g[:12].reshape(4, 3).copy(), "b": g[12:].copy()}, cfg["learning_rate"])
+    for name in views:
+        np.testing.assert_allclose(views[name], separate[name], rtol=1e-14, atol=1e-15, err_msg=name)
+    state = flat_opt.state_arrays()  # per-name views of the flat state, for checkpoints
+    for key, value in opt.state_arrays().items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-14, atol=1e-15, err_msg=key)
+
+
 def test_first_steps_by_hand():
     g1, g2 = np.array([0.5, -2.0]), np.array([1.0, 1.0])
     # SGD momentum 0.9: buf1 = g1, buf2 = 0.9 g1 + g2; p -= lr * buf

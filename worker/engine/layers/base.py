@@ -64,6 +64,11 @@ class Layer:
         self.xp, self.dtype = ctx.xp, ctx.dtype
         return self.out_shape
 
+    def bind_params(self) -> None:
+        """Called after the network replaced `params`/`grads` entries with views into its flat
+        buffers (same shapes and values); a layer that caches those arrays refreshes them here.
+        A layer may still replace `grads` entries in backward: the network copies them back."""
+
     def forward(self, x: Any, training: bool) -> Any:
         raise NotImplementedError
 

@@ -42,12 +42,15 @@ class Dense(Layer):
                            self.activation.name, ctx.dtype)
         self.params = {self.name("weight"): xp.asarray(w), self.name("bias"): xp.zeros(self.units, ctx.dtype)}
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
-        self.weight, self.bias = self.params.values()
-        self.grad_weight, self.grad_bias = self.grads.values()
+        self.bind_params()
         self._rows_per_sample = 1
         for d in input_shape[:-1]:
             self._rows_per_sample *= int(d)
         return out_shape
+
+    def bind_params(self) -> None:
+        self.weight, self.bias = self.params.values()
+        self.grad_weight, self.grad_bias = self.grads.values()
 
     def set_activation(self, name: str) -> None:
         """Used by the network to run a fused output layer (softmax/sigmoid + loss) on logits."""
