@@ -16,9 +16,10 @@ FORMAT = "bps-model-1"
 def save(net: Any, file: str | IO[bytes]) -> None:
     if not net.layers:
         raise ValueError("the network is not built yet: nothing to save")
-    arrays = {name: to_numpy(a) for name, a in {**net.params, **net.buffers}.items()}
+    arrays = {name: to_numpy(a) for name, a in net.state_dict().items()}
     arrays["spec"] = np.array(json.dumps(net.spec))
     arrays["input_shape"] = np.array(net.input_shape, np.int64)
+    arrays["dtype"] = np.array(net.dtype.name)  # may differ from the spec's (from_spec(dtype=...))
     arrays["format"] = np.array(FORMAT)
     np.savez(file, **arrays)
 
@@ -41,8 +42,9 @@ def load(cls: type, file: str | IO[bytes], device: str = "cpu") -> Any:
     if missing:
         raise ValueError(f"not a model file: missing {sorted(missing)}")
     spec = json.loads(str(arrays["spec"]))
-    net = cls(spec, input_shape=tuple(int(d) for d in arrays["input_shape"]), device=device)
-    state = {**net.params, **net.buffers}
+    dtype = str(arrays["dtype"]) if "dtype" in arrays else None
+    net = cls(spec, input_shape=tuple(int(d) for d in arrays["input_shape"]), dtype=dtype, device=device)
+    state = net.state_dict()
     absent = sorted(set(state) - arrays.keys())
     if absent:
         raise ValueError(f"the model file lacks {absent}")

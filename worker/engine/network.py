@@ -93,7 +93,9 @@ class Network:
         if self.loss.from_logits:
             self.layers[-1].set_activation("linear")
         self._flatten_params()
-        self.buffers = {k: v for layer in self.layers for k, v in layer.buffers.items()}
+        # Filled in place: a dict taken from `params`/`buffers` before the build stays live.
+        self.buffers.clear()
+        self.buffers.update((k, v) for layer in self.layers for k, v in layer.buffers.items())
         self.l2_names = [n for layer in self.layers for n in layer.l2_names()]
 
     def _flatten_params(self) -> None:
@@ -103,7 +105,8 @@ class Network:
         xp = self.xp
         total = sum(int(p.size) for layer in self.layers for p in layer.params.values())
         self.flat_params, self.flat_grads = xp.empty(total, self.dtype), xp.zeros(total, self.dtype)
-        self.params, self.grad_views, offset = {}, {}, 0
+        self.params.clear()
+        self.grad_views, offset = {}, 0
         for layer in self.layers:
             for name, p in layer.params.items():
                 end = offset + int(p.size)
@@ -183,6 +186,12 @@ class Network:
     def fit(self, X: Any, y: Any, on_epoch: Any = None, should_stop: Any = None,
             resume: dict[str, np.ndarray] | None = None) -> training.History:
         return training.fit(self, X, y, on_epoch=on_epoch, should_stop=should_stop, resume=resume)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers (batchnorm running statistics) under PyTorch's state_dict
+        names: what `torch.nn.Module.load_state_dict` takes strictly. `params` alone is the
+        trainable part, as CONTRACT §4 defines it."""
+        return {**self.params, **self.buffers}
 
     def training_state(self) -> dict[str, np.ndarray]:
         return training.training_state(self)
