@@ -54,9 +54,12 @@ def _numeric_target(values: np.ndarray, name: str) -> None:
         raise Unprocessable(f"target {name!r} has missing or non-finite values", loc=[name])
 
 
-def _feature_spec(name: str, column: pd.Series, impute: str | None) -> dict[str, Any]:
+def _feature_spec(name: str, column: pd.Series, impute: str | None, fit_rows: int | None) -> dict[str, Any]:
+    """Numeric: mean, std and fill value from the first `fit_rows` rows (the training rows; the
+    validation rows must not leak into them). Categorical: the categories of every row, so the
+    one-hot width is the one the job was validated with."""
     if pd.api.types.is_numeric_dtype(column.dtype):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = column.iloc[:fit_rows].to_numpy(dtype=np.float64, na_value=np.nan)
         finite = values[np.isfinite(values)]
         std = float(finite.std()) if finite.size else 1.0
         return {
@@ -72,7 +75,7 @@ def _feature_spec(name: str, column: pd.Series, impute: str | None) -> dict[str,
 
 def fit_tabular(
     frame: pd.DataFrame, *, target: str, features: list[str] | None, input_shape: list[int] | None, mode: str,
-    impute: str | None,
+    impute: str | None, fit_rows: int | None = None,
 ) -> Preprocessor:
     if target not in frame.columns:
         raise Unprocessable(f"target column {target!r} is not in the dataset", loc=["target"])
@@ -80,7 +83,7 @@ def fit_tabular(
     unknown = [n for n in names if n not in frame.columns]
     if unknown:
         raise Unprocessable(f"feature column(s) {unknown} are not in the dataset", loc=["features"])
-    specs = [_feature_spec(n, frame[n], impute) for n in names]
+    specs = [_feature_spec(n, frame[n], impute, fit_rows) for n in names]
     width = sum(1 if s["kind"] == "numeric" else len(s["categories"]) for s in specs)
     shape = list(input_shape) if input_shape else [width]
     if int(np.prod(shape)) != width:
@@ -99,12 +102,12 @@ def fit_tabular(
 
 
 def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, mode: str,
-               impute: str | None) -> Preprocessor:
+               impute: str | None, fit_rows: int | None = None) -> Preprocessor:
     shape = list(input_shape) if input_shape else [int(s) for s in X.shape[1:]]
     if int(np.prod(shape)) != int(np.prod(X.shape[1:])):
         raise Unprocessable(f"input_shape {shape} does not match X rows of shape {list(X.shape[1:])}",
                             loc=["input_shape"])
-    fill = fill_value(np.asarray(X, dtype=np.float64).ravel(), impute) if impute else None
+    fill = fill_value(np.asarray(X[:fit_rows], dtype=np.float64).ravel(), impute) if impute else None
     if mode == "regression":
         _numeric_target(y, "y")
         classes, n_outputs = None, 1 if y.ndim == 1 else int(y.shape[1])
@@ -117,12 +120,19 @@ def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, m
     return Preprocessor("array", mode, shape, [], [], None, classes, n_outputs, impute, fill)
 
 
+def training_rows(n_rows: int, validation_split: float) -> int | None:
+    """How many leading rows train (None: all); the engine's split (worker/engine/training.py)."""
+    return int(n_rows * (1 - validation_split)) if validation_split else None
+
+
 def prepare_training_data(
     raw: bytes, fmt: str, *, target: str | None, features: list[str] | None, input_shape: list[int] | None,
-    task: str, impute: str | None = None,
+    task: str, impute: str | None = None, validation_split: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, Preprocessor]:
     """Stored dataset bytes -> (X float64 (N, *input_shape), y, fitted Preprocessor).
 
+    Statistics (standardisation, imputation) are fitted on the training rows only: the first
+    int(N * (1 - validation_split)) rows, as the engine splits off the LAST fraction.
     `task` is the spec's loss name (or "classification" = cross_entropy / "regression");
     y follows the module docstring. Raises Unprocessable naming the column at fault.
     """
@@ -131,10 +141,12 @@ def prepare_training_data(
     mode = target_mode(task)
     if fmt == "npz":
         X_raw, y_raw = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
-        prep = fit_arrays(X_raw, y_raw, input_shape=input_shape, mode=mode, impute=impute)
+        prep = fit_arrays(X_raw, y_raw, input_shape=input_shape, mode=mode, impute=impute,
+                          fit_rows=training_rows(len(X_raw), validation_split))
         return prep.transform_arrays(X_raw), prep.encode_labels(y_raw), prep
     if not target:
         raise Unprocessable("a CSV or Parquet dataset needs \"target\": the label column", loc=["target"])
     frame = read_table(raw, fmt)
-    prep = fit_tabular(frame, target=target, features=features, input_shape=input_shape, mode=mode, impute=impute)
+    prep = fit_tabular(frame, target=target, features=features, input_shape=input_shape, mode=mode, impute=impute,
+                       fit_rows=training_rows(len(frame), validation_split))
     return prep.transform_frame(frame), prep.encode_labels(frame[target]), prep

@@ -186,6 +186,7 @@ def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, 
     return prepare_training_data(
         raw, fmt, target=job.target, features=job.features, input_shape=job.input_shape,
         task=str(job.spec.get("loss") or job.task or "cross_entropy"), impute=job.impute,
+        validation_split=float(job.spec.get("validation_split") or 0.0),
     )
 
 
