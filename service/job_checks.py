@@ -17,6 +17,7 @@ Errors = list[dict[str, Any]]
 class InputPlan:
     input_shape: tuple[int, ...] | None = None
     n_outputs: int | None = None
+    features: list[str] | None = None  # the resolved feature columns (CSV/Parquet)
     errors: Errors = field(default_factory=list)
 
     def add(self, loc: list[Any], msg: str) -> None:
@@ -76,6 +77,7 @@ def plan_tabular(dataset: Dataset, *, target: str | None, features: list[str] | 
     elif target not in profile:
         plan.add(["body", "target"], f"target column {target!r} is not in the dataset; columns: {list(profile)}")
     names = list(features) if features else [n for n in profile if n != target]
+    plan.features = names
     unknown = [n for n in names if n not in profile]
     if unknown:
         plan.add(["body", "features"], f"feature column(s) {unknown} are not in the dataset")

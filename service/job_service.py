@@ -104,7 +104,7 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
     time_limit_s = min(spec["time_limit_s"] or settings.job_time_limit_s, settings.job_time_limit_s)
     job = Job(
         tenant_id=tenant_id, dataset_id=dataset.id, status="queued", target=request.target,
-        features=request.features, input_shape=request.input_shape, impute=request.impute, spec=spec,
+        features=plan.features, input_shape=request.input_shape, impute=request.impute, spec=spec,
         task=task_for_loss(spec["loss"]), queue=queue, epochs=int(spec["epochs"]), time_limit_s=time_limit_s,
     )
     session.add(job)

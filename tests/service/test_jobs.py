@@ -27,7 +27,7 @@ def test_submit_commits_then_publishes(client, auth, dataset_id, published) -> N
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert published == [(job["id"], "cpu")]
     assert job["status"] == "queued" and job["epochs"] == 3 and job["progress"] == 0
-    assert job["features"] is None and job["task"] == "classification"
+    assert job["features"] == ["sepal", "petal", "colour"] and job["task"] == "classification"  # the default, resolved
     assert job["spec"]["batch_size"] == 8 and job["spec"]["layers"][-1]["units"] == 2  # normalised, filled in
     assert client.get(job["id"].join(["/v1/jobs/", ""]), headers=auth).get_json()["id"] == job["id"]
 
