@@ -88,7 +88,10 @@ def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> P
 
 
 def _dataset_inputs(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> np.ndarray:
-    dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+    try:
+        dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+    except NotFound:  # a reference in the body, answered as POST /v1/jobs answers it
+        raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"]) from None
     raw = load_dataset_bytes(session=session, dataset_id=dataset.id)
     if dataset.format == "npz":
         if prep.source != "array":
@@ -129,7 +132,11 @@ def numeric_instances(prep: Preprocessor, instances: list[Any]) -> np.ndarray | 
 
 
 def _with_loc(exc: Unprocessable, prefix: list[Any]) -> Unprocessable:
-    exc.errors = [{"loc": [*prefix, *e["loc"]], "msg": e["msg"]} for e in exc.errors]
+    """Prefixes each error's loc, without repeating a leading part the error already names."""
+    def joined(loc: list[Any]) -> list[Any]:
+        return [*prefix, *(loc[1:] if loc[:1] == prefix[-1:] else loc)]
+
+    exc.errors = [{"loc": joined(e["loc"]), "msg": e["msg"]} for e in exc.errors]
     return exc
 
 

@@ -36,5 +36,5 @@ def queue_for_device(*, session: Session, device: str, max_age_s: float) -> str:
         raise Unprocessable(
             'no GPU worker is alive to run a job with "device": "gpu"; use "auto" or "cpu", '
             "or start a worker with `bps worker --queues gpu` on a GPU node",
-            loc=["body", "spec", "device"])
+            loc=["spec", "device"])
     return "cpu"

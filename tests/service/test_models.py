@@ -97,11 +97,20 @@ def test_regression_on_npz(client, auth, settings) -> None:  # noqa: ANN001
     ({"instances": [[1.0, "dark"]] * 51}, 413, ["MAX_PREDICTION_ROWS"]),
     ({"instances": [[1.0, "dark"]], "records": [{"x": 1}]}, 422, ["exactly one"]),
     ({}, 422, ["exactly one"]),
-    ({"dataset_id": "missing"}, 404, ["dataset"]),
+    ({"dataset_id": "missing"}, 422, ["dataset missing not found"]),
     ({"instances": [], "extra": 1}, 422, ["unknown field"]),
 ])
 def test_prediction_errors(client, auth, model_id, body, status, needles) -> None:  # noqa: ANN001
     assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth, json=body), status, *needles)
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({"instances": [[1.0]]}, ["body", "instances"]),
+    ({"dataset_id": "missing"}, ["body", "dataset_id"]),
+])
+def test_prediction_errors_name_where_in_the_body(client, auth, model_id, body, loc) -> None:  # noqa: ANN001
+    errors = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json=body).get_json()["errors"]
+    assert [e["loc"] for e in errors] == [loc]
 
 
 def test_download_npz_has_state_dict_names_and_spec(client, auth, model_id) -> None:  # noqa: ANN001
