@@ -235,7 +235,7 @@ def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any,
     elif reason == "cancelled":
         _finish_or_log(settings, job, "cancelled", warnings=warnings)
     else:
-        model_values = _model_values(settings, job, net, preprocessor, classes)
+        model_values = _model_values(settings, job, net, preprocessor, classes, history)
         model_id = job_store.finish_with_model(settings, job, model_values, {"warnings": warnings})
         log.info("job %s attempt %d: %s", job.id, job.attempt, f"model {model_id}" if model_id else "lost")
 
@@ -253,12 +253,25 @@ def _requeue(settings: Settings, job: JobSnapshot) -> None:
             log.warning("job %s: republish failed; the reaper will publish it", job.id, exc_info=True)
 
 
-def _model_values(settings: Settings, job: JobSnapshot, net: Any, preprocessor: Any,
-                  classes: list[Any] | None) -> dict[str, Any]:
-    from bps.models import Job  # noqa: PLC0415
+def _model_metrics(settings: Settings, job: JobSnapshot, history: Any) -> dict[str, Any] | None:
+    """The metrics of the epoch whose weights the model holds: the best epoch when early
+    stopping restored it (possibly recorded by an earlier attempt), else the last one."""
+    from sqlalchemy import select  # noqa: PLC0415
 
+    from bps.models import Epoch, Job  # noqa: PLC0415
+
+    early_stopping = job.spec.get("early_stopping") or {}
+    best = getattr(history, "best_epoch", None) if early_stopping.get("restore_best") else None
     with session_scope(settings.database_url) as session:
-        metrics = session.get(Job, job.id).metrics
+        row = best and session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.epoch == best))
+        if not row:
+            return session.get(Job, job.id).metrics
+        return {**job_store.epoch_metrics(vars(row)), "epoch": best}
+
+
+def _model_values(settings: Settings, job: JobSnapshot, net: Any, preprocessor: Any,
+                  classes: list[Any] | None, history: Any) -> dict[str, Any]:
+    metrics = _model_metrics(settings, job, history)
     preprocessing = preprocessor.to_json() if hasattr(preprocessor, "to_json") else {}
     if isinstance(preprocessing, (str, bytes)):
         preprocessing = json.loads(preprocessing)

@@ -193,3 +193,18 @@ def test_an_engine_error_fails_the_job_and_never_leaves_it_running(settings):
     run_job(job_id, settings=settings, worker_id="w1")
     job = job_row(settings, job_id)
     assert job.status == "failed" and job.error and job.finished_at is not None
+
+
+def test_a_model_restored_to_its_best_epoch_reports_that_epochs_metrics(settings):
+    spec = classifier_spec(epochs=60, optimizer={"type": "adam", "learning_rate": 0.5},
+                           early_stopping={"monitor": "val_loss", "patience": 2, "restore_best": True})
+    job_id = add_job(settings, spec)
+    run_job(job_id, settings=settings, worker_id="w1")
+    job = job_row(settings, job_id)
+    assert job.status == "succeeded", job.error
+    with session_scope(settings.database_url) as session:
+        model = session.get(Model, job.model_id)
+        rows = {e.epoch: e for e in session.scalars(select(Epoch).where(Epoch.job_id == job_id))}
+    best = min(rows, key=lambda k: rows[k].val_loss)
+    assert model.metrics["epoch"] == best and model.metrics["val_loss"] == rows[best].val_loss
+    assert best < job.epoch  # stopped later than its best epoch, so the job's latest metrics differ
