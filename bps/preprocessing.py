@@ -39,7 +39,7 @@ def _fit_classes(values: np.ndarray, mode: str, name: str) -> list[Any] | None:
                 "discrete labels (use mse/mae/huber for regression)",
                 loc=[name],
             )
-    classes = sorted({python_scalar(v) for v in flat})
+    classes = sorted({python_scalar(v) for v in pd.unique(flat)})  # distinct first: one Python call per label
     if mode == "binary" and len(classes) > 2:
         raise Unprocessable(
             f"binary_cross_entropy needs two classes in {name!r}; found {len(classes)} (use cross_entropy)", loc=[name]

@@ -212,7 +212,11 @@ class Preprocessor:
             return np.asarray(array, dtype=np.float64).reshape(len(array), -1)
         index = {c: i for i, c in enumerate(self.classes or [])}
         flat = array.reshape(len(array)) if array.ndim > 1 else array
-        codes = np.array([index[python_scalar(v)] for v in flat], dtype=np.int64)
+        # Factorise first so the per-label dict lookup runs once per distinct value, not per row.
+        row_codes, distinct = pd.factorize(flat, use_na_sentinel=True)
+        if (row_codes < 0).any():
+            raise Unprocessable("the target has missing labels", loc=[self.target or "y"])
+        codes = np.array([index[python_scalar(v)] for v in distinct], dtype=np.int64)[row_codes]
         if self.mode == "binary":
             return codes.astype(np.float64).reshape(-1, 1)
         return codes
