@@ -164,25 +164,31 @@ def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
         if cancel is None:
             session.rollback()
             return False, False
-        already = session.scalar(select(func.count()).select_from(Epoch).where(
-            Epoch.job_id == job.id, Epoch.epoch == epoch, Epoch.attempt == job.attempt))
-        if not already:  # a retry after a commit whose answer was lost must not add a second row
-            grad_norms = {str(k): finite_or_none(v) for k, v in (record.get("grad_norms") or {}).items()}
-            session.add(Epoch(
-                job_id=job.id, epoch=epoch, attempt=job.attempt, grad_norms=grad_norms,
-                duration_s=finite_or_none(record.get("duration_s")), **metrics,
-            ))
+        grad_norms = {str(k): finite_or_none(v) for k, v in (record.get("grad_norms") or {}).items()}
+        # ON CONFLICT DO NOTHING: a retry after a commit whose answer was lost adds no second row.
+        session.execute(_insert_for(session, Epoch).values(
+            job_id=job.id, epoch=epoch, attempt=job.attempt, grad_norms=grad_norms,
+            duration_s=finite_or_none(record.get("duration_s")), created_at=utcnow(), **metrics,
+        ).on_conflict_do_nothing(index_elements=["job_id", "epoch"]))
         if checkpoint is not None:
             _save_checkpoint(session, job, epoch, checkpoint)
         return True, bool(cancel)
 
 
+def _insert_for(session: Any, model: Any) -> Any:
+    """The dialect's INSERT, which has on_conflict_do_nothing/_update (PostgreSQL and SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
+    return insert(model)
+
+
 def _save_checkpoint(session: Any, job: JobSnapshot, epoch: int, state: bytes) -> None:
-    """Overwrite the job's checkpoint without reading the old blob back first."""
+    """Upsert the job's checkpoint in one statement, without reading the old blob back."""
     values = {"epoch": epoch, "attempt": job.attempt, "state": state, "updated_at": utcnow()}
-    replaced = session.execute(update(Checkpoint).where(Checkpoint.job_id == job.id).values(**values)).rowcount
-    if replaced == 0:
-        session.add(Checkpoint(job_id=job.id, **values))
+    statement = _insert_for(session, Checkpoint).values(job_id=job.id, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["job_id"], set_=values))
 
 
 def load_checkpoint_epoch(settings: Settings, job_id: str) -> int | None:
