@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
-import tempfile
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -28,17 +26,10 @@ _PLAIN_NUMBERS = {int, float}
 
 
 def load_network(weights: bytes) -> Any:
-    """Network.load of the stored .npz bytes (a binary file object, else a temporary path)."""
+    """Network.load of the stored .npz bytes."""
     from worker.engine import Network  # noqa: PLC0415
 
-    try:
-        return Network.load(io.BytesIO(weights))
-    except (TypeError, AttributeError):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.npz")
-            with open(path, "wb") as handle:
-                handle.write(weights)
-            return Network.load(path)
+    return Network.load(io.BytesIO(weights))
 
 
 def model_runtime(model: Model) -> tuple[Any, Preprocessor]:

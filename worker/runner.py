@@ -11,7 +11,6 @@ epoch on SQLite (bench/bench_service.py), too little to trade the guarantee for.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import socket
@@ -27,7 +26,6 @@ from worker.gpu import GPU_OOM_MESSAGE, is_gpu_out_of_memory, release_gpu_memory
 from worker.job_store import JobSnapshot
 
 log = logging.getLogger(__name__)
-CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 FINISH_RETRIES = 5
 # Set when this worker process is shutting down: a running job stops at the next batch and goes
 # back to the queue (worker/registry.py connects it to Celery's worker_shutting_down).
@@ -144,22 +142,6 @@ def describe_error(exc: BaseException) -> str:
     return f"training failed: {detail}. Check the spec and the dataset, then submit the job again"
 
 
-def task_of(job: JobSnapshot, preprocessor: Any) -> str:
-    task = job.task or getattr(preprocessor, "task", None)
-    if task:
-        return str(task)
-    return "classification" if job.spec.get("loss") in CLASSIFICATION_LOSSES else "regression"
-
-
-def output_count(job: JobSnapshot, y: Any, classes: list[Any] | None, preprocessor: Any = None) -> int:
-    """Units of the output layer when the spec leaves them out."""
-    if getattr(preprocessor, "n_outputs", None):
-        return int(preprocessor.n_outputs)
-    if job.spec.get("loss") == "cross_entropy" and classes:
-        return len(classes)
-    return int(y.shape[1]) if getattr(y, "ndim", 1) == 2 else 1
-
-
 def choose_device(job: JobSnapshot) -> str:
     from worker.engine.backend import resolve_device  # noqa: PLC0415
 
@@ -193,14 +175,14 @@ def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, 
 def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     X, y, preprocessor = load_training_data(settings, job)
     from worker.engine import Network  # noqa: PLC0415
-    classes = _jsonable(getattr(preprocessor, "classes", None))
+    classes = _jsonable(preprocessor.classes)
     device = choose_device(job)
     if not job_store.with_db_retries(job_store.set_device, settings, job.id, job.attempt, device):
         raise JobAbandoned
     engine_spec = {k: v for k, v in job.spec.items() if k != "time_limit_s"}  # the runner's, not the engine's
     net = Network.from_spec(
         engine_spec, input_shape=tuple(int(d) for d in X.shape[1:]), seed=int(job.spec.get("seed", 0) or 0),
-        dtype=job.spec.get("dtype", "float32"), device=device, n_outputs=output_count(job, y, classes, preprocessor),
+        dtype=job.spec.get("dtype", "float32"), device=device, n_outputs=int(preprocessor.n_outputs),
     )
 
     def on_epoch(record: dict[str, Any]) -> None:
@@ -272,31 +254,20 @@ def _model_metrics(settings: Settings, job: JobSnapshot, history: Any) -> dict[s
 def _model_values(settings: Settings, job: JobSnapshot, net: Any, preprocessor: Any,
                   classes: list[Any] | None, history: Any) -> dict[str, Any]:
     metrics = _model_metrics(settings, job, history)
-    preprocessing = preprocessor.to_json() if hasattr(preprocessor, "to_json") else {}
-    if isinstance(preprocessing, (str, bytes)):
-        preprocessing = json.loads(preprocessing)
-    features = getattr(preprocessor, "features", None) or job.features
+    preprocessing = preprocessor.to_json()
+    features = preprocessor.features or job.features
     return {
-        "task": task_of(job, preprocessor), "features": _jsonable(features), "target": job.target,
+        "task": str(job.task or preprocessor.task), "features": _jsonable(features), "target": job.target,
         "classes": classes, "input_shape": job.input_shape, "spec": job.spec, "metrics": metrics,
         "preprocessing": preprocessing, "weights": network_bytes(net),
     }
 
 
 def network_bytes(net: Any) -> bytes:
-    """Network.save's .npz as bytes (save takes a path or a binary file)."""
+    """Network.save's .npz as bytes."""
     buffer = io.BytesIO()
-    try:
-        net.save(buffer)
-        return buffer.getvalue()
-    except (TypeError, AttributeError):
-        import tempfile  # noqa: PLC0415
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.npz")
-            net.save(path)
-            with open(path, "rb") as handle:
-                return handle.read()
+    net.save(buffer)
+    return buffer.getvalue()
 
 
 def _jsonable(values: Any) -> list[Any] | None:
