@@ -197,15 +197,15 @@ def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop, resume=resume)
     if control.lost:
         raise JobAbandoned
-    warnings = [str(w) for w in (getattr(history, "warnings", None) or [])]
+    warnings = [str(w) for w in history.warnings]
     _finish(settings, job, control, net, history, preprocessor, classes, warnings)
 
 
 def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any, history: Any,
             preprocessor: Any, classes: list[Any] | None, warnings: list[str]) -> None:
-    reason = getattr(history, "stop_reason", "completed")
+    reason = history.stop_reason
     if reason == "diverged":
-        epoch = getattr(history, "diverged_epoch", None)
+        epoch = history.diverged_epoch
         error = f"loss became NaN at epoch {epoch}: lower the learning rate or set gradient_clip_norm"
         _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
     elif reason == "cancelled" and control.timed_out():
@@ -243,7 +243,7 @@ def _model_metrics(settings: Settings, job: JobSnapshot, history: Any) -> dict[s
     from bps.models import Epoch, Job  # noqa: PLC0415
 
     early_stopping = job.spec.get("early_stopping") or {}
-    best = getattr(history, "best_epoch", None) if early_stopping.get("restore_best") else None
+    best = history.best_epoch if early_stopping.get("restore_best") else None
     with session_scope(settings.database_url) as session:
         row = best and session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.epoch == best))
         if not row:
