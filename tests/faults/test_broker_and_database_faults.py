@@ -3,17 +3,23 @@
 database connection is terminated mid-epoch (`pg_terminate_backend`). Every job still ends."""
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from bps.db import session_scope
 from bps.models import utcnow
+from bps.tenants import create_api_key
+from tests.e2e.flow import Client, wait_healthy
 from tests.faults.harness import (
-    PrivateRedis, Workers, assert_each_epoch_once, epoch_rows, job_of, publish, quick_job, slow_job, wait_for,
-    wait_terminal,
+    PrivateRedis, Workers, assert_each_epoch_once, bps_command, epoch_rows, free_port, job_of, publish, quick_job,
+    slow_job, wait_for, wait_terminal,
 )
+from tests.worker.test_runner import blobs_csv, classifier_spec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 TERMINATE_OTHERS = text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -84,3 +90,37 @@ def test_database_connections_terminated_mid_epoch_the_job_still_ends(fault_sett
     assert_each_epoch_once(settings, job_id, 12)
     print(f"\npg_terminate_backend: {terminated} connections killed over 6 rounds mid-run; job succeeded, "
           "12/12 epochs once")
+
+
+def test_broker_down_at_submission_the_api_answers_202_and_the_job_runs_once_it_is_back(
+        fault_settings, private_redis, tmp_path):
+    settings = replace(fault_settings, broker_url=private_redis.url)
+    private_redis.kill()
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url, HOST="127.0.0.1",
+               PORT=str(port), WEB_CONCURRENCY="1", BPS_VAR_DIR=str(tmp_path / "var"), LOG_LEVEL="WARNING")
+    with open(tmp_path / "api.log", "wb") as log:
+        api = subprocess.Popen(bps_command("api"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    workers = Workers(settings, tmp_path)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        assert wait_healthy(Client(base_url), alive=lambda: api.poll() is None)["broker"] != "ok"
+        with session_scope(settings.database_url) as session:
+            client = Client(base_url, create_api_key(session=session, tenant_name="broker-down"))
+        dataset = client.upload("blobs.csv", blobs_csv())[1]
+        started = time.monotonic()
+        status, job = client.json("POST", "/v1/jobs", {"dataset_id": dataset["id"], "target": "label",
+                                                       "spec": classifier_spec(epochs=3)})
+        assert status == 202 and time.monotonic() - started < 10, (status, job)
+        assert job_of(settings, job["id"]).published_at is None  # nothing reached a broker
+
+        private_redis.start()
+        workers.start()
+        statuses = wait_terminal(settings, [job["id"]], timeout=90, logs=workers.logs)
+    finally:
+        workers.stop_all()
+        api.terminate()
+        api.wait(timeout=15)
+    assert statuses[job["id"]] == "succeeded", workers.logs()
+    assert_each_epoch_once(settings, job["id"], 3)
+    assert job_of(settings, job["id"]).attempt == 1
