@@ -1,5 +1,6 @@
-"""docker-compose.yml describes the production topology with `bps` commands (docker compose
-itself cannot run here, so the file is checked structurally)."""
+"""docker-compose.yml describes the production topology with `bps` commands: checked
+structurally, and by `docker compose config` where a compose client is installed (no engine
+is needed for that)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,3 +49,21 @@ def test_servers_and_processes_have_health_checks(services):
         if name != "migrate":
             assert service["healthcheck"]["test"], name
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) or `docker-compose` (v1), whichever this machine has."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(compose_command() is None, reason="neither `docker compose` nor `docker-compose` is installed")
+def test_docker_compose_config_validates_the_file() -> None:
+    import subprocess
+
+    result = subprocess.run([*compose_command(), "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
