@@ -20,7 +20,7 @@ from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
 from bps.problems import NotFound, PayloadTooLarge, Unprocessable
 
 CACHE_SIZE = 32
-_cache: OrderedDict[str, tuple[Any, Preprocessor]] = OrderedDict()
+_cache: OrderedDict[str, tuple[SerialNetwork, Preprocessor]] = OrderedDict()
 _cache_lock = threading.Lock()
 _PLAIN_NUMBERS = {int, float}
 
@@ -32,13 +32,32 @@ def load_network(weights: bytes) -> Any:
     return Network.load(io.BytesIO(weights))
 
 
-def model_runtime(model: Model) -> tuple[Any, Preprocessor]:
-    """(network, preprocessor) of `model`, loaded once per process (LRU of CACHE_SIZE)."""
+class SerialNetwork:
+    """A cached network shared by the API's threads. The engine's layers reuse scratch buffers
+    between calls (and matmul releases the GIL), so one predict at a time per network."""
+
+    def __init__(self, net: Any) -> None:
+        self.net, self._lock = net, threading.Lock()
+
+    def predict(self, X: Any) -> Any:
+        with self._lock:
+            return self.net.predict(X)
+
+
+def _cached(model_id: str) -> tuple[SerialNetwork, Preprocessor] | None:
     with _cache_lock:
-        if model.id in _cache:
-            _cache.move_to_end(model.id)
-            return _cache[model.id]
-    runtime = (load_network(model.weights), Preprocessor.from_json(model.preprocessing))
+        if model_id in _cache:
+            _cache.move_to_end(model_id)
+            return _cache[model_id]
+    return None
+
+
+def model_runtime(model: Model) -> tuple[SerialNetwork, Preprocessor]:
+    """(network, preprocessor) of `model`, loaded once per process (LRU of CACHE_SIZE)."""
+    cached = _cached(model.id)
+    if cached is not None:
+        return cached
+    runtime = (SerialNetwork(load_network(model.weights)), Preprocessor.from_json(model.preprocessing))
     with _cache_lock:
         _cache[model.id] = runtime
         while len(_cache) > CACHE_SIZE:
@@ -46,17 +65,13 @@ def model_runtime(model: Model) -> tuple[Any, Preprocessor]:
     return runtime
 
 
-def warm_runtime(*, session: Session, tenant_id: str, model_id: str) -> tuple[Any, Preprocessor]:
+def warm_runtime(*, session: Session, tenant_id: str, model_id: str) -> tuple[SerialNetwork, Preprocessor]:
     """`model_runtime` of the tenant's model (404 otherwise). A cached model costs one indexed
     id lookup; only a miss loads the Model row, its weights included."""
     exists = session.scalar(select(Model.id).where(Model.id == model_id, Model.tenant_id == tenant_id))
     if exists is None:
         raise NotFound(f"model {model_id} not found", loc=["path", "model_id"])
-    with _cache_lock:
-        if model_id in _cache:
-            _cache.move_to_end(model_id)
-            return _cache[model_id]
-    return model_runtime(get_model(session=session, tenant_id=tenant_id, model_id=model_id))
+    return _cached(model_id) or model_runtime(get_model(session=session, tenant_id=tenant_id, model_id=model_id))
 
 
 def clear_cache() -> None:

@@ -100,3 +100,23 @@ def test_a_warm_prediction_answers_from_the_cache_and_still_checks_the_tenant(se
         assert warm.predictions == first.predictions == ["hi"]
         with pytest.raises(NotFound):
             create_prediction(session=session, tenant_id="other", model_id=model_id, instances=[[2.5]], max_rows=10)
+
+
+def test_a_cached_network_gives_each_thread_its_own_answers() -> None:
+    # The engine's layers reuse scratch buffers, and matmul releases the GIL: without the
+    # per-network lock, concurrent requests read each other's numbers.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bps.predict import SerialNetwork
+    from worker.engine import Network
+
+    spec = {"layers": [{"type": "dense", "units": 256, "activation": "relu"}, {"type": "dense", "units": 3}],
+            "loss": "mse", "device": "cpu"}
+    net = SerialNetwork(Network.from_spec(spec, input_shape=(64,)))
+    inputs = [np.random.default_rng(k).normal(size=(200, 64)) for k in range(8)]
+    expected = [net.predict(x) for x in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            results = list(pool.map(net.predict, inputs))
+            for got, want in zip(results, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
