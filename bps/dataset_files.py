@@ -53,8 +53,9 @@ def _decode_utf8(raw: bytes) -> str:
         ) from None
 
 
-def _check_csv_rows(text: str) -> int:
-    """Checks every row has the header's field count; returns the number of data rows."""
+def _check_csv_rows(text: str) -> list[str]:
+    """Checks every row has the header's field count and the header names no column twice;
+    returns the header (the first non-blank row)."""
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     while header is not None and not any(cell.strip() for cell in header):
@@ -73,7 +74,10 @@ def _check_csv_rows(text: str) -> int:
         n_rows += 1
     if n_rows == 0:
         raise Unprocessable("the file has a header row but no data rows", loc=["file", "line 2"])
-    return n_rows
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise Unprocessable(f"duplicate column names in the header: {duplicated}", loc=["file", "header"])
+    return header
 
 
 def read_csv_frame(raw: bytes) -> pd.DataFrame:
@@ -84,19 +88,9 @@ def read_csv_frame(raw: bytes) -> pd.DataFrame:
     text = _decode_utf8(raw)
     try:
         _check_csv_rows(text)
-        frame = pd.read_csv(io.StringIO(text))
-        duplicates = _dupes(text)
+        return pd.read_csv(io.StringIO(text))
     except (ValueError, csv.Error, pd.errors.ParserError) as exc:
         raise Unprocessable(f"the CSV cannot be parsed: {exc}", loc=["file"]) from None
-    duplicated = [str(c) for c in frame.columns if str(c).rsplit(".", 1)[0] in duplicates]
-    if duplicated:
-        raise Unprocessable(f"duplicate column names in the header: {duplicated}", loc=["file", "line 1"])
-    return frame
-
-
-def _dupes(text: str) -> set[str]:
-    header = next(csv.reader(io.StringIO(text, newline="")), [])
-    return {name for name in header if header.count(name) > 1}
 
 
 def read_parquet_frame(raw: bytes) -> pd.DataFrame:

@@ -65,3 +65,12 @@ def test_store_load_and_delete_in_chunks(settings) -> None:  # noqa: ANN001
         delete_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset.id)
     with session_scope(settings.database_url) as session, pytest.raises(NotFound):
         load_dataset_bytes(session=session, dataset_id=dataset.id)
+
+
+@pytest.mark.parametrize("raw", [b"a,a,y\n1,2,0\n", b"\n\na,b,a\n1,2,0\n"])
+def test_a_header_naming_a_column_twice_is_refused_even_after_blank_lines(raw: bytes) -> None:
+    from bps.dataset_files import read_csv_frame
+
+    with pytest.raises(Unprocessable) as info:
+        read_csv_frame(raw)
+    assert info.value.detail == "duplicate column names in the header: ['a']"
