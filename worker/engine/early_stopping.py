@@ -58,8 +58,9 @@ class EarlyStopping:
         self.best_state = {k[len(prefix):]: xp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def gradient_warnings(record: dict[str, Any], weight_names: list[str]) -> list[str]:
-    """Warnings for one epoch's average gradient norms of the weight matrices."""
+def gradient_warnings(record: dict[str, Any], weight_names: list[str]) -> list[tuple[tuple[str, str], str]]:
+    """((kind, param name), message) for one epoch's average gradient norms of the weight
+    matrices; the caller reports each (kind, param) once, at the first epoch it is seen."""
     norms = record["grad_norms"]
     weights = [n for n in weight_names if n in norms]
     if not weights:
@@ -70,9 +71,11 @@ def gradient_warnings(record: dict[str, Any], weight_names: list[str]) -> list[s
     for name in weights:
         norm = norms[name]
         if norm is None or norm > EXPLODING_NORM:
-            warnings.append(f"exploding gradients: {name} has gradient norm {norm} (epoch {record['epoch']})")
+            warnings.append((("exploding", name),
+                             f"exploding gradients: {name} has gradient norm {norm} (from epoch {record['epoch']})"))
         elif name != out_name and out_norm and norm < VANISHING_RATIO * out_norm:
-            warnings.append(f"vanishing gradients: {name} has gradient norm {norm:.3g}, over "
-                            f"{round(-math.log10(VANISHING_RATIO))} orders of magnitude below the output "
-                            f"layer's {out_name} ({out_norm:.3g}) (epoch {record['epoch']})")
+            warnings.append((("vanishing", name),
+                             f"vanishing gradients: {name} has gradient norm {norm:.3g}, over "
+                             f"{round(-math.log10(VANISHING_RATIO))} orders of magnitude below the output "
+                             f"layer's {out_name} ({out_norm:.3g}) (from epoch {record['epoch']})"))
     return warnings

@@ -126,6 +126,7 @@ class _Loop:
         self.classification = net.loss.from_logits
         self.names = list(net.params)
         self.history = History()
+        self.warned: set[tuple[str, str]] = set()  # (kind, param name) already reported
 
     def run(self, on_epoch: Callable | None, should_stop: Callable | None) -> History:
         hist, st = self.history, self.st
@@ -135,7 +136,10 @@ class _Loop:
                 hist.stop_reason = "cancelled"
                 break
             hist.epochs.append(record)
-            hist.warnings.extend(w for w in gradient_warnings(record, self.net.l2_names) if w not in hist.warnings)
+            for key, message in gradient_warnings(record, self.net.l2_names):
+                if key not in self.warned:
+                    self.warned.add(key)
+                    hist.warnings.append(message)
             if record["loss"] is None:
                 hist.stop_reason, hist.diverged_epoch = "diverged", epoch
             else:

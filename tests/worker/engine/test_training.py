@@ -192,3 +192,14 @@ def test_blas_threads_one_for_small_batches_all_cores_for_large(monkeypatch):
     assert training.auto_threads(large) == 8
     monkeypatch.setenv("BPS_BLAS_THREADS", "3")
     assert training.default_threads() == 3
+
+
+def test_each_gradient_warning_is_reported_once_however_many_epochs_show_it():
+    rng = np.random.default_rng(0)
+    layers = [{"type": "dense", "units": 8, "activation": "sigmoid"} for _ in range(10)]
+    spec = {"layers": [*layers, {"type": "dense", "units": 1}], "loss": "mse", "epochs": 30, "device": "cpu",
+            "optimizer": {"type": "sgd", "learning_rate": 0.01}}
+    history = Network.from_spec(spec, input_shape=(4,)).fit(rng.normal(size=(64, 4)), rng.normal(size=(64, 1)))
+    assert history.warnings, "a 10-layer sigmoid stack should warn about vanishing gradients"
+    names = [w.split(":")[1].split(" has ")[0].strip() for w in history.warnings]
+    assert len(names) == len(set(names)) < len(layers) + 1
