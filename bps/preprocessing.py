@@ -17,6 +17,7 @@ from bps.preprocessor import (
     target_mode,
 )
 from bps.problems import Unprocessable
+from worker.engine.training import training_rows
 
 __all__ = ["IMPUTE_STRATEGIES", "UNBOUNDED_ARRAY_BYTES", "Preprocessor", "fit_arrays", "fit_tabular",
            "prepare_training_data", "target_mode"]
@@ -118,11 +119,6 @@ def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, m
         else:
             n_outputs = 1 if mode == "binary" else len(classes)
     return Preprocessor("array", mode, shape, [], [], None, classes, n_outputs, impute, fill)
-
-
-def training_rows(n_rows: int, validation_split: float) -> int | None:
-    """How many leading rows train (None: all); the engine's split (worker/engine/training.py)."""
-    return int(n_rows * (1 - validation_split)) if validation_split else None
 
 
 def prepare_training_data(

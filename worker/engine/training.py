@@ -104,13 +104,19 @@ def _restore(net: Any, state: dict[str, np.ndarray]) -> TrainState:
     return st
 
 
+def training_rows(n_rows: int, validation_split: float) -> int:
+    """How many leading rows train; the last `validation_split` fraction validates (as Keras).
+    The service fits its preprocessing statistics on the same rows."""
+    return int(n_rows * (1 - validation_split))
+
+
 def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop: Callable | None = None,
         resume: dict[str, np.ndarray] | None = None) -> History:
     net.ensure_built(X, y)
     Xd, yd = net.inputs(X), net.targets(y)
     if Xd.shape[0] != yd.shape[0]:
         raise ValueError(f"X has {Xd.shape[0]} rows but y has {yd.shape[0]}")
-    n_train = int(Xd.shape[0] * (1 - net.spec["validation_split"]))
+    n_train = training_rows(Xd.shape[0], net.spec["validation_split"])
     if n_train < 1 or (net.spec["validation_split"] > 0 and n_train == Xd.shape[0]):
         raise ValueError(f"validation_split {net.spec['validation_split']} leaves no rows for training or validation")
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
