@@ -105,8 +105,8 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
 
 
 def time_limit_of(settings: Settings, job: JobSnapshot) -> float:
-    """The spec's `time_limit_s` where a spec carries one (the engine's spec does not define it
-    today), else the job's (set at submission), capped by the server's JOB_TIME_LIMIT_S."""
+    """The spec's `time_limit_s`, else the job's (set at submission), capped by the server's
+    JOB_TIME_LIMIT_S (a job may have been queued under a higher cap)."""
     requested = job.spec.get("time_limit_s") or job.time_limit_s or settings.job_time_limit_s
     return min(float(requested), settings.job_time_limit_s)
 
@@ -179,11 +179,8 @@ def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     device = choose_device(job)
     if not job_store.with_db_retries(job_store.set_device, settings, job.id, job.attempt, device):
         raise JobAbandoned
-    engine_spec = {k: v for k, v in job.spec.items() if k != "time_limit_s"}  # the runner's, not the engine's
-    net = Network.from_spec(
-        engine_spec, input_shape=tuple(int(d) for d in X.shape[1:]), seed=int(job.spec.get("seed", 0) or 0),
-        dtype=job.spec.get("dtype", "float32"), device=device, n_outputs=int(preprocessor.n_outputs),
-    )
+    net = Network.from_spec(job.spec, input_shape=tuple(int(d) for d in X.shape[1:]), device=device,
+                            n_outputs=int(preprocessor.n_outputs))
 
     def on_epoch(record: dict[str, Any]) -> None:
         state = encode_state(net.training_state())
