@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
+from bps.models import JOB_STATUSES
 from service import schemas
 
 REF = "#/components/schemas/{model}"
@@ -20,7 +21,7 @@ RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schema
 QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
-    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+    "status": {"type": "string", "enum": list(JOB_STATUSES)},
     "format": {"type": "string", "enum": ["npz"], "default": "npz"},
 }
 ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not found (or another tenant's)",

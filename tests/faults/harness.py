@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 
 from bps.config import Settings
 from bps.db import session_scope
-from bps.models import Epoch, Job
+from bps.models import TERMINAL_STATUSES, Epoch, Job
 from tests.worker.test_runner import add_job, blobs_csv, classifier_spec
 
 BPS = Path(sys.executable).with_name("bps")
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = TERMINAL_STATUSES
 # Short enough that a takeover happens within seconds (the defaults are 60 s and 5 s).
 FAST_RECOVERY_ENV = {"JOB_HEARTBEAT_TIMEOUT_S": "3", "HEARTBEAT_INTERVAL_S": "0.5", "REAPER_INTERVAL_S": "1",
                      "WORKER_HEARTBEAT_TIMEOUT_S": "3", "BPS_BLAS_THREADS": "1", "LOG_LEVEL": "WARNING"}

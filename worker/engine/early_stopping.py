@@ -36,14 +36,15 @@ class EarlyStopping:
         if value is not None and self.sign * value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
             if self.restore_best:
-                self.best_state = {k: v.copy() for k, v in {**net.params, **net.buffers}.items()}
+                self.best_state = {k: v.copy() for k, v in net.state_dict().items()}
             return False
         self.wait += 1
         return self.wait >= self.patience
 
     def restore(self, net: Any) -> None:
+        state = net.state_dict()
         for name, saved in self.best_state.items():
-            {**net.params, **net.buffers}[name][...] = saved
+            state[name][...] = saved
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {"best": np.asarray(self.best, np.float64), "wait": np.asarray(self.wait, np.int64),

@@ -68,7 +68,6 @@ class BatchNorm(Layer):
         var_buf *= 1 - self.momentum
         var_buf += (self.momentum * m / max(m - 1, 1)) * var.reshape(-1)
         count += 1
-        self._m = m
         return self._xhat * gamma + beta
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
