@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -76,3 +77,11 @@ def dispose_all() -> None:
             if bind is not None:
                 bind.dispose()
         _factories.clear()
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """A lost or refused database connection (or an unopenable or locked SQLite file): worth
+    another try later; integrity and programming errors are not."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

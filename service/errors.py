@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Flask, Response, json
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from bps.db import is_database_unavailable
 from bps.problems import ProblemError
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,6 @@ def _handle_http(exc: HTTPException) -> Response:
     return problem_response(status, exc.name, detail, [{"loc": [], "msg": detail}], headers)
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    """A lost or refused database connection (or an unopenable SQLite file): the client
-    should retry later, it did nothing wrong. Integrity and programming errors are not."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 def _handle_database(exc: DBAPIError) -> Response:
     if not is_database_unavailable(exc):
         return _handle_unexpected(exc)
@@ -78,8 +71,6 @@ def _handle_database(exc: DBAPIError) -> Response:
 
 
 def _handle_unexpected(exc: Exception) -> Response:
-    if isinstance(exc, DBAPIError) and is_database_unavailable(exc):
-        return _handle_database(exc)
     log.exception("unhandled error")
     return problem_response(500, "Internal Server Error", "an unexpected error occurred; it has been logged")
 

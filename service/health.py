@@ -15,7 +15,7 @@ blueprint = Blueprint("health", __name__)
 
 def check_database() -> str:
     """"ok", "unreachable" (connection refused or lost, file unopenable) or "error: <type>"."""
-    from service.errors import is_database_unavailable  # noqa: PLC0415
+    from bps.db import is_database_unavailable  # noqa: PLC0415
 
     try:
         db().execute(text("SELECT 1"))

@@ -17,10 +17,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bps.config import Settings
-from bps.db import session_scope
+from bps.db import is_database_unavailable, session_scope
 from bps.models import Checkpoint, Epoch, Job, Model, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -50,13 +49,6 @@ class JobSnapshot:
     elapsed_s: float = 0.0  # training time of the kept epochs (counts against the time limit)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A lost or refused database connection (or a locked SQLite file): worth another try."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 def with_db_retries(action: Callable[..., T], *args: Any, what: str = "database write", **kwargs: Any) -> T:
     """`action(*args, **kwargs)`, tried again after a transient database error. Every action
     here is one transaction, rolled back on error, so trying again is safe."""
@@ -64,7 +56,7 @@ def with_db_retries(action: Callable[..., T], *args: Any, what: str = "database 
         try:
             return action(*args, **kwargs)
         except Exception as exc:
-            if not is_transient(exc):
+            if not is_database_unavailable(exc):
                 raise
             log.warning("%s failed (%s); trying again in %.1f s", what, exc.__class__.__name__, delay)
             time.sleep(delay)
