@@ -52,17 +52,6 @@ def fill_value(values: np.ndarray, impute: str | None) -> float | None:
     return float(np.median(finite) if impute == "median" else finite.mean())
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    shifted = np.exp(z - z.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _is_probability(outputs: np.ndarray, rows_sum_to_one: bool) -> bool:
-    if outputs.size == 0 or np.any(outputs < -1e-6) or np.any(outputs > 1 + 1e-6):
-        return False
-    return not rows_sum_to_one or bool(np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
-
-
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
@@ -222,16 +211,17 @@ class Preprocessor:
         return codes
 
     def decode(self, outputs: np.ndarray) -> tuple[list[Any], list[list[float | None]] | None]:
-        """Network outputs (N, n_outputs) -> (predictions as uploaded, probabilities or None)."""
+        """Network.predict's outputs (N, n_outputs) -> (predictions as uploaded, probabilities or
+        None). Classification outputs are already probabilities (softmax or sigmoid applied)."""
         outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
         if self.mode == "regression":
             values = [[_finite_or_none(v) for v in row] for row in outputs]
             return ([row[0] for row in values] if outputs.shape[1] == 1 else values), None
         if self.mode == "multiclass":
-            probs = outputs if _is_probability(outputs, True) else _softmax(outputs)
+            probs = outputs
             preds = [self.classes[int(i)] for i in np.argmax(probs, axis=1)]
             return preds, [[_finite_or_none(p) for p in row] for row in probs]
-        probs = outputs if _is_probability(outputs, False) else 1.0 / (1.0 + np.exp(-outputs))
+        probs = outputs
         if self.classes is not None:
             positive = probs[:, 0]
             preds = [self.classes[int(p >= 0.5)] for p in positive]

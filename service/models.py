@@ -33,7 +33,6 @@ def download_npz(model: Model) -> bytes:
     with np.load(io.BytesIO(model.weights), allow_pickle=False) as saved:
         for name in saved.files:
             arrays[name] = saved[name]
-    arrays.setdefault("spec", np.array(json.dumps(model.spec)))
     arrays["preprocessing"] = np.array(json.dumps(model.preprocessing or {}))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
