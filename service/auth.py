@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import select
 
-from bps.models import ApiKey
 from bps.problems import ProblemError
-from bps.tenants import hash_key
+from bps.tenants import hash_key, tenant_of_key_hash
 from service.http import db, settings
 from service.rate_limit import limiter_for
 
@@ -25,10 +23,8 @@ def require_api_key() -> None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    key_hash = hash_key(key.strip())
-    # One indexed column read, no ORM object: this runs on every request. Not cached, so a
-    # revoked key is refused at once.
-    tenant = db().scalar(select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+    key_hash = hash_key(key.strip())  # hashed once: the lookup and the rate limiter use it
+    tenant = tenant_of_key_hash(session=db(), key_hash=key_hash)
     if tenant is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     g.tenant_id = tenant
