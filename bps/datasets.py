@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from bps.dataset_files import ParsedDataset, parse_dataset
 from bps.models import Dataset, DatasetChunk, Job
+from bps.tenants import get_owned
 from bps.problems import Conflict, NotFound, PayloadTooLarge
 
 ACTIVE_STATUSES = ("queued", "running")
@@ -64,10 +65,7 @@ def create_dataset(
 
 
 def get_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:
-    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} not found", loc=["path", "dataset_id"])
-    return dataset
+    return get_owned(session, Dataset, tenant_id, dataset_id, "dataset")
 
 
 def list_datasets(*, session: Session, tenant_id: str, limit: int = 100, offset: int = 0) -> list[Dataset]:

@@ -17,6 +17,7 @@ from bps.dataset_files import read_npz_arrays, read_table
 from bps.datasets import get_dataset, load_dataset_bytes
 from bps.models import Model, Prediction
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
+from bps.tenants import get_owned
 from bps.problems import NotFound, PayloadTooLarge, Unprocessable
 
 CACHE_SIZE = 32
@@ -80,17 +81,11 @@ def clear_cache() -> None:
 
 
 def get_model(*, session: Session, tenant_id: str, model_id: str) -> Model:
-    model = session.scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id))
-    if model is None:
-        raise NotFound(f"model {model_id} not found", loc=["path", "model_id"])
-    return model
+    return get_owned(session, Model, tenant_id, model_id, "model")
 
 
 def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> Prediction:
-    row = session.scalar(select(Prediction).where(Prediction.id == prediction_id, Prediction.tenant_id == tenant_id))
-    if row is None:
-        raise NotFound(f"prediction {prediction_id} not found", loc=["path", "prediction_id"])
-    return row
+    return get_owned(session, Prediction, tenant_id, prediction_id, "prediction")
 
 
 def _dataset_inputs(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> np.ndarray:

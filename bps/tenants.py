@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bps.models import ApiKey, Tenant
+from bps.problems import NotFound
+
+T = TypeVar("T")
 
 KEY_PREFIX = "bps_"
 
@@ -47,3 +51,12 @@ def tenant_of_key_hash(*, session: Session, key_hash: str) -> str | None:
     """One indexed column read, no ORM object (it runs on every API request). Not cached, so a
     revoked key is refused at once."""
     return session.scalar(select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+
+
+def get_owned(session: Session, model: type[T], tenant_id: str, row_id: str, what: str) -> T:
+    """The tenant's row of `model` with id `row_id`; another tenant's id is a 404 exactly like
+    a missing one (CONTRACT §2). `what` names it in the message and the loc (path `{what}_id`)."""
+    row = session.scalar(select(model).where(model.id == row_id, model.tenant_id == tenant_id))
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
+    return row

@@ -1,11 +1,11 @@
 """/v1/datasets: upload (multipart `file`, optional `name`), list, get, delete."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 
 from bps import datasets as dataset_service
 from bps.problems import BadRequest, UnsupportedMediaType
-from service.http import db, dump, query_int, settings, tenant_id
+from service.http import created, db, dump, query_int, settings, tenant_id
 from service.schemas import DatasetOut
 
 blueprint = Blueprint("datasets", __name__)
@@ -29,10 +29,7 @@ def upload_dataset():  # noqa: ANN201
         max_rows=config.max_dataset_rows, max_array_bytes=4 * config.max_upload_bytes,
     )
     session.commit()
-    response = jsonify(dump(DatasetOut, dataset))
-    response.status_code = 201
-    response.headers["Location"] = url_for("v1.datasets.get_dataset", dataset_id=dataset.id)
-    return response
+    return created(DatasetOut, dataset, 201, "v1.datasets.get_dataset", dataset_id=dataset.id)
 
 
 @blueprint.get("/datasets")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, jsonify, request, url_for
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -76,3 +76,11 @@ def query_int(name: str, default: int, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise BadRequest(f"query parameter {name!r} must be between {low} and {high}", loc=["query", name])
     return value
+
+
+def created(model: type[BaseModel], obj: Any, status: int, endpoint: str, **path: str) -> Response:
+    """`obj` serialised as `model` with `status` (201/202) and a Location header for `endpoint`."""
+    response = jsonify(dump(model, obj))
+    response.status_code = status
+    response.headers["Location"] = url_for(endpoint, **path)
+    return response

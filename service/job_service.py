@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from bps.config import Settings
 from bps.models import Dataset, Epoch, Job, utcnow
-from bps.problems import Conflict, NotFound, TooManyRequests, Unprocessable
+from bps.tenants import get_owned
+from bps.problems import Conflict, TooManyRequests, Unprocessable
 from service.job_checks import InputPlan, plan_inputs
 from service.schemas import JobCreate
 
@@ -135,10 +136,7 @@ def publish(settings: Settings, job: Job) -> None:
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
-    if job is None:
-        raise NotFound(f"job {job_id} not found", loc=["path", "job_id"])
-    return job
+    return get_owned(session, Job, tenant_id, job_id, "job")
 
 
 def list_jobs(*, session: Session, tenant_id: str, status: str | None, limit: int, offset: int) -> list[Job]:

@@ -1,12 +1,12 @@
 """/v1/jobs: submit (202 + Location), list (newest first, ?status=), get, epochs, cancel."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request
 
 from bps.models import JOB_STATUSES
 from bps.problems import BadRequest
 from service import job_service
-from service.http import db, dump, parse_body, query_int, settings, tenant_id
+from service.http import created, db, dump, parse_body, query_int, settings, tenant_id
 from service.schemas import EpochList, JobCreate, JobOut
 
 blueprint = Blueprint("jobs", __name__)
@@ -19,10 +19,7 @@ def submit_job():  # noqa: ANN201
     job = job_service.create_job(session=session, tenant_id=tenant_id(), request=body, settings=config)
     session.commit()  # the row exists before any worker can receive the message
     job_service.publish(config, job)
-    response = jsonify(dump(JobOut, job))
-    response.status_code = 202
-    response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
-    return response
+    return created(JobOut, job, 202, "v1.jobs.get_job", job_id=job.id)
 
 
 @blueprint.get("/jobs")

@@ -6,13 +6,13 @@ import json
 import zipfile
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 
 from bps import predict as predict_service
 from bps.models import Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest
-from service.http import db, dump, parse_body, settings, tenant_id
+from service.http import created, db, dump, parse_body, settings, tenant_id
 from service.schemas import ModelOut, PredictionCreate, PredictionOut
 
 blueprint = Blueprint("models", __name__)
@@ -69,7 +69,4 @@ def create_prediction(model_id: str):  # noqa: ANN201
         records=body.records, dataset_id=body.dataset_id, max_rows=settings().max_prediction_rows,
     )
     session.commit()
-    response = jsonify(dump(PredictionOut, row))
-    response.status_code = 201
-    response.headers["Location"] = url_for("v1.predictions.get_prediction", prediction_id=row.id)
-    return response
+    return created(PredictionOut, row, 201, "v1.predictions.get_prediction", prediction_id=row.id)
