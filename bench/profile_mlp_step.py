@@ -1,0 +1,66 @@
+"""Where an MLP training step spends its time beyond the matrix products: per-phase µs per
+step of the engine's own fit loop on the bench_mlp workload, beside the GEMM floor per step.
+
+    .venv/bin/python -m bench.profile_mlp_step [--rows 20000] [--threads 1]
+
+Not run by `make bench` (it reaches into the loop's internals, worker.engine.training._Loop,
+to time each phase); it tells where to look when engine / floor is above its target."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench.bench_mlp import BATCH, SIZES, SPEC, gemm_floor, make_data
+
+
+def profile(rows: int) -> tuple[dict[str, float], float]:
+    """(µs per step by phase, floor µs per step)."""
+    from worker.engine import Network, training  # noqa: PLC0415
+
+    X, y = make_data(rows)
+    net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
+    net.ensure_built(X, y)
+    net.train_state = training.new_train_state(net)
+    loop = training._Loop(net, net.inputs(X), net.targets(y), X[:0], y[:0])
+    order, totals, steps = loop._order(1), {}, 0
+
+    def timed(phase: str, fn, *args):  # noqa: ANN001, ANN202
+        start = time.perf_counter()
+        result = fn(*args)
+        totals[phase] = totals.get(phase, 0.0) + time.perf_counter() - start
+        return result
+
+    squares = np.empty(len(loop.names))
+    for start in range(0, rows, BATCH):
+        xb, yb = timed("gather", loop._batch, order, start, min(start + BATCH, rows))
+        out = timed("forward", net.forward, xb, True)
+        _, grad = timed("loss", net.loss.value_and_grad, out, yb)
+        timed("accuracy count", net.loss.correct, out, yb)
+        grads = timed("backward", net.backward, grad)
+        timed("gradient norms", lambda: [squares.__setitem__(k, np.dot(grads[n].ravel(), grads[n].ravel()))
+                                         for k, n in enumerate(loop.names)])
+        timed("optimizer step", loop.st.optimizer.step, grads, 0.01, net.flat_grads)
+        steps += 1
+    start = time.perf_counter()
+    gemm_floor(X)
+    return {k: v / steps * 1e6 for k, v in totals.items()}, (time.perf_counter() - start) / steps * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_mlp_step")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        phases, floor = profile(args.rows)
+    print(f"MLP 784-256-128-10, batch {BATCH}, {args.threads} thread(s), {args.rows} rows: µs per step")
+    for phase, micros in phases.items():
+        print(f"{phase:16s} {micros:8.1f}")
+    print(f"{'all phases':16s} {sum(phases.values()):8.1f}   GEMM floor {floor:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
