@@ -2,6 +2,7 @@
 gunicorn + one Celery worker on SQLite and the serverless broker) as a real process."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,13 +27,15 @@ def dev_service(tmp_path):  # noqa: ANN001
     command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
     log_path = tmp_path / "dev.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command + ["dev"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: a failed test must not leave the API or the worker running.
+        process = subprocess.Popen(command + ["dev"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         try:
             yield process, f"http://127.0.0.1:{port}", tmp_path / "var", log_path
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def test_make_run_topology_trains_and_predicts_then_stops_on_ctrl_c(dev_service):
