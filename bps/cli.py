@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bps.config import Settings, load_settings
+from bps.openblas import choose_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    choose_kernels()  # before anything loads NumPy (and with it OpenBLAS); inherited by `bps dev`'s children
     args = build_parser().parse_args(argv)
     settings = load_settings()
     if args.command == "migrate":

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from worker.engine.activations import sigmoid, xp_of
 
 HUBER_DELTA = 1.0
@@ -41,6 +43,11 @@ class Loss:
     def correct(self, out: Any, y: Any) -> Any:
         """Number of correct predictions (classification losses only), a 0-d xp array."""
         raise NotImplementedError
+
+    def value_grad_correct(self, out: Any, y: Any) -> tuple[Any, Any, Any]:
+        """(value, grad, correct) for a training step; correct is None for regression losses."""
+        value, grad = self.value_and_grad(out, y)
+        return value, grad, (self.correct(out, y) if self.from_logits else None)
 
 
 def _match(out: Any, y: Any) -> Any:
@@ -122,7 +129,23 @@ class CrossEntropy(Loss):
             self._row_starts, self._row_k = xp.arange(n) * k, k
         return self._row_starts[:n] + y
 
+    def value_grad_correct(self, out, y):
+        """On NumPy one fused loop (cpu_kernels); on CuPy the array formulation below."""
+        if xp_of(out) is not np or out.ndim != 2:
+            return super().value_grad_correct(out, y)
+        from worker.engine import cpu_kernels  # noqa: PLC0415  (Numba: only where training runs)
+
+        grad = self._grad_buffer(out)
+        value, correct = cpu_kernels.softmax_cross_entropy(out, y, grad, out.dtype.type(1.0 / out.shape[0]))
+        return np.asarray(value, out.dtype), grad, correct
+
     def value_and_grad(self, out, y):
+        if xp_of(out) is np and out.ndim == 2:
+            value, grad, _ = self.value_grad_correct(out, y)
+            return value, grad
+        return self.array_value_and_grad(out, y)
+
+    def array_value_and_grad(self, out, y):
         """Softmax-CE on logits in few passes: grad = (softmax - onehot) / N, written in place."""
         xp, grad, n = xp_of(out), self._grad_buffer(out), out.shape[0]
         xp.subtract(out, out.max(axis=1, keepdims=True), out=grad)

@@ -106,16 +106,18 @@ class Network:
         total = sum(int(p.size) for layer in self.layers for p in layer.params.values())
         self.flat_params, self.flat_grads = xp.empty(total, self.dtype), xp.zeros(total, self.dtype)
         self.params.clear()
-        self.grad_views, offset = {}, 0
+        self.grad_views, offset, starts = {}, 0, [0]
         for layer in self.layers:
             for name, p in layer.params.items():
                 end = offset + int(p.size)
+                starts.append(end)
                 view = self.flat_params[offset:end].reshape(p.shape)
                 view[...] = p
                 layer.params[name] = self.params[name] = view
                 layer.grads[name] = self.grad_views[name] = self.flat_grads[offset:end].reshape(p.shape)
                 offset = end
             layer.bind_params()
+        self.flat_bounds = np.asarray(starts, np.int64)  # param k is flat[bounds[k]:bounds[k+1]]
 
     # --- passes ---------------------------------------------------------------------------
     def forward(self, x: Any, training: bool) -> Any:

@@ -3,6 +3,7 @@
     opt = make_optimizer(spec["optimizer"], params: dict[name, array], flat=None)
     opt.step(grads: dict[name, array], lr)    # grads may be overwritten (used as scratch)
     opt.step(None, lr, flat_grads=g)          # flat mode: one vectorised update of everything
+    opt.fused_step(g, lr, bounds, squares)    # flat mode on NumPy, `fusable` optimizers only
     opt.state_arrays() / opt.load_state_arrays(d)  # for checkpoints: plain numeric arrays
 
 `flat`: one contiguous 1-D array of which every param is a view, in `params` order (see
@@ -23,6 +24,7 @@ from worker.engine.backend import to_device, to_numpy
 
 class Optimizer:
     slots: tuple[str, ...] = ()
+    fusable = False  # has a one-pass CPU kernel (cpu_kernels) for `fused_step`
 
     def __init__(self, cfg: dict[str, Any], params: dict[str, Any], flat: Any = None) -> None:
         self.cfg = cfg
@@ -53,6 +55,18 @@ class Optimizer:
     def _update(self, p: Any, g: Any, lr: float, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def fused_step(self, flat_grads: np.ndarray, lr: float, bounds: np.ndarray, squares: np.ndarray) -> None:
+        """The same step as `step(None, lr, flat_grads)` in one pass over memory (flat mode, NumPy),
+        also writing each parameter's sum of squared gradients (before the step) into `squares`;
+        `bounds` (n+1,) are the parameters' [start, end) offsets in the flat layout."""
+        from worker.engine import cpu_kernels  # noqa: PLC0415  (Numba: only where training runs)
+
+        self.t += 1
+        self._fused(cpu_kernels, flat_grads, self.flat.dtype.type, lr, bounds, squares)
+
+    def _fused(self, kernels: Any, g: np.ndarray, dt: Any, lr: float, bounds: np.ndarray, squares: np.ndarray) -> None:
+        raise NotImplementedError
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {"t": np.asarray(self.t, np.int64)}
         for slot, arrays in self.state.items():
@@ -71,6 +85,11 @@ _xp = xp_of
 
 class SGD(Optimizer):
     slots = ("momentum_buffer",)
+    fusable = True
+
+    def _fused(self, kernels, g, dt, lr, bounds, squares):
+        kernels.sgd_step(self.flat, g, self.flat_state["momentum_buffer"], dt(lr), dt(self.cfg["momentum"]),
+                         bool(self.cfg["nesterov"]), bounds, squares)
 
     def _update(self, p, g, lr, state):
         # NumPy passes, not SciPy's BLAS axpy (one pass fewer): a wheel's SciPy loads a second
@@ -93,6 +112,15 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
+    fusable = True
+
+    def _fused(self, kernels, g, dt, lr, bounds, squares):
+        c = self.cfg
+        b1, b2 = c["beta1"], c["beta2"]
+        pair = lambda beta: np.array([beta, 1 - beta], g.dtype)  # noqa: E731
+        kernels.adam_step(self.flat, g, self.flat_state["exp_avg"], self.flat_state["exp_avg_sq"],
+                          dt(1 - lr * (c.get("weight_decay") or 0)), pair(b1), pair(b2), dt(lr / (1 - b1 ** self.t)),
+                          dt(1 / math.sqrt(1 - b2 ** self.t)), dt(c["eps"]), bounds, squares)
 
     def _update(self, p, g, lr, state):
         c = self.cfg

@@ -213,23 +213,25 @@ class _Loop:
         """One optimizer step on a batch; adds to `sums` on the device, returns the loss (0-d)."""
         net, xp, m = self.net, self.xp, xb.shape[0]
         out = net.forward(xb, True)
-        value, grad = net.loss.value_and_grad(out, yb)
-        if self.classification:
-            sums["correct"] += net.loss.correct(out, yb)
+        value, grad, correct = net.loss.value_grad_correct(out, yb)
+        if correct is not None:
+            sums["correct"] += correct
         grads = net.backward(grad)
         value = net.add_l2(grads, value)
         sums["loss"] += value * m
         sums["steps"] += 1
-        squares = sums["squares"]
-        for k, name in enumerate(self.names):
-            flat = grads[name].reshape(-1)
-            squares[k] = xp.dot(flat, flat)  # a 0-d device array: no host sync on CuPy
+        squares, clip, optimizer = sums["squares"], self.spec["gradient_clip_norm"], self.st.optimizer
+        if clip is None and xp is np and optimizer.fusable:
+            optimizer.fused_step(net.flat_grads, lr, net.flat_bounds, squares)  # norms in the same pass
+        else:
+            for k, name in enumerate(self.names):
+                flat = grads[name].reshape(-1)
+                squares[k] = xp.dot(flat, flat)  # a 0-d device array: no host sync on CuPy
+            if clip is not None:
+                coef = xp.minimum(clip / (xp.sqrt(squares.sum()) + 1e-6), 1.0).astype(net.dtype)
+                net.flat_grads *= coef
+            optimizer.step(grads, lr, flat_grads=net.flat_grads)
         sums["norms"] += xp.sqrt(squares)
-        clip = self.spec["gradient_clip_norm"]
-        if clip is not None:
-            coef = xp.minimum(clip / (xp.sqrt(squares.sum()) + 1e-6), 1.0).astype(net.dtype)
-            net.flat_grads *= coef
-        self.st.optimizer.step(grads, lr, flat_grads=net.flat_grads)
         return value
 
     def _evaluate(self) -> tuple[float | None, float | None]:

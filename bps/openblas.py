@@ -1,0 +1,55 @@
+"""Which OpenBLAS kernels NumPy uses, chosen before NumPy loads.
+
+OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded. On AMD Zen 4 (family 0x19 with
+AVX-512) it picks its AVX-512 "SkylakeX" kernels, but Zen 4 runs 512-bit instructions as two
+256-bit halves and its AVX2 "Haswell" kernels measured faster on every float32 and float64
+product tried here (128x784x256, the MLP benchmark's shapes: 10-20%; 2048^3: 4%; see the
+README). `choose_kernels` sets OPENBLAS_CORETYPE=Haswell on such a CPU, only when nobody set
+the variable and NumPy is not loaded yet; it imports nothing that loads a BLAS. The `bps`
+commands and `python -m bench` call it first thing, so that the benchmark measures what a
+worker runs; OPENBLAS_CORETYPE set in the environment always wins.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+ZEN4_FAMILY = 0x19  # Zen 3 shares it but has no AVX-512, where OpenBLAS uses Haswell anyway
+CPUINFO = "/proc/cpuinfo"
+
+
+def _cpu_fields(cpuinfo: str) -> dict[str, str]:
+    """The first processor's "key: value" lines."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def preferred_coretype(cpuinfo: str) -> str | None:
+    """"Haswell" for an AMD Zen 4 CPU, else None (OpenBLAS's own choice)."""
+    fields = _cpu_fields(cpuinfo)
+    try:
+        family = int(fields.get("cpu family", ""), 0)
+    except ValueError:
+        return None
+    amd_avx512 = fields.get("vendor_id") == "AuthenticAMD" and "avx512f" in fields.get("flags", "").split()
+    return "Haswell" if amd_avx512 and family == ZEN4_FAMILY else None
+
+
+def choose_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path: str = CPUINFO) -> str | None:
+    """Sets OPENBLAS_CORETYPE when it helps and still can; returns what it set, or None."""
+    if "OPENBLAS_CORETYPE" in environ or "numpy" in sys.modules:
+        return None
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as file:
+            coretype = preferred_coretype(file.read())
+    except OSError:
+        return None
+    if coretype is not None:
+        environ["OPENBLAS_CORETYPE"] = coretype
+    return coretype

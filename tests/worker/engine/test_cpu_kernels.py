@@ -1,0 +1,82 @@
+"""The fused CPU kernels give what the NumPy formulations they replace give (those still run
+on CuPy), with the gradient norms of the same pass, and let NaN through to the loss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worker.engine import cpu_kernels
+from worker.engine.losses import get_loss
+from worker.engine.optimizers import make_optimizer
+from worker.engine.spec import OPTIMIZER_SPECS
+
+FUSABLE = [
+    {"type": "sgd", "learning_rate": 0.1},
+    {"type": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+    {"type": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
+    {"type": "adam", "learning_rate": 0.01},
+    {"type": "adamw", "learning_rate": 0.01, "weight_decay": 0.1},
+]
+TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("raw", FUSABLE, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_fused_step_equals_the_array_step_and_reports_squared_norms(raw, dtype):
+    cfg, rng = OPTIMIZER_SPECS[raw["type"]].model_validate(raw).model_dump(), np.random.default_rng(5)
+    sizes = [12, 3, 40, 1]
+    bounds = np.cumsum([0, *sizes])
+    start = rng.standard_normal(bounds[-1]).astype(dtype)
+    flat_a, flat_b = start.copy(), start.copy()
+    fused = make_optimizer(cfg, {"all": flat_a}, flat=flat_a)
+    plain = make_optimizer(cfg, {"all": flat_b}, flat=flat_b)
+    assert fused.fusable
+    squares = np.empty(len(sizes))
+    for _ in range(4):
+        g = rng.standard_normal(bounds[-1]).astype(dtype)
+        fused.fused_step(g.copy(), cfg["learning_rate"], bounds, squares)
+        plain.step(None, cfg["learning_rate"], flat_grads=g.copy())
+        expected = [float(np.dot(g[a:b].astype(np.float64), g[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        np.testing.assert_allclose(squares, expected, rtol=1e-5 if dtype is np.float32 else 1e-12)
+    assert flat_a.dtype == dtype
+    np.testing.assert_allclose(flat_a, flat_b, **TOLERANCE[dtype])
+    for key, value in plain.state_arrays().items():
+        np.testing.assert_allclose(fused.state_arrays()[key], value, **TOLERANCE[dtype], err_msg=key)
+
+
+@pytest.mark.parametrize("raw", [{"type": "rmsprop"}, {"type": "adagrad"}])
+def test_optimizers_without_a_kernel_say_so(raw):
+    cfg = OPTIMIZER_SPECS[raw["type"]].model_validate(raw).model_dump()
+    assert not make_optimizer(cfg, {"p": np.zeros(2)}, flat=np.zeros(2)).fusable
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_softmax_cross_entropy_equals_the_array_formulation(dtype, scale):
+    rng = np.random.default_rng(6)
+    logits = (rng.standard_normal((37, 7)) * scale).astype(dtype)
+    logits[3, 2] = logits[3, 5] = logits[3].max() + 1  # a tie: counted as np.argmax counts it
+    y = rng.integers(0, 7, 37)
+    loss = get_loss("cross_entropy")
+    value, grad, correct = loss.value_grad_correct(logits, y)
+    grad = grad.copy()
+    ref_value, ref_grad = loss.array_value_and_grad(logits, y)
+    assert value.dtype == dtype and grad.dtype == dtype
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-6 if dtype is np.float32 else 1e-12)
+    np.testing.assert_allclose(grad, ref_grad, **TOLERANCE[dtype])
+    assert int(correct) == int((logits.argmax(axis=1) == y).sum())
+
+
+def test_softmax_cross_entropy_lets_nan_and_inf_reach_the_loss():
+    y = np.array([0, 1])
+    for bad in (np.nan, np.inf):
+        logits = np.array([[0.5, bad], [1.0, 2.0]], np.float32)
+        value, _, _ = get_loss("cross_entropy").value_grad_correct(logits, y)
+        assert not np.isfinite(value)
+
+
+def test_sgd_kernel_lets_nan_reach_the_parameters():
+    p, buf, squares = np.ones(4, np.float32), np.zeros(4, np.float32), np.empty(1)
+    g = np.array([1, np.nan, 1, 1], np.float32)
+    cpu_kernels.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares)
+    assert np.isnan(squares[0]) and np.isnan(p[1]) and p[0] == pytest.approx(0.9)
