@@ -61,6 +61,18 @@ class Activation:
     def backward(self, grad_a: Any, z: Any, a: Any, out: Any = None) -> Any:
         raise NotImplementedError
 
+    def forward_biased(self, z: Any, bias: Any, out: Any = None) -> Any:
+        """activation(z + bias) for z (N, F) and bias (F,); z is overwritten with z + bias."""
+        z += bias
+        return self.forward(z, out=out)
+
+    def backward_bias(self, grad_a: Any, z: Any, a: Any, out: Any, grad_bias: Any, ones: Any) -> Any:
+        """`backward` for (N, F) arrays, and the bias gradient (column sums of dz) into grad_bias
+        (F,); `ones` is an (N,) vector of ones (the sum as one matrix-vector product)."""
+        dz = self.backward(grad_a, z, a, out=out)
+        xp_of(dz).matmul(ones, dz, out=grad_bias)
+        return dz
+
 
 class Linear(Activation):
     name = "linear"
@@ -95,6 +107,24 @@ class ReLU(Activation):
 
     def backward(self, grad_a, z, a, out=None):
         return xp_of(a).multiply(grad_a, a > 0, out=out)
+
+    # On NumPy the bias and the activation (or its derivative and the bias gradient) are one
+    # pass (cpu_kernels) instead of two or three; CuPy keeps the array formulation.
+    def forward_biased(self, z, bias, out=None):
+        if xp_of(z) is not np or (out is not None and out is not z):
+            return super().forward_biased(z, bias, out)
+        from worker.engine import cpu_kernels  # noqa: PLC0415
+
+        cpu_kernels.bias_relu(z, bias)
+        return z
+
+    def backward_bias(self, grad_a, z, a, out, grad_bias, ones):
+        if xp_of(a) is not np or out is not grad_a:
+            return super().backward_bias(grad_a, z, a, out, grad_bias, ones)
+        from worker.engine import cpu_kernels  # noqa: PLC0415
+
+        cpu_kernels.relu_backward_bias(grad_a, a, grad_bias)
+        return grad_a
 
 
 class LeakyReLU(Activation):

@@ -3,7 +3,9 @@
 One optimizer step touches every parameter, its gradient and its state: in NumPy that is
 four to ten full passes over memory plus the gradient-norm dots; here it is one pass that also
 sums each parameter's squared gradient. Softmax cross-entropy on (N, K) logits is ten small
-NumPy calls; here it is one loop that also counts the correct predictions. Results equal the
+NumPy calls; here it is one loop that also counts the correct predictions. A ReLU dense layer
+adds its bias and applies ReLU in one pass, and masks its gradient while summing the bias
+gradient in one pass. Results equal the
 NumPy formulations (`optimizers.py`, `losses.py`, still used on CuPy) up to rounding order:
 the sums are reassociated for SIMD and multiply-adds may fuse.
 
@@ -105,3 +107,28 @@ def softmax_cross_entropy(logits, y, grad, inv_n):
         out[target] -= inv_n
         correct += arg == target
     return total / n, correct
+
+
+@_jit
+def bias_relu(z, bias):
+    """z (N, F) <- max(z + bias, 0) in place; NaN stays NaN, as with np.maximum."""
+    zero = np.zeros(1, z.dtype)[0]  # typed: a bare 0 would promote the loop to float64
+    for r in range(z.shape[0]):
+        row = z[r]
+        for j in range(row.shape[0]):
+            v = row[j] + bias[j]
+            row[j] = zero if v < zero else v
+
+
+@_jit
+def relu_backward_bias(grad, a, grad_bias):
+    """grad (N, F) <- grad * (a > 0) in place (NaN * 0 stays NaN, as NumPy's product) and
+    grad_bias (F,) <- its column sums."""
+    zero = np.zeros(1, grad.dtype)[0]
+    grad_bias[:] = zero
+    for r in range(grad.shape[0]):
+        g, act = grad[r], a[r]
+        for j in range(g.shape[0]):
+            d = g[j] if act[j] > zero else g[j] * zero
+            g[j] = d
+            grad_bias[j] += d

@@ -80,3 +80,24 @@ def test_sgd_kernel_lets_nan_reach_the_parameters():
     g = np.array([1, np.nan, 1, 1], np.float32)
     cpu_kernels.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares)
     assert np.isnan(squares[0]) and np.isnan(p[1]) and p[0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_bias_kernels_equal_the_array_formulation(dtype):
+    from worker.engine.activations import Activation, get_activation
+
+    rng, relu = np.random.default_rng(7), get_activation("relu")
+    z, bias = rng.standard_normal((9, 5)).astype(dtype), rng.standard_normal(5).astype(dtype)
+    z[0, 0] = np.nan
+    a = relu.forward_biased(z.copy(), bias, out=None)
+    ref = Activation.forward_biased(relu, z.copy(), bias, out=None)  # the array formulation
+    np.testing.assert_array_equal(a, ref)  # NaN where NaN, bit for bit elsewhere
+    g = rng.standard_normal((9, 5)).astype(dtype)
+    g[1, 1] = np.nan
+    ones = np.ones(9, dtype)
+    grad_bias, ref_bias = np.empty(5, dtype), np.empty(5, dtype)
+    g_kernel = g.copy()
+    dz = relu.backward_bias(g_kernel, None, a, g_kernel, grad_bias, ones)
+    ref_dz = Activation.backward_bias(relu, g.copy(), None, a, None, ref_bias, ones)
+    np.testing.assert_array_equal(dz, ref_dz)
+    np.testing.assert_allclose(grad_bias, ref_bias, **TOLERANCE[dtype])

@@ -72,19 +72,19 @@ class Dense(Layer):
         rows = n * self._rows_per_sample
         self._ensure_capacity(rows)
         x2 = x.reshape(rows, x.shape[-1])
-        z, a = self._z[:rows], self._a[:rows]
+        z = self._z[:rows]
+        a = z if self._z is self._a else self._a[:rows]  # in place: one view, so the activation sees it
         self.xp.matmul(x2, self.weight.T, out=z)
-        z += self.bias
-        self.activation.forward(z, out=a)
+        self.activation.forward_biased(z, self.bias, out=a)
         self._x, self._zv, self._av, self._n = x2, z, a, n
         return a.reshape(n, *self.out_shape)
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         xp, rows = self.xp, self._x.shape[0]
         g = grad_out.reshape(rows, self.units)
-        dz = self.activation.backward(g, self._zv if self.activation.needs_z else None, self._av, out=g)
+        dz = self.activation.backward_bias(g, self._zv if self.activation.needs_z else None, self._av, g,
+                                           self.grad_bias, self._ones[:rows])
         xp.matmul(dz.T, self._x, out=self.grad_weight)
-        xp.matmul(self._ones[:rows], dz, out=self.grad_bias)
         if not need_input_grad:
             return None
         dx = self._dx[:rows]
