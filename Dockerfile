@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    NUMBA_CACHE_DIR=/app/var/numba-cache
 
 WORKDIR /app
 COPY pyproject.toml README.md* ./

@@ -90,11 +90,12 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
         raise SystemExit(f"bps worker: --queues must name some of {', '.join(QUEUES)}, got {','.join(queues)!r}")
     app = create_celery(settings)
     install_worker_signals(settings, queues)
-    # The first job should not pay for importing the training path (~0.6 s). These imports
+    # The first job should not pay for importing the training path (~0.6 s) or compiling its kernels. These imports
     # initialise no CUDA (CuPy is imported only by a job that trains on the GPU), so they are
     # safe in the parent of a forking pool.
     for module in ("worker.runner", "worker.engine.network", "bps.preprocessing", "bps.datasets"):
         importlib.import_module(module)
+    importlib.import_module("worker.engine.cpu_kernels").warm_up()  # Numba: compiled once, then cached on disk
     name = f"bps-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
     app.worker_main([
         "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),

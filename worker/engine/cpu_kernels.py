@@ -132,3 +132,16 @@ def relu_backward_bias(grad, a, grad_bias):
             d = g[j] if act[j] > zero else g[j] * zero
             g[j] = d
             grad_bias[j] += d
+
+
+def warm_up(dtype: type = np.float32) -> None:
+    """Compiles, or loads from Numba's disk cache, every kernel for `dtype` (workers call it at
+    start, so that a first job does not wait seconds for the compiler)."""
+    one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
+    pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
+    sgd_step(one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares)
+    adam_step(one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, squares)
+    logits = np.ones((2, 2), dtype)
+    softmax_cross_entropy(logits, np.zeros(2, np.int64), logits.copy(), scalar)
+    bias_relu(logits.copy(), one)
+    relu_backward_bias(logits.copy(), logits, one.copy())
