@@ -1,6 +1,5 @@
 """Runs every bench/bench_*.py module's main(argv); a non-option argument filters by name.
-First it makes the OpenBLAS kernel choice a `bps worker` makes (bps.openblas), so that every
-NumPy figure, the floors included, comes from the BLAS kernels the service trains with."""
+(Importing `bench` first makes the OpenBLAS kernel choice a `bps worker` makes: bench/__init__.)"""
 from __future__ import annotations
 
 import importlib
@@ -8,11 +7,9 @@ import pkgutil
 import sys
 
 import bench
-from bps.openblas import choose_kernels
 
 
 def main(argv: list[str]) -> int:
-    choose_kernels()  # the OpenBLAS kernels a worker on this CPU uses (bps.openblas)
     filters = [a for a in argv if not a.startswith("-")]
     names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
     selected = [n for n in names if not filters or any(f in n for f in filters)]
