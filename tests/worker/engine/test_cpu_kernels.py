@@ -8,15 +8,10 @@ import pytest
 from worker.engine import cpu_kernels
 from worker.engine.losses import get_loss
 from worker.engine.optimizers import make_optimizer
+from tests.worker.engine.test_optimizers import CASES
 from worker.engine.spec import OPTIMIZER_SPECS
 
-FUSABLE = [
-    {"type": "sgd", "learning_rate": 0.1},
-    {"type": "sgd", "learning_rate": 0.1, "momentum": 0.9},
-    {"type": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
-    {"type": "adam", "learning_rate": 0.01},
-    {"type": "adamw", "learning_rate": 0.01, "weight_decay": 0.1},
-]
+FUSABLE = [case for case in CASES if case["type"] in ("sgd", "adam", "adamw")]
 TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
 
 
