@@ -37,7 +37,8 @@ def preferred_coretype(cpuinfo: str) -> str | None:
         family = int(fields.get("cpu family", ""), 0)
     except ValueError:
         return None
-    amd_avx512 = fields.get("vendor_id") == "AuthenticAMD" and "avx512f" in fields.get("flags", "").split()
+    flags = fields.get("flags", "").split()
+    amd_avx512 = fields.get("vendor_id") == "AuthenticAMD" and "avx512f" in flags and "avx2" in flags
     return "Haswell" if amd_avx512 and family == ZEN4_FAMILY else None
 
 

@@ -20,6 +20,7 @@ def cpuinfo(vendor: str, family: int, flags: str) -> str:
 
 @pytest.mark.parametrize(("text", "expected"), [
     (cpuinfo("AuthenticAMD", 25, "avx512f avx512bw"), "Haswell"),  # Zen 4
+    ("vendor_id: AuthenticAMD\ncpu family: 25\nflags: avx512f\n", None),  # no AVX2: Haswell kernels cannot run
     (cpuinfo("AuthenticAMD", 25, ""), None),  # Zen 3: no AVX-512, OpenBLAS picks Haswell itself
     (cpuinfo("AuthenticAMD", 26, "avx512f"), None),  # Zen 5: full-width AVX-512, not measured
     (cpuinfo("GenuineIntel", 6, "avx512f"), None),  # Intel AVX-512 runs SkylakeX kernels well

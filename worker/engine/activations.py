@@ -61,8 +61,9 @@ class Activation:
     def backward(self, grad_a: Any, z: Any, a: Any, out: Any = None) -> Any:
         raise NotImplementedError
 
-    def forward_biased(self, z: Any, bias: Any, out: Any = None) -> Any:
-        """activation(z + bias) for z (N, F) and bias (F,); z is overwritten with z + bias."""
+    def forward_biased(self, z: Any, bias: Any, out: Any = None, fused: bool = False) -> Any:
+        """activation(z + bias) for z (N, F) and bias (F,); z is overwritten with z + bias.
+        `fused` (training): an activation may use a one-pass CPU kernel (cpu_kernels)."""
         z += bias
         return self.forward(z, out=out)
 
@@ -110,8 +111,8 @@ class ReLU(Activation):
 
     # On NumPy the bias and the activation (or its derivative and the bias gradient) are one
     # pass (cpu_kernels) instead of two or three; CuPy keeps the array formulation.
-    def forward_biased(self, z, bias, out=None):
-        if xp_of(z) is not np or (out is not None and out is not z):
+    def forward_biased(self, z, bias, out=None, fused=False):
+        if not fused or xp_of(z) is not np or (out is not None and out is not z):
             return super().forward_biased(z, bias, out)
         from worker.engine import cpu_kernels  # noqa: PLC0415
 

@@ -9,7 +9,9 @@ gradient in one pass. Results equal the
 NumPy formulations (`optimizers.py`, `losses.py`, still used on CuPy) up to rounding order:
 the sums are reassociated for SIMD and multiply-adds may fuse.
 
-Compiled on first use per dtype and cached on disk (numba's `cache=True`). No `nnan`/`ninf`
+Compiled on first use per dtype and cached on disk (numba's `cache=True`; without a writable
+cache location, compiled in each process instead). Used in training only: prediction, and so the
+API process, never loads Numba. No `nnan`/`ninf`
 fast-math flags: a NaN or infinity must still reach the loss, where the loop reports divergence.
 """
 from __future__ import annotations
@@ -20,7 +22,13 @@ import numba
 import numpy as np
 
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
-_jit = numba.njit(cache=True, nogil=True, fastmath=_FAST)
+
+
+def _jit(function):  # noqa: ANN001, ANN202
+    try:
+        return numba.njit(cache=True, nogil=True, fastmath=_FAST)(function)
+    except RuntimeError:  # no writable cache location (read-only install, no home): compile per process
+        return numba.njit(cache=False, nogil=True, fastmath=_FAST)(function)
 
 
 @_jit
@@ -91,6 +99,8 @@ def softmax_cross_entropy(logits, y, grad, inv_n):
     total, correct = 0.0, 0
     for r in range(n):
         row, out, target = logits[r], grad[r], y[r]
+        if target < 0 or target >= k:  # Numba does not check bounds: never write outside the row
+            raise IndexError("a class label is outside the output layer's units")
         top, arg = row[0], 0
         for j in range(1, k):
             if row[j] > top:

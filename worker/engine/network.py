@@ -145,6 +145,10 @@ class Network:
             y_host = to_numpy(y)
             if y_host.dtype.kind not in "iu" and not np.all(np.mod(y_host, 1) == 0):
                 raise ValueError("cross_entropy needs integer class labels")
+            n_classes = self._output_units()
+            if y_host.size and n_classes and (y_host.min() < 0 or y_host.max() >= n_classes):
+                raise ValueError(f"cross_entropy class labels must be in 0..{n_classes - 1} (the output layer's "
+                                 f"units); got {y_host.min()}..{y_host.max()}")
             return to_device(y_host.reshape(-1), self.xp, np.int64)
         return self.xp.ascontiguousarray(to_device(y, self.xp, self.dtype))
 

@@ -2,6 +2,9 @@
 on CuPy), with the gradient norms of the same pass, and let NaN through to the loss."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -84,7 +87,7 @@ def test_relu_bias_kernels_equal_the_array_formulation(dtype):
     rng, relu = np.random.default_rng(7), get_activation("relu")
     z, bias = rng.standard_normal((9, 5)).astype(dtype), rng.standard_normal(5).astype(dtype)
     z[0, 0] = np.nan
-    a = relu.forward_biased(z.copy(), bias, out=None)
+    a = relu.forward_biased(z.copy(), bias, out=None, fused=True)
     ref = Activation.forward_biased(relu, z.copy(), bias, out=None)  # the array formulation
     np.testing.assert_array_equal(a, ref)  # NaN where NaN, bit for bit elsewhere
     g = rng.standard_normal((9, 5)).astype(dtype)
@@ -96,3 +99,44 @@ def test_relu_bias_kernels_equal_the_array_formulation(dtype):
     ref_dz = Activation.backward_bias(relu, g.copy(), None, a, None, ref_bias, ones)
     np.testing.assert_array_equal(dz, ref_dz)
     np.testing.assert_allclose(grad_bias, ref_bias, **TOLERANCE[dtype])
+
+
+def test_labels_outside_the_output_units_are_refused_not_written_past():
+    from worker.engine import Network
+
+    spec = {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}], "loss": "cross_entropy",
+            "epochs": 1, "batch_size": 4}
+    net = Network.from_spec(spec, input_shape=(2,), seed=0)
+    with pytest.raises(ValueError, match=r"class labels must be in 0\.\.2"):
+        net.fit(np.zeros((8, 2), np.float32), np.array([0, 1, 2, 3, 0, 1, 2, 0]))
+    buffer = np.zeros(40, np.float32)
+    with pytest.raises(IndexError, match="outside the output layer"):  # the kernel's own guard
+        cpu_kernels.softmax_cross_entropy(np.zeros((4, 3), np.float32), np.array([0, 1, 2, 3]),
+                                          buffer[:12].reshape(4, 3), np.float32(0.25))
+    assert not buffer[12:].any()
+
+
+def run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_prediction_never_loads_numba():
+    out = run_python(
+        "import sys, numpy as np; from worker.engine import Network\n"
+        "spec = {'layers': [{'type': 'dense', 'units': 4, 'activation': 'relu'},"
+        " {'type': 'dense', 'units': 2, 'activation': 'softmax'}], 'loss': 'cross_entropy'}\n"
+        "net = Network.from_spec(spec, input_shape=(3,), n_outputs=2, seed=0); net.ensure_built(np.zeros((1, 3)))\n"
+        "print(net.predict(np.ones((5, 3), np.float32)).shape, 'numba' in sys.modules)")
+    assert out.split() == ["(5,", "2)", "False"]
+
+
+def test_kernels_compile_without_a_writable_cache():
+    out = run_python(
+        "import numba; real = numba.njit\n"
+        "def njit(*args, **kwargs):\n"
+        "    if kwargs.get('cache'):\n"
+        "        raise RuntimeError('cannot cache function: no locator available')\n"
+        "    return real(*args, **kwargs)\n"
+        "numba.njit = njit\n"
+        "from worker.engine import cpu_kernels; cpu_kernels.warm_up(); print('compiled')")
+    assert out.strip() == "compiled"

@@ -75,7 +75,7 @@ class Dense(Layer):
         z = self._z[:rows]
         a = z if self._z is self._a else self._a[:rows]  # in place: one view, so the activation sees it
         self.xp.matmul(x2, self.weight.T, out=z)
-        self.activation.forward_biased(z, self.bias, out=a)
+        self.activation.forward_biased(z, self.bias, out=a, fused=training)  # predict: no Numba
         self._x, self._zv, self._av, self._n = x2, z, a, n
         return a.reshape(n, *self.out_shape)
 
