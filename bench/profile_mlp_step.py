@@ -17,12 +17,6 @@ from threadpoolctl import threadpool_limits
 from bench.bench_mlp import BATCH, SIZES, SPEC, gemm_floor, make_data
 
 
-def loop_sums(loop) -> dict:  # noqa: ANN001
-    """The per-epoch sums a training step adds to (see training._Loop._epoch)."""
-    n = len(loop.names)
-    return {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": np.zeros(n), "squares": np.empty(n)}
-
-
 def profile(rows: int) -> tuple[dict[str, float], float]:
     """(µs per step by phase, floor µs per step)."""
     from worker.engine import Network, training  # noqa: PLC0415
@@ -41,7 +35,7 @@ def profile(rows: int) -> tuple[dict[str, float], float]:
         return result
 
     squares = np.empty(len(loop.names))
-    loop._step(*loop._batch(order, 0, BATCH), 0.01, loop_sums(loop))  # compiles or loads the kernels
+    loop._step(*loop._batch(order, 0, BATCH), 0.01, loop.new_sums())  # compiles or loads the kernels
     for start in range(0, rows, BATCH):
         xb, yb = timed("gather", loop._batch, order, start, min(start + BATCH, rows))
         out = timed("forward", net.forward, xb, True)

@@ -132,7 +132,8 @@ class CrossEntropy(Loss):
     def value_grad_correct(self, out, y):
         """On NumPy one fused loop (cpu_kernels); on CuPy the array formulation below."""
         if xp_of(out) is not np or out.ndim != 2:
-            return super().value_grad_correct(out, y)
+            value, grad = self.array_value_and_grad(out, y)
+            return value, grad, self.correct(out, y)
         from worker.engine import cpu_kernels  # noqa: PLC0415  (Numba: only where training runs)
 
         grad = self._grad_buffer(out)
@@ -140,10 +141,8 @@ class CrossEntropy(Loss):
         return np.asarray(value, out.dtype), grad, correct
 
     def value_and_grad(self, out, y):
-        if xp_of(out) is np and out.ndim == 2:
-            value, grad, _ = self.value_grad_correct(out, y)
-            return value, grad
-        return self.array_value_and_grad(out, y)
+        value, grad, _ = self.value_grad_correct(out, y)
+        return value, grad
 
     def array_value_and_grad(self, out, y):
         """Softmax-CE on logits in few passes: grad = (softmax - onehot) / N, written in place."""

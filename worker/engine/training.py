@@ -180,9 +180,7 @@ class _Loop:
                 seed = [net.seed, epoch, layer.index] if xp is np else (net.seed * 1_000_003 + epoch) * 1009 + layer.index
                 layer.rng = xp.random.default_rng(seed)  # CuPy's default_rng takes one int
         order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
-        # Sums stay on the device (0-d arrays): no host sync inside the batch loop on a GPU.
-        sums = {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(len(self.names), np.float64),
-                "squares": xp.empty(len(self.names), np.float64)}
+        sums = self.new_sums()
         for start in range(0, n, bs):
             if should_stop is not None and should_stop():
                 return None
@@ -203,6 +201,13 @@ class _Loop:
         norm_sums = to_numpy(sums["norms"]) / steps
         record["grad_norms"] = {k: _finite(v) for k, v in zip(self.names, norm_sums, strict=True)}
         return record
+
+    def new_sums(self) -> dict[str, Any]:
+        """What `_step` adds to over an epoch. The sums stay on the device (0-d arrays): no host
+        sync inside the batch loop on a GPU."""
+        xp, n = self.xp, len(self.names)
+        return {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(n, np.float64),
+                "squares": xp.empty(n, np.float64)}
 
     def _batch(self, order: Any, start: int, stop: int) -> tuple[Any, Any]:
         if order is None:
