@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,6 +67,11 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def connection_scope(url: str) -> contextlib.AbstractContextManager[Connection]:
+    """A short Core transaction (no ORM session): for hot, prebuilt statements."""
+    return session_factory(url).kw["bind"].begin()
 
 
 def dispose_all() -> None:
