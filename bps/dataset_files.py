@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bps.numbers import finite_or_none
 from bps.problems import Unprocessable
 
 FORMATS = ("csv", "parquet", "npz")
@@ -163,10 +164,6 @@ def read_npz_arrays(raw: bytes, *, max_array_bytes: int) -> tuple[np.ndarray, np
         raise Unprocessable(f"the .npz arrays cannot be read: {exc}", loc=["file"]) from None
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
     """min/max/mean/std of the finite values, computed on values scaled by their largest
     magnitude so that numbers near the float64 maximum do not overflow; None if unrepresentable."""
@@ -179,8 +176,8 @@ def _finite_stats(values: np.ndarray) -> dict[str, float | None]:
         return {
             "min": float(finite.min()),
             "max": float(finite.max()),
-            "mean": _finite_or_none(scaled.mean() * scale),
-            "std": _finite_or_none(scaled.std() * scale),
+            "mean": finite_or_none(scaled.mean() * scale),
+            "std": finite_or_none(scaled.std() * scale),
         }
 
 

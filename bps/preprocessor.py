@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bps.numbers import finite_or_none
 from bps.problems import Unprocessable
 
 CLASSIFICATION_LOSSES = {"cross_entropy": "multiclass", "binary_cross_entropy": "binary"}
@@ -50,10 +51,6 @@ def fill_value(values: np.ndarray, impute: str | None) -> float | None:
     if impute == "zero" or finite.size == 0:
         return 0.0
     return float(np.median(finite) if impute == "median" else finite.mean())
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 @dataclass
@@ -215,15 +212,15 @@ class Preprocessor:
         None). Classification outputs are already probabilities (softmax or sigmoid applied)."""
         outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
         if self.mode == "regression":
-            values = [[_finite_or_none(v) for v in row] for row in outputs]
+            values = [[finite_or_none(v) for v in row] for row in outputs]
             return ([row[0] for row in values] if outputs.shape[1] == 1 else values), None
         if self.mode == "multiclass":
             probs = outputs
             preds = [self.classes[int(i)] for i in np.argmax(probs, axis=1)]
-            return preds, [[_finite_or_none(p) for p in row] for row in probs]
+            return preds, [[finite_or_none(p) for p in row] for row in probs]
         probs = outputs
         if self.classes is not None:
             positive = probs[:, 0]
             preds = [self.classes[int(p >= 0.5)] for p in positive]
-            return preds, [[_finite_or_none(1 - p), _finite_or_none(p)] for p in positive]
-        return (probs >= 0.5).astype(int).tolist(), [[_finite_or_none(p) for p in row] for row in probs]
+            return preds, [[finite_or_none(1 - p), finite_or_none(p)] for p in positive]
+        return (probs >= 0.5).astype(int).tolist(), [[finite_or_none(p) for p in row] for row in probs]

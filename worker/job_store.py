@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from bps.config import Settings
 from bps.db import connection_scope, is_database_unavailable, session_scope
 from bps.models import Checkpoint, Epoch, Job, Model, new_id, utcnow
+from bps.numbers import finite_or_none
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,14 +62,6 @@ def with_db_retries(action: Callable[..., T], *args: Any, what: str = "database 
             log.warning("%s failed (%s); trying again in %.1f s", what, exc.__class__.__name__, delay)
             time.sleep(delay)
     return action(*args, **kwargs)
-
-
-def finite_or_none(value: Any) -> float | None:
-    """A JSON-safe float: NaN and infinities become None (the API answers null)."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _fence(job_id: str, attempt: int):  # noqa: ANN202
