@@ -1,18 +1,17 @@
 """Fused CPU loops (Numba) for the per-step work NumPy would spread over many passes.
 
-One optimizer step touches every parameter, its gradient and its state: in NumPy that is
-four to ten full passes over memory plus the gradient-norm dots; here it is one pass that also
-sums each parameter's squared gradient. Softmax cross-entropy on (N, K) logits is ten small
-NumPy calls; here it is one loop that also counts the correct predictions. A ReLU dense layer
-adds its bias and applies ReLU in one pass, and masks its gradient while summing the bias
-gradient in one pass. Results equal the
-NumPy formulations (`optimizers.py`, `losses.py`, still used on CuPy) up to rounding order:
-the sums are reassociated for SIMD and multiply-adds may fuse.
+One optimizer step touches every parameter, its gradient and its state: in NumPy that is four
+to ten full passes over memory plus the gradient-norm dots; here it is one pass that also sums
+each parameter's squared gradient. Softmax cross-entropy on (N, K) logits is ten small NumPy
+calls; here it is one loop that also counts the correct predictions. A ReLU dense layer adds its
+bias and applies ReLU in one pass, and masks its gradient while summing the bias gradient in
+another. Results equal the NumPy formulations (`optimizers.py`, `losses.py`, `activations.py`,
+still used on CuPy) up to rounding order: sums are reassociated for SIMD, multiply-adds may fuse.
 
-Compiled on first use per dtype and cached on disk (numba's `cache=True`; without a writable
-cache location, compiled in each process instead). Used in training only: prediction, and so the
-API process, never loads Numba. No `nnan`/`ninf`
-fast-math flags: a NaN or infinity must still reach the loss, where the loop reports divergence.
+Compiled on first use per dtype and cached on disk (Numba's `cache=True`; without a writable
+cache location, compiled in each process instead). Training only: prediction, and so the API
+process, never loads Numba. No `nnan`/`ninf` fast-math flags: a NaN or an infinity must still
+reach the loss, where the fit loop reports divergence.
 """
 from __future__ import annotations
 
