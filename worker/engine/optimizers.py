@@ -117,9 +117,9 @@ class Adam(Optimizer):
     def _fused(self, kernels, g, dt, lr, bounds, squares):
         c = self.cfg
         b1, b2 = c["beta1"], c["beta2"]
-        pair = lambda beta: np.array([beta, 1 - beta], g.dtype)  # noqa: E731
+        betas = [np.array([beta, 1 - beta], g.dtype) for beta in (b1, b2)]  # (beta, 1 - beta) in p's dtype
         kernels.adam_step(self.flat, g, self.flat_state["exp_avg"], self.flat_state["exp_avg_sq"],
-                          dt(1 - lr * (c.get("weight_decay") or 0)), pair(b1), pair(b2), dt(lr / (1 - b1 ** self.t)),
+                          dt(1 - lr * (c.get("weight_decay") or 0)), *betas, dt(lr / (1 - b1 ** self.t)),
                           dt(1 / math.sqrt(1 - b2 ** self.t)), dt(c["eps"]), bounds, squares)
 
     def _update(self, p, g, lr, state):
