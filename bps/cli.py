@@ -60,7 +60,8 @@ def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(workers),
-        "--threads", os.environ.get("GUNICORN_THREADS", "4"),
+        # Event streams (GET /v1/jobs/{id}/events) each hold a thread: MAX_EVENT_STREAMS more.
+        "--threads", str(int(os.environ.get("GUNICORN_THREADS", "4")) + settings.max_event_streams),
         "--timeout", os.environ.get("GUNICORN_TIMEOUT", "120"),
         "--graceful-timeout", "10",
         "service.app:create_app()",

@@ -40,6 +40,10 @@ class Settings:
     dataset_chunk_bytes: int = 4 * 1024 * 1024
     worker_heartbeat_timeout_s: float = 30.0
     reaper_interval_s: float = 5.0  # how often each worker looks for lost jobs (REAPER_INTERVAL_S)
+    # GET /v1/jobs/{id}/events: open streams per API process (503 + Retry-After beyond; `bps api`
+    # adds this many gunicorn threads), and how often each stream looks for news.
+    max_event_streams: int = 32
+    event_poll_interval_s: float = 0.25
 
 
 _ENV_NAMES = {

@@ -92,8 +92,8 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
         missing = {"loc": ["body", "dataset_id"], "msg": f"dataset {request.dataset_id} not found"}
         raise Unprocessable(f"dataset {request.dataset_id} not found", errors=[missing, *first_errors])
     loss = (first_spec or {}).get("loss", request.spec.get("loss"))
-    plan = plan_inputs(dataset, loss=loss, target=request.target, features=request.features,
-                       input_shape=request.input_shape, impute=request.impute)
+    plan = plan_inputs(dataset, loss=loss, dtype=(first_spec or {}).get("dtype"), target=request.target,
+                       features=request.features, input_shape=request.input_shape, impute=request.impute)
     spec, spec_errors = _validate_spec(request.spec, plan, settings)
     queue, route_errors = _route(session, spec, settings)
     errors = plan.errors + spec_errors + _limit_errors(dataset, spec, settings) + route_errors
@@ -151,15 +151,19 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+EPOCH_FIELDS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "duration_s", "learning_rate")
+
+
+def epoch_resource(row: Epoch) -> dict[str, Any]:
+    """An Epoch row as the API shows it (non-finite numbers as null)."""
+    return {**{f: _finite(getattr(row, f)) for f in EPOCH_FIELDS},
+            "grad_norms": {k: _finite(v) for k, v in (row.grad_norms or {}).items()}}
+
+
 def list_epochs(*, session: Session, tenant_id: str, job_id: str) -> list[dict[str, Any]]:
     job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
     rows = session.scalars(select(Epoch).where(Epoch.job_id == job.id).order_by(Epoch.epoch))
-    fields = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "duration_s", "learning_rate")
-    return [
-        {**{f: _finite(getattr(row, f)) for f in fields},
-         "grad_norms": {k: _finite(v) for k, v in (row.grad_norms or {}).items()}}
-        for row in rows
-    ]
+    return [epoch_resource(row) for row in rows]
 
 
 def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:

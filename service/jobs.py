@@ -1,11 +1,11 @@
 """/v1/jobs: submit (202 + Location), list (newest first, ?status=), get, epochs, cancel."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from bps.models import JOB_STATUSES
 from bps.problems import BadRequest
-from service import job_service
+from service import events, job_service
 from service.http import created, db, dump, parse_body, query_int, settings, tenant_id
 from service.schemas import EpochList, JobCreate, JobOut
 
@@ -43,6 +43,14 @@ def get_job(job_id: str):  # noqa: ANN201
 def list_epochs(job_id: str):  # noqa: ANN201
     epochs = job_service.list_epochs(session=db(), tenant_id=tenant_id(), job_id=job_id)
     return jsonify(EpochList.model_validate({"epochs": epochs}).model_dump(mode="json"))
+
+
+@blueprint.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    stream = events.open_stream(session=db(), tenant_id=tenant_id(), job_id=job_id,
+                                last_event_id=request.headers.get("Last-Event-ID"), settings=settings())
+    return Response(stream, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @blueprint.post("/jobs/<job_id>/cancel")
