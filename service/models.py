@@ -16,7 +16,7 @@ from service.http import created, db, dump, parse_body, settings, tenant_id
 from service.schemas import ModelOut, PredictionCreate, PredictionOut
 
 blueprint = Blueprint("models", __name__)
-DOWNLOAD_FORMATS = ("npz",)
+DOWNLOAD_FORMATS = ("npz", "onnx")
 
 
 def model_resource(model: Model) -> dict:
@@ -56,8 +56,14 @@ def download_model(model_id: str) -> Response:
     if fmt not in DOWNLOAD_FORMATS:
         raise BadRequest(f"format {fmt!r} is not available; use one of {list(DOWNLOAD_FORMATS)}",
                          loc=["query", "format"])
-    return Response(download_npz(model), mimetype="application/octet-stream", headers={
-        "Content-Disposition": f'attachment; filename="model-{model.id}.npz"'})
+    if fmt == "onnx":
+        from bps.onnx_export import export_onnx  # noqa: PLC0415  (onnx loads only when asked for)
+
+        body, mimetype = export_onnx(model), "application/onnx"
+    else:
+        body, mimetype = download_npz(model), "application/octet-stream"
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="model-{model.id}.{fmt}"'})
 
 
 @blueprint.post("/models/<model_id>/predictions")

@@ -119,7 +119,7 @@ def test_download_npz_has_state_dict_names_and_spec(client, auth, model_id) -> N
     with np.load(io.BytesIO(response.data), allow_pickle=False) as data:
         assert data["0.weight"].shape == (16, 3) and data["1.weight"].shape == (2, 16)
         assert '"cross_entropy"' in str(data["spec"]) and '"classes"' in str(data["preprocessing"])
-    assert_problem(client.get(f"/v1/models/{model_id}/download?format=onnx", headers=auth), 400, "onnx")
+    assert_problem(client.get(f"/v1/models/{model_id}/download?format=pmml", headers=auth), 400, "pmml")
 
 
 def test_loaded_models_are_cached(client, auth, model_id, monkeypatch) -> None:  # noqa: ANN001
