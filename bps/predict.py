@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bps.dataset_files import read_npz_arrays, read_table
 from bps.datasets import get_dataset, load_dataset_bytes
+from bps.input_range import check_inputs_fit, check_outputs_finite
 from bps.models import Model, Prediction
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
 from bps.tenants import get_owned
@@ -39,6 +40,10 @@ class SerialNetwork:
 
     def __init__(self, net: Any) -> None:
         self.net, self._lock = net, threading.Lock()
+
+    @property
+    def dtype(self) -> Any:
+        return self.net.dtype
 
     def predict(self, X: Any) -> Any:
         with self._lock:
@@ -129,7 +134,8 @@ def numeric_instances(prep: Preprocessor, instances: list[Any]) -> np.ndarray | 
         return None
     means = np.array([encoder["mean"] for encoder in prep.encoders], dtype=np.float64)
     stds = np.array([encoder["std"] for encoder in prep.encoders], dtype=np.float64)
-    return ((values - means) / stds).reshape((len(instances), *prep.input_shape))
+    with np.errstate(over="ignore"):  # an overflow is refused by input_range, naming the value
+        return ((values - means) / stds).reshape((len(instances), *prep.input_shape))
 
 
 def _with_loc(exc: Unprocessable, prefix: list[Any]) -> Unprocessable:
@@ -157,6 +163,20 @@ def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instan
     return _dataset_inputs(session, tenant_id, str(dataset_id), prep)
 
 
+def _source_loc(instances: list[Any] | None, records: list[Any] | None) -> list[Any]:
+    return ["body", "instances" if instances is not None else "records" if records is not None else "dataset_id"]
+
+
+def checked_outputs(net: SerialNetwork, prep: Preprocessor, X: np.ndarray, loc: list[Any]) -> np.ndarray:
+    """The network's outputs for X, after refusing (422, naming row and column) inputs beyond
+    the model's dtype and any row whose output is not finite: never a null in a 201."""
+    check_inputs_fit(X, prep, net.dtype, loc)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is refused just below
+        outputs = np.asarray(net.predict(X))
+    check_outputs_finite(outputs, X, prep, loc)
+    return outputs
+
+
 def create_prediction(*, session: Session, tenant_id: str, model_id: str, instances: list[Any] | None = None,
                       records: list[dict[str, Any]] | None = None, dataset_id: str | None = None,
                       max_rows: int) -> Prediction:
@@ -171,7 +191,7 @@ def create_prediction(*, session: Session, tenant_id: str, model_id: str, instan
     if len(X) > max_rows:
         raise PayloadTooLarge(f"the dataset has {len(X)} rows, more than the {max_rows} a synchronous "
                               "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"])
-    predictions, probabilities = prep.decode(np.asarray(net.predict(X)))
+    predictions, probabilities = prep.decode(checked_outputs(net, prep, X, _source_loc(instances, records)))
     row = Prediction(tenant_id=tenant_id, model_id=model_id, n=len(predictions), predictions=predictions,
                      probabilities=probabilities)
     session.add(row)

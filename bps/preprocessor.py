@@ -106,7 +106,8 @@ class Preprocessor:
                     loc=[spec["name"]],
                 )
             values = np.where(missing, spec["fill"], values)
-        return (values - spec["mean"]) / spec["std"]
+        with np.errstate(over="ignore"):  # an overflow is refused by bps.input_range, naming the row
+            return (values - spec["mean"]) / spec["std"]
 
     def _categorical_column(self, spec: dict[str, Any], column: pd.Series) -> np.ndarray:
         if column.isna().any() and self.impute is None:

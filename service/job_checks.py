@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
+from bps.input_range import dtype_limit
 from bps.models import Dataset
 from bps.preprocessing import target_mode
 
@@ -122,11 +123,30 @@ def plan_npz(dataset: Dataset, *, target: str | None, features: list[str] | None
     return plan
 
 
-def plan_inputs(dataset: Dataset, *, loss: Any, **request: Any) -> InputPlan:
+def check_dtype_range(plan: InputPlan, dataset: Dataset, *, target: str | None, mode: str | None,
+                      dtype: str) -> None:
+    """Values beyond the model's dtype (1e39 in a float32 model) become inf in training: the
+    columns that hold them are refused here (the worker names the first row)."""
+    limit = dtype_limit(dtype)
+    profile = _profile(dataset)
+    inputs = plan.features if dataset.format != "npz" else ["X"]
+    outputs = [target if dataset.format != "npz" else "y"] if mode == "regression" else []
+    for name in [*(inputs or []), *outputs]:
+        column = profile.get(name) or {}
+        extreme = max((abs(column[k]) for k in ("min", "max") if column.get(k) is not None), default=0.0)
+        if extreme > limit:
+            plan.add(["dataset", name], f"column {name!r} holds {extreme:.4g}, beyond the range of a {dtype} model "
+                                        f"(±{limit:.3g}): rescale the column or use \"dtype\": \"float64\"")
+
+
+def plan_inputs(dataset: Dataset, *, loss: Any, dtype: Any = "float32", **request: Any) -> InputPlan:
     """`request`: target, features, input_shape, impute. `loss` may be unknown (None)."""
     try:
         mode = target_mode(loss) if isinstance(loss, str) else None
     except ValueError:
         mode = None
     planner = plan_npz if dataset.format == "npz" else plan_tabular
-    return planner(dataset, mode=mode, **request)
+    plan = planner(dataset, mode=mode, **request)
+    if dtype in ("float32", "float64"):
+        check_dtype_range(plan, dataset, target=request.get("target"), mode=mode, dtype=dtype)
+    return plan

@@ -72,8 +72,9 @@ def gradient_warnings(record: dict[str, Any], weight_names: list[str]) -> list[t
     for name in weights:
         norm = norms[name]
         if norm is None or norm > EXPLODING_NORM:
+            shown = "non-finite (inf/NaN)" if norm is None else f"{norm:.3g}"
             warnings.append((("exploding", name),
-                             f"exploding gradients: {name} has gradient norm {norm} (from epoch {record['epoch']})"))
+                             f"exploding gradients: {name} has gradient norm {shown} (from epoch {record['epoch']})"))
         elif name != out_name and out_norm and norm < VANISHING_RATIO * out_norm:
             warnings.append((("vanishing", name),
                              f"vanishing gradients: {name} has gradient norm {norm:.3g}, over "

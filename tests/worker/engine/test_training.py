@@ -203,3 +203,13 @@ def test_each_gradient_warning_is_reported_once_however_many_epochs_show_it():
     assert history.warnings, "a 10-layer sigmoid stack should warn about vanishing gradients"
     names = [w.split(":")[1].split(" has ")[0].strip() for w in history.warnings]
     assert len(names) == len(set(names)) < len(layers) + 1
+
+
+def test_a_non_finite_gradient_norm_is_warned_as_non_finite_not_none(rng):
+    X, y = rng.standard_normal((64, 3)) * 100, rng.standard_normal(64)
+    spec = mlp_spec((16, "relu"), out_activation="linear", loss="mse", epochs=20,
+                    optimizer={"type": "sgd", "learning_rate": 1e6})
+    history = Network.from_spec(spec).fit(X, y)
+    exploding = [w for w in history.warnings if w.startswith("exploding gradients")]
+    assert exploding and any("gradient norm non-finite (inf/NaN)" in w for w in exploding)
+    assert not any("None" in w for w in history.warnings)
