@@ -40,10 +40,24 @@ class Settings:
     dataset_chunk_bytes: int = 4 * 1024 * 1024
     worker_heartbeat_timeout_s: float = 30.0
     reaper_interval_s: float = 5.0  # how often each worker looks for lost jobs (REAPER_INTERVAL_S)
+    # A worker that cannot reach the database when it takes a job tries again every 10 s, this
+    # many times, then gives the message up with an error (the reaper republishes the job).
+    claim_db_retries: int = 30
+    metrics_enabled: bool = True  # GET /metrics (METRICS_ENABLED=0: 404)
+    log_format: str = "text"  # LOG_FORMAT: text | json (one JSON object per line)
+    log_level: str = "INFO"
     # GET /v1/jobs/{id}/events: open streams per API process (503 + Retry-After beyond; `bps api`
     # adds this many gunicorn threads), and how often each stream looks for news.
     max_event_streams: int = 32
     event_poll_interval_s: float = 0.25
+
+
+def _parse_bool(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 _ENV_NAMES = {
@@ -74,7 +88,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             continue
         kind = type(field.default)
         try:
-            values[field.name] = kind(raw)
+            values[field.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as exc:
             raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
     return Settings(**values)  # type: ignore[arg-type]
