@@ -1,19 +1,29 @@
-"""OpenAPI 3.1 built from the same pydantic models that validate requests, and /docs: a
-self-contained HTML page (no external assets) listing every operation and schema."""
+"""OpenAPI 3.1 built from the same pydantic models that validate requests (the spec's layers,
+optimizers and schedules as discriminated unions on `type`), and /docs: Swagger UI served
+from the flask-swagger-ui package's own assets (no CDN).
+
+An operation is one `Operation(...)` line in OPERATIONS; its path parameters come from the
+path, a request model's examples from REQUEST_EXAMPLES, the error responses from ERRORS."""
 from __future__ import annotations
 
-import html
-import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, current_app, jsonify
+from flask_swagger_ui import get_swaggerui_blueprint
 from pydantic.json_schema import models_json_schema
 
 from bps.models import JOB_STATUSES
 from service import schemas
+from service.openapi_examples import MULTIPART_EXAMPLES, REQUEST_EXAMPLES
 
 REF = "#/components/schemas/{model}"
 blueprint = Blueprint("openapi", __name__)
+# validatorUrl None: Swagger UI would otherwise send the document to an outside validator.
+blueprint.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={
+    "app_name": "Backprop Service API", "validatorUrl": None, "persistAuthorization": True,
+    "displayOperationId": True, "defaultModelsExpandDepth": 0, "oauth2RedirectUrl": "/docs/oauth2-redirect.html"}))
 
 REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate)
 RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
@@ -28,66 +38,106 @@ ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not
           "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content",
           "429": "Rate limit or job quota reached (see Retry-After)",
           "503": "Database unavailable (see Retry-After)"}
+TAGS = [
+    {"name": "datasets", "description": "Upload CSV (with a header row), Parquet or .npz; column profiles"},
+    {"name": "jobs", "description": "Training jobs: submit a network spec, poll, read epochs, cancel"},
+    {"name": "models", "description": "Trained models: metadata, weights, predictions"},
+    {"name": "predictions", "description": "Stored predictions"},
+    {"name": "service", "description": "Health and this document (no API key)"},
+]
 
 
-def _ref(name: str) -> dict[str, str]:
+def ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+def array_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": ref(name)}
 
 
-def _op(summary: str, status: str, response: dict | None, *, body: str | None = None, auth: bool = True,
-        params: list[str] = (), multipart: bool = False, query: list[str] = ()) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {status: {"description": summary}}}
-    if response is not None:
-        op["responses"][status].update(_json(response))
-    if body:
-        op["requestBody"] = {"required": True, **_json(_ref(body))}
-    if multipart:
-        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "format": "binary"},
-                           # any text (a form field is text whatever it looks like); cut to 300 characters
-                           "name": {"description": "display name (default: the file name)"}}}}}}
-    op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-    op["parameters"] += [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]} for q in query]
-    for code, text in ERRORS.items():
-        op["responses"].setdefault(code, {"description": text, "content": {
-            "application/problem+json": {"schema": _ref("Problem")}}})
-    op["security"] = [{"bearer": []}] if auth else []
-    return op
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP operation. `response` is a JSON schema (`ref(...)`, `array_of(...)`) or None for
+    an empty body; `media_type` is the response's content type; `body` names a request model."""
+
+    method: str
+    path: str
+    operation_id: str
+    tag: str
+    summary: str
+    status: str
+    response: dict[str, Any] | None = None
+    body: str | None = None
+    multipart: bool = False
+    query: tuple[str, ...] = ()
+    auth: bool = True
+    media_type: str = "application/json"
+
+    def document(self) -> dict[str, Any]:
+        success: dict[str, Any] = {"description": self.summary}
+        if self.response is not None:
+            success["content"] = {self.media_type: {"schema": self.response}}
+        op: dict[str, Any] = {"operationId": self.operation_id, "tags": [self.tag], "summary": self.summary,
+                              "responses": {self.status: success}}
+        if self.body:
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": ref(self.body), "examples": REQUEST_EXAMPLES[self.body]}}}
+        if self.multipart:
+            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+                "schema": UPLOAD_FORM, "examples": MULTIPART_EXAMPLES}}}
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                            for p in re.findall(r"{(\w+)}", self.path)]
+        op["parameters"] += [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
+                             for q in self.query]
+        for code, text in ERRORS.items():
+            op["responses"].setdefault(code, {"description": text, "content": {
+                "application/problem+json": {"schema": ref("Problem")}}})
+        op["security"] = [{"bearer": []}] if self.auth else []
+        return op
+
+
+UPLOAD_FORM = {"type": "object", "required": ["file"], "properties": {
+    "file": {"type": "string", "format": "binary",
+             "description": "CSV with a header row (comma, semicolon or tab separated), Parquet, or .npz "
+                            "with arrays X and y"},
+    # any text (a form field is text whatever it looks like); cut to 300 characters
+    "name": {"description": "display name (default: the file name)"}}}
+
+OPERATIONS = [
+    Operation("get", "/healthz", "getHealth", "service", "Service health", "200", ref("Health"), auth=False),
+    Operation("post", "/v1/datasets", "uploadDataset", "datasets",
+              "Upload a dataset (CSV with header, Parquet, .npz with X and y)", "201", ref("DatasetOut"),
+              multipart=True),
+    Operation("get", "/v1/datasets", "listDatasets", "datasets", "List datasets", "200", array_of("DatasetOut"),
+              query=("limit", "offset")),
+    Operation("get", "/v1/datasets/{dataset_id}", "getDataset", "datasets", "Get a dataset", "200",
+              ref("DatasetOut")),
+    Operation("delete", "/v1/datasets/{dataset_id}", "deleteDataset", "datasets",
+              "Delete a dataset (409 while a queued/running job needs it)", "204"),
+    Operation("post", "/v1/jobs", "submitJob", "jobs", "Submit a training job", "202", ref("JobOut"),
+              body="JobCreate"),
+    Operation("get", "/v1/jobs", "listJobs", "jobs", "List jobs, newest first", "200", array_of("JobOut"),
+              query=("status", "limit", "offset")),
+    Operation("get", "/v1/jobs/{job_id}", "getJob", "jobs", "Get a job", "200", ref("JobOut")),
+    Operation("get", "/v1/jobs/{job_id}/epochs", "listEpochs", "jobs", "Epochs in order", "200",
+              ref("EpochList")),
+    Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
+    Operation("get", "/v1/models/{model_id}", "getModel", "models", "Get a model", "200", ref("ModelOut")),
+    Operation("get", "/v1/models/{model_id}/download", "downloadModel", "models",
+              "Weights and spec as .npz (PyTorch state_dict names)", "200", query=("format",)),
+    Operation("post", "/v1/models/{model_id}/predictions", "predict", "models",
+              "Predict synchronously (at most MAX_PREDICTION_ROWS rows, else 413)", "201", ref("PredictionOut"),
+              body="PredictionCreate"),
+    Operation("get", "/v1/predictions/{prediction_id}", "getPrediction", "predictions", "Get a prediction", "200",
+              ref("PredictionOut")),
+]
 
 
 def _paths() -> dict[str, Any]:
-    ds, job, model = _ref("DatasetOut"), _ref("JobOut"), _ref("ModelOut")
-    return {
-        "/healthz": {"get": _op("Service health", "200", _ref("Health"), auth=False)},
-        "/v1/datasets": {
-            "post": _op("Upload a dataset (CSV with header, Parquet, .npz with X and y)", "201", ds, multipart=True),
-            "get": _op("List datasets", "200", {"type": "array", "items": ds}, query=["limit", "offset"])},
-        "/v1/datasets/{dataset_id}": {
-            "get": _op("Get a dataset", "200", ds, params=["dataset_id"]),
-            "delete": _op("Delete a dataset (409 while a queued/running job needs it)", "204", None,
-                          params=["dataset_id"])},
-        "/v1/jobs": {
-            "post": _op("Submit a training job", "202", job, body="JobCreate"),
-            "get": _op("List jobs, newest first", "200", {"type": "array", "items": job},
-                       query=["status", "limit", "offset"])},
-        "/v1/jobs/{job_id}": {"get": _op("Get a job", "200", job, params=["job_id"])},
-        "/v1/jobs/{job_id}/epochs": {"get": _op("Epochs in order", "200", _ref("EpochList"), params=["job_id"])},
-        "/v1/jobs/{job_id}/cancel": {"post": _op("Cancel a job", "202", job, params=["job_id"])},
-        "/v1/models/{model_id}": {"get": _op("Get a model", "200", model, params=["model_id"])},
-        "/v1/models/{model_id}/download": {"get": _op(
-            "Weights and spec as .npz (PyTorch state_dict names)", "200", None, params=["model_id"],
-            query=["format"])},
-        "/v1/models/{model_id}/predictions": {"post": _op(
-            "Predict synchronously (at most MAX_PREDICTION_ROWS rows, else 413)", "201", _ref("PredictionOut"),
-            body="PredictionCreate", params=["model_id"])},
-        "/v1/predictions/{prediction_id}": {"get": _op("Get a prediction", "200", _ref("PredictionOut"),
-                                                       params=["prediction_id"])},
-    }
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = operation.document()
+    return paths
 
 
 def openapi_document() -> dict[str, Any]:
@@ -96,7 +146,9 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Backprop Service", "version": "0.1.0",
-                 "description": "Upload a dataset, submit a network spec, poll, predict."},
+                 "description": "Upload a dataset, submit a network spec, poll, predict. Every /v1 call needs "
+                                "`Authorization: Bearer <key>`; errors are application/problem+json."},
+        "tags": TAGS,
         "paths": _paths(),
         "components": {"schemas": definitions.get("$defs", {}),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
@@ -109,22 +161,6 @@ def openapi_json():  # noqa: ANN201
 
 
 @blueprint.get("/docs")
-def docs() -> Response:
-    document = openapi_document()
-    rows = []
-    for path, operations in document["paths"].items():
-        for method, op in operations.items():
-            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                        f"<td>{html.escape(op['summary'])}</td></tr>")
-    schemas_html = "".join(
-        f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3><pre>{html.escape(json.dumps(schema, indent=2))}</pre>"
-        for name, schema in document["components"]["schemas"].items())
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Backprop Service API</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td{padding:.2em .8em}"
-        "pre{background:#f4f4f4;padding:.5em}</style></head><body><h1>Backprop Service API</h1>"
-        "<p>Every <code>/v1</code> call needs <code>Authorization: Bearer &lt;key&gt;</code>. Errors are "
-        "<code>application/problem+json</code>. Machine-readable: <a href='/openapi.json'>/openapi.json</a>.</p>"
-        f"<table>{''.join(rows)}</table><h2>Schemas</h2>{schemas_html}</body></html>"
-    )
-    return Response(page, mimetype="text/html")
+def docs():  # noqa: ANN201
+    """The Swagger UI page at /docs as well as /docs/ (its assets are under /docs/)."""
+    return current_app.view_functions["openapi.swagger_ui.show"]()

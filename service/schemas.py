@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
+
+from worker.engine.spec import NetworkSpec
 
 MAX_FEATURES = 100_000
 
@@ -28,6 +30,17 @@ class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("the spec must be a JSON object")
+    return value
+
+
+# Published as NetworkSpec (its discriminated unions of layers, optimizers and schedules); kept
+# raw here because `validate_spec` checks it against the dataset and names every problem at once.
+SpecObject = Annotated[dict[str, Any], PlainValidator(_json_object, json_schema_input_type=NetworkSpec)]
+
+
 # ---- requests ---------------------------------------------------------------------------
 class JobCreate(StrictModel):
     dataset_id: str = Field(min_length=1, max_length=64)
@@ -37,7 +50,8 @@ class JobCreate(StrictModel):
                                        description="Input columns, in order; default: every other column")
     input_shape: list[int] | None = Field(default=None, min_length=1, max_length=8,
                                           description="Per-sample shape, e.g. [1, 8, 8] or [T, F]")
-    spec: dict[str, Any] = Field(description="The network spec (CONTRACT §3)")
+    spec: SpecObject = Field(description="The network spec (CONTRACT §3); checked against the dataset before "
+                             "the job is queued, every problem named in the 422")
     impute: Literal["mean", "median", "zero"] | None = Field(
         default=None,
         description="Fill missing/non-finite feature values with the training column's mean, median or 0 "

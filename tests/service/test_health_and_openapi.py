@@ -1,10 +1,17 @@
 """GET /healthz (no auth, short broker probe), /openapi.json (3.1 from the pydantic models), /docs."""
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from tests.service.helpers import assert_problem
+
+EXAMPLE_SPECS = Path(__file__).resolve().parents[2] / "examples" / "specs"
 
 
 def test_healthz_reports_database_and_broker(client) -> None:  # noqa: ANN001
@@ -61,9 +68,72 @@ def test_openapi_is_built_from_the_request_models(client) -> None:  # noqa: ANN0
     assert "$defs" not in refs
 
 
-def test_docs_page_is_self_contained(client) -> None:  # noqa: ANN001
-    page = client.get("/docs").get_data(as_text=True)
-    assert "/v1/models/{model_id}/predictions" in page and "http" not in page.replace("/openapi.json", "")
+def test_openapi_is_a_valid_3_1_document_with_ids_tags_and_examples(client) -> None:  # noqa: ANN001
+    from openapi_spec_validator import validate
+
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z][A-Za-z]+", i) for i in ids)
+    declared_tags = {tag["name"] for tag in document["tags"]}
+    assert all(op["tags"] and set(op["tags"]) <= declared_tags for op in operations)
+    for op in operations:
+        for media in op.get("requestBody", {}).get("content", {}).values():
+            assert media["examples"], op["operationId"]
+
+
+def spec_validator(document: dict):  # noqa: ANN201
+    """A JSON Schema validator of the published NetworkSpec (refs resolved in the document)."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource("urn:openapi", Resource.from_contents(document, DRAFT202012))
+    return jsonschema.Draft202012Validator({"$ref": "urn:openapi#/components/schemas/NetworkSpec"},
+                                           registry=registry)
+
+
+def test_the_published_spec_schema_is_the_validators(client) -> None:  # noqa: ANN001
+    """Every example spec and request example validates against the published schema and with
+    validate_spec; what the schema refuses, validate_spec refuses too."""
+    from worker.engine.spec import SpecError, validate_spec
+
+    document = client.get("/openapi.json").get_json()
+    assert document["components"]["schemas"]["JobCreate"]["properties"]["spec"]["$ref"].endswith("/NetworkSpec")
+    layers = document["components"]["schemas"]["NetworkSpec"]["properties"]["layers"]["items"]["anyOf"][0]
+    assert layers["discriminator"]["propertyName"] == "type" and "lstm" in layers["discriminator"]["mapping"]
+    validator = spec_validator(document)
+    examples = [json.loads(path.read_text()) for path in EXAMPLE_SPECS.glob("*.json")]
+    examples += [e["value"]["spec"] for e in document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"][
+        "application/json"]["examples"].values()]
+    assert len(examples) >= 10
+    for spec in examples:
+        validator.validate(spec)
+        validate_spec(spec)
+    refused = [{"layers": []}, {"layers": [{"type": "dense2"}]}, {"layers": [{"type": "conv2d", "filters": 2}]},
+               {"layers": ["dense"], "optimizer": {"type": "adam", "lr": 0.1}},
+               {"layers": ["dense"], "lr_schedule": {"type": "step"}}, {"layers": ["dense"], "epochs": 0},
+               {"layers": [{"type": "conv2d", "filters": 1, "kernel_size": [3, 3, 3]}]}]
+    for spec in refused:
+        assert not validator.is_valid(spec), spec
+        with pytest.raises(SpecError):
+            validate_spec(spec)
+
+
+def test_docs_is_swagger_ui_served_from_the_package(client) -> None:  # noqa: ANN001
+    for path in ("/docs", "/docs/"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "text/html"
+        page = response.get_data(as_text=True)
+        assert "SwaggerUIBundle" in page and '"url": "/openapi.json"' in page
+        assert "http://" not in page and "https://" not in page, "no CDN, no outside validator"
+    assets = {"/docs/swagger-ui-bundle.js": "text/javascript", "/docs/swagger-ui-standalone-preset.js":
+              "text/javascript", "/docs/swagger-ui.css": "text/css", "/docs/index.css": "text/css"}
+    for path, mimetype in assets.items():
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == mimetype and len(response.data) > 100, path
+    assert "SwaggerUIBundle" in client.get("/docs/swagger-ui-bundle.js").get_data(as_text=True)
 
 
 def test_unknown_route_and_method_are_problems(client, auth) -> None:  # noqa: ANN001

@@ -34,8 +34,15 @@ def _to_pair(value: Any) -> Any:
     return value
 
 
-Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2), BeforeValidator(_to_pair)]
-NonNegPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2), BeforeValidator(_to_pair)]
+# The schema shows what a request may hold: one int (for both sides) or an [h, w] pair.
+_PosPair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
+_NonNegPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]
+Pair = Annotated[_PosPair, BeforeValidator(_to_pair, json_schema_input_type=PosInt | _PosPair)]
+NonNegPair = Annotated[_NonNegPair, BeforeValidator(_to_pair, json_schema_input_type=NonNegInt | _NonNegPair)]
+
+
+def _valid_padding(value: Any) -> Any:
+    return [0, 0] if value == "valid" else value
 
 
 class _Strict(BaseModel):
@@ -53,15 +60,9 @@ class Conv2dSpec(_Strict):
     filters: PosInt
     kernel_size: Pair
     stride: Pair = [1, 1]
-    padding: Literal["same"] | NonNegPair = [0, 0]
+    padding: Annotated[Literal["same"] | NonNegPair, BeforeValidator(
+        _valid_padding, json_schema_input_type=Literal["same", "valid"] | NonNegInt | _NonNegPair)] = [0, 0]
     activation: Activation = "linear"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_padding(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("padding") == "valid":
-            return {**data, "padding": [0, 0]}
-        return data
 
     @model_validator(mode="after")
     def _same_needs_stride_one(self) -> Conv2dSpec:
@@ -207,6 +208,8 @@ class TopSpec(_Strict):
     batch_size: PosInt = 32
     shuffle: bool = True
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    # Which rows validate: "shuffle" (seeded, stratified for classification) or "last" (Keras).
+    validation: Literal["shuffle", "last"] = "shuffle"
     early_stopping: EarlyStoppingSpec | None = None
     l2: float = Field(0.0, ge=0.0)
     gradient_clip_norm: float | None = Field(None, gt=0.0)
@@ -217,6 +220,23 @@ class TopSpec(_Strict):
     # The job's running-time limit in seconds: enforced by the service's worker (capped by its
     # JOB_TIME_LIMIT_S), ignored by the engine itself.
     time_limit_s: float | None = Field(None, gt=0.0)
+
+
+LayerSpec = Annotated[DenseSpec | Conv2dSpec | Pool2dSpec | FlattenSpec | RecurrentSpec | BatchNormSpec | DropoutSpec,
+                      Field(discriminator="type")]
+OptimizerSpec = Annotated[SGDSpec | AdamSpec | AdamWSpec | RMSpropSpec | AdagradSpec, Field(discriminator="type")]
+ScheduleSpec = Annotated[StepLRSpec | ExponentialLRSpec | CosineLRSpec | PlateauLRSpec, Field(discriminator="type")]
+
+
+class NetworkSpec(TopSpec):
+    """The whole spec as one JSON schema (the `spec` of OpenAPI's JobCreate). Requests are
+    validated part by part with these same models (`validate_spec`), which names every problem
+    at once; a part given as a bare type name stands for `{"type": name}`."""
+
+    layers: list[LayerSpec | Literal[tuple(LAYER_SPECS)]] = Field(min_length=1)  # type: ignore[valid-type]
+    optimizer: OptimizerSpec | Literal[tuple(OPTIMIZER_SPECS)] | None = Field(  # type: ignore[valid-type]
+        None, description="default: adam with its defaults")
+    lr_schedule: ScheduleSpec | Literal[tuple(SCHEDULE_SPECS)] | None = None  # type: ignore[valid-type]
 
 
 @dataclass

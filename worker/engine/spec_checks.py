@@ -40,8 +40,9 @@ def normalise(raw: Any, errors: Errors) -> dict | None:
     if isinstance(layers_raw, list):
         layers = [_typed_part(LAYER_SPECS, layer, ["spec", "layers", i], errors, "a layer")
                   for i, layer in enumerate(layers_raw)]
-    optimizer = _typed_part(OPTIMIZER_SPECS, raw.get("optimizer") or "adam", ["spec", "optimizer"], errors,
-                            "the optimizer")
+    given_optimizer = raw.get("optimizer")
+    optimizer = _typed_part(OPTIMIZER_SPECS, "adam" if given_optimizer is None else given_optimizer,
+                            ["spec", "optimizer"], errors, "the optimizer")
     schedule = None
     if raw.get("lr_schedule") is not None:
         schedule = _typed_part(SCHEDULE_SPECS, raw["lr_schedule"], ["spec", "lr_schedule"], errors,
