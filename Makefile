@@ -9,12 +9,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.run-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+$(VENV)/.run-installed: pyproject.toml client/pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e . -e ./client
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+$(VENV)/.dev-installed: pyproject.toml client/pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]' -e ./client
 	touch $@ $(VENV)/.run-installed
 
 $(VENV)/.bench-installed: pyproject.toml | $(PY)

@@ -1,0 +1,30 @@
+"""The client's exceptions: an HTTP error with its problem+json, and a job that did not succeed."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Any HTTP error answer. `problem` is the RFC 9457 body (type, title, status, detail, errors)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        super().__init__(str(self))
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.problem.get("errors") or [])
+
+    def __str__(self) -> str:
+        title = self.problem.get("title") or f"HTTP {self.status}"
+        detail = self.problem.get("detail")
+        return f"{title}: {detail}" if detail else title
+
+
+class JobFailed(Exception):
+    """`wait` on a job that ended failed or cancelled; `job` is the final Job, `error` its reason."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job, self.status = job, job.get("status")
+        self.error = job.get("error") or f"the job was {self.status}"
+        super().__init__(f"job {job.get('id')} {self.status}: {self.error}")
