@@ -64,12 +64,16 @@ def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
         "--threads", str(int(os.environ.get("GUNICORN_THREADS", "4")) + settings.max_event_streams),
         "--timeout", os.environ.get("GUNICORN_TIMEOUT", "120"),
         "--graceful-timeout", "10",
+        "--config", "python:bps.gunicorn_config",
         "service.app:create_app()",
     ]
 
 
 def run_api(settings: Settings) -> None:
     """Replace this process with gunicorn (signals then go straight to it)."""
+    from bps.metrics import prepare_multiprocess_dir  # noqa: PLC0415
+
+    prepare_multiprocess_dir(settings, os.environ)
     argv = gunicorn_argv(settings)
     os.execv(argv[0], argv)
 
@@ -82,6 +86,17 @@ def worker_pool(queues: list[str], concurrency: int) -> str:
     return "solo" if concurrency == 1 else "prefork"
 
 
+def configure_worker_logging(settings: Settings, worker_name: str) -> None:
+    """LOG_FORMAT lines from the worker and from Celery itself: with a receiver on Celery's
+    setup_logging signal, Celery leaves the logging configuration alone."""
+    from celery import signals  # noqa: PLC0415
+
+    from bps.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_format, settings.log_level, worker=worker_name)
+    signals.setup_logging.connect(lambda **_kwargs: None, weak=False)
+
+
 def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: str | None) -> None:
     from worker.celery_app import QUEUES, create_celery  # noqa: PLC0415
     from worker.registry import install_worker_signals  # noqa: PLC0415
@@ -89,6 +104,8 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise SystemExit(f"bps worker: --queues must name some of {', '.join(QUEUES)}, got {','.join(queues)!r}")
+    name = f"bps-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
+    configure_worker_logging(settings, name)
     app = create_celery(settings)
     install_worker_signals(settings, queues)
     # The first job should not pay for importing the training path (~0.6 s) or compiling its kernels. These imports
@@ -97,11 +114,10 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
     for module in ("worker.runner", "worker.engine.network", "bps.preprocessing", "bps.datasets"):
         importlib.import_module(module)
     importlib.import_module("worker.engine.cpu_kernels").warm_up()  # Numba: compiled once, then cached on disk
-    name = f"bps-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
     app.worker_main([
         "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
         "--pool", pool or worker_pool(queues, concurrency), "--hostname", name,
-        "--loglevel", os.environ.get("LOG_LEVEL", "INFO"), "--without-gossip", "--without-mingle",
+        "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
     ])
 
 

@@ -58,6 +58,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     env.update(DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url,
                HOST=settings.host, PORT=str(settings.port), BPS_VAR_DIR=settings.var_dir)
     env.setdefault("WEB_CONCURRENCY", "2")
+    from bps.metrics import prepare_multiprocess_dir  # noqa: PLC0415  (the API's gunicorn workers share it)
+
+    prepare_multiprocess_dir(settings, env)
     return env
 
 

@@ -15,6 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.auth import require_api_key  # noqa: PLC0415
     from service.errors import register_error_handlers  # noqa: PLC0415
     from service.http import close_db  # noqa: PLC0415
+    from service.metrics import install_metrics  # noqa: PLC0415
 
     settings = settings or load_settings()
     app = Flask("bps")
@@ -33,5 +34,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.blueprint)
     app.teardown_appcontext(close_db)
     register_error_handlers(app)
+    install_metrics(app)
     logging.getLogger("bps").setLevel(logging.INFO)
     return app
