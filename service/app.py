@@ -11,7 +11,7 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import datasets, health, jobs, models, openapi, predictions  # noqa: PLC0415
+    from service import datasets, health, jobs, models, openapi, predictions, web  # noqa: PLC0415
     from service.auth import require_api_key  # noqa: PLC0415
     from service.errors import register_error_handlers  # noqa: PLC0415
     from service.http import close_db  # noqa: PLC0415
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(v1)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(web.blueprint)
     app.teardown_appcontext(close_db)
     register_error_handlers(app)
     install_metrics(app)
