@@ -1,0 +1,101 @@
+"""The client's tests run against real `bps api` and `bps worker` processes on the embedded
+topology (SQLite file, the serverless broker), started once per module; MAX_PREDICTION_ROWS is
+small so that file predictions must be chunked."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bps.db import make_engine
+from bps.models import Base
+from tests.faults.harness import bps_command, free_port, wait_for
+
+MAX_PREDICTION_ROWS = 7
+ROOT = Path(__file__).resolve().parents[2]
+IRIS = ROOT / "examples" / "iris.csv"
+SPEC = {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
+        "loss": "cross_entropy", "optimizer": {"type": "adam", "learning_rate": 0.02}, "epochs": 6,
+        "batch_size": 16, "validation_split": 0.2, "seed": 0, "device": "cpu"}
+
+
+@dataclass
+class Service:
+    url: str
+    key: str
+    other_key: str
+    env: dict[str, str]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _key(env: dict[str, str], tenant: str) -> str:
+    out = subprocess.run(bps_command("keys", "create", tenant), env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _create_schema(database_url: str) -> None:
+    """The models' schema, as the other SQLite tests make it (migrations have their own test)."""
+    engine = make_engine(database_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
+    tmp = tmp_path_factory.mktemp("bps")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPS_") or k == "BPS_BLAS_THREADS"}
+    env.update(DATABASE_URL=f"sqlite:///{tmp}/bps.db", BROKER_URL=f"sqla+sqlite:///{tmp}/broker.db",
+               BPS_VAR_DIR=str(tmp / "var"), HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1",
+               MAX_PREDICTION_ROWS=str(MAX_PREDICTION_ROWS), RATE_LIMIT_PER_MINUTE="0", LOG_LEVEL="WARNING",
+               EVENT_POLL_INTERVAL_S="0.1", BPS_BLAS_THREADS="1")
+    _create_schema(env["DATABASE_URL"])
+    keys = (_key(env, "client-tests"), _key(env, "someone-else"))
+    processes = []
+    for name, args in (("api", ("api",)), ("worker", ("worker", "--concurrency", "1"))):
+        with open(tmp / f"{name}.log", "wb") as log:
+            processes.append(subprocess.Popen(bps_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(url), 60, "the API to start", alive=lambda: all(p.poll() is None for p in processes))
+        yield Service(url, keys[0], keys[1], env)
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def client(service):  # noqa: ANN001, ANN201
+    from bps_client import Client
+
+    with Client(service.url, service.key) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def trained(client) -> dict:  # noqa: ANN001
+    """A succeeded job on examples/iris.csv (its model serves the prediction tests)."""
+    dataset = client.upload(IRIS, name="iris")
+    job = client.submit(dataset["id"], SPEC, target="species")
+    return client.wait(job["id"], timeout=120)
