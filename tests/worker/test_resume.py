@@ -154,3 +154,29 @@ def test_the_specs_time_limit_is_enforced_and_capped_by_the_server(settings):
                                    input_shape=None, impute=None, spec={**spec, "time_limit_s": 10**9}, task=None,
                                    queue="cpu", time_limit_s=None)
     assert time_limit_of(settings, capped) == settings.job_time_limit_s
+
+
+def test_a_crash_right_after_the_epoch_that_stops_early_trains_no_further_epoch(settings, monkeypatch):
+    # min_delta this large: only the first epoch improves, so patience 2 stops after epoch 3
+    spec = classifier_spec(epochs=10, early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 1e9})
+    job_id = add_job(settings, spec)
+    real = job_store.record_epoch
+
+    def record_then_die(settings, job, record, checkpoint=None):  # noqa: ANN001, ANN202
+        result = real(settings, job, record, checkpoint)
+        if record["epoch"] == 3:
+            raise WorkerDied
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(job_store, "record_epoch", record_then_die)
+        with pytest.raises(WorkerDied):
+            run_job(job_id, settings=settings, worker_id="w1")
+    silent_since = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 1)
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=silent_since))
+
+    run_job(job_id, settings=settings, worker_id="w2")
+    job = job_row(settings, job_id)
+    assert (job.status, job.attempt, job.epoch) == ("succeeded", 2, 3), job.error
+    assert [(e, a) for e, a, _ in epochs_of(settings, job_id)] == [(1, 1), (2, 1), (3, 1)]

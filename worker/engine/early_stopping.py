@@ -28,6 +28,7 @@ class EarlyStopping:
         self.best = math.inf
         self.best_epoch: int | None = None
         self.wait = 0
+        self.stopped = False  # the last update decided to stop (kept in the state: a resumed run stops too)
         self.best_state: dict[str, Any] = {}
 
     def update(self, epoch: int, record: dict[str, Any], net: Any) -> bool:
@@ -39,7 +40,8 @@ class EarlyStopping:
                 self.best_state = {k: v.copy() for k, v in net.state_dict().items()}
             return False
         self.wait += 1
-        return self.wait >= self.patience
+        self.stopped = self.wait >= self.patience
+        return self.stopped
 
     def restore(self, net: Any) -> None:
         state = net.state_dict()
@@ -48,13 +50,15 @@ class EarlyStopping:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {"best": np.asarray(self.best, np.float64), "wait": np.asarray(self.wait, np.int64),
-               "best_epoch": np.asarray(-1 if self.best_epoch is None else self.best_epoch, np.int64)}
+               "best_epoch": np.asarray(-1 if self.best_epoch is None else self.best_epoch, np.int64),
+               "stopped": np.asarray(self.stopped, np.bool_)}
         out.update({f"best_state/{k}": to_numpy(v).copy() for k, v in self.best_state.items()})
         return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], xp: Any) -> None:
         self.best, self.wait = float(arrays["best"]), int(arrays["wait"])
         self.best_epoch = int(arrays["best_epoch"]) if int(arrays["best_epoch"]) >= 0 else None
+        self.stopped = bool(arrays.get("stopped", False))  # absent from checkpoints written before it
         prefix = "best_state/"
         self.best_state = {k[len(prefix):]: xp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)}
 

@@ -138,7 +138,10 @@ class _Loop:
 
     def run(self, on_epoch: Callable | None, should_stop: Callable | None) -> History:
         hist, st = self.history, self.st
-        for epoch in range(st.epochs_done + 1, self.spec["epochs"] + 1):
+        last = self.spec["epochs"]
+        if st.early_stopping and st.early_stopping.stopped:  # resumed after the epoch that decided to stop
+            hist.stop_reason, last = "early_stopping", st.epochs_done
+        for epoch in range(st.epochs_done + 1, last + 1):
             record = self._epoch(epoch, should_stop)
             if record is None:
                 hist.stop_reason = "cancelled"
