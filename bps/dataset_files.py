@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ from bps.problems import Unprocessable
 
 FORMATS = ("csv", "parquet", "npz")
 NPZ_ARRAYS = ("X", "y")
+SEPARATORS = (",", ";", "\t", "|")
+SNIFF_CHARS = 65536
+HEADER_SAMPLE_ROWS = 100
+DECIMAL_COMMA_CELL = re.compile(r"-?\d+,\d+")
+DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
 
 
 @dataclass
@@ -55,16 +61,52 @@ def _decode_utf8(raw: bytes) -> str:
         ) from None
 
 
-def _check_csv_rows(text: str) -> list[str]:
+def csv_options(text: str) -> dict[str, str]:
+    """pandas' `sep` and `decimal` for a CSV's text: a comma unless the header row has none and
+    `;`, tab or `|` splits it (spreadsheets in many locales write `;` with decimal commas)."""
+    head = text[:SNIFF_CHARS]
+    lines = [line for line in head.splitlines() if line.strip()]
+    header_fields = {sep: len(next(csv.reader(lines[:1] or [""], delimiter=sep), [])) for sep in SEPARATORS}
+    sep = max(SEPARATORS, key=lambda s: (header_fields[s] > 1, s == ",", header_fields[s]))
+    sep = sep if header_fields[sep] > 1 else ","
+    decimal = "," if sep == ";" and any(DECIMAL_COMMA.search(line) for line in lines[1:100]) else "."
+    return {"sep": sep, "decimal": decimal}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell.replace(",", ".") if DECIMAL_COMMA_CELL.fullmatch(cell.strip()) else cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_headerless(header: list[str], rows: list[list[str]]) -> None:
+    """A first row whose cells are numbers exactly where the data are (and not the column
+    positions 0..n-1 or 1..n that pandas writes) is data, not a header."""
+    numeric_header = [_is_number(cell) for cell in header]
+    if not any(numeric_header) or [c.strip() for c in header] in (
+            [str(i) for i in range(len(header))], [str(i + 1) for i in range(len(header))]):
+        return
+    for column, header_is_number in enumerate(numeric_header):
+        cells = [row[column] for row in rows if row[column].strip()]
+        if not cells or all(_is_number(cell) for cell in cells) != header_is_number:
+            return
+    raise Unprocessable(
+        f"the first row ({', '.join(header[:5])}{', ...' if len(header) > 5 else ''}) looks like data, not a "
+        "header: the file needs a header row naming its columns (e.g. x1,x2,...,label)", loc=["file", "line 1"])
+
+
+def _check_csv_rows(text: str, sep: str = ",") -> list[str]:
     """Checks every row has the header's field count and the header names no column twice;
     returns the header (the first non-blank row)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     header = next(reader, None)
     while header is not None and not any(cell.strip() for cell in header):
         header = next(reader, None)
     if header is None:
         raise Unprocessable("the file is empty", loc=["file"])
-    n_rows = 0
+    n_rows, sample = 0, []
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line, as pandas skips it
@@ -74,8 +116,11 @@ def _check_csv_rows(text: str) -> list[str]:
                 loc=["file", f"line {reader.line_num}"],
             )
         n_rows += 1
+        if len(sample) < HEADER_SAMPLE_ROWS:
+            sample.append(row)
     if n_rows == 0:
         raise Unprocessable("the file has a header row but no data rows", loc=["file", "line 2"])
+    _refuse_headerless(header, sample)
     duplicated = sorted(name for name, count in Counter(header).items() if count > 1)
     if duplicated:
         raise Unprocessable(f"duplicate column names in the header: {duplicated}", loc=["file", "header"])
@@ -89,10 +134,24 @@ def read_csv_frame(raw: bytes) -> pd.DataFrame:
         raise Unprocessable("the file is binary, not CSV text (it contains NUL bytes)", loc=["file"])
     text = _decode_utf8(raw)
     try:
-        _check_csv_rows(text)
-        return pd.read_csv(io.StringIO(text))
+        options = csv_options(text)
+        _check_csv_rows(text, options["sep"])
+        return pd.read_csv(io.StringIO(text), **options)
     except (ValueError, csv.Error, pd.errors.ParserError) as exc:
         raise Unprocessable(f"the CSV cannot be parsed: {exc}", loc=["file"]) from None
+
+
+def _times_as_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Date and timestamp columns become float seconds since 1970-01-01 UTC (a timestamp
+    without a zone is taken as UTC), durations float seconds; missing ones NaN."""
+    one_second = pd.Timedelta(seconds=1)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column.dtype):
+            frame[name] = ((column - pd.Timestamp(0, tz=column.dt.tz)) / one_second).astype("float64")
+        elif pd.api.types.is_timedelta64_dtype(column.dtype):
+            frame[name] = (column / one_second).astype("float64")
+    return frame
 
 
 def read_parquet_frame(raw: bytes) -> pd.DataFrame:
@@ -101,7 +160,7 @@ def read_parquet_frame(raw: bytes) -> pd.DataFrame:
     try:
         table = pq.read_table(io.BytesIO(raw))
         table.validate(full=True)  # e.g. invalid UTF-8 in a string column of a corrupt file
-        frame = table.to_pandas()
+        frame = _times_as_seconds(table.to_pandas(date_as_object=False))
     except Exception as exc:  # pyarrow raises many types for corrupt files
         raise Unprocessable(f"the file is not a readable Parquet file: {exc}", loc=["file"]) from None
     if frame.shape[1] == 0:
@@ -301,7 +360,8 @@ def read_table(raw: bytes, fmt: str) -> pd.DataFrame:
     """The DataFrame of a stored CSV or Parquet dataset. Stored bytes passed every check at
     upload, so a CSV is parsed straight away (the row-by-row check is not repeated)."""
     if fmt == "csv":
-        return pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig")
+        options = csv_options(raw[:SNIFF_CHARS].decode("utf-8-sig", errors="ignore"))
+        return pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", **options)
     if fmt == "parquet":
         return read_parquet_frame(raw)
     raise ValueError(f"{fmt!r} is not a tabular format")

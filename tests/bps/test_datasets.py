@@ -106,3 +106,57 @@ def test_block_profiles_equal_the_column_by_column_profile(block_values: int) ->
         for key, value in want.items():
             same = value == pytest.approx(got[key], rel=1e-12) if isinstance(value, float) else value == got[key]
             assert same and type(got[key]) is type(value), (key, got, want)
+
+
+@pytest.mark.parametrize(("raw", "sep", "first_row"), [
+    (b"a;b;label\n1;2.5;x\n3;4;y\n", ";", [1, 2.5, "x"]),
+    (b"a;b;label\n1,5;2;x\n3;-4,25;y\n", ";", [1.5, 2, "x"]),  # decimal commas
+    (b"a\tb\tlabel\n1\t2.5\tx\n3\t4\ty\n", "\t", [1, 2.5, "x"]),
+    (b"a|b|label\n1|2.5|x\n3|4|y\n", "|", [1, 2.5, "x"]),
+    (b'a,"b;c",label\n1,2.5,x\n3,4,y\n', ",", [1, 2.5, "x"]),  # a comma header keeps the comma
+])
+def test_csv_separator_is_detected_at_upload_and_when_read_for_training(raw: bytes, sep: str, first_row) -> None:  # noqa: ANN001
+    from bps.dataset_files import csv_options, read_csv_frame, read_table
+
+    assert csv_options(raw.decode())["sep"] == sep
+    frame = read_csv_frame(raw)
+    assert len(frame.columns) == 3 and frame.iloc[0].tolist() == first_row
+    assert read_table(raw, "csv").equals(frame)
+    parsed = parse_dataset(raw, "d.csv", max_rows=10, max_array_bytes=10**6)
+    assert [c["kind"] for c in parsed.columns][:2] != ["string", "string"]
+
+
+@pytest.mark.parametrize("raw", [b"5.1,3.5,setosa\n4.9,3.0,setosa\n", b"1.5,2\n3,4\n", b"5,1;3,5;a\n4,9;3,0;b\n"])
+def test_a_csv_whose_first_row_is_data_is_refused(raw: bytes) -> None:
+    with pytest.raises(Unprocessable, match="looks like data, not a header") as excinfo:
+        parse_dataset(raw, "d.csv", max_rows=10, max_array_bytes=10**6)
+    assert excinfo.value.errors[0]["loc"] == ["file", "line 1"]
+
+
+@pytest.mark.parametrize("raw", [b"0,1,2\n1.5,2,3\n", b"1,2,3\n4,5,6\n", b"x,2019,label\n1,2,a\n",
+                                 b"a,b\n1,2\n", b"name,label\nbob,1\n"])
+def test_headers_that_are_column_positions_or_names_are_headers(raw: bytes) -> None:
+    parsed = parse_dataset(raw, "d.csv", max_rows=10, max_array_bytes=10**6)
+    assert [c["name"] for c in parsed.columns] == raw.decode().splitlines()[0].split(",")
+
+
+def test_parquet_dates_times_and_durations_become_seconds() -> None:
+    import datetime as dt
+
+    import pandas as pd
+
+    from bps.dataset_files import read_parquet_frame
+
+    frame = pd.DataFrame({
+        "naive": pd.to_datetime(["1970-01-02T00:00:00", None]),
+        "aware": pd.to_datetime(["2024-01-01T01:00:00+01:00", "2024-01-01T01:00:01+01:00"]),
+        "day": [dt.date(1970, 1, 3), None], "wait": pd.to_timedelta([90, None], unit="s"), "y": [1, 2]})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    read = read_parquet_frame(buffer.getvalue())
+    assert read["naive"].tolist()[0] == 86400.0 and np.isnan(read["naive"].tolist()[1])
+    assert read["aware"].tolist() == [1704067200.0, 1704067201.0]
+    assert read["day"].tolist()[0] == 2 * 86400.0 and read["wait"].tolist()[0] == 90.0
+    parsed = parse_dataset(buffer.getvalue(), "d.parquet", max_rows=10, max_array_bytes=10**6)
+    assert {c["name"]: c["dtype"] for c in parsed.columns} == {
+        "naive": "float64", "aware": "float64", "day": "float64", "wait": "float64", "y": "int64"}

@@ -113,3 +113,27 @@ def test_delete_refused_while_a_job_needs_it(client, auth, settings, status, exp
         assert_problem(response, 409, "queued or running")
     else:
         assert response.status_code == 204
+
+
+def test_semicolon_csv_is_split_into_columns(client, auth) -> None:  # noqa: ANN001
+    raw = IRIS_LIKE_CSV.decode().replace(",", ";").encode()
+    response = upload(client, auth, raw, "iris-semicolons.csv")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    expected = IRIS_LIKE_CSV.decode().splitlines()[0].split(",")
+    assert [c["name"] for c in response.get_json()["columns"]] == expected
+
+
+def test_csv_without_a_header_row_is_refused_saying_so(client, auth) -> None:  # noqa: ANN001
+    headerless = b"".join(IRIS_LIKE_CSV.splitlines(keepends=True)[1:])
+    body = assert_problem(upload(client, auth, headerless, "no-header.csv"), 422, "not a header", "header row")
+    assert body["errors"][0]["loc"] == ["file", "line 1"]
+
+
+def test_parquet_timestamp_column_is_profiled_as_seconds(client, auth) -> None:  # noqa: ANN001
+    frame = pd.DataFrame({"at": pd.to_datetime(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]), "y": [0, 1]})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    response = upload(client, auth, buffer.getvalue(), "times.parquet")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    at = response.get_json()["columns"][0]
+    assert (at["dtype"], at["min"], at["max"]) == ("float64", 1704067200.0, 1704153600.0)
