@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ Backprop Service (embedded: {settings.database_url}, broker {settings.broker_url
   API key {key}
 
 Try it:
-  curl -s {auth} -F file=@iris.csv {base}/v1/datasets
+  curl -s {auth} -F file=@examples/iris.csv {base}/v1/datasets
   curl -s {auth} -H 'Content-Type: application/json' \\
        -d '{{"dataset_id": "<id>", "target": "species", "spec": {{"layers": [{{"type": "dense", "units": 16, "activation": "relu"}}, {{"type": "dense", "activation": "softmax"}}], "loss": "cross_entropy", "epochs": 20}}}}' \\
        {base}/v1/jobs
@@ -91,9 +92,26 @@ def stop_children(children: dict[str, subprocess.Popen]) -> None:
             process.wait()
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port (e.g. another process holds it), or None.
+    Bound like gunicorn binds (SO_REUSEADDR), so a port in TIME_WAIT is free."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def run_dev(settings: Settings) -> int:
     from bps.cli import migrate  # noqa: PLC0415
 
+    problem = port_in_use(settings.host, settings.port)
+    if problem:
+        print(f"bps dev: cannot listen on {settings.host}:{settings.port} ({problem}). Another server is "
+              f"probably running there: stop it, or choose another port with PORT (and HOST), "
+              f"e.g. PORT={settings.port + 1} make run", file=sys.stderr)
+        return 2
     os.makedirs(settings.var_dir, exist_ok=True)
     migrate(settings)
     print(banner(settings, dev_key(settings)), flush=True)
