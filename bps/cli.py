@@ -114,8 +114,9 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
     for module in ("worker.runner", "worker.engine.network", "bps.preprocessing", "bps.datasets"):
         importlib.import_module(module)
     importlib.import_module("worker.engine.cpu_kernels").warm_up()  # Numba: compiled once, then cached on disk
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner between the JSON lines
     app.worker_main([
-        "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
+        *quiet, "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
         "--pool", pool or worker_pool(queues, concurrency), "--hostname", name,
         "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
     ])

@@ -28,6 +28,7 @@ class Settings:
     max_batch_size: int = 65_536
     max_work_rows: int = 2_000_000_000  # epochs x rows
     max_prediction_rows: int = 10_000
+    prediction_chunk_rows: int = 10_000  # rows per stored chunk of an asynchronous prediction
     # Limits that protect the service (env: the upper-case name, e.g. MAX_QUEUED_JOBS_PER_TENANT).
     # A tenant may hold at most MAX_QUEUED_JOBS_PER_TENANT queued jobs and at most
     # MAX_QUEUED_JOBS_PER_TENANT + MAX_RUNNING_JOBS_PER_TENANT queued and running jobs together;
@@ -40,9 +41,11 @@ class Settings:
     dataset_chunk_bytes: int = 4 * 1024 * 1024
     worker_heartbeat_timeout_s: float = 30.0
     reaper_interval_s: float = 5.0  # how often each worker looks for lost jobs (REAPER_INTERVAL_S)
-    # A worker that cannot reach the database when it takes a job tries again every 10 s, this
-    # many times, then gives the message up with an error (the reaper republishes the job).
+    # A worker that cannot reach the database when it takes a job tries again every
+    # CLAIM_DB_RETRY_S, CLAIM_DB_RETRIES times, then gives the message up with an error (the
+    # job stays queued; a worker's reaper republishes it once the database answers).
     claim_db_retries: int = 30
+    claim_db_retry_s: float = 10.0
     metrics_enabled: bool = True  # GET /metrics (METRICS_ENABLED=0: 404)
     log_format: str = "text"  # LOG_FORMAT: text | json (one JSON object per line)
     log_level: str = "INFO"

@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-CONTEXT_FIELDS = ("request_id", "job_id", "attempt", "worker")
-TRAIN_TASK = "bps.train_job"  # worker.celery_app.TRAIN_TASK (bps does not import worker)
+CONTEXT_FIELDS = ("request_id", "job_id", "prediction_id", "attempt", "worker")
+# worker.celery_app's task names (bps does not import worker) and the field their argument fills
+TASK_ID_FIELDS = {"bps.train_job": "job_id", "bps.run_prediction": "prediction_id"}
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("bps_log_context", default={})  # noqa: B039
 _HANDLER_NAME = "bps"
 
@@ -45,15 +46,17 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get())
 
 
-def _celery_task_job_id(record: logging.LogRecord) -> str | None:
+def _celery_task_fields(record: logging.LogRecord) -> dict[str, str]:
+    """{"job_id": …} of a Celery line about one of our tasks ("received", "succeeded"…)."""
     args = record.args if isinstance(record.args, dict) else None
-    if not args or args.get("name") != TRAIN_TASK or not isinstance(args.get("args"), str):
-        return None
+    field = TASK_ID_FIELDS.get(args.get("name")) if args else None
+    if field is None or not isinstance(args.get("args"), str):
+        return {}
     try:
         task_args = ast.literal_eval(args["args"])  # Celery's repr of the task's arguments
     except (ValueError, SyntaxError):
-        return None
-    return str(task_args[0]) if isinstance(task_args, (tuple, list)) and task_args else None
+        return {}
+    return {field: str(task_args[0])} if isinstance(task_args, (tuple, list)) and task_args else {}
 
 
 class ContextFilter(logging.Filter):
@@ -64,14 +67,11 @@ class ContextFilter(logging.Filter):
         self.worker = worker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _context.get()
-        job_id = fields.get("job_id") or _celery_task_job_id(record)
+        fields = _context.get() or _celery_task_fields(record)
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, fields.get(name))
-        if job_id is not None and record.job_id is None:
-            record.job_id = job_id
-        if record.job_id is not None and record.worker is None:
+        if (record.job_id or record.prediction_id) is not None and record.worker is None:
             record.worker = self.worker
         return True
 
@@ -130,6 +130,7 @@ def configure_logging(log_format: str, level: str = "INFO", worker: str | None =
     handler.setFormatter(make_formatter(log_format))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings.warn lines in the same format
 
 
 def gunicorn_logconfig(log_format: str, level: str = "INFO") -> dict[str, Any]:

@@ -180,10 +180,35 @@ class Prediction(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     n: Mapped[int] = mapped_column(Integer)
-    predictions: Mapped[list[Any]] = mapped_column()
+    predictions: Mapped[list[Any]] = mapped_column()  # an asynchronous one's rows are in prediction_chunks
     probabilities: Mapped[list[Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # Asynchronous predictions (a dataset_id over MAX_PREDICTION_ROWS, or "async": true) run on a
+    # worker like a job: claimed, fenced by `attempt`, heartbeated, republished by the reaper.
+    status: Mapped[str] = mapped_column(String(16), default="succeeded", server_default="succeeded", index=True)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    progress: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    dataset_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    queue: Mapped[str] = mapped_column(String(16), default="cpu", server_default="cpu")
+    rows_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PredictionChunk(Base):
+    """Rows [seq * chunk rows, ...) of an asynchronous prediction: the network's outputs as .npy
+    bytes (no pickle), decoded to labels and probabilities when downloaded."""
+
+    __tablename__ = "prediction_chunks"
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    outputs: Mapped[bytes] = mapped_column(LargeBinary)
 
 class WorkerRecord(Base):
     """A live worker and what it can run, refreshed by its heartbeat."""

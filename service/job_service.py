@@ -50,22 +50,24 @@ def _limit_errors(dataset: Dataset, spec: dict | None, settings: Settings) -> li
     return []
 
 
-def check_tenant_quota(session: Session, tenant_id: str, settings: Settings) -> None:
+def check_tenant_quota(session: Session, tenant_id: str, settings: Settings, table: Any = Job,
+                       noun: str = "jobs") -> None:
     """429 when the tenant already has MAX_QUEUED_JOBS_PER_TENANT queued jobs, or
     MAX_RUNNING_JOBS_PER_TENANT + MAX_QUEUED_JOBS_PER_TENANT queued and running jobs together
-    (a quota: the same request succeeds later, so 429 with Retry-After rather than 422)."""
-    counts = dict(session.execute(select(Job.status, func.count()).where(
-        Job.tenant_id == tenant_id, Job.status.in_(("queued", "running"))).group_by(Job.status)).all())
+    (a quota: the same request succeeds later, so 429 with Retry-After rather than 422).
+    Asynchronous predictions (table=Prediction) have the same quotas, counted apart."""
+    counts = dict(session.execute(select(table.status, func.count()).where(
+        table.tenant_id == tenant_id, table.status.in_(("queued", "running"))).group_by(table.status)).all())
     queued, running = counts.get("queued", 0), counts.get("running", 0)
     if queued >= settings.max_queued_jobs_per_tenant:
         raise TooManyRequests(
-            f"you have {queued} queued jobs; the limit MAX_QUEUED_JOBS_PER_TENANT is "
+            f"you have {queued} queued {noun}; the limit MAX_QUEUED_JOBS_PER_TENANT is "
             f"{settings.max_queued_jobs_per_tenant}: wait for some to start or cancel them",
             retry_after_s=QUOTA_RETRY_AFTER_S, loc=["body"])
     active_limit = settings.max_queued_jobs_per_tenant + settings.max_running_jobs_per_tenant
     if queued + running >= active_limit:
         raise TooManyRequests(
-            f"you have {queued} queued and {running} running jobs; the limit is "
+            f"you have {queued} queued and {running} running {noun}; the limit is "
             f"MAX_QUEUED_JOBS_PER_TENANT + MAX_RUNNING_JOBS_PER_TENANT = {active_limit}: wait or cancel some",
             retry_after_s=QUOTA_RETRY_AFTER_S, loc=["body"])
 
@@ -113,20 +115,22 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
     return job
 
 
-def _publish_or_log(settings: Settings, job_id: str, queue: str) -> None:
+def _publish_or_log(settings: Settings, job_id: str, queue: str, publisher: str) -> None:
     from worker import queue as worker_queue  # noqa: PLC0415
 
     try:
-        worker_queue.publish_job(settings, job_id, queue)
+        getattr(worker_queue, publisher)(settings, job_id, queue)
     except Exception:  # noqa: BLE001
-        log.exception("job %s: publishing to queue %s failed; it stays queued for republishing", job_id, queue)
+        log.exception("%s: publishing %s to queue %s failed; it stays queued for republishing",
+                      publisher, job_id, queue)
 
 
-def publish(settings: Settings, job: Job) -> None:
+def publish(settings: Settings, job: Any, publisher: str = "publish_job") -> None:
     """After the commit. A broker that refuses or does not answer within PUBLISH_TIMEOUT_S leaves the
     job queued for the reaper to republish; the submission is answered 202 either way. The
-    publish runs in a daemon thread so a hanging broker connection cannot hold the request."""
-    sender = threading.Thread(target=_publish_or_log, args=(settings, job.id, job.queue), daemon=True,
+    publish runs in a daemon thread so a hanging broker connection cannot hold the request.
+    An asynchronous prediction is published the same way (publisher="publish_prediction")."""
+    sender = threading.Thread(target=_publish_or_log, args=(settings, job.id, job.queue, publisher), daemon=True,
                               name=f"publish-{job.id}")
     sender.start()
     sender.join(PUBLISH_TIMEOUT_S)

@@ -7,11 +7,12 @@ import zipfile
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
 
 from bps import predict as predict_service
-from bps.models import Model
+from bps.models import Dataset, Model
 from bps.preprocessing import Preprocessor
-from bps.problems import BadRequest
+from bps.problems import BadRequest, Unprocessable
 from service.http import created, db, dump, parse_body, settings, tenant_id
 from service.schemas import ModelOut, PredictionCreate, PredictionOut
 
@@ -70,9 +71,30 @@ def download_model(model_id: str) -> Response:
 def create_prediction(model_id: str):  # noqa: ANN201
     body = parse_body(PredictionCreate)
     session = db()
+    if body.dataset_id is not None and (body.run_async or _over_sync_limit(session, body.dataset_id)):
+        return _create_async_prediction(session, model_id, body.dataset_id)
+    if body.run_async:
+        raise Unprocessable('"async" needs a dataset_id: instances and records are predicted at once',
+                            loc=["body", "async"])
     row = predict_service.create_prediction(
         session=session, tenant_id=tenant_id(), model_id=model_id, instances=body.instances,
         records=body.records, dataset_id=body.dataset_id, max_rows=settings().max_prediction_rows,
     )
     session.commit()
     return created(PredictionOut, row, 201, "v1.predictions.get_prediction", prediction_id=row.id)
+
+
+def _over_sync_limit(session, dataset_id: str) -> bool:  # noqa: ANN001
+    n_rows = session.scalar(select(Dataset.n_rows).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id()))
+    return n_rows is not None and n_rows > settings().max_prediction_rows
+
+
+def _create_async_prediction(session, model_id: str, dataset_id: str):  # noqa: ANN001, ANN202
+    from service import job_service, prediction_service  # noqa: PLC0415
+
+    row = prediction_service.create_async_prediction(session=session, tenant_id=tenant_id(), model_id=model_id,
+                                                     dataset_id=dataset_id, settings=settings())
+    session.commit()
+    job_service.publish(settings(), row, publisher="publish_prediction")
+    session.refresh(row)
+    return created(PredictionOut, row, 202, "v1.predictions.get_prediction", prediction_id=row.id)

@@ -32,7 +32,8 @@ QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
     "status": {"type": "string", "enum": list(JOB_STATUSES)},
-    "format": {"type": "string", "enum": ["npz"], "default": "npz"},
+    "format": {"type": "string", "enum": ["npz", "onnx"], "default": "npz"},
+    "format:rows": {"type": "string", "enum": ["csv", "parquet"], "default": "csv"},  # parameter "format"
 }
 ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not found (or another tenant's)",
           "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content",
@@ -87,7 +88,7 @@ class Operation:
                 "schema": UPLOAD_FORM, "examples": MULTIPART_EXAMPLES}}}
         op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                             for p in re.findall(r"{(\w+)}", self.path)]
-        op["parameters"] += [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
+        op["parameters"] += [{"name": q.split(":")[0], "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
                              for q in self.query]
         for code, text in ERRORS.items():
             op["responses"].setdefault(code, {"description": text, "content": {
@@ -124,12 +125,17 @@ OPERATIONS = [
     Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
     Operation("get", "/v1/models/{model_id}", "getModel", "models", "Get a model", "200", ref("ModelOut")),
     Operation("get", "/v1/models/{model_id}/download", "downloadModel", "models",
-              "Weights and spec as .npz (PyTorch state_dict names)", "200", query=("format",)),
+              "Weights and spec as .npz (PyTorch state_dict names), or an ONNX graph (format=onnx)", "200",
+              query=("format",)),
     Operation("post", "/v1/models/{model_id}/predictions", "predict", "models",
-              "Predict synchronously (at most MAX_PREDICTION_ROWS rows, else 413)", "201", ref("PredictionOut"),
-              body="PredictionCreate"),
+              "Predict synchronously (201, at most MAX_PREDICTION_ROWS instances or records, else 413); a dataset "
+              "over MAX_PREDICTION_ROWS rows, or \"async\": true, is queued for the workers (202)", "201",
+              ref("PredictionOut"), body="PredictionCreate"),
     Operation("get", "/v1/predictions/{prediction_id}", "getPrediction", "predictions", "Get a prediction", "200",
               ref("PredictionOut")),
+    Operation("get", "/v1/predictions/{prediction_id}/download", "downloadPrediction", "predictions",
+              "Every row as CSV or Parquet: prediction, probability_<label> per class (409 until succeeded)", "200",
+              query=("format:rows",), media_type="text/csv"),
 ]
 
 

@@ -1,10 +1,11 @@
-"""/v1/predictions/{id}."""
+"""/v1/predictions/{id} and its rows as CSV or Parquet (/download)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from bps import predict as predict_service
-from service.http import db, dump, tenant_id
+from bps.problems import BadRequest
+from service.http import db, dump, settings, tenant_id
 from service.schemas import PredictionOut
 
 blueprint = Blueprint("predictions", __name__)
@@ -14,3 +15,18 @@ blueprint = Blueprint("predictions", __name__)
 def get_prediction(prediction_id: str):  # noqa: ANN201
     row = predict_service.get_prediction(session=db(), tenant_id=tenant_id(), prediction_id=prediction_id)
     return jsonify(dump(PredictionOut, row))
+
+
+@blueprint.get("/predictions/<prediction_id>/download")
+def download_prediction(prediction_id: str) -> Response:
+    from service.prediction_service import DOWNLOAD_FORMATS, download_stream  # noqa: PLC0415
+
+    fmt = request.args.get("format", "csv")
+    if fmt not in DOWNLOAD_FORMATS:
+        raise BadRequest(f"format {fmt!r} is not available; use one of {list(DOWNLOAD_FORMATS)}",
+                         loc=["query", "format"])
+    stream = download_stream(session=db(), tenant_id=tenant_id(), prediction_id=prediction_id, fmt=fmt,
+                             database_url=settings().database_url)
+    mimetype = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
+    return Response(stream, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="prediction-{prediction_id}.{fmt}"'})

@@ -73,6 +73,9 @@ class PredictionCreate(StrictModel):
                                                  description="Rows as {column: value}")
     dataset_id: str | None = Field(default=None, min_length=1, max_length=64,
                                    description="Predict every row of one of your datasets")
+    run_async: bool = Field(default=False, alias="async",
+                            description="With dataset_id: run on a worker (202), as a dataset over "
+                            "MAX_PREDICTION_ROWS always does; fetch the rows from /download")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PredictionCreate:
@@ -167,8 +170,14 @@ class PredictionOut(ResponseModel):
     model_id: str
     created_at: UTCDatetime
     n: int
-    predictions: list[Any]
+    predictions: list[Any] = Field(description="Empty for an asynchronous prediction: GET its /download")
     probabilities: list[list[float | None]] | None = None
+    status: str = Field(description="queued | running | succeeded | failed (synchronous: succeeded)")
+    error: str | None = None
+    progress: float = Field(description="Share of the rows predicted, 0..1")
+    dataset_id: str | None = None
+    started_at: UTCDatetime | None = None
+    finished_at: UTCDatetime | None = None
 
 
 class LiveWorker(BaseModel):

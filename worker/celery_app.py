@@ -14,6 +14,7 @@ from kombu import Exchange, Queue
 from bps.config import Settings, load_settings
 
 TRAIN_TASK = "bps.train_job"
+PREDICT_TASK = "bps.run_prediction"
 QUEUES = ("cpu", "gpu")
 # The embedded broker (kombu's SQLAlchemy transport) polls its table; kombu's default of 1 s
 # added up to 1 s to every job's start. One indexed SQLite read per 0.1 s costs nothing

@@ -64,8 +64,19 @@ def with_db_retries(action: Callable[..., T], *args: Any, what: str = "database 
     return action(*args, **kwargs)
 
 
+def fence(table: Any, row_id: str, attempt: int):  # noqa: ANN201
+    """A running row (Job or asynchronous Prediction) still owned by run `attempt`."""
+    return and_(table.id == row_id, table.attempt == attempt, table.status == "running")
+
+
 def _fence(job_id: str, attempt: int):  # noqa: ANN202
-    return and_(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+    return fence(Job, job_id, attempt)
+
+
+def takeover_condition(table: Any, settings: Settings, now: Any):  # noqa: ANN201
+    """A running row whose worker has been silent for `job_heartbeat_timeout_s`, attempts left."""
+    stale_before = now - timedelta(seconds=settings.job_heartbeat_timeout_s)
+    return and_(table.status == "running", table.heartbeat_at < stale_before, table.attempt < settings.job_max_attempts)
 
 
 def claim_job(settings: Settings, job_id: str, worker_id: str) -> JobSnapshot | None:
@@ -73,11 +84,8 @@ def claim_job(settings: Settings, job_id: str, worker_id: str) -> JobSnapshot | 
     running one whose worker has been silent for `job_heartbeat_timeout_s` (takeover). None
     when another run owns it, it was cancelled or finished, or it does not exist."""
     now = utcnow()
-    stale_before = now - timedelta(seconds=settings.job_heartbeat_timeout_s)
-    claimable = or_(
-        and_(Job.status == "queued", Job.cancel_requested.is_(False)),
-        and_(Job.status == "running", Job.heartbeat_at < stale_before, Job.attempt < settings.job_max_attempts),
-    )
+    claimable = or_(and_(Job.status == "queued", Job.cancel_requested.is_(False)),
+                    takeover_condition(Job, settings, now))
     with session_scope(settings.database_url) as session:
         claimed = session.execute(
             update(Job)
@@ -234,12 +242,13 @@ def finish_with_model(settings: Settings, job: JobSnapshot, model_values: dict[s
         return model.id
 
 
-def requeue_job(settings: Settings, job_id: str, attempt: int) -> bool:
-    """Put a running job back to queued (its worker is stopping); unpublished until republished.
-    Its epochs and checkpoint stay: the next run resumes after them."""
+def requeue_job(settings: Settings, job_id: str, attempt: int, table: Any = Job) -> bool:
+    """Put a running job (or asynchronous prediction) back to queued (its worker is stopping);
+    unpublished until republished. Its epochs and checkpoint (result chunks) stay: the next run
+    resumes after them."""
     with session_scope(settings.database_url) as session:
         result = session.execute(
-            update(Job).where(_fence(job_id, attempt)).values(
+            update(table).where(fence(table, job_id, attempt)).values(
                 status="queued", worker_id=None, heartbeat_at=None, published_at=None)
         )
         return result.rowcount == 1

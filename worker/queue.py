@@ -1,15 +1,16 @@
-"""Publishing a job to the broker (used by the API after the job row is committed)."""
+"""Publishing a job or an asynchronous prediction to the broker (used by the API after the row is committed)."""
 from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import update
 
 from bps.config import Settings
 from bps.db import session_scope
-from bps.models import Job, utcnow
+from bps.models import Job, Prediction, utcnow
 
 _lock = threading.Lock()
 _apps: dict[tuple[str, int], Celery] = {}
@@ -35,10 +36,23 @@ def publish_job(settings: Settings, job_id: str, queue: str) -> None:
     caller must hold no open write transaction on it. Raises the broker's error when the
     message cannot be sent; `published_at` then stays NULL, so the job can be republished.
     """
-    from worker.celery_app import QUEUES, TRAIN_TASK  # noqa: PLC0415
+    from worker.celery_app import TRAIN_TASK  # noqa: PLC0415
+
+    _publish(settings, TRAIN_TASK, Job, job_id, queue)
+
+
+def publish_prediction(settings: Settings, prediction_id: str, queue: str) -> None:
+    """Send `bps.run_prediction(prediction_id)`, as `publish_job` sends a job."""
+    from worker.celery_app import PREDICT_TASK  # noqa: PLC0415
+
+    _publish(settings, PREDICT_TASK, Prediction, prediction_id, queue)
+
+
+def _publish(settings: Settings, task: str, table: Any, row_id: str, queue: str) -> None:
+    from worker.celery_app import QUEUES  # noqa: PLC0415
 
     if queue not in QUEUES:
         raise ValueError(f"queue must be one of {QUEUES}, got {queue!r}")
-    celery_for(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue)
+    celery_for(settings).send_task(task, args=[row_id], queue=queue, routing_key=queue)
     with session_scope(settings.database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(published_at=utcnow()))
+        session.execute(update(table).where(table.id == row_id).values(published_at=utcnow()))

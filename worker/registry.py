@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, or_, select, update
 
 from bps.config import Settings
 from bps.db import session_scope
-from bps.models import Checkpoint, Job, WorkerRecord, utcnow
+from bps.models import Checkpoint, Job, Prediction, WorkerRecord, utcnow
 
 log = logging.getLogger(__name__)
 UNPUBLISHED_GRACE_S = 30.0
@@ -53,17 +53,18 @@ def exhausted_error(settings: Settings) -> str:
             "the job may need more memory or time than a worker has: submit it with fewer epochs or a smaller model")
 
 
-def fail_exhausted(settings: Settings, stale_before: datetime) -> int:
-    """Silent running jobs that have used every attempt end `failed`, saying why."""
+def fail_exhausted(settings: Settings, stale_before: datetime, table: Any = Job) -> int:
+    """Silent running jobs (or asynchronous predictions) that have used every attempt end
+    `failed`, saying why."""
     with session_scope(settings.database_url) as session:
-        ids = list(session.scalars(select(Job.id).where(
-            Job.status == "running", Job.heartbeat_at < stale_before, Job.attempt >= settings.job_max_attempts)))
+        ids = list(session.scalars(select(table.id).where(
+            table.status == "running", table.heartbeat_at < stale_before, table.attempt >= settings.job_max_attempts)))
         for job_id in ids:  # one conditional UPDATE each: a heartbeat that came back wins
             failed = session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "running", Job.heartbeat_at < stale_before)
+                update(table).where(table.id == job_id, table.status == "running", table.heartbeat_at < stale_before)
                 .values(status="failed", finished_at=utcnow(), error=exhausted_error(settings))
             ).rowcount
-            if failed:
+            if failed and table is Job:
                 session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
         return len(ids)
 
@@ -92,61 +93,73 @@ def _waiting_messages(channel: Any, queue: str) -> int:
         return 0
 
 
-def lost_job_conditions(settings: Settings, now: datetime, empty_queues: list[str]) -> list[Any]:
-    """Jobs no worker will run unless they are published again: running with a silent worker;
-    queued and never published; queued, published long ago, and its queue now empty (the
-    broker lost the message, e.g. Redis restarted without persistence)."""
+def lost_job_conditions(settings: Settings, now: datetime, empty_queues: list[str], table: Any = Job) -> list[Any]:
+    """Jobs (or asynchronous predictions) no worker will run unless they are published again:
+    running with a silent worker; queued and never published; queued, published long ago, and
+    its queue now empty (the broker lost the message, e.g. Redis restarted without persistence)."""
     stale = now - timedelta(seconds=settings.job_heartbeat_timeout_s)
     unpublished = now - timedelta(seconds=min(UNPUBLISHED_GRACE_S, settings.job_heartbeat_timeout_s))
     return [
-        and_(Job.status == "running", Job.heartbeat_at < stale, Job.attempt < settings.job_max_attempts,
-             or_(Job.published_at.is_(None), Job.published_at < stale)),
-        and_(Job.status == "queued", Job.published_at.is_(None), Job.created_at < unpublished),
-        and_(Job.status == "queued", Job.published_at < stale, Job.queue.in_(empty_queues)),
+        and_(table.status == "running", table.heartbeat_at < stale, table.attempt < settings.job_max_attempts,
+             or_(table.published_at.is_(None), table.published_at < stale)),
+        and_(table.status == "queued", table.published_at.is_(None), table.created_at < unpublished),
+        and_(table.status == "queued", table.published_at < stale, table.queue.in_(empty_queues)),
     ]
 
 
 def reap(settings: Settings) -> int:
-    """Republish jobs that no worker will otherwise run; fail those out of attempts. Returns
-    how many were republished. Safe with many workers reaping at once: each job is leased by a
-    conditional UPDATE of `published_at` before it is published, so only one reaper sends it
-    (and claims are fenced, so even a duplicate message would be harmless)."""
-    from worker.queue import publish_job  # noqa: PLC0415
+    """Republish jobs and asynchronous predictions that no worker will otherwise run; fail those
+    out of attempts. Returns how many were republished. Safe with many workers reaping at once:
+    each row is leased by a conditional UPDATE of `published_at` before it is published, so
+    only one reaper sends it (and claims are fenced, so even a duplicate message is harmless)."""
+    from worker.queue import publish_job, publish_prediction  # noqa: PLC0415
 
     now = utcnow()
-    fail_exhausted(settings, now - timedelta(seconds=settings.job_heartbeat_timeout_s))
+    for table in (Job, Prediction):
+        fail_exhausted(settings, now - timedelta(seconds=settings.job_heartbeat_timeout_s), table)
     sizes = broker_queue_sizes(settings)
     if sizes is None:
         return 0
-    conditions = lost_job_conditions(settings, now, [name for name, size in sizes.items() if size == 0])
+    empty = [name for name, size in sizes.items() if size == 0]
     published = 0
-    for condition in conditions:
-        with session_scope(settings.database_url) as session:
-            rows = session.execute(select(Job.id, Job.queue).where(condition)).all()
-        for job_id, queue in rows:
-            if not _lease(settings, job_id, condition):
-                continue
-            try:
-                publish_job(settings, job_id, queue)
-                published += 1
-            except Exception:  # noqa: BLE001
-                log.warning("reaper: could not republish job %s", job_id, exc_info=True)
-                _release(settings, job_id)
+    for table, publish in ((Job, publish_job), (Prediction, publish_prediction)):
+        for condition in lost_job_conditions(settings, now, empty, table):
+            sent, failed = _republish(settings, table, condition, publish)
+            published += sent
+            if failed:
                 return published
     return published
 
 
-def _lease(settings: Settings, job_id: str, condition: Any) -> bool:
+def _republish(settings: Settings, table: Any, condition: Any, publish: Any) -> tuple[int, bool]:
+    """(rows published, whether the broker refused one)."""
+    with session_scope(settings.database_url) as session:
+        rows = session.execute(select(table.id, table.queue).where(condition)).all()
+    published = 0
+    for row_id, queue in rows:
+        if not _lease(settings, table, row_id, condition):
+            continue
+        try:
+            publish(settings, row_id, queue)
+            published += 1
+        except Exception:  # noqa: BLE001
+            log.warning("reaper: could not republish %s %s", table.__tablename__, row_id, exc_info=True)
+            _release(settings, table, row_id)
+            return published, True
+    return published, False
+
+
+def _lease(settings: Settings, table: Any, row_id: str, condition: Any) -> bool:
     with session_scope(settings.database_url) as session:
         return session.execute(
-            update(Job).where(Job.id == job_id, condition).values(published_at=utcnow())
+            update(table).where(table.id == row_id, condition).values(published_at=utcnow())
             .execution_options(synchronize_session=False)
         ).rowcount == 1
 
 
-def _release(settings: Settings, job_id: str) -> None:
+def _release(settings: Settings, table: Any, row_id: str) -> None:
     with session_scope(settings.database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(published_at=None))
+        session.execute(update(table).where(table.id == row_id, table.status == "queued").values(published_at=None))
 
 
 class Supervisor(threading.Thread):

@@ -10,6 +10,7 @@ epoch on SQLite (bench/bench_service.py), too little to trade the guarantee for.
 """
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 from bps.checkpoints import decode_state, encode_state
 from bps.config import Settings
 from bps.db import session_scope
+from bps.logs import bind as bind_log_context
 from worker import job_store
 from worker.gpu import GPU_OOM_MESSAGE, is_gpu_out_of_memory, release_gpu_memory
 from worker.job_store import JobSnapshot
@@ -69,8 +71,12 @@ class Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat-{job.id}", daemon=True)
         self.settings, self.job, self.control = settings, job, control
         self.done = threading.Event()
+        self.log_context = contextvars.copy_context()  # its lines name the job like the run's
 
     def run(self) -> None:
+        self.log_context.run(self._beat)
+
+    def _beat(self) -> None:
         while not self.done.wait(self.settings.heartbeat_interval_s):
             try:
                 self.control.observe(*job_store.heartbeat(self.settings, self.job.id, self.job.attempt))
@@ -89,6 +95,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         job_store.cancel_if_queued_and_requested(settings, job_id)
         log.info("job %s: not claimable (taken, cancelled, finished or missing)", job_id)
         return
+    bind_log_context(attempt=job.attempt)
     control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
     beat = Heartbeat(settings, job, control)
     beat.start()

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 from celery.exceptions import Reject
 from sqlalchemy.exc import OperationalError
 
 from bps.config import Settings
+from bps.logs import log_context
 
 log = logging.getLogger(__name__)
-DB_RETRY_S = 10
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -26,9 +27,25 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         if SHUTDOWN.is_set():  # received while stopping: leave it to the next worker
             raise Reject("worker shutting down", requeue=True)
         worker_id = task.request.hostname or "worker"
-        log.info("job %s: received by %s", job_id, worker_id)
-        try:
-            run_job(str(job_id), settings=settings, worker_id=worker_id)
-        except OperationalError as exc:  # the database is unreachable before the claim: try later
-            log.warning("job %s: database unavailable (%s); retrying in %d s", job_id, exc, DB_RETRY_S)
-            raise task.retry(countdown=DB_RETRY_S, max_retries=None) from exc
+        with log_context(job_id=str(job_id), worker=worker_id):
+            log.info("job %s: received by %s", job_id, worker_id)
+            try:
+                run_job(str(job_id), settings=settings, worker_id=worker_id)
+            except OperationalError as exc:  # the database is unreachable before the claim: try later
+                _retry_or_give_up(task, settings, f"job {job_id}", exc)
+
+
+def _retry_or_give_up(task: Any, settings: Settings, what: str, exc: OperationalError) -> None:
+    """CLAIM_DB_RETRIES more tries CLAIM_DB_RETRY_S apart, then the message is given up with an
+    error: the row stays queued in the database, and once the database answers again a worker's
+    reaper republishes it (queued, and its queue empty)."""
+    tries, delay = task.request.retries, settings.claim_db_retry_s
+    if tries >= settings.claim_db_retries:
+        log.error("%s: the database was unreachable at %d tries over about %g s (%s); this message is "
+                  "given up: it stays queued and is republished once the database is back",
+                  what, tries + 1, tries * delay, exc.__class__.__name__)
+        raise Reject(f"database unreachable at {tries + 1} tries", requeue=False) from exc
+    log.warning("%s: database unavailable (%s); try %d of %d again in %g s",
+                what, exc.__class__.__name__, tries + 1, settings.claim_db_retries + 1, delay)
+    raise task.retry(countdown=delay, max_retries=settings.claim_db_retries) from exc
+

@@ -3,6 +3,7 @@
 database connection is terminated mid-epoch (`pg_terminate_backend`). Every job still ends."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -124,3 +125,33 @@ def test_broker_down_at_submission_the_api_answers_202_and_the_job_runs_once_it_
     assert statuses[job["id"]] == "succeeded", workers.logs()
     assert_each_epoch_once(settings, job["id"], 3)
     assert job_of(settings, job["id"]).attempt == 1
+
+
+def test_database_down_at_claim_is_retried_a_bounded_number_of_times_then_given_up_with_an_error(
+        fault_settings, workers, tmp_path):
+    job_id = quick_job(fault_settings)
+    publish(fault_settings, job_id)
+    unreachable = replace(fault_settings, database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+    (tmp_path / "down").mkdir()
+    cut_off = Workers(unreachable, tmp_path / "down")
+    cut_off.start(CLAIM_DB_RETRIES="2", CLAIM_DB_RETRY_S="0.2", LOG_FORMAT="json")
+
+    def about_the_job() -> list[dict]:
+        text = (tmp_path / "down" / "worker-0.log").read_text(errors="replace")
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("job_id") == job_id]
+
+    try:
+        wait_for(lambda: any(line["level"] == "ERROR" for line in about_the_job()), 60, "the claim to be given up")
+    finally:
+        cut_off.stop_all()
+    lines = about_the_job()
+    retries = [line for line in lines if "database unavailable" in line["message"]]
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert len(retries) == 2 and len(errors) == 1, lines
+    assert "given up" in errors[0]["message"] and errors[0]["worker"].startswith("bps-cpu-")
+    assert job_of(fault_settings, job_id).status == "queued"
+
+    workers.start()  # the database answers: a worker's reaper republishes the job, which runs once
+    assert wait_terminal(fault_settings, [job_id], timeout=60, logs=workers.logs)[job_id] == "succeeded"
+    assert_each_epoch_once(fault_settings, job_id, 2)

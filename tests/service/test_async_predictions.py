@@ -1,0 +1,176 @@
+"""Asynchronous predictions in one process: POST answers 202 for a dataset over
+MAX_PREDICTION_ROWS (50 here) or with "async": true, the worker's run (called directly) stores
+the rows in chunks, and /download returns every row exactly as a synchronous prediction does.
+Real processes (a SIGKILLed worker) are in tests/faults/test_async_predictions.py."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select, update
+
+from bps.db import session_scope
+from bps.models import Prediction, PredictionChunk, utcnow
+from bps.predict import clear_cache
+from tests.service.helpers import assert_problem, store_trained_model, upload
+from tests.service.test_onnx_export import tabular_csv
+from worker.prediction_runner import run_prediction
+
+SPEC = {"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
+        "loss": "cross_entropy", "optimizer": {"type": "adam", "learning_rate": 0.05}, "epochs": 5, "batch_size": 8}
+CHUNK_ROWS = 40
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():  # noqa: ANN202
+    clear_cache()
+    yield
+    clear_cache()
+
+
+@pytest.fixture
+def published(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
+    import worker.queue
+
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(worker.queue, "publish_prediction", lambda settings, pid, queue: calls.append((pid, queue)))
+    return calls
+
+
+@pytest.fixture
+def worker_settings(settings):  # noqa: ANN001, ANN201
+    return replace(settings, prediction_chunk_rows=CHUNK_ROWS, job_heartbeat_timeout_s=1.0)
+
+
+@pytest.fixture
+def model_id(client, auth, settings) -> str:  # noqa: ANN001
+    raw = tabular_csv(60)
+    upload(client, auth, raw)
+    return store_trained_model(settings, "alice", raw, "csv", target="label", spec=SPEC)
+
+
+@pytest.fixture
+def big_dataset(client, auth) -> tuple[str, list[dict]]:  # noqa: ANN001
+    """130 rows: over the limit, and four chunks of 40 (the last one short)."""
+    raw = tabular_csv(130)
+    records = [{k: float(v) for k, v in row.items() if k != "label"} for row in csv.DictReader(io.StringIO(raw.decode()))]
+    return upload(client, auth, raw).get_json()["id"], records
+
+
+def download_rows(client, auth, prediction_id: str) -> list[dict]:  # noqa: ANN001
+    response = client.get(f"/v1/predictions/{prediction_id}/download?format=csv", headers=auth)
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_over_the_limit_runs_on_a_worker_and_downloads_equal_synchronous(client, auth, model_id, big_dataset,  # noqa: ANN001
+                                                                         published, worker_settings) -> None:
+    dataset_id, records = big_dataset
+    response = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": dataset_id})
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "queued" and body["n"] == 130 and body["progress"] == 0.0
+    assert published == [(body["id"], "cpu")]
+    assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth), 409, "queued")
+
+    run_prediction(body["id"], settings=worker_settings, worker_id="test-worker")
+    done = client.get(response.headers["Location"], headers=auth).get_json()
+    assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["n"] == 130 and done["error"] is None
+    with session_scope(worker_settings.database_url) as session:
+        sizes = session.execute(select(PredictionChunk.seq, PredictionChunk.n_rows)
+                                .where(PredictionChunk.prediction_id == body["id"]).order_by(PredictionChunk.seq)).all()
+    assert [tuple(s) for s in sizes] == [(0, 40), (1, 40), (2, 40), (3, 10)]
+
+    rows = download_rows(client, auth, body["id"])
+    assert len(rows) == 130 and list(rows[0]) == ["prediction", "probability_high", "probability_low", "probability_mid"]
+    sample = list(range(0, 130, 3))[:50]
+    sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"records": [records[i] for i in sample]}).get_json()
+    assert sync["status"] == "succeeded"
+    for k, i in enumerate(sample):  # row for row, to the last digit (floats written with repr)
+        assert rows[i]["prediction"] == sync["predictions"][k]
+        assert [float(rows[i][f"probability_{c}"]) for c in ("high", "low", "mid")] == sync["probabilities"][k]
+
+    table = pq.read_table(io.BytesIO(client.get(f"/v1/predictions/{body['id']}/download?format=parquet",
+                                                headers=auth).data))
+    assert table.num_rows == 130 and table.column("prediction").to_pylist() == [r["prediction"] for r in rows]
+
+
+def test_async_on_request_and_synchronous_downloads(client, auth, model_id, published, worker_settings) -> None:  # noqa: ANN001
+    small = upload(client, auth, tabular_csv(12)).get_json()["id"]
+    queued = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": small, "async": True})
+    assert queued.status_code == 202 and queued.get_json()["status"] == "queued"
+    run_prediction(queued.get_json()["id"], settings=worker_settings)
+    sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": small})
+    assert sync.status_code == 201 and sync.get_json()["status"] == "succeeded"
+    assert download_rows(client, auth, queued.get_json()["id"]) == download_rows(client, auth, sync.get_json()["id"])
+    assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                               json={"instances": [[1, 2, 3]], "async": True}), 422, "dataset_id")
+    assert_problem(client.get(f"/v1/predictions/{sync.get_json()['id']}/download?format=xlsx", headers=auth), 400,
+                   "csv", "parquet")
+
+
+def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, model_id, big_dataset,  # noqa: ANN001
+                                                       published, worker_settings) -> None:
+    body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"dataset_id": big_dataset[0]}).get_json()
+    run_prediction(body["id"], settings=worker_settings)
+    assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth_b), 404)
+    assert_problem(client.get(f"/v1/predictions/{body['id']}", headers=auth_b), 404)
+    assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth_b,
+                               json={"dataset_id": big_dataset[0]}), 404)
+
+
+def test_a_dataset_deleted_while_queued_fails_clearly(client, auth, model_id, big_dataset, published,  # noqa: ANN001
+                                                      worker_settings) -> None:
+    body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"dataset_id": big_dataset[0]}).get_json()
+    assert client.delete(f"/v1/datasets/{big_dataset[0]}", headers=auth).status_code == 204
+    run_prediction(body["id"], settings=worker_settings)
+    failed = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
+    assert failed["status"] == "failed" and f"dataset {big_dataset[0]} was deleted" in failed["error"]
+    assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth), 409, "failed", "deleted")
+
+
+def test_a_run_that_stopped_midway_is_taken_over_and_every_row_stored_once(client, auth, model_id, big_dataset,  # noqa: ANN001
+                                                                           published, worker_settings,
+                                                                           monkeypatch) -> None:
+    import worker.prediction_store as store
+
+    body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"dataset_id": big_dataset[0]}).get_json()
+    original, calls = store.record_chunk, []
+
+    def dies_after_two_chunks(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args[2])
+        if len(calls) > 2:
+            raise SystemExit("worker killed")  # not an Exception: nothing is recorded, as with SIGKILL
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_chunk", dies_after_two_chunks)
+    with pytest.raises(SystemExit):
+        run_prediction(body["id"], settings=worker_settings, worker_id="first")
+    monkeypatch.setattr(store, "record_chunk", original)
+    with session_scope(worker_settings.database_url) as session:  # its heartbeat went silent long ago
+        session.execute(update(Prediction).where(Prediction.id == body["id"]).values(heartbeat_at=utcnow().replace(
+            year=2000)))
+    run_prediction(body["id"], settings=worker_settings, worker_id="second")
+    row = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
+    assert row["status"] == "succeeded" and row["n"] == 130
+    with session_scope(worker_settings.database_url) as session:
+        prediction = session.get(Prediction, body["id"])
+        assert prediction.attempt == 2 and prediction.worker_id == "second"
+    assert len(download_rows(client, auth, body["id"])) == 130
+
+
+def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_id, big_dataset, published,  # noqa: ANN001
+                                                           app) -> None:
+    app.config["BPS_SETTINGS"] = replace(app.config["BPS_SETTINGS"], max_queued_jobs_per_tenant=2)
+    for _ in range(2):
+        assert client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                           json={"dataset_id": big_dataset[0]}).status_code == 202
+    refused = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": big_dataset[0]})
+    assert_problem(refused, 429, "2 queued asynchronous predictions", "MAX_QUEUED_JOBS_PER_TENANT")

@@ -1,0 +1,116 @@
+"""Run one asynchronous prediction: claim it, read its dataset a chunk of rows at a time, store
+each chunk's outputs (worker/prediction_store.py), finish. The job machinery is reused: the
+same RunControl and Heartbeat thread, the same fencing, retries, requeue on shutdown, and the
+reaper republishes a lost one. Memory holds one chunk (PREDICTION_CHUNK_ROWS rows) at a time."""
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import numpy as np
+
+from bps.config import Settings
+from bps.dataset_batches import dataset_batches
+from bps.db import session_scope
+from bps.models import Dataset, Model, Prediction
+from bps.preprocessor import Preprocessor
+from bps.problems import Unprocessable
+from worker import prediction_store
+from worker.gpu import release_gpu_memory
+from worker.job_store import requeue_job, with_db_retries
+from worker.prediction_store import PredictionSnapshot
+from worker.runner import SHUTDOWN, Heartbeat, JobAbandoned, RunControl, default_worker_id, describe_error
+
+log = logging.getLogger(__name__)
+
+
+def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | None = None) -> None:
+    """Claim and run prediction `prediction_id`; returns quietly when it is not claimable."""
+    job = prediction_store.claim_prediction(settings, prediction_id, worker_id or default_worker_id())
+    if job is None:
+        log.info("prediction %s: not claimable (taken, finished or missing)", prediction_id)
+        return
+    control = RunControl(settings.job_time_limit_s)
+    beat = Heartbeat(settings, job, control, beat=prediction_store.heartbeat)
+    beat.start()
+    try:
+        _run(settings, job, control)
+    except JobAbandoned:
+        log.info("prediction %s attempt %d: no longer ours, stopped", job.id, job.attempt)
+    except Exception as exc:  # noqa: BLE001  (every failure ends the prediction, with a reason)
+        log.exception("prediction %s attempt %d failed", job.id, job.attempt)
+        error = describe_error(exc).replace("training failed", "the prediction failed")
+        with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "failed", error=error)
+    finally:
+        beat.done.set()
+        release_gpu_memory()
+
+
+def load_inputs(settings: Settings, job: PredictionSnapshot) -> tuple[Any, Preprocessor, str]:
+    """(network, preprocessor, dataset format); a sentence saying which one went missing."""
+    from worker.engine import Network  # noqa: PLC0415
+    from worker.engine.backend import resolve_device  # noqa: PLC0415
+
+    with session_scope(settings.database_url) as session:
+        model = session.get(Model, job.model_id)
+        if model is None:
+            raise Unprocessable(f"model {job.model_id} was deleted before the prediction ran")
+        dataset = session.get(Dataset, job.dataset_id)
+        if dataset is None:
+            raise Unprocessable(f"dataset {job.dataset_id} was deleted before the prediction ran: "
+                                "upload it again and ask for a new prediction")
+        weights, preprocessing, fmt = model.weights, model.preprocessing, dataset.format
+    device = resolve_device("auto") if job.queue == "gpu" else "cpu"
+    return Network.load(io.BytesIO(weights), device=device), Preprocessor.from_json(preprocessing), fmt
+
+
+def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int) -> np.ndarray:
+    """The network's outputs for one batch of dataset rows; errors name the dataset's row."""
+    try:
+        X = prep.transform_arrays(batch) if isinstance(batch, np.ndarray) else prep.transform_frame(batch)
+    except Unprocessable as exc:
+        raise Unprocessable(f"in rows {start}..{start + len(batch) - 1}: {exc.detail}") from None
+    outputs = np.asarray(net.predict(X))
+    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if bad.any():
+        raise Unprocessable(f"row {start + int(np.argmax(bad))} gives a non-finite output: its values are beyond "
+                            "what the model handles; remove or fix the row")
+    return outputs
+
+
+def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
+    net, prep, fmt = with_db_retries(load_inputs, settings, job, what=f"prediction {job.id}: loading")
+    rows, done = settings.prediction_chunk_rows, job.rows_done
+    for seq, batch in enumerate(dataset_batches(settings.database_url, job.dataset_id, fmt, rows)):
+        if seq < job.chunks_done:
+            continue
+        if control.should_stop():
+            _stopped(settings, job, control)
+            return
+        outputs = chunk_outputs(net, prep, batch, seq * rows)
+        done += len(outputs)
+        if not with_db_retries(prediction_store.record_chunk, settings, job, seq, outputs, done,
+                               what=f"prediction {job.id}: storing rows"):
+            raise JobAbandoned
+    if not with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "succeeded",
+                           n=done, progress=1.0):
+        raise JobAbandoned
+    log.info("prediction %s attempt %d: %d rows", job.id, job.attempt, done)
+
+
+def _stopped(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
+    if control.lost:
+        raise JobAbandoned
+    if SHUTDOWN.is_set() and not control.timed_out():
+        from worker.queue import publish_prediction  # noqa: PLC0415
+
+        if requeue_job(settings, job.id, job.attempt, table=Prediction):
+            try:
+                publish_prediction(settings, job.id, job.queue)
+            except Exception:  # noqa: BLE001
+                log.warning("prediction %s: republish failed; the reaper will publish it", job.id, exc_info=True)
+        return
+    error = (f"time limit of {control.time_limit_s:g} s (JOB_TIME_LIMIT_S) reached: "
+             "predict a smaller dataset, or split it")
+    prediction_store.finish_prediction(settings, job.id, job.attempt, "failed", error=error)

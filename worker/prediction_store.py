@@ -1,0 +1,91 @@
+"""An asynchronous prediction's database writes, fenced like a job's (worker/job_store.py):
+claimed by one conditional UPDATE, every later write conditional on `attempt`, each result
+chunk inserted with the progress in ONE fenced transaction. Chunk k holds the rows
+[k * PREDICTION_CHUNK_ROWS, ...), so a run that takes over continues after the last chunk
+written and every row is stored exactly once."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, or_, select, update
+
+from bps.config import Settings
+from bps.db import session_scope
+from bps.models import Prediction, PredictionChunk, utcnow
+from worker.job_store import fence, takeover_condition
+
+
+@dataclass(frozen=True)
+class PredictionSnapshot:
+    id: str
+    tenant_id: str
+    attempt: int
+    model_id: str
+    dataset_id: str
+    queue: str
+    n: int
+    chunks_done: int  # chunks stored by earlier attempts
+    rows_done: int
+
+
+def claim_prediction(settings: Settings, prediction_id: str, worker_id: str) -> PredictionSnapshot | None:
+    """A queued prediction, or a running one whose worker went silent; None otherwise."""
+    now = utcnow()
+    claimable = or_(Prediction.status == "queued", takeover_condition(Prediction, settings, now))
+    with session_scope(settings.database_url) as session:
+        claimed = session.execute(
+            update(Prediction).where(Prediction.id == prediction_id, claimable)
+            .values(status="running", attempt=Prediction.attempt + 1, worker_id=worker_id, started_at=now,
+                    heartbeat_at=now, error=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            return None
+        row = session.get(Prediction, prediction_id)
+        chunks, rows = session.execute(
+            select(func.count(), func.coalesce(func.sum(PredictionChunk.n_rows), 0))
+            .where(PredictionChunk.prediction_id == prediction_id)).one()
+        return PredictionSnapshot(id=row.id, tenant_id=row.tenant_id, attempt=row.attempt, model_id=row.model_id,
+                                  dataset_id=str(row.dataset_id), queue=row.queue, n=row.n,
+                                  chunks_done=int(chunks), rows_done=int(rows))
+
+
+def heartbeat(settings: Settings, prediction_id: str, attempt: int) -> tuple[bool, bool]:
+    """(still_owned, False): a prediction has no cancel."""
+    with session_scope(settings.database_url) as session:
+        owned = session.execute(update(Prediction).where(fence(Prediction, prediction_id, attempt))
+                                .values(heartbeat_at=utcnow())).rowcount == 1
+        return owned, False
+
+
+def encode_outputs(outputs: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(outputs), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def record_chunk(settings: Settings, job: PredictionSnapshot, seq: int, outputs: np.ndarray, rows_done: int) -> bool:
+    """Store chunk `seq` and move the progress, in one fenced transaction; False (nothing
+    written) when this attempt no longer owns the prediction."""
+    with session_scope(settings.database_url) as session:
+        owned = session.execute(
+            update(Prediction).where(fence(Prediction, job.id, job.attempt)).values(
+                rows_done=rows_done, progress=min(rows_done / max(job.n, 1), 1.0), heartbeat_at=utcnow())
+        ).rowcount == 1
+        if not owned:
+            session.rollback()
+            return False
+        session.add(PredictionChunk(prediction_id=job.id, seq=seq, n_rows=len(outputs),
+                                    outputs=encode_outputs(outputs)))
+        return True
+
+
+def finish_prediction(settings: Settings, prediction_id: str, attempt: int, status: str, **values: object) -> bool:
+    with session_scope(settings.database_url) as session:
+        return session.execute(
+            update(Prediction).where(fence(Prediction, prediction_id, attempt))
+            .values(status=status, finished_at=utcnow(), **values)
+        ).rowcount == 1
+
