@@ -65,11 +65,12 @@ class RunControl:
 
 class Heartbeat(threading.Thread):
     """Refreshes heartbeat_at every `heartbeat_interval_s` and sets the stop event when the
-    job's cancel is requested or the job is no longer ours."""
+    job's cancel is requested or the job is no longer ours. `beat(settings, id, attempt)` ->
+    (still_owned, cancel_requested): job_store.heartbeat, or an asynchronous prediction's."""
 
-    def __init__(self, settings: Settings, job: JobSnapshot, control: RunControl) -> None:
+    def __init__(self, settings: Settings, job: Any, control: RunControl, beat: Any = job_store.heartbeat) -> None:
         super().__init__(name=f"heartbeat-{job.id}", daemon=True)
-        self.settings, self.job, self.control = settings, job, control
+        self.settings, self.job, self.control, self.beat = settings, job, control, beat
         self.done = threading.Event()
         self.log_context = contextvars.copy_context()  # its lines name the job like the run's
 
@@ -79,7 +80,7 @@ class Heartbeat(threading.Thread):
     def _beat(self) -> None:
         while not self.done.wait(self.settings.heartbeat_interval_s):
             try:
-                self.control.observe(*job_store.heartbeat(self.settings, self.job.id, self.job.attempt))
+                self.control.observe(*self.beat(self.settings, self.job.id, self.job.attempt))
             except Exception:  # noqa: BLE001  (a lost heartbeat is retried; training goes on)
                 log.warning("job %s: heartbeat failed", self.job.id, exc_info=True)
 

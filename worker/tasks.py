@@ -15,24 +15,37 @@ log = logging.getLogger(__name__)
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register `bps.train_job(job_id)` on `app`; it runs with `settings` of the worker."""
-    from worker.celery_app import TRAIN_TASK  # noqa: PLC0415
+    """Register `bps.train_job(job_id)` and `bps.run_prediction(prediction_id)` on `app`; they
+    run with `settings` of the worker."""
+    from worker.celery_app import PREDICT_TASK, TRAIN_TASK  # noqa: PLC0415
 
     @app.task(name=TRAIN_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)
     def train_job(task, job_id: str) -> None:  # noqa: ANN001
         # Imported here so that the engine (and CuPy, for GPU jobs) loads in the process
         # that trains, never in the parent of a forking pool.
-        from worker.runner import SHUTDOWN, run_job  # noqa: PLC0415
+        from worker.runner import run_job  # noqa: PLC0415
 
-        if SHUTDOWN.is_set():  # received while stopping: leave it to the next worker
-            raise Reject("worker shutting down", requeue=True)
-        worker_id = task.request.hostname or "worker"
-        with log_context(job_id=str(job_id), worker=worker_id):
-            log.info("job %s: received by %s", job_id, worker_id)
-            try:
-                run_job(str(job_id), settings=settings, worker_id=worker_id)
-            except OperationalError as exc:  # the database is unreachable before the claim: try later
-                _retry_or_give_up(task, settings, f"job {job_id}", exc)
+        _run_claimable(task, run_job, "job", job_id, settings)
+
+    @app.task(name=PREDICT_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)
+    def run_prediction(task, prediction_id: str) -> None:  # noqa: ANN001
+        from worker.prediction_runner import run_prediction  # noqa: PLC0415
+
+        _run_claimable(task, run_prediction, "prediction", prediction_id, settings)
+
+
+def _run_claimable(task: Any, run: Any, kind: str, row_id: str, settings: Settings) -> None:
+    from worker.runner import SHUTDOWN  # noqa: PLC0415
+
+    if SHUTDOWN.is_set():  # received while stopping: leave it to the next worker
+        raise Reject("worker shutting down", requeue=True)
+    worker_id = task.request.hostname or "worker"
+    with log_context(**{f"{kind}_id": str(row_id)}, worker=worker_id):
+        log.info("%s %s: received by %s", kind, row_id, worker_id)
+        try:
+            run(str(row_id), settings=settings, worker_id=worker_id)
+        except OperationalError as exc:  # the database is unreachable before the claim: try later
+            _retry_or_give_up(task, settings, f"{kind} {row_id}", exc)
 
 
 def _retry_or_give_up(task: Any, settings: Settings, what: str, exc: OperationalError) -> None:
@@ -48,4 +61,3 @@ def _retry_or_give_up(task: Any, settings: Settings, what: str, exc: Operational
     log.warning("%s: database unavailable (%s); try %d of %d again in %g s",
                 what, exc.__class__.__name__, tries + 1, settings.claim_db_retries + 1, delay)
     raise task.retry(countdown=delay, max_retries=settings.claim_db_retries) from exc
-
