@@ -17,7 +17,8 @@ from bps.preprocessor import (
     target_mode,
 )
 from bps.problems import Unprocessable
-from worker.engine.training import training_rows
+from bps.input_range import check_inputs_fit, dtype_limit, first_out_of_range
+from bps.splits import split_problem, split_rows
 
 __all__ = ["IMPUTE_STRATEGIES", "UNBOUNDED_ARRAY_BYTES", "Preprocessor", "fit_arrays", "fit_tabular",
            "prepare_training_data", "target_mode"]
@@ -55,12 +56,13 @@ def _numeric_target(values: np.ndarray, name: str) -> None:
         raise Unprocessable(f"target {name!r} has missing or non-finite values", loc=[name])
 
 
-def _feature_spec(name: str, column: pd.Series, impute: str | None, fit_rows: int | None) -> dict[str, Any]:
-    """Numeric: mean, std and fill value from the first `fit_rows` rows (the training rows; the
-    validation rows must not leak into them). Categorical: the categories of every row, so the
-    one-hot width is the one the job was validated with."""
+def _feature_spec(name: str, column: pd.Series, impute: str | None, fit_rows: np.ndarray | None) -> dict[str, Any]:
+    """Numeric: mean, std and fill value from the rows `fit_rows` (the training rows, None: all;
+    the validation rows must not leak into them). Categorical: the categories of every row, so
+    the one-hot width is the one the job was validated with."""
     if pd.api.types.is_numeric_dtype(column.dtype):
-        values = column.iloc[:fit_rows].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values if fit_rows is None else values[fit_rows]
         finite = values[np.isfinite(values)]
         std = float(finite.std()) if finite.size else 1.0
         return {
@@ -76,7 +78,7 @@ def _feature_spec(name: str, column: pd.Series, impute: str | None, fit_rows: in
 
 def fit_tabular(
     frame: pd.DataFrame, *, target: str, features: list[str] | None, input_shape: list[int] | None, mode: str,
-    impute: str | None, fit_rows: int | None = None,
+    impute: str | None, fit_rows: np.ndarray | None = None,
 ) -> Preprocessor:
     if target not in frame.columns:
         raise Unprocessable(f"target column {target!r} is not in the dataset", loc=["target"])
@@ -103,12 +105,13 @@ def fit_tabular(
 
 
 def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, mode: str,
-               impute: str | None, fit_rows: int | None = None) -> Preprocessor:
+               impute: str | None, fit_rows: np.ndarray | None = None) -> Preprocessor:
     shape = list(input_shape) if input_shape else [int(s) for s in X.shape[1:]]
     if int(np.prod(shape)) != int(np.prod(X.shape[1:])):
         raise Unprocessable(f"input_shape {shape} does not match X rows of shape {list(X.shape[1:])}",
                             loc=["input_shape"])
-    fill = fill_value(np.asarray(X[:fit_rows], dtype=np.float64).ravel(), impute) if impute else None
+    fitted = X if fit_rows is None else X[fit_rows]
+    fill = fill_value(np.asarray(fitted, dtype=np.float64).ravel(), impute) if impute else None
     if mode == "regression":
         _numeric_target(y, "y")
         classes, n_outputs = None, 1 if y.ndim == 1 else int(y.shape[1])
@@ -121,28 +124,65 @@ def fit_arrays(X: np.ndarray, y: np.ndarray, *, input_shape: list[int] | None, m
     return Preprocessor("array", mode, shape, [], [], None, classes, n_outputs, impute, fill)
 
 
+def training_split(labels: Any, mode: str, *, validation_split: float, validation: str, seed: int,
+                   n_rows: int) -> np.ndarray:
+    """The training rows (the engine's split; bps.splits): stratified by label for classification
+    of one label column. 422 when the split leaves no training or validation row."""
+    problem = split_problem(n_rows, validation_split)
+    if problem:
+        raise Unprocessable(problem, loc=["spec", "validation_split"])
+    labels = np.asarray(labels)
+    one_column = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
+    stratify = labels.reshape(n_rows) if mode != "regression" and one_column else None
+    train_rows, _ = split_rows(n_rows, validation_split, mode=validation, seed=seed, labels=stratify)
+    return train_rows
+
+
+def check_training_range(X: np.ndarray, y: np.ndarray, prep: Preprocessor, dtype: str | None) -> None:
+    """422 naming the row and column of the first value beyond the model's dtype (X after
+    standardisation, and a regression target)."""
+    if dtype is None:
+        return
+    check_inputs_fit(X, prep, dtype, ["dataset"])
+    found = first_out_of_range(y, dtype_limit(dtype)) if prep.mode == "regression" else None
+    if found is not None:
+        name = prep.target or "y"
+        raise Unprocessable(f"row {found[0]}, target {name!r}: the value is too large for a {dtype} model "
+                            f"(±{dtype_limit(dtype):.3g}): rescale the target or use \"dtype\": \"float64\"",
+                            loc=["dataset", found[0], name])
+
+
 def prepare_training_data(
     raw: bytes, fmt: str, *, target: str | None, features: list[str] | None, input_shape: list[int] | None,
-    task: str, impute: str | None = None, validation_split: float = 0.0,
+    task: str, impute: str | None = None, validation_split: float = 0.0, validation: str = "shuffle",
+    seed: int = 0, dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Preprocessor]:
     """Stored dataset bytes -> (X float64 (N, *input_shape), y, fitted Preprocessor).
 
-    Statistics (standardisation, imputation) are fitted on the training rows only: the first
-    int(N * (1 - validation_split)) rows, as the engine splits off the LAST fraction.
+    Statistics (standardisation, imputation) are fitted on the training rows only: the rows
+    the engine trains on for the same `validation_split`, `validation` and `seed` (bps.splits).
     `task` is the spec's loss name (or "classification" = cross_entropy / "regression");
-    y follows the module docstring. Raises Unprocessable naming the column at fault.
+    y follows the module docstring. `dtype`: the model's; values beyond it are refused.
+    Raises Unprocessable naming the column (and row) at fault.
     """
     if impute is not None and impute not in IMPUTE_STRATEGIES:
         raise Unprocessable(f"impute must be one of {list(IMPUTE_STRATEGIES)}", loc=["impute"])
     mode = target_mode(task)
+    split = {"validation_split": validation_split, "validation": validation, "seed": seed}
     if fmt == "npz":
         X_raw, y_raw = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
-        prep = fit_arrays(X_raw, y_raw, input_shape=input_shape, mode=mode, impute=impute,
-                          fit_rows=training_rows(len(X_raw), validation_split))
-        return prep.transform_arrays(X_raw), prep.encode_labels(y_raw), prep
-    if not target:
-        raise Unprocessable("a CSV or Parquet dataset needs \"target\": the label column", loc=["target"])
-    frame = read_table(raw, fmt)
-    prep = fit_tabular(frame, target=target, features=features, input_shape=input_shape, mode=mode, impute=impute,
-                       fit_rows=training_rows(len(frame), validation_split))
-    return prep.transform_frame(frame), prep.encode_labels(frame[target]), prep
+        fit_rows = training_split(y_raw, mode, n_rows=len(X_raw), **split)
+        prep = fit_arrays(X_raw, y_raw, input_shape=input_shape, mode=mode, impute=impute, fit_rows=fit_rows)
+        X, y = prep.transform_arrays(X_raw), prep.encode_labels(y_raw)
+    else:
+        if not target:
+            raise Unprocessable("a CSV or Parquet dataset needs \"target\": the label column", loc=["target"])
+        frame = read_table(raw, fmt)
+        if target not in frame.columns:
+            raise Unprocessable(f"target column {target!r} is not in the dataset", loc=["target"])
+        fit_rows = training_split(frame[target].to_numpy(), mode, n_rows=len(frame), **split)
+        prep = fit_tabular(frame, target=target, features=features, input_shape=input_shape, mode=mode,
+                           impute=impute, fit_rows=fit_rows)
+        X, y = prep.transform_frame(frame), prep.encode_labels(frame[target])
+    check_training_range(X, y, prep, dtype)
+    return X, y, prep

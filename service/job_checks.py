@@ -9,6 +9,7 @@ from typing import Any
 
 from bps.input_range import dtype_limit
 from bps.models import Dataset
+from bps.splits import split_problem
 from bps.preprocessing import target_mode
 
 Errors = list[dict[str, Any]]
@@ -126,12 +127,14 @@ def plan_npz(dataset: Dataset, *, target: str | None, features: list[str] | None
 def check_dtype_range(plan: InputPlan, dataset: Dataset, *, target: str | None, mode: str | None,
                       dtype: str) -> None:
     """Values beyond the model's dtype (1e39 in a float32 model) become inf in training: the
-    columns that hold them are refused here (the worker names the first row)."""
+    columns that hold them are refused here (the worker names the first row). CSV/Parquet
+    features are standardised first (|z| <= sqrt(n)), so only .npz X and regression targets,
+    used as they are, can overflow."""
     limit = dtype_limit(dtype)
     profile = _profile(dataset)
-    inputs = plan.features if dataset.format != "npz" else ["X"]
+    inputs = ["X"] if dataset.format == "npz" else []
     outputs = [target if dataset.format != "npz" else "y"] if mode == "regression" else []
-    for name in [*(inputs or []), *outputs]:
+    for name in [*inputs, *outputs]:
         column = profile.get(name) or {}
         extreme = max((abs(column[k]) for k in ("min", "max") if column.get(k) is not None), default=0.0)
         if extreme > limit:
@@ -150,3 +153,9 @@ def plan_inputs(dataset: Dataset, *, loss: Any, dtype: Any = "float32", **reques
     if dtype in ("float32", "float64"):
         check_dtype_range(plan, dataset, target=request.get("target"), mode=mode, dtype=dtype)
     return plan
+
+
+def split_errors(dataset: Dataset, spec: dict[str, Any] | None) -> Errors:
+    """A validation_split that leaves no training or no validation row (0.999 of 150 rows)."""
+    problem = split_problem(dataset.n_rows, spec["validation_split"]) if spec is not None else None
+    return [{"loc": ["spec", "validation_split"], "msg": problem}] if problem else []

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bps.config import Settings
-from bps.models import Dataset, Epoch, Job, utcnow
+from bps.listing import Page, fetch_page
+from bps.models import TERMINAL_STATUSES, Checkpoint, Dataset, Epoch, Job, utcnow
 from bps.tenants import get_owned
 from bps.problems import Conflict, TooManyRequests, Unprocessable
-from service.job_checks import InputPlan, plan_inputs
+from service.job_checks import InputPlan, plan_inputs, split_errors
 from service.schemas import JobCreate
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 # queued with published_at NULL and the worker's reaper publishes it (the job table is the outbox).
 PUBLISH_TIMEOUT_S = 2.0
 QUOTA_RETRY_AFTER_S = 30
+ALL_ROWS = 2**62
 
 
 def _spec_limits(settings: Settings) -> Any:
@@ -98,7 +101,8 @@ def create_job(*, session: Session, tenant_id: str, request: JobCreate, settings
                        features=request.features, input_shape=request.input_shape, impute=request.impute)
     spec, spec_errors = _validate_spec(request.spec, plan, settings)
     queue, route_errors = _route(session, spec, settings)
-    errors = plan.errors + spec_errors + _limit_errors(dataset, spec, settings) + route_errors
+    errors = [*plan.errors, *spec_errors, *split_errors(dataset, spec), *_limit_errors(dataset, spec, settings),
+              *route_errors]
     if errors:
         raise Unprocessable(f"the job cannot run: {len(errors)} problem(s), see errors", errors=errors)
     check_tenant_quota(session, tenant_id, settings)
@@ -143,12 +147,11 @@ def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     return get_owned(session, Job, tenant_id, job_id, "job")
 
 
-def list_jobs(*, session: Session, tenant_id: str, status: str | None, limit: int, offset: int) -> list[Job]:
+def list_jobs(*, session: Session, tenant_id: str, status: str | None, limit: int, offset: int) -> Page:
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    return list(session.scalars(query))
+    return fetch_page(session, query.order_by(Job.created_at.desc(), Job.id.desc()), limit=limit, offset=offset)
 
 
 def _finite(value: Any) -> Any:
@@ -164,10 +167,30 @@ def epoch_resource(row: Epoch) -> dict[str, Any]:
             "grad_norms": {k: _finite(v) for k, v in (row.grad_norms or {}).items()}}
 
 
-def list_epochs(*, session: Session, tenant_id: str, job_id: str) -> list[dict[str, Any]]:
+def list_epochs(*, session: Session, tenant_id: str, job_id: str, since: int = 0, limit: int | None = None,
+                offset: int = 0) -> Page:
+    """The job's epochs after epoch `since`, in order (all of them without `limit`)."""
     job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
-    rows = session.scalars(select(Epoch).where(Epoch.job_id == job.id).order_by(Epoch.epoch))
-    return [epoch_resource(row) for row in rows]
+    query = select(Epoch).where(Epoch.job_id == job.id, Epoch.epoch > since).order_by(Epoch.epoch)
+    page = fetch_page(session, query, limit=limit or ALL_ROWS, offset=offset)
+    return replace(page, items=[epoch_resource(row) for row in page.items],
+                   limit=limit or max(1, page.total))  # without a limit, one page holds them all
+
+
+def delete_job(*, session: Session, tenant_id: str, job_id: str) -> None:
+    """Delete a finished job with its epochs and checkpoint; 409 while it is queued or running.
+    Its model, if any, stays (models outlive their jobs, as jobs outlive their datasets)."""
+    job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+    deleted = session.execute(
+        delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL_STATUSES)).execution_options(
+            synchronize_session=False)
+    ).rowcount
+    if not deleted:
+        raise Conflict(f"job {job_id} is {job.status}: cancel it first (POST /v1/jobs/{job_id}/cancel), "
+                       "then delete it once it has stopped", loc=["path", "job_id"])
+    session.execute(delete(Epoch).where(Epoch.job_id == job.id))
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
+    session.expunge(job)
 
 
 def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:

@@ -23,6 +23,7 @@ from bps.checkpoints import decode_state, encode_state
 from bps.config import Settings
 from bps.db import session_scope
 from bps.logs import bind as bind_log_context
+from bps.problems import ProblemError
 from worker import job_store
 from worker.gpu import GPU_OOM_MESSAGE, is_gpu_out_of_memory, release_gpu_memory
 from worker.job_store import JobSnapshot
@@ -104,6 +105,9 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         _train(settings, job, control)
     except JobAbandoned:
         log.info("job %s attempt %d: no longer ours, stopped", job.id, job.attempt)
+    except ProblemError as exc:  # the data or the spec, named in the job's error: no traceback
+        log.warning("job %s attempt %d failed: %s", job.id, job.attempt, exc.detail)
+        _finish_or_log(settings, job, "failed", error=describe_error(exc))
     except Exception as exc:  # noqa: BLE001  (every failure must end the job, never be lost)
         log.exception("job %s attempt %d failed", job.id, job.attempt)
         _finish_or_log(settings, job, "failed", error=describe_error(exc))
@@ -134,7 +138,6 @@ def _finish_or_log(settings: Settings, job: JobSnapshot, status: str, **values: 
 
 def describe_error(exc: BaseException) -> str:
     """A sentence a user can act on."""
-    from bps.problems import ProblemError  # noqa: PLC0415
     from worker.engine.backend import DeviceUnavailable  # noqa: PLC0415
 
     if isinstance(exc, ProblemError):
@@ -173,10 +176,12 @@ def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, 
 
     fmt, raw = job_store.with_db_retries(read, what=f"job {job.id}: reading the dataset")
     # Deterministic in the dataset's bytes: a resumed run trains on exactly the same arrays.
+    spec = job.spec
     return prepare_training_data(
         raw, fmt, target=job.target, features=job.features, input_shape=job.input_shape,
-        task=str(job.spec.get("loss") or job.task or "cross_entropy"), impute=job.impute,
-        validation_split=float(job.spec.get("validation_split") or 0.0),
+        task=str(spec.get("loss") or job.task or "cross_entropy"), impute=job.impute,
+        validation_split=float(spec.get("validation_split") or 0.0), validation=spec.get("validation", "last"),
+        seed=int(spec.get("seed") or 0), dtype=spec.get("dtype", "float32"),
     )
 
 
@@ -202,8 +207,17 @@ def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop, resume=resume)
     if control.lost:
         raise JobAbandoned
-    warnings = [str(w) for w in history.warnings]
+    warnings = _split_warnings(net.spec, y, classes) + [str(w) for w in history.warnings]
     _finish(settings, job, control, net, history, preprocessor, classes, warnings)
+
+
+def _split_warnings(spec: dict[str, Any], y: Any, classes: list[Any] | None) -> list[str]:
+    from bps.splits import validation_class_warnings  # noqa: PLC0415
+
+    if spec["loss"] not in ("cross_entropy", "binary_cross_entropy"):
+        return []
+    return validation_class_warnings(y, classes, validation_split=spec["validation_split"],
+                                     mode=spec.get("validation", "last"), seed=int(spec["seed"]))
 
 
 def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any, history: Any,

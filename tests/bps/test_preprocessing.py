@@ -82,13 +82,14 @@ def test_npz_arrays() -> None:
 
 
 def test_standardisation_and_imputation_are_fitted_on_the_training_rows_only() -> None:
-    # The last 20% are validation rows (the engine's split): their values must not leak into
-    # the statistics the training rows are scaled with.
+    # With validation "last" the last 20% are validation rows (the engine's split): their values
+    # must not leak into the statistics the training rows are scaled with.
     rows = [f"{v},{'nan' if i == 1 else v},{'a' if i < 8 else 'b'},{i % 2}" for i, v in
             enumerate([1, 2, 3, 4, 5, 6, 7, 8, 100, 200])]
     raw = ("x,z,colour,label\n" + "\n".join(rows) + "\n").encode()
     X, _, prep = prepare_training_data(raw, "csv", target="label", features=None, input_shape=None,
-                                       task="cross_entropy", impute="mean", validation_split=0.2)
+                                       task="cross_entropy", impute="mean", validation_split=0.2,
+                                       validation="last")
     train = np.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=float)
     np.testing.assert_allclose(X[:8, 0], (train - train.mean()) / train.std())
     z_train = np.array([1, 3, 4, 5, 6, 7, 8], dtype=float)

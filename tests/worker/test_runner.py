@@ -196,7 +196,8 @@ def test_an_engine_error_fails_the_job_and_never_leaves_it_running(settings):
 
 
 def test_a_model_restored_to_its_best_epoch_reports_that_epochs_metrics(settings):
-    spec = classifier_spec(epochs=60, optimizer={"type": "adam", "learning_rate": 0.5},
+    # validation "last" of label-sorted blobs: one class the training rows lack, so val_loss worsens early
+    spec = classifier_spec(epochs=60, optimizer={"type": "adam", "learning_rate": 0.5}, validation="last",
                            early_stopping={"monitor": "val_loss", "patience": 2, "restore_best": True})
     job_id = add_job(settings, spec)
     run_job(job_id, settings=settings, worker_id="w1")
@@ -208,3 +209,24 @@ def test_a_model_restored_to_its_best_epoch_reports_that_epochs_metrics(settings
     best = min(rows, key=lambda k: rows[k].val_loss)
     assert model.metrics["epoch"] == best and model.metrics["val_loss"] == rows[best].val_loss
     assert best < job.epoch  # stopped later than its best epoch, so the job's latest metrics differ
+
+
+def test_a_split_with_no_training_row_fails_the_job_naming_it_without_a_traceback(settings, caplog):
+    job_id = add_job(settings, classifier_spec(validation_split=0.999))  # 120 rows: none trains
+    with caplog.at_level("WARNING", logger="worker.runner"):
+        run_job(job_id, settings=settings, worker_id="w1")
+    job = job_row(settings, job_id)
+    assert job.status == "failed" and "validation_split 0.999 of 120 rows" in job.error
+    assert not [r for r in caplog.records if r.exc_info], "a data problem is logged without a traceback"
+
+
+def test_a_regression_target_beyond_float32_fails_the_job_naming_row_and_column(settings):
+    raw = b"x,y\n" + b"".join(b"%d,%d\n" % (i, 2 * i) for i in range(20)) + b"1,3e39\n"
+    spec = classifier_spec(loss="mse", validation_split=0.0,
+                           layers=[{"type": "dense", "units": 4, "activation": "relu"}, {"type": "dense", "units": 1}])
+    job_id = add_job(settings, spec, raw=raw)
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(target="y", task="regression"))
+    run_job(job_id, settings=settings, worker_id="w1")
+    job = job_row(settings, job_id)
+    assert job.status == "failed" and "row 20, target 'y'" in job.error and "float32" in job.error

@@ -1,7 +1,8 @@
 """The fit loop: mini-batches over epochs, validation, schedules, early stopping, checkpoints.
 
-Validation rows are the LAST `validation_split` fraction of X (as Keras), taken before any
-shuffling. Each epoch's order is a permutation drawn from (seed, epoch) and dropout is reseeded
+Validation rows are a `validation_split` fraction of X chosen by bps.splits: by default a seeded
+random draw, stratified for classification; with `validation: "last"` the last rows (as Keras).
+Each epoch's order is a permutation drawn from (seed, epoch) and dropout is reseeded
 from (seed, epoch), so a run resumed from `training_state()` repeats the uninterrupted run.
 BLAS threads: `net.n_threads` (env BPS_BLAS_THREADS; unset: `auto_threads`) via
 threadpoolctl, only for the duration of `fit`. The reported training loss/accuracy are averages over the
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bps.splits import split_problem, split_rows
 from worker.engine.backend import to_numpy
 from worker.engine.early_stopping import EarlyStopping, gradient_warnings
 from worker.engine.optimizers import make_optimizer
@@ -104,10 +106,25 @@ def _restore(net: Any, state: dict[str, np.ndarray]) -> TrainState:
     return st
 
 
-def training_rows(n_rows: int, validation_split: float) -> int:
-    """How many leading rows train; the last `validation_split` fraction validates (as Keras).
-    The service fits its preprocessing statistics on the same rows."""
-    return int(n_rows * (1 - validation_split))
+def split_validation(net: Any, Xd: Any, yd: Any) -> tuple[Any, Any, Any, Any]:
+    """(X, y, X_val, y_val) on the device, split as bps.splits says for the spec."""
+    split = net.spec["validation_split"]
+    problem = split_problem(Xd.shape[0], split)
+    if problem:
+        raise ValueError(problem)
+    # A spec normalised before the `validation` field existed was split the Keras way.
+    mode = net.spec.get("validation", "last")
+    labels = None
+    if net.loss.from_logits and (yd.ndim == 1 or yd.shape[1] == 1):
+        labels = to_numpy(yd).reshape(-1)
+    train_rows, val_rows = split_rows(Xd.shape[0], split, mode=mode, seed=net.seed, labels=labels)
+    if mode == "last" or val_rows.size == 0:
+        n_train = train_rows.size
+        return Xd[:n_train], yd[:n_train], Xd[n_train:], yd[n_train:]
+    xp = net.xp
+    train_rows, val_rows = xp.asarray(train_rows), xp.asarray(val_rows)
+    return (xp.take(Xd, train_rows, axis=0), xp.take(yd, train_rows, axis=0),
+            xp.take(Xd, val_rows, axis=0), xp.take(yd, val_rows, axis=0))
 
 
 def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop: Callable | None = None,
@@ -116,13 +133,12 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
     Xd, yd = net.inputs(X), net.targets(y)
     if Xd.shape[0] != yd.shape[0]:
         raise ValueError(f"X has {Xd.shape[0]} rows but y has {yd.shape[0]}")
-    n_train = training_rows(Xd.shape[0], net.spec["validation_split"])
-    if n_train < 1 or (net.spec["validation_split"] > 0 and n_train == Xd.shape[0]):
-        raise ValueError(f"validation_split {net.spec['validation_split']} leaves no rows for training or validation")
+    parts = split_validation(net, Xd, yd)
+    del Xd, yd  # the split parts are copies (shuffled split): the whole arrays can go
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
     # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
     with threadpool_limits(limits=net.n_threads or auto_threads(net), user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
-        return _Loop(net, Xd[:n_train], yd[:n_train], Xd[n_train:], yd[n_train:]).run(on_epoch, should_stop)
+        return _Loop(net, *parts).run(on_epoch, should_stop)
 
 
 class _Loop:

@@ -68,9 +68,9 @@ def test_epoch_records_and_callback(rng):
     assert [r["learning_rate"] for r in seen] == pytest.approx([0.001, 0.0005, 0.00025])
 
 
-def test_validation_rows_are_the_last_fraction(rng):
+def test_validation_last_takes_the_last_fraction(rng):
     X, y = _blobs(rng, 100)
-    spec = mlp_spec((8, "relu"), epochs=1, validation_split=0.2, shuffle=False)
+    spec = mlp_spec((8, "relu"), epochs=1, validation_split=0.2, shuffle=False, validation="last")
     net = Network.from_spec(spec, input_shape=(4,), n_outputs=2)
     reference = Network.from_spec({**spec, "validation_split": 0.0}, input_shape=(4,), n_outputs=2)
     record = net.fit(X, y).epochs[0]
@@ -79,6 +79,24 @@ def test_validation_rows_are_the_last_fraction(rng):
     # the first 80 rows alone train the same weights
     reference.fit(X[:80], y[:80])
     np.testing.assert_array_equal(net.params["0.weight"], reference.params["0.weight"])
+
+
+def test_default_validation_is_a_seeded_stratified_draw_and_the_rest_trains(rng):
+    from bps.splits import split_rows  # noqa: PLC0415
+
+    X, y = _blobs(rng, 100)
+    y = np.sort(y)  # sorted by label: the last rows would all be one class
+    spec = mlp_spec((8, "relu"), epochs=1, validation_split=0.2, shuffle=False, seed=3)
+    net = Network.from_spec(spec, input_shape=(4,), n_outputs=2)
+    record = net.fit(X, y).epochs[0]
+    train_rows, val_rows = split_rows(100, 0.2, seed=3, labels=y)
+    counts = np.bincount(y[val_rows], minlength=2)
+    assert len(val_rows) == 20 and np.all(np.abs(counts - 20 * np.bincount(y) / 100) <= 1)  # each class its share
+    assert record["val_accuracy"] == pytest.approx(float((net.predict(X[val_rows]).argmax(1) == y[val_rows]).mean()))
+    reference = Network.from_spec({**spec, "validation_split": 0.0}, input_shape=(4,), n_outputs=2)
+    reference.fit(X[train_rows], y[train_rows])
+    np.testing.assert_array_equal(net.params["0.weight"], reference.params["0.weight"])
+    assert not np.array_equal(split_rows(100, 0.2, seed=4, labels=y)[1], val_rows)  # the seed draws it
 
 
 def test_regression_records_have_no_accuracy(rng):
