@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from typing import Any
 
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as error:
         print(_problem_text(error), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bpsc jobs | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (httpx.HTTPError, OSError, ValueError, RuntimeError) as error:
         print(f"bpsc: {error}", file=sys.stderr)
         return 2

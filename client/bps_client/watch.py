@@ -37,7 +37,7 @@ class EpochBar:
 
         self.bar = tqdm(total=job.get("epochs") or None, desc=f"job {job['id'][:8]}", unit="epoch",
                         file=file or sys.stderr, mininterval=0, miniters=1, dynamic_ncols=True,
-                        bar_format="{desc} epoch {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}]{postfix}")
+                        bar_format="{desc} epoch {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}{postfix}]")
         self.bar.set_postfix_str(job.get("status", ""), refresh=True)
 
     def epoch(self, epoch: dict) -> None:
