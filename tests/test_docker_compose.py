@@ -17,7 +17,32 @@ def services() -> dict:
 
 
 def test_every_process_of_the_topology_is_there(services):
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu"}
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu", "flower", "prometheus"}
+
+
+def test_images_come_from_variables_with_todays_defaults(services):
+    assert services["postgres"]["image"] == "${POSTGRES_IMAGE:-postgres:16}"
+    assert services["redis"]["image"] == "${REDIS_IMAGE:-redis:7}"
+    for name in ("api", "worker-cpu", "worker-gpu", "flower"):
+        args = services[name]["build"]["args"]
+        assert args["BASE_IMAGE"] == "${BPS_BASE_IMAGE:-python:3.11-slim}" and args["CA_CERTS"] == "${BPS_CA_CERTS:-}", name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in dockerfile and "ARG CA_CERTS" in dockerfile
+
+
+def test_workers_restart_after_a_crash_and_have_time_to_hand_their_job_back(services):
+    for name in ("worker-cpu", "worker-gpu"):
+        assert services[name]["restart"] in ("unless-stopped", "always", "on-failure"), name
+        assert services[name]["stop_grace_period"] == "60s", name
+
+
+def test_logs_are_json_by_default_and_prometheus_scrapes_the_api(services):
+    for name in ("migrate", "api", "worker-cpu", "worker-gpu", "flower"):
+        assert services[name]["environment"]["LOG_FORMAT"] == "${LOG_FORMAT:-json}", name
+    assert services["flower"]["command"][:4] == ["celery", "-A", "worker.celery_app", "flower"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"]
+    assert [(job["metrics_path"], job["static_configs"][0]["targets"]) for job in scrape] == [("/metrics", ["api:8000"])]
 
 
 def test_service_processes_are_bps_commands_with_both_urls(services):
@@ -46,7 +71,7 @@ def test_gpu_worker_reserves_an_nvidia_device_and_consumes_the_gpu_queue(service
 
 def test_servers_and_processes_have_health_checks(services):
     for name, service in services.items():
-        if name != "migrate":
+        if name != "migrate":  # a one-shot job
             assert service["healthcheck"]["test"], name
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
 
