@@ -50,12 +50,16 @@ class _Strict(BaseModel):
 
 
 class DenseSpec(_Strict):
+    """nn.Linear; `units` may be left out on the last dense layer only (then: classes or target columns)."""
+
     type: Literal["dense"]
     units: PosInt | None = None
     activation: Activation = "linear"
 
 
 class Conv2dSpec(_Strict):
+    """nn.Conv2d on NCHW input; sizes are an int or [h, w]; padding also "same" (stride 1) or "valid"."""
+
     type: Literal["conv2d"]
     filters: PosInt
     kernel_size: Pair
@@ -72,6 +76,8 @@ class Conv2dSpec(_Strict):
 
 
 class Pool2dSpec(_Strict):
+    """nn.MaxPool2d / nn.AvgPool2d; `stride` defaults to `pool_size`."""
+
     type: Literal["maxpool2d", "avgpool2d"]
     pool_size: Pair
     stride: Pair | None = None
@@ -84,22 +90,30 @@ class Pool2dSpec(_Strict):
 
 
 class FlattenSpec(_Strict):
+    """nn.Flatten (C order)."""
+
     type: Literal["flatten"]
 
 
 class RecurrentSpec(_Strict):
+    """nn.RNN (tanh) / nn.LSTM / nn.GRU, batch_first, one layer; without return_sequences the last step goes on."""
+
     type: Literal["rnn", "lstm", "gru"]
     units: PosInt
     return_sequences: bool = False
 
 
 class BatchNormSpec(_Strict):
+    """nn.BatchNorm1d / nn.BatchNorm2d by input rank (PyTorch's momentum convention)."""
+
     type: Literal["batchnorm"]
     momentum: float = Field(0.1, ge=0.0, le=1.0)
     eps: float = Field(1e-5, gt=0.0)
 
 
 class DropoutSpec(_Strict):
+    """Inverted dropout with drop probability `rate`; off at prediction."""
+
     type: Literal["dropout"]
     rate: float = Field(ge=0.0, lt=1.0)
 
@@ -114,6 +128,8 @@ LR = Annotated[float, Field(gt=0.0)]
 
 
 class SGDSpec(_Strict):
+    """torch.optim.SGD."""
+
     type: Literal["sgd"]
     learning_rate: LR = 0.001
     momentum: float = Field(0.0, ge=0.0)
@@ -127,6 +143,8 @@ class SGDSpec(_Strict):
 
 
 class AdamSpec(_Strict):
+    """torch.optim.Adam."""
+
     type: Literal["adam"]
     learning_rate: LR = 0.001
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
@@ -135,11 +153,15 @@ class AdamSpec(_Strict):
 
 
 class AdamWSpec(AdamSpec):
+    """torch.optim.AdamW (decoupled weight decay)."""
+
     type: Literal["adamw"]  # type: ignore[assignment]
     weight_decay: float = Field(0.01, ge=0.0)
 
 
 class RMSpropSpec(_Strict):
+    """torch.optim.RMSprop (`rho` is PyTorch's `alpha`)."""
+
     type: Literal["rmsprop"]
     learning_rate: LR = 0.01
     rho: float = Field(0.9, ge=0.0, lt=1.0)
@@ -147,6 +169,8 @@ class RMSpropSpec(_Strict):
 
 
 class AdagradSpec(_Strict):
+    """torch.optim.Adagrad."""
+
     type: Literal["adagrad"]
     learning_rate: LR = 0.01
     eps: float = Field(1e-10, gt=0.0)
@@ -158,23 +182,31 @@ OPTIMIZER_SPECS: dict[str, type[_Strict]] = {
 
 
 class StepLRSpec(_Strict):
+    """StepLR: the learning rate times `gamma` every `step_size` epochs."""
+
     type: Literal["step"]
     step_size: PosInt
     gamma: float = Field(0.1, gt=0.0)
 
 
 class ExponentialLRSpec(_Strict):
+    """ExponentialLR: the learning rate times `gamma` every epoch."""
+
     type: Literal["exponential"]
     gamma: float = Field(gt=0.0)
 
 
 class CosineLRSpec(_Strict):
+    """CosineAnnealingLR over `t_max` epochs down to `eta_min`."""
+
     type: Literal["cosine"]
     t_max: PosInt
     eta_min: float = Field(0.0, ge=0.0)
 
 
 class PlateauLRSpec(_Strict):
+    """ReduceLROnPlateau; `monitor` null means val_loss with a validation split, else loss."""
+
     type: Literal["plateau"]
     factor: float = Field(0.1, gt=0.0, lt=1.0)
     patience: NonNegInt = 10
@@ -189,6 +221,8 @@ SCHEDULE_SPECS: dict[str, type[_Strict]] = {
 
 
 class EarlyStoppingSpec(_Strict):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+
     monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy"] = "val_loss"
     patience: NonNegInt = 5
     min_delta: float = Field(0.0, ge=0.0)
