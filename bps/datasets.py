@@ -7,9 +7,10 @@ import hashlib
 from typing import IO
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from bps.dataset_files import ParsedDataset, parse_dataset
+from bps.listing import Page, fetch_page
 from bps.models import Dataset, DatasetChunk, Job
 from bps.tenants import get_owned
 from bps.problems import Conflict, NotFound, PayloadTooLarge
@@ -54,6 +55,7 @@ def create_dataset(
         size_bytes=len(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
         columns=parsed.columns,
+        n_columns=len(parsed.columns),
         shapes=parsed.shapes,
     )
     session.add(dataset)
@@ -68,15 +70,15 @@ def get_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset
     return get_owned(session, Dataset, tenant_id, dataset_id, "dataset")
 
 
-def list_datasets(*, session: Session, tenant_id: str, limit: int = 100, offset: int = 0) -> list[Dataset]:
+def list_datasets(*, session: Session, tenant_id: str, limit: int = 100, offset: int = 0) -> Page:
+    """Newest first; the column profiles are not loaded (a wide dataset's are megabytes)."""
     query = (
         select(Dataset)
+        .options(defer(Dataset.columns))
         .where(Dataset.tenant_id == tenant_id)
         .order_by(Dataset.created_at.desc(), Dataset.id)
-        .limit(limit)
-        .offset(offset)
     )
-    return list(session.scalars(query))
+    return fetch_page(session, query, limit=limit, offset=offset)
 
 
 def delete_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> None:

@@ -81,6 +81,7 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     columns: Mapped[list[Any]] = mapped_column(default=list)
+    n_columns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # len(columns), for lists
     shapes: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     chunks: Mapped[list[DatasetChunk]] = relationship(
@@ -161,7 +162,7 @@ class Model(Base):
     __tablename__ = "models"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    job_id: Mapped[str] = mapped_column(String(36), unique=True)  # kept after the job is deleted
     task: Mapped[str] = mapped_column(String(16))  # classification | regression
     features: Mapped[list[Any] | None] = mapped_column(default=None)
     target: Mapped[str | None] = mapped_column(String(300), default=None)
@@ -183,7 +184,6 @@ class Prediction(Base):
     predictions: Mapped[list[Any]] = mapped_column()  # an asynchronous one's rows are in prediction_chunks
     probabilities: Mapped[list[Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
     # Asynchronous predictions (a dataset_id over MAX_PREDICTION_ROWS, or "async": true) run on a
     # worker like a job: claimed, fenced by `attempt`, heartbeated, republished by the reaper.
     status: Mapped[str] = mapped_column(String(16), default="succeeded", server_default="succeeded", index=True)
@@ -209,6 +209,7 @@ class PredictionChunk(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     n_rows: Mapped[int] = mapped_column(Integer)
     outputs: Mapped[bytes] = mapped_column(LargeBinary)
+
 
 class WorkerRecord(Base):
     """A live worker and what it can run, refreshed by its heartbeat."""

@@ -16,12 +16,13 @@ from sqlalchemy.orm import Session
 from bps.dataset_files import read_npz_arrays, read_table
 from bps.datasets import get_dataset, load_dataset_bytes
 from bps.input_range import check_inputs_fit, check_outputs_finite
-from bps.models import Model, Prediction
+from bps.models import Dataset, Model, Prediction
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
 from bps.tenants import get_owned
 from bps.problems import NotFound, PayloadTooLarge, Unprocessable
 
 CACHE_SIZE = 32
+LOSS_CHUNK = 4096
 _cache: OrderedDict[str, tuple[SerialNetwork, Preprocessor]] = OrderedDict()
 _cache_lock = threading.Lock()
 _PLAIN_NUMBERS = {int, float}
@@ -48,6 +49,16 @@ class SerialNetwork:
     def predict(self, X: Any) -> Any:
         with self._lock:
             return self.net.predict(X)
+
+    def predict_with_loss(self, X: Any, y: Any) -> tuple[Any, float]:
+        """predict(X), and the spec's loss on (X, y) computed as an epoch's val_loss is (eval
+        mode, from the logits where the output activation is fused, no l2 term)."""
+        with self._lock:
+            net, total = self.net, 0.0
+            for start in range(0, len(X), LOSS_CHUNK):
+                logits = net.forward(net.inputs(X[start:start + LOSS_CHUNK]), False)
+                total += float(net.loss.value(logits, net.targets(y[start:start + LOSS_CHUNK]))) * len(logits)
+            return net.predict(X), total / max(1, len(X))
 
 
 def _cached(model_id: str) -> tuple[SerialNetwork, Preprocessor] | None:
@@ -85,6 +96,13 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def forget_model(model_id: str) -> None:
+    """Drops a deleted model from this process's cache (other processes never serve it either:
+    warm_runtime looks the id up in the database first)."""
+    with _cache_lock:
+        _cache.pop(model_id, None)
+
+
 def get_model(*, session: Session, tenant_id: str, model_id: str) -> Model:
     return get_owned(session, Model, tenant_id, model_id, "model")
 
@@ -93,22 +111,32 @@ def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> P
     return get_owned(session, Prediction, tenant_id, prediction_id, "prediction")
 
 
-def _dataset_inputs(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> np.ndarray:
+def referenced_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    """The tenant's dataset named in a request body (a missing one is a 422 there, as POST /v1/jobs answers)."""
     try:
-        dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    except NotFound:  # a reference in the body, answered as POST /v1/jobs answers it
+        return get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+    except NotFound:
         raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"]) from None
+
+
+def dataset_rows(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> tuple[np.ndarray, Any]:
+    """The model's X from one of the tenant's datasets, and the dataset's labels: its .npz y, or
+    the model's target column (None when the CSV/Parquet file has no such column)."""
+    dataset = referenced_dataset(session, tenant_id, dataset_id)
     raw = load_dataset_bytes(session=session, dataset_id=dataset.id)
-    if dataset.format == "npz":
-        if prep.source != "array":
-            raise Unprocessable("this model was trained on named columns; give a CSV or Parquet dataset",
-                                loc=["body", "dataset_id"])
-        X, _y = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
-        return prep.transform_arrays(X)
-    if prep.source == "array":
-        raise Unprocessable("this model was trained on an .npz dataset; give instances or an .npz dataset",
-                            loc=["body", "dataset_id"])
-    return prep.transform_frame(read_table(raw, dataset.format))
+    try:
+        if dataset.format == "npz":
+            if prep.source != "array":
+                raise Unprocessable("this model was trained on named columns; give a CSV or Parquet dataset", loc=[])
+            X, y = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
+            return prep.transform_arrays(X), y
+        if prep.source == "array":
+            raise Unprocessable("this model was trained on an .npz dataset; give instances or an .npz dataset",
+                                loc=[])
+        frame = read_table(raw, dataset.format)
+        return prep.transform_frame(frame), (frame[prep.target] if prep.target in frame.columns else None)
+    except Unprocessable as exc:
+        raise _with_loc(exc, ["body", "dataset_id"]) from None
 
 
 def numeric_instances(prep: Preprocessor, instances: list[Any]) -> np.ndarray | None:
@@ -160,7 +188,7 @@ def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instan
             return prep.transform_frame(pd.DataFrame.from_records(records))
     except Unprocessable as exc:
         raise _with_loc(exc, ["body", "instances" if instances is not None else "records"]) from None
-    return _dataset_inputs(session, tenant_id, str(dataset_id), prep)
+    return dataset_rows(session, tenant_id, str(dataset_id), prep)[0]
 
 
 def _source_loc(instances: list[Any] | None, records: list[Any] | None) -> list[Any]:

@@ -5,8 +5,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from bps import datasets as dataset_service
 from bps.problems import BadRequest, UnsupportedMediaType
-from service.http import created, db, dump, query_int, settings, tenant_id
-from service.schemas import DatasetOut
+from service.http import created, db, dump, settings, tenant_id
+from service.pagination import page_params, paged
+from service.schemas import DatasetOut, DatasetSummary
 
 blueprint = Blueprint("datasets", __name__)
 
@@ -33,12 +34,9 @@ def upload_dataset():  # noqa: ANN201
 
 
 @blueprint.get("/datasets")
-def list_datasets():  # noqa: ANN201
-    rows = dataset_service.list_datasets(
-        session=db(), tenant_id=tenant_id(),
-        limit=query_int("limit", 100, low=1, high=1000), offset=query_int("offset", 0, low=0, high=10**9),
-    )
-    return jsonify([dump(DatasetOut, row) for row in rows])
+def list_datasets() -> Response:
+    page = dataset_service.list_datasets(session=db(), tenant_id=tenant_id(), **page_params())
+    return paged([dump(DatasetSummary, row) for row in page.items], page)
 
 
 @blueprint.get("/datasets/<dataset_id>")

@@ -1,4 +1,4 @@
-"""/v1/models/{id}, its .npz download, and predictions with it."""
+"""/v1/models: list, get, delete, download (.npz, ONNX), predictions and evaluations with a model."""
 from __future__ import annotations
 
 import io
@@ -13,8 +13,10 @@ from bps import predict as predict_service
 from bps.models import Dataset, Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest, Unprocessable
+from service import model_service
 from service.http import created, db, dump, parse_body, settings, tenant_id
-from service.schemas import ModelOut, PredictionCreate, PredictionOut
+from service.pagination import page_params, paged
+from service.schemas import EvaluationCreate, ModelOut, PredictionCreate, PredictionOut
 
 blueprint = Blueprint("models", __name__)
 DOWNLOAD_FORMATS = ("npz", "onnx")
@@ -48,6 +50,29 @@ def download_npz(model: Model) -> bytes:
 def get_model(model_id: str):  # noqa: ANN201
     return jsonify(model_resource(predict_service.get_model(session=db(), tenant_id=tenant_id(),
                                                             model_id=model_id)))
+
+
+@blueprint.get("/models")
+def list_models() -> Response:
+    page = model_service.list_models(session=db(), tenant_id=tenant_id(), **page_params())
+    return paged([model_resource(model) for model in page.items], page)
+
+
+@blueprint.delete("/models/<model_id>")
+def delete_model(model_id: str) -> Response:
+    session = db()
+    model_service.delete_model(session=session, tenant_id=tenant_id(), model_id=model_id)
+    session.commit()
+    return Response(status=204)
+
+
+@blueprint.post("/models/<model_id>/evaluations")
+def evaluate_model(model_id: str) -> Response:
+    from service.evaluations import evaluate  # noqa: PLC0415  (the engine's losses load only when asked for)
+
+    result = evaluate(session=db(), tenant_id=tenant_id(), model_id=model_id, request=parse_body(EvaluationCreate),
+                      max_rows=settings().max_prediction_rows)
+    return jsonify(result.model_dump(mode="json", exclude_none=True))
 
 
 @blueprint.get("/models/<model_id>/download")

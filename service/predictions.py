@@ -1,14 +1,32 @@
-"""/v1/predictions/{id} and its rows as CSV or Parquet (/download)."""
+"""/v1/predictions: list (?model_id=), get, delete, and its rows as CSV or Parquet (/download)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
 from bps import predict as predict_service
 from bps.problems import BadRequest
+from service import model_service
 from service.http import db, dump, settings, tenant_id
-from service.schemas import PredictionOut
+from service.pagination import page_params, paged
+from service.schemas import PredictionOut, PredictionSummary
 
 blueprint = Blueprint("predictions", __name__)
+
+
+@blueprint.get("/predictions")
+def list_predictions() -> Response:
+    """Newest first, summaries without rows; ?model_id= keeps one model's."""
+    page = model_service.list_predictions(session=db(), tenant_id=tenant_id(), model_id=request.args.get("model_id"),
+                                          **page_params())
+    return paged([dump(PredictionSummary, row) for row in page.items], page)
+
+
+@blueprint.delete("/predictions/<prediction_id>")
+def delete_prediction(prediction_id: str) -> Response:
+    session = db()
+    model_service.delete_prediction(session=session, tenant_id=tenant_id(), prediction_id=prediction_id)
+    session.commit()
+    return Response(status=204)
 
 
 @blueprint.get("/predictions/<prediction_id>")

@@ -100,16 +100,22 @@ class ColumnProfile(BaseModel):
     integral: bool | None = None
 
 
-class DatasetOut(ResponseModel):
+class DatasetSummary(ResponseModel):
+    """A list entry: a Dataset without its column profiles."""
+
     id: str
     name: str
     format: str
     n_rows: int
+    n_columns: int = Field(description="Columns profiled (CSV/Parquet: the file's columns; .npz: 2, X and y)")
     size_bytes: int
     sha256: str
     created_at: UTCDatetime
-    columns: list[ColumnProfile]
     shapes: dict[str, list[int]] | None = None
+
+
+class DatasetOut(DatasetSummary):
+    columns: list[ColumnProfile]
 
 
 class JobOut(ResponseModel):
@@ -178,6 +184,56 @@ class PredictionOut(ResponseModel):
     dataset_id: str | None = None
     started_at: UTCDatetime | None = None
     finished_at: UTCDatetime | None = None
+
+
+class PredictionSummary(ResponseModel):
+    """A list entry: a Prediction without its rows."""
+
+    id: str
+    model_id: str
+    created_at: UTCDatetime
+    n: int
+    status: str = "succeeded"
+
+
+class EvaluationCreate(StrictModel):
+    dataset_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                   description="A held-out dataset of yours holding the model's features and target")
+    instances: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_INSTANCES,
+                                        description="Rows as in predictions' instances (with targets)")
+    targets: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_INSTANCES,
+                                      description="The true label or value of each instance, as uploaded")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationCreate:
+        rows = self.instances is not None or self.targets is not None
+        if (self.dataset_id is not None) == rows:
+            raise ValueError("give either dataset_id, or instances with targets")
+        if rows and (self.instances is None or self.targets is None or len(self.instances) != len(self.targets)):
+            raise ValueError("instances and targets must both be given, one target per instance")
+        return self
+
+
+class ConfusionMatrix(BaseModel):
+    labels: list[Any] = Field(description="The model's classes, as uploaded")
+    matrix: list[list[int]] = Field(description="matrix[i][j]: rows whose true label is labels[i], predicted labels[j]")
+
+
+class EvaluationOut(BaseModel):
+    """Classification answers accuracy and confusion_matrix; regression r2, mae and rmse
+    (averaged over target columns)."""
+
+    model_id: str
+    dataset_id: str | None = None
+    task: str
+    n: int
+    loss_name: str = Field(description="The spec's loss, computed as the epochs' val_loss is")
+    loss: float
+    accuracy: float | None = None
+    confusion_matrix: ConfusionMatrix | None = None
+    r2: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
 
 
 class LiveWorker(BaseModel):

@@ -1,0 +1,49 @@
+"""Models and predictions: lists (newest first) and deletes. Every query is scoped to the
+tenant; another tenant's id is a 404 like a missing one."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, defer
+
+from bps.listing import Page, fetch_page
+from bps.models import Model, Prediction
+from bps.predict import forget_model
+from bps.problems import NotFound
+
+
+def _require_owned(session: Session, table: Any, tenant_id: str, row_id: str, what: str) -> None:
+    """404 unless the tenant owns row `row_id` of `table` (reads the id only, not the row's blobs)."""
+    if session.scalar(select(table.id).where(table.id == row_id, table.tenant_id == tenant_id)) is None:
+        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
+
+
+def list_models(*, session: Session, tenant_id: str, limit: int, offset: int) -> Page:
+    query = (select(Model).options(defer(Model.weights)).where(Model.tenant_id == tenant_id)
+             .order_by(Model.created_at.desc(), Model.id.desc()))
+    return fetch_page(session, query, limit=limit, offset=offset)
+
+
+def delete_model(*, session: Session, tenant_id: str, model_id: str) -> None:
+    """Delete a model and its predictions (they are its outputs; nothing else refers to them).
+    The job that trained it keeps its record and model_id, which then answers 404."""
+    _require_owned(session, Model, tenant_id, model_id, "model")
+    session.execute(delete(Prediction).where(Prediction.model_id == model_id))
+    session.execute(delete(Model).where(Model.id == model_id))
+    forget_model(model_id)
+
+
+def list_predictions(*, session: Session, tenant_id: str, model_id: str | None, limit: int, offset: int) -> Page:
+    """Summaries (no rows), newest first; `model_id` keeps one model's (another tenant's: none)."""
+    query = (select(Prediction).options(defer(Prediction.predictions), defer(Prediction.probabilities))
+             .where(Prediction.tenant_id == tenant_id))
+    if model_id is not None:
+        query = query.where(Prediction.model_id == model_id)
+    return fetch_page(session, query.order_by(Prediction.created_at.desc(), Prediction.id.desc()),
+                      limit=limit, offset=offset)
+
+
+def delete_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> None:
+    _require_owned(session, Prediction, tenant_id, prediction_id, "prediction")
+    session.execute(delete(Prediction).where(Prediction.id == prediction_id))
