@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,16 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bps.csv_text import HEADER_SAMPLE_ROWS, SNIFF_CHARS, csv_options, refuse_headerless
 from bps.numbers import finite_or_none
 from bps.problems import Unprocessable
 
 FORMATS = ("csv", "parquet", "npz")
 NPZ_ARRAYS = ("X", "y")
-SEPARATORS = (",", ";", "\t", "|")
-SNIFF_CHARS = 65536
-HEADER_SAMPLE_ROWS = 100
-DECIMAL_COMMA_CELL = re.compile(r"-?\d+,\d+")
-DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
 
 
 @dataclass
@@ -61,42 +56,6 @@ def _decode_utf8(raw: bytes) -> str:
         ) from None
 
 
-def csv_options(text: str) -> dict[str, str]:
-    """pandas' `sep` and `decimal` for a CSV's text: a comma unless the header row has none and
-    `;`, tab or `|` splits it (spreadsheets in many locales write `;` with decimal commas)."""
-    head = text[:SNIFF_CHARS]
-    lines = [line for line in head.splitlines() if line.strip()]
-    header_fields = {sep: len(next(csv.reader(lines[:1] or [""], delimiter=sep), [])) for sep in SEPARATORS}
-    sep = max(SEPARATORS, key=lambda s: (header_fields[s] > 1, s == ",", header_fields[s]))
-    sep = sep if header_fields[sep] > 1 else ","
-    decimal = "," if sep == ";" and any(DECIMAL_COMMA.search(line) for line in lines[1:100]) else "."
-    return {"sep": sep, "decimal": decimal}
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell.replace(",", ".") if DECIMAL_COMMA_CELL.fullmatch(cell.strip()) else cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _refuse_headerless(header: list[str], rows: list[list[str]]) -> None:
-    """A first row whose cells are numbers exactly where the data are (and not the column
-    positions 0..n-1 or 1..n that pandas writes) is data, not a header."""
-    numeric_header = [_is_number(cell) for cell in header]
-    if not any(numeric_header) or [c.strip() for c in header] in (
-            [str(i) for i in range(len(header))], [str(i + 1) for i in range(len(header))]):
-        return
-    for column, header_is_number in enumerate(numeric_header):
-        cells = [row[column] for row in rows if row[column].strip()]
-        if not cells or all(_is_number(cell) for cell in cells) != header_is_number:
-            return
-    raise Unprocessable(
-        f"the first row ({', '.join(header[:5])}{', ...' if len(header) > 5 else ''}) looks like data, not a "
-        "header: the file needs a header row naming its columns (e.g. x1,x2,...,label)", loc=["file", "line 1"])
-
-
 def _check_csv_rows(text: str, sep: str = ",") -> list[str]:
     """Checks every row has the header's field count and the header names no column twice;
     returns the header (the first non-blank row)."""
@@ -120,7 +79,7 @@ def _check_csv_rows(text: str, sep: str = ",") -> list[str]:
             sample.append(row)
     if n_rows == 0:
         raise Unprocessable("the file has a header row but no data rows", loc=["file", "line 2"])
-    _refuse_headerless(header, sample)
+    refuse_headerless(header, sample)
     duplicated = sorted(name for name, count in Counter(header).items() if count > 1)
     if duplicated:
         raise Unprocessable(f"duplicate column names in the header: {duplicated}", loc=["file", "header"])

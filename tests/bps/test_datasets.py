@@ -116,7 +116,8 @@ def test_block_profiles_equal_the_column_by_column_profile(block_values: int) ->
     (b'a,"b;c",label\n1,2.5,x\n3,4,y\n', ",", [1, 2.5, "x"]),  # a comma header keeps the comma
 ])
 def test_csv_separator_is_detected_at_upload_and_when_read_for_training(raw: bytes, sep: str, first_row) -> None:  # noqa: ANN001
-    from bps.dataset_files import csv_options, read_csv_frame, read_table
+    from bps.csv_text import csv_options
+    from bps.dataset_files import read_csv_frame, read_table
 
     assert csv_options(raw.decode())["sep"] == sep
     frame = read_csv_frame(raw)

@@ -1,0 +1,50 @@
+"""How an uploaded CSV is written: its separator and decimal mark, and whether its first row
+is a header at all (bps/dataset_files.py reads it with these)."""
+from __future__ import annotations
+
+import csv
+import re
+
+from bps.problems import Unprocessable
+
+SEPARATORS = (",", ";", "\t", "|")
+SNIFF_CHARS = 65536
+HEADER_SAMPLE_ROWS = 100
+DECIMAL_COMMA_CELL = re.compile(r"-?\d+,\d+")
+DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
+
+
+def csv_options(text: str) -> dict[str, str]:
+    """pandas' `sep` and `decimal` for a CSV's text: a comma unless the header row has none and
+    `;`, tab or `|` splits it (spreadsheets in many locales write `;` with decimal commas)."""
+    head = text[:SNIFF_CHARS]
+    lines = [line for line in head.splitlines() if line.strip()]
+    header_fields = {sep: len(next(csv.reader(lines[:1] or [""], delimiter=sep), [])) for sep in SEPARATORS}
+    sep = max(SEPARATORS, key=lambda s: (header_fields[s] > 1, s == ",", header_fields[s]))
+    sep = sep if header_fields[sep] > 1 else ","
+    decimal = "," if sep == ";" and any(DECIMAL_COMMA.search(line) for line in lines[1:100]) else "."
+    return {"sep": sep, "decimal": decimal}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell.replace(",", ".") if DECIMAL_COMMA_CELL.fullmatch(cell.strip()) else cell)
+    except ValueError:
+        return False
+    return True
+
+
+def refuse_headerless(header: list[str], rows: list[list[str]]) -> None:
+    """A first row whose cells are numbers exactly where the data are (and not the column
+    positions 0..n-1 or 1..n that pandas writes) is data, not a header."""
+    numeric_header = [_is_number(cell) for cell in header]
+    if not any(numeric_header) or [c.strip() for c in header] in (
+            [str(i) for i in range(len(header))], [str(i + 1) for i in range(len(header))]):
+        return
+    for column, header_is_number in enumerate(numeric_header):
+        cells = [row[column] for row in rows if row[column].strip()]
+        if not cells or all(_is_number(cell) for cell in cells) != header_is_number:
+            return
+    raise Unprocessable(
+        f"the first row ({', '.join(header[:5])}{', ...' if len(header) > 5 else ''}) looks like data, not a "
+        "header: the file needs a header row naming its columns (e.g. x1,x2,...,label)", loc=["file", "line 1"])
