@@ -3,6 +3,7 @@ quickly; the data files are what make_examples.py writes."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,14 @@ def test_every_spec_file_is_covered_and_the_data_are_as_described() -> None:
     assert digits.shape == (1797, 65) and set(digits["label"]) == set(range(10))
     with np.load(EXAMPLES / "sequences.npz", allow_pickle=False) as arrays:
         assert arrays["X"].ndim == 3 and arrays["y"].shape == arrays["X"].shape[:1]
+
+
+def test_the_readme_table_names_each_spec_with_its_data_and_target() -> None:
+    text = (EXAMPLES.parent / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `") and "specs/" in line]
+    documented = {}
+    for row in rows:
+        data, target, specs = (cell.strip() for cell in row.strip("|").split("|"))
+        for spec in re.findall(r"specs/(\w+\.json)", specs):
+            documented[spec] = (re.match(r"`([^`]+)`", data).group(1), (re.findall(r"`([^`]+)`", target) or [None])[0])
+    assert documented == {spec: case[:2] for spec, case in CASES.items()}
