@@ -19,6 +19,9 @@ class Settings:
     var_dir: str = "var"
     job_heartbeat_timeout_s: float = 60.0
     heartbeat_interval_s: float = 5.0
+    # How often a running job's worker reads its cancel flag (one indexed SELECT; the batch
+    # loop only looks at an in-memory flag): a cancel is honoured within about this long.
+    cancel_poll_interval_s: float = 0.25
     job_max_attempts: int = 3
     job_time_limit_s: float = 24 * 3600.0
     max_upload_bytes: int = 200 * 1024 * 1024
@@ -51,7 +54,7 @@ class Settings:
     log_level: str = "INFO"
     # GET /v1/jobs/{id}/events: open streams per API process (503 + Retry-After beyond; `bps api`
     # adds this many gunicorn threads), and how often each stream looks for news.
-    max_event_streams: int = 32
+    max_event_streams: int = 64
     event_poll_interval_s: float = 0.25
 
 

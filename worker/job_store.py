@@ -202,6 +202,21 @@ def load_checkpoint_epoch(settings: Settings, job_id: str) -> int | None:
         return session.scalar(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id))
 
 
+def run_flags(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool]:
+    """(still_owned, cancel_requested), read only: one indexed SELECT, polled every
+    CANCEL_POLL_INTERVAL_S while the job trains, so a cancel stops it at the next batch."""
+    with connection_scope(settings.database_url) as connection:
+        row = connection.execute(_flags_statement(), {"p_job": job_id}).first()
+    if row is None:
+        return False, False
+    return (row.attempt == attempt and row.status == "running"), bool(row.cancel_requested)
+
+
+@functools.cache
+def _flags_statement() -> Any:
+    return select(Job.attempt, Job.status, Job.cancel_requested).where(Job.id == bindparam("p_job"))
+
+
 def heartbeat(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool]:
     """Refresh heartbeat_at. Returns (still_owned, cancel_requested)."""
     with session_scope(settings.database_url) as session:

@@ -45,8 +45,8 @@ class Workers:
         self.settings, self.log_dir, self.processes = settings, log_dir, []
 
     def start(self, concurrency: int = 1, **extra_env: str) -> subprocess.Popen:
-        env = dict(os.environ, DATABASE_URL=self.settings.database_url, BROKER_URL=self.settings.broker_url,
-                   BPS_VAR_DIR=str(self.log_dir / "var"), **FAST_RECOVERY_ENV, **extra_env)
+        env = {**os.environ, "DATABASE_URL": self.settings.database_url, "BROKER_URL": self.settings.broker_url,
+               "BPS_VAR_DIR": str(self.log_dir / "var"), **FAST_RECOVERY_ENV, **extra_env}
         log = open(self.log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(bps_command("worker", "--concurrency", str(concurrency)), env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
@@ -75,6 +75,15 @@ def slow_job(settings: Settings, epochs: int = 20, **job_values: Any) -> str:
                            layers=[{"type": "dense", "units": 32, "activation": "relu"},
                                    {"type": "dense", "activation": "softmax"}])
     return add_job(settings, spec, raw=blobs_csv(n_per_class=700), **job_values)
+
+
+def long_epoch_job(settings: Settings, epochs: int = 3) -> str:
+    """A job whose epochs take many seconds each (2,100 rows, batches of 2, two 1024-unit layers)."""
+    spec = classifier_spec(epochs=epochs, batch_size=2, validation_split=0.1,
+                           layers=[{"type": "dense", "units": 1024, "activation": "relu"},
+                                   {"type": "dense", "units": 1024, "activation": "relu"},
+                                   {"type": "dense", "activation": "softmax"}])
+    return add_job(settings, spec, raw=blobs_csv(n_per_class=700))
 
 
 def quick_job(settings: Settings, epochs: int = 2) -> str:

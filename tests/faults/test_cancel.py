@@ -1,14 +1,29 @@
 """Cancellation through real worker processes: a queued job never starts; a running job stops
-at the next batch and keeps the epochs it recorded."""
+at the next batch, within a second of the request (not at the next heartbeat or epoch), on
+PostgreSQL + Redis and on the embedded SQLite database and broker."""
 from __future__ import annotations
 
 import pytest
 
 from bps.db import session_scope
 from service.job_service import cancel_job
-from tests.faults.harness import epoch_rows, job_of, publish, slow_job, wait_for, wait_terminal
+import time
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+from tests.faults.harness import (
+    Workers,
+    epoch_rows,
+    job_of,
+    long_epoch_job,
+    publish,
+    slow_job,
+    wait_for,
+    wait_terminal,
+)
+
+pytestmark = [pytest.mark.slow]
+PRODUCTION = [pytest.mark.postgres, pytest.mark.redis]
+# Heartbeats far apart, so only the cancel poll can explain a prompt stop.
+SLOW_HEARTBEAT_ENV = {"HEARTBEAT_INTERVAL_S": "30", "JOB_HEARTBEAT_TIMEOUT_S": "300"}
 
 
 def cancel(settings, job_id: str) -> str:  # noqa: ANN001
@@ -17,6 +32,8 @@ def cancel(settings, job_id: str) -> str:  # noqa: ANN001
         return cancel_job(session=session, tenant_id=job_of(settings, job_id).tenant_id, job_id=job_id).status
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_cancel_a_queued_job_and_a_running_one(fault_settings, workers):
     settings = fault_settings
     running, queued = slow_job(settings, epochs=200), slow_job(settings, epochs=200)
@@ -35,3 +52,38 @@ def test_cancel_a_queued_job_and_a_running_one(fault_settings, workers):
     assert job_of(settings, running).model_id is None
     never = job_of(settings, queued)
     assert (never.attempt, never.started_at, epoch_rows(settings, queued)) == (0, None, [])
+
+
+def cancel_mid_epoch_latency(settings, workers: Workers) -> float:  # noqa: ANN001
+    """Seconds from the cancel request to the job's cancelled status, a second into epoch 1 of a
+    job whose epochs take many seconds."""
+    job_id = long_epoch_job(settings)
+    publish(settings, job_id)
+    workers.start(**SLOW_HEARTBEAT_ENV)
+    try:
+        wait_for(lambda: job_of(settings, job_id).status == "running", 120, "the job to start", logs_alive(workers))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{workers.logs()}") from None
+    time.sleep(1.5)  # data loaded, well inside the first epoch
+    requested = time.monotonic()
+    assert cancel(settings, job_id) == "running"
+    wait_for(lambda: job_of(settings, job_id).status == "cancelled", 30, "the cancel", logs_alive(workers))
+    latency = time.monotonic() - requested
+    assert epoch_rows(settings, job_id) == [], "the first epoch was still running: it stopped mid-epoch"
+    print(f"cancel honoured {latency:.2f} s after the request (heartbeat every 30 s)")
+    return latency
+
+
+def logs_alive(workers: Workers):  # noqa: ANN201
+    return lambda: all(p.poll() is None for p in workers.processes)
+
+
+@pytest.mark.parametrize("topology", [pytest.param("production", marks=PRODUCTION), "embedded"])
+def test_a_running_job_stops_mid_epoch_within_a_second_or_two(topology, request, tmp_path):  # noqa: ANN001
+    settings = request.getfixturevalue("fault_settings" if topology == "production" else "settings")
+    workers = Workers(settings, tmp_path)
+    try:
+        latency = cancel_mid_epoch_latency(settings, workers)
+    finally:
+        workers.stop_all()
+    assert latency < 2.5, workers.logs()
