@@ -1,7 +1,7 @@
 """asynchronous predictions: status and worker fencing on predictions, result chunks
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-30 02:30:00
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 import bps.models
 
 revision: str = '0004'
-down_revision: str | None = '0001'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
