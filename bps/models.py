@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -128,6 +129,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Why it ended: completed | early_stopping | cancelled | time_limit | diverged | error
+    stop_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    stop_detail: Mapped[str | None] = mapped_column(Text, default=None)  # a sentence (early stopping: which epoch)
+    eta_s: Mapped[float | None] = mapped_column(Float, default=None)  # while running, once the pace is known
+    best_metrics: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # the epoch the model serves
 
 
 class Epoch(Base):
@@ -173,6 +179,9 @@ class Model(Base):
     preprocessing: Mapped[dict[str, Any]] = mapped_column(default=dict)
     weights: Mapped[bytes] = mapped_column(LargeBinary)  # Network.save() .npz bytes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Kept from a job that did not complete (cancelled, time limit) after >= 1 epoch: the reason.
+    partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    partial_reason: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class Prediction(Base):
