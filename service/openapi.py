@@ -122,6 +122,10 @@ OPERATIONS = [
     Operation("get", "/v1/jobs/{job_id}", "getJob", "jobs", "Get a job", "200", ref("JobOut")),
     Operation("get", "/v1/jobs/{job_id}/epochs", "listEpochs", "jobs", "Epochs in order", "200",
               ref("EpochList")),
+    Operation("get", "/v1/jobs/{job_id}/events", "jobEvents", "jobs",
+              "Server-sent events until the job ends: `event: status` (the Job) at each status change, `event: "
+              "epoch` (the Epoch) as each is recorded; send Last-Event-ID to resume; 503 beyond MAX_EVENT_STREAMS",
+              "200", {"type": "string"}, media_type="text/event-stream"),
     Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
     Operation("get", "/v1/models/{model_id}", "getModel", "models", "Get a model", "200", ref("ModelOut")),
     Operation("get", "/v1/models/{model_id}/download", "downloadModel", "models",
