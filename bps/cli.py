@@ -4,21 +4,28 @@
     bps api                           the API under gunicorn on HOST:PORT
     bps worker [--queues cpu,gpu] [--concurrency N]
     bps keys create NAME              a new API key for tenant NAME (last line of stdout)
+    bps keys list                     every key's tenant, id, prefix and dates (never the key)
+    bps keys revoke KEY_ID_OR_PREFIX  the key answers 401 from then on
     bps dev                           `make run`: migrate, a dev key, API + one worker
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import socket
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from bps.config import Settings, load_settings
 from bps.openblas import choose_kernels
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def alembic_ini() -> Path:
@@ -41,17 +48,49 @@ def migrate(settings: Settings) -> None:
     command.upgrade(config, "head")
 
 
-def create_key(settings: Settings, tenant_name: str) -> str:
+def with_session(settings: Settings, action: Callable[[Session], T]) -> T:
+    """`action(session)` in one transaction; a database without the schema exits saying what to do."""
     from sqlalchemy.exc import OperationalError, ProgrammingError  # noqa: PLC0415
 
     from bps.db import session_scope  # noqa: PLC0415
-    from bps.tenants import create_api_key  # noqa: PLC0415
 
     try:
         with session_scope(settings.database_url) as session:
-            return create_api_key(session=session, tenant_name=tenant_name)
+            return action(session)
     except (OperationalError, ProgrammingError) as exc:
-        raise SystemExit(f"bps: cannot create a key on {settings.database_url}: run `bps migrate` first ({exc.orig})")
+        raise SystemExit(f"bps: cannot use the database {settings.database_url}: run `bps migrate` first ({exc.orig})")
+
+
+def create_key(settings: Settings, tenant_name: str) -> str:
+    from bps.tenants import create_api_key  # noqa: PLC0415
+
+    return with_session(settings, lambda session: create_api_key(session=session, tenant_name=tenant_name))
+
+
+def run_keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    from bps.problems import ProblemError  # noqa: PLC0415
+    from bps.tenants import list_api_keys, revoke_api_key  # noqa: PLC0415
+
+    if args.keys_command == "create":
+        key = create_key(settings, args.name)
+        print(f"created an API key for tenant {args.name!r}; it is shown only once:")
+        print(key)
+    elif args.keys_command == "list":
+        print(f"{'TENANT':<24} {'KEY ID':<36} {'PREFIX':<12} {'CREATED (UTC)':<20} REVOKED (UTC)")
+        for row in with_session(settings, lambda session: list_api_keys(session=session)):
+            print(f"{row.tenant:<24} {row.key_id:<36} {row.prefix:<12} {_when(row.created_at):<20} "
+                  f"{_when(row.revoked_at) or '-'}")
+    else:
+        try:
+            row = with_session(settings, lambda session: revoke_api_key(session=session, key=args.key))
+        except ProblemError as exc:
+            raise SystemExit(f"bps keys revoke: {exc.detail}") from None
+        done = f"was already revoked on {_when(row.revoked_at)} UTC" if row.revoked_at else "is revoked"
+        print(f"key {row.key_id} ({row.prefix}...) of tenant {row.tenant!r} {done}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
 def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
@@ -78,50 +117,6 @@ def run_api(settings: Settings) -> None:
     os.execv(argv[0], argv)
 
 
-def worker_pool(queues: list[str], concurrency: int) -> str:
-    """GPU workers never fork after CUDA could be initialised: solo (or threads) there;
-    CPU workers fork (prefork) when they run more than one job at a time."""
-    if "gpu" in queues:
-        return "solo" if concurrency == 1 else "threads"
-    return "solo" if concurrency == 1 else "prefork"
-
-
-def configure_worker_logging(settings: Settings, worker_name: str) -> None:
-    """LOG_FORMAT lines from the worker and from Celery itself: with a receiver on Celery's
-    setup_logging signal, Celery leaves the logging configuration alone."""
-    from celery import signals  # noqa: PLC0415
-
-    from bps.logs import configure_logging  # noqa: PLC0415
-
-    configure_logging(settings.log_format, settings.log_level, worker=worker_name)
-    signals.setup_logging.connect(lambda **_kwargs: None, weak=False)
-
-
-def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: str | None) -> None:
-    from worker.celery_app import QUEUES, create_celery  # noqa: PLC0415
-    from worker.registry import install_worker_signals  # noqa: PLC0415
-
-    unknown = [q for q in queues if q not in QUEUES]
-    if unknown or not queues:
-        raise SystemExit(f"bps worker: --queues must name some of {', '.join(QUEUES)}, got {','.join(queues)!r}")
-    name = f"bps-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
-    configure_worker_logging(settings, name)
-    app = create_celery(settings)
-    install_worker_signals(settings, queues)
-    # The first job should not pay for importing the training path (~0.6 s) or compiling its kernels. These imports
-    # initialise no CUDA (CuPy is imported only by a job that trains on the GPU), so they are
-    # safe in the parent of a forking pool.
-    for module in ("worker.runner", "worker.engine.network", "bps.preprocessing", "bps.datasets"):
-        importlib.import_module(module)
-    importlib.import_module("worker.engine.cpu_kernels").warm_up()  # Numba: compiled once, then cached on disk
-    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner between the JSON lines
-    app.worker_main([
-        *quiet, "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
-        "--pool", pool or worker_pool(queues, concurrency), "--hostname", name,
-        "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
-    ])
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bps", description="Backprop Service processes and administration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create tenant NAME (or a new key for it)")
     create.add_argument("name")
+    key_commands.add_parser("list", help="every key: tenant, key id, prefix, created (never the key itself)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key (by its id or prefix): it then answers 401")
+    revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX")
     commands.add_parser("dev", help="`make run`: migrate, a dev key, the API and one worker")
     return parser
 
@@ -153,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.concurrency < 1:
             raise SystemExit("bps worker: --concurrency must be at least 1")
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        from worker.main import run_worker  # noqa: PLC0415  (the entry point of the worker layer)
+
         run_worker(settings, queues, args.concurrency, args.pool)
     elif args.command == "keys":
-        key = create_key(settings, args.name)
-        print(f"created an API key for tenant {args.name!r}; it is shown only once:")
-        print(key)
+        run_keys_command(settings, args)
     elif args.command == "dev":
         from bps.dev import run_dev  # noqa: PLC0415
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import TypeVar
+from datetime import datetime
+from typing import NamedTuple, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from bps.models import ApiKey, Tenant
-from bps.problems import NotFound
+from bps.models import ApiKey, Tenant, utcnow
+from bps.problems import Conflict, NotFound
 
 T = TypeVar("T")
 
@@ -40,6 +41,44 @@ def create_api_key(*, session: Session, tenant_name: str) -> str:
     session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:12]))
     session.flush()
     return key
+
+
+class KeyRow(NamedTuple):
+    tenant: str
+    key_id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+MIN_PREFIX = 6
+_KEY_COLUMNS = (Tenant.name, ApiKey.id, ApiKey.prefix, ApiKey.created_at, ApiKey.revoked_at)
+
+
+def list_api_keys(*, session: Session) -> list[KeyRow]:
+    """Every key (never the key itself: only its id and first characters), by tenant then age."""
+    rows = session.execute(select(*_KEY_COLUMNS).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                           .order_by(Tenant.name, ApiKey.created_at, ApiKey.id))
+    return [KeyRow(*row) for row in rows]
+
+
+def revoke_api_key(*, session: Session, key: str) -> KeyRow:
+    """Revoke the one key whose id is `key`, or whose prefix starts with it (at least MIN_PREFIX
+    characters); from then on it answers 401. Revoking a revoked key keeps its first date.
+    NotFound when none matches, Conflict when several do."""
+    text = key.strip()
+    matches = ApiKey.id == text
+    if len(text) >= MIN_PREFIX:
+        matches = or_(matches, ApiKey.prefix.startswith(text, autoescape=True))
+    rows = session.execute(select(*_KEY_COLUMNS).join(Tenant, Tenant.id == ApiKey.tenant_id).where(matches)).all()
+    if not rows:
+        raise NotFound(f"no API key has the id or prefix {text!r} (see `bps keys list`)", loc=["key"])
+    if len(rows) > 1:
+        raise Conflict(f"{len(rows)} keys start with {text!r}: give the key id (see `bps keys list`)", loc=["key"])
+    row = KeyRow(*rows[0])
+    session.execute(update(ApiKey).where(ApiKey.id == row.key_id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
+    return row
 
 
 def authenticate(*, session: Session, key: str) -> str | None:

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit (202 + Location), list (newest first, ?status=), get, epochs, cancel."""
+"""/v1/jobs: submit (202 + Location), list (newest first, ?status=), get, delete, epochs, events, cancel."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
@@ -7,6 +7,7 @@ from bps.models import JOB_STATUSES
 from bps.problems import BadRequest
 from service import events, job_service
 from service.http import created, db, dump, parse_body, query_int, settings, tenant_id
+from service.pagination import MAX_OFFSET, page_params, paged
 from service.schemas import EpochList, JobCreate, JobOut
 
 blueprint = Blueprint("jobs", __name__)
@@ -27,11 +28,8 @@ def list_jobs():  # noqa: ANN201
     status = request.args.get("status")
     if status is not None and status not in JOB_STATUSES:
         raise BadRequest(f"status must be one of {list(JOB_STATUSES)}", loc=["query", "status"])
-    jobs = job_service.list_jobs(
-        session=db(), tenant_id=tenant_id(), status=status,
-        limit=query_int("limit", 100, low=1, high=1000), offset=query_int("offset", 0, low=0, high=10**9),
-    )
-    return jsonify([dump(JobOut, job) for job in jobs])
+    page = job_service.list_jobs(session=db(), tenant_id=tenant_id(), status=status, **page_params())
+    return paged([dump(JobOut, job) for job in page.items], page)
 
 
 @blueprint.get("/jobs/<job_id>")
@@ -39,10 +37,21 @@ def get_job(job_id: str):  # noqa: ANN201
     return jsonify(dump(JobOut, job_service.get_job(session=db(), tenant_id=tenant_id(), job_id=job_id)))
 
 
+@blueprint.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> Response:
+    session = db()
+    job_service.delete_job(session=session, tenant_id=tenant_id(), job_id=job_id)
+    session.commit()
+    return Response(status=204)
+
+
 @blueprint.get("/jobs/<job_id>/epochs")
-def list_epochs(job_id: str):  # noqa: ANN201
-    epochs = job_service.list_epochs(session=db(), tenant_id=tenant_id(), job_id=job_id)
-    return jsonify(EpochList.model_validate({"epochs": epochs}).model_dump(mode="json"))
+def list_epochs(job_id: str) -> Response:
+    """Every epoch in order; ?since=N: only those after epoch N; ?limit/?offset: one page of them."""
+    page = job_service.list_epochs(
+        session=db(), tenant_id=tenant_id(), job_id=job_id, since=query_int("since", 0, low=0, high=MAX_OFFSET),
+        limit=query_int("limit", 0, low=1, high=MAX_OFFSET) or None, offset=query_int("offset", 0, low=0, high=MAX_OFFSET))
+    return paged(EpochList.model_validate({"epochs": page.items}).model_dump(mode="json"), page)
 
 
 @blueprint.get("/jobs/<job_id>/events")

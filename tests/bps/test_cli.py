@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, select
 
-from bps.cli import build_parser, gunicorn_argv, worker_pool
+from bps.cli import build_parser, gunicorn_argv
 from bps.config import Settings
 from bps.db import session_scope
 from bps.models import Base, Job, Tenant, WorkerRecord
@@ -54,6 +54,68 @@ def test_keys_create_prints_a_working_key_on_the_last_line(env):
     assert owners == {acme}
 
 
+def test_keys_list_shows_ids_and_prefixes_never_the_keys(env):
+    assert bps("migrate", env=env).returncode == 0
+    keys = [bps("keys", "create", name, env=env).stdout.strip().splitlines()[-1] for name in ("acme", "zeta", "acme")]
+    listed = bps("keys", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["TENANT", "KEY", "ID"] and len(lines) == 4
+    assert [line.split()[0] for line in lines[1:]] == ["acme", "acme", "zeta"]
+    assert all(key not in listed.stdout for key in keys)
+    assert {line.split()[2] for line in lines[1:]} == {key[:12] for key in keys}
+
+
+def test_a_revoked_key_answers_401_and_the_others_keep_working(env, tmp_path):
+    from dataclasses import replace
+
+    from bps.config import load_settings
+    from service.app import create_app
+
+    assert bps("migrate", env=env).returncode == 0
+    doomed, kept = (bps("keys", "create", "acme", env=env).stdout.strip().splitlines()[-1] for _ in range(2))
+    key_id = next(line.split()[1] for line in bps("keys", "list", env=env).stdout.splitlines()
+                  if line.split()[2] == doomed[:12])
+    client = create_app(replace(load_settings(env), rate_limit_per_minute=0)).test_client()
+    assert client.get("/v1/datasets", headers={"Authorization": f"Bearer {doomed}"}).status_code == 200
+    by_prefix = bps("keys", "revoke", doomed[:12], env=env)
+    assert by_prefix.returncode == 0 and f"key {key_id} " in by_prefix.stdout and "is revoked" in by_prefix.stdout
+    refused = client.get("/v1/datasets", headers={"Authorization": f"Bearer {doomed}"})
+    assert refused.status_code == 401 and "revoked" in refused.get_json()["detail"]
+    assert client.get("/v1/datasets", headers={"Authorization": f"Bearer {kept}"}).status_code == 200
+    again = bps("keys", "revoke", key_id, env=env)
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    revoked_column = [line for line in bps("keys", "list", env=env).stdout.splitlines() if key_id in line][0]
+    assert revoked_column.split()[-1] != "-"
+
+
+@pytest.mark.parametrize(("argument", "message"), [("bps_", "no API key has"), ("nonexistent-id", "no API key has")])
+def test_keys_revoke_refuses_unknown_or_too_short_names(env, argument, message):
+    assert bps("migrate", env=env).returncode == 0
+    bps("keys", "create", "acme", env=env)
+    result = bps("keys", "revoke", argument, env=env)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_keys_revoke_refuses_an_ambiguous_prefix(env):
+    from bps.models import ApiKey
+
+    assert bps("migrate", env=env).returncode == 0
+    for _ in range(2):
+        bps("keys", "create", "acme", env=env)
+    with session_scope(env["DATABASE_URL"]) as session:  # two keys sharing a prefix, as chance may make
+        for row in session.scalars(select(ApiKey)):
+            row.prefix = "bps_samepref"
+    result = bps("keys", "revoke", "bps_same", env=env)
+    assert result.returncode != 0 and "2 keys start with 'bps_same'" in result.stderr
+
+
+def test_bps_does_not_import_the_worker_layer(env):
+    """bps.cli (and so every bps command but `bps worker`) loads no worker module."""
+    probe = "import sys, bps.cli; sys.exit(any(m == 'worker' or m.startswith('worker.') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], env=env).returncode == 0
+
+
 def test_keys_create_before_migrate_says_what_to_do(env):
     result = bps("keys", "create", "acme", env=env)
     assert result.returncode != 0 and "run `bps migrate` first" in result.stderr
@@ -67,13 +129,6 @@ def test_worker_refuses_an_unknown_queue(env):
 def test_parser_reads_worker_options():
     args = build_parser().parse_args(["worker", "--queues", "cpu,gpu", "--concurrency", "4"])
     assert (args.command, args.queues, args.concurrency, args.pool) == ("worker", "cpu,gpu", 4, None)
-
-
-@pytest.mark.parametrize(("queues", "concurrency", "pool"), [
-    (["cpu"], 1, "solo"), (["cpu"], 4, "prefork"), (["gpu"], 1, "solo"), (["cpu", "gpu"], 2, "threads"),
-])
-def test_gpu_workers_never_fork(queues, concurrency, pool):
-    assert worker_pool(queues, concurrency) == pool
 
 
 def test_api_binds_host_and_port():
