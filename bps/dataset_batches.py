@@ -1,59 +1,73 @@
 """A stored dataset read in batches of rows, for predictions over datasets larger than memory
-should hold at once: the stored chunks are read one at a time (CSV), or spooled to a temporary
-file that Parquet and .npz are read from a batch at a time. Batch k always holds rows
-[k * rows, (k + 1) * rows), so a run that takes over can skip the batches already done."""
+should hold at once: the stored chunks are read as one seekable stream, one chunk in memory at a
+time, which CSV is parsed from in order and Parquet and .npz are read from a batch at a time.
+Batch k always holds rows [k * rows, (k + 1) * rows), so a run that takes over can skip the
+batches already done."""
 from __future__ import annotations
 
+import bisect
 import io
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bps.db import session_scope
 from bps.models import DatasetChunk
 
 
 class StoredBytes(io.RawIOBase):
-    """The uploaded bytes of a dataset as a read-only stream, one DatasetChunk row in memory."""
+    """The uploaded bytes of a dataset as a read-only, seekable stream; one DatasetChunk row in
+    memory at a time."""
 
     def __init__(self, database_url: str, dataset_id: str) -> None:
         super().__init__()
         self.database_url, self.dataset_id = database_url, dataset_id
-        self.seq, self.buffer, self.position = 0, b"", 0
+        with session_scope(database_url) as session:
+            sizes = session.execute(select(DatasetChunk.seq, func.length(DatasetChunk.data)).where(
+                DatasetChunk.dataset_id == dataset_id).order_by(DatasetChunk.seq)).all()
+        self.seqs = [seq for seq, _ in sizes]
+        self.starts = [0]
+        for _, size in sizes:
+            self.starts.append(self.starts[-1] + int(size))
+        self.position, self.loaded, self.buffer = 0, -1, b""
 
     def readable(self) -> bool:
         return True
 
-    def _next_chunk(self) -> bool:
-        with session_scope(self.database_url) as session:
-            data = session.scalar(select(DatasetChunk.data).where(
-                DatasetChunk.dataset_id == self.dataset_id, DatasetChunk.seq == self.seq))
-        if data is None:
-            return False
-        self.seq, self.buffer, self.position = self.seq + 1, bytes(data), 0
+    def seekable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.starts[-1]}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def _load(self, index: int) -> None:
+        if index != self.loaded:
+            with session_scope(self.database_url) as session:
+                self.buffer = bytes(session.scalar(select(DatasetChunk.data).where(
+                    DatasetChunk.dataset_id == self.dataset_id, DatasetChunk.seq == self.seqs[index])))
+            self.loaded = index
+
     def readinto(self, target: Any) -> int:
-        while self.position >= len(self.buffer):
-            if not self._next_chunk():
-                return 0
-        size = min(len(target), len(self.buffer) - self.position)
-        target[:size] = self.buffer[self.position:self.position + size]
-        self.position += size
-        return size
-
-
-def _spooled(source: IO[bytes]) -> IO[bytes]:
-    spool = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the caller's generator)
-    while block := source.read(1 << 20):
-        spool.write(block)
-    spool.seek(0)
-    return spool
+        """Fills `target` across chunks (short only at the end: pyarrow expects full reads)."""
+        view, filled = memoryview(target).cast("B"), 0
+        while filled < len(view) and self.position < self.starts[-1]:
+            index = bisect.bisect_right(self.starts, self.position) - 1
+            self._load(index)
+            offset = self.position - self.starts[index]
+            size = min(len(view) - filled, len(self.buffer) - offset)
+            view[filled:filled + size] = self.buffer[offset:offset + size]
+            filled += size
+            self.position += size
+        return filled
 
 
 def _csv_batches(source: IO[bytes], rows: int) -> Iterator[pd.DataFrame]:
@@ -64,9 +78,8 @@ def _csv_batches(source: IO[bytes], rows: int) -> Iterator[pd.DataFrame]:
 def _parquet_batches(source: IO[bytes], rows: int) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    with _spooled(source) as spool:
-        for batch in pq.ParquetFile(spool).iter_batches(batch_size=rows):
-            yield batch.to_pandas()
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=rows):
+        yield batch.to_pandas()
 
 
 def _npy_rows(handle: IO[bytes], rows: int) -> Iterator[np.ndarray]:
@@ -75,8 +88,8 @@ def _npy_rows(handle: IO[bytes], rows: int) -> Iterator[np.ndarray]:
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(handle)
     if fortran:  # column-major: rows are not contiguous, so read it whole
-        yield from np.array_split(np.lib.format.read_array(handle, allow_pickle=False).reshape(shape),
-                                  range(rows, shape[0], rows))
+        whole = np.frombuffer(handle.read(), dtype=dtype).reshape(shape[::-1]).T
+        yield from np.split(whole, range(rows, shape[0], rows))
         return
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     for start in range(0, shape[0], rows):
@@ -86,7 +99,7 @@ def _npy_rows(handle: IO[bytes], rows: int) -> Iterator[np.ndarray]:
 
 
 def _npz_batches(source: IO[bytes], rows: int) -> Iterator[np.ndarray]:
-    with _spooled(source) as spool, zipfile.ZipFile(spool) as archive, archive.open("X.npy") as handle:
+    with zipfile.ZipFile(io.BufferedReader(source, 1 << 20)) as archive, archive.open("X.npy") as handle:
         yield from _npy_rows(handle, rows)
 
 
