@@ -17,13 +17,18 @@ DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
 def csv_options(text: str) -> dict[str, str]:
     """pandas' `sep` and `decimal` for a CSV's text: a comma unless the header row has none and
     `;`, tab or `|` splits it (spreadsheets in many locales write `;` with decimal commas)."""
-    head = text[:SNIFF_CHARS]
+    head = text[:text.find("\n") + 1 + SNIFF_CHARS]  # the whole header row, however wide, and some rows
     lines = [line for line in head.splitlines() if line.strip()]
     header_fields = {sep: len(next(csv.reader(lines[:1] or [""], delimiter=sep), [])) for sep in SEPARATORS}
     sep = max(SEPARATORS, key=lambda s: (header_fields[s] > 1, s == ",", header_fields[s]))
     sep = sep if header_fields[sep] > 1 else ","
     decimal = "," if sep == ";" and any(DECIMAL_COMMA.search(line) for line in lines[1:100]) else "."
     return {"sep": sep, "decimal": decimal}
+
+
+def csv_head(raw: bytes) -> str:
+    """Enough of a CSV file's text for `csv_options`: its first line and SNIFF_CHARS more."""
+    return raw[:raw.find(b"\n") + 1 + SNIFF_CHARS].decode("utf-8-sig", errors="ignore")
 
 
 def _is_number(cell: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bps.csv_text import HEADER_SAMPLE_ROWS, SNIFF_CHARS, csv_options, refuse_headerless
+from bps.csv_text import HEADER_SAMPLE_ROWS, csv_head, csv_options, refuse_headerless
 from bps.numbers import finite_or_none
 from bps.problems import Unprocessable
 
@@ -319,7 +319,7 @@ def read_table(raw: bytes, fmt: str) -> pd.DataFrame:
     """The DataFrame of a stored CSV or Parquet dataset. Stored bytes passed every check at
     upload, so a CSV is parsed straight away (the row-by-row check is not repeated)."""
     if fmt == "csv":
-        options = csv_options(raw[:SNIFF_CHARS].decode("utf-8-sig", errors="ignore"))
+        options = csv_options(csv_head(raw))
         return pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", **options)
     if fmt == "parquet":
         return read_parquet_frame(raw)

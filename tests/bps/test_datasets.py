@@ -161,3 +161,13 @@ def test_parquet_dates_times_and_durations_become_seconds() -> None:
     parsed = parse_dataset(buffer.getvalue(), "d.parquet", max_rows=10, max_array_bytes=10**6)
     assert {c["name"]: c["dtype"] for c in parsed.columns} == {
         "naive": "float64", "aware": "float64", "day": "float64", "wait": "float64", "y": "int64"}
+
+
+def test_a_wide_semicolon_csv_with_decimal_commas_is_read_whole() -> None:
+    from bps.dataset_files import read_csv_frame, read_table
+
+    names = [f"feature_{i}" for i in range(8000)]  # a header row longer than the sniffed sample
+    raw = (";".join(names) + "\n" + ";".join(["1,5"] * len(names)) + "\n").encode()
+    frame = read_csv_frame(raw)
+    assert frame.shape == (1, 8000) and frame.iloc[0, -1] == 1.5
+    assert read_table(raw, "csv").equals(frame)
