@@ -60,8 +60,8 @@ class Client:
         form = {"name": name} if name else None
         return self.transport.json("POST", "/v1/datasets", files={"file": (filename, raw)}, data=form)
 
-    def datasets(self) -> list[dict]:
-        return self._get("/v1/datasets")
+    def datasets(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+        return self._get("/v1/datasets", limit=limit, offset=offset)
 
     def dataset(self, dataset_id: str) -> dict:
         return self._get(f"/v1/datasets/{dataset_id}")
@@ -77,8 +77,9 @@ class Client:
                 "input_shape": input_shape, "impute": impute}
         return self.transport.json("POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None})
 
-    def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict]:
-        return self._get("/v1/jobs", status=status, limit=limit)
+    def jobs(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> list[dict]:
+        """Newest first (the server's page: `limit`, `offset`)."""
+        return self._get("/v1/jobs", status=status, limit=limit, offset=offset)
 
     def job(self, job_id: str) -> dict:
         return self._get(f"/v1/jobs/{job_id}")
@@ -86,9 +87,10 @@ class Client:
     def cancel(self, job_id: str) -> dict:
         return self.transport.json("POST", f"/v1/jobs/{job_id}/cancel")
 
-    def epochs(self, job_id: str, *, as_frame: bool = False) -> Any:
-        """The job's Epoch dicts in order; as_frame=True: a pandas DataFrame indexed by epoch."""
-        epochs = self._get(f"/v1/jobs/{job_id}/epochs")["epochs"]
+    def epochs(self, job_id: str, *, since: int | None = None, as_frame: bool = False) -> Any:
+        """The job's Epoch dicts in order (only those after epoch `since`); as_frame=True: a
+        pandas DataFrame indexed by epoch."""
+        epochs = self._get(f"/v1/jobs/{job_id}/epochs", since=since)["epochs"]
         return tables.epochs_frame(epochs) if as_frame else epochs
 
     def events(self, job_id: str, last_event_id: str | None = None,
@@ -108,8 +110,8 @@ class Client:
         return Watcher(self, job_id, progress=progress, timeout=timeout, poll_interval=poll_interval).run()
 
     # ---- models and predictions ----------------------------------------------------------
-    def models(self) -> list[dict]:
-        return self._get("/v1/models")
+    def models(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+        return self._get("/v1/models", limit=limit, offset=offset)
 
     def model(self, model_id: str) -> dict:
         return self._get(f"/v1/models/{model_id}")

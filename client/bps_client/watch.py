@@ -120,8 +120,8 @@ class Watcher:
             if self.bar is not None or self.progress:
                 self._on_status(job)
                 if job.get("epoch", 0) > self.last_epoch:
-                    for epoch in self.client.epochs(self.job_id):
-                        if epoch["epoch"] > self.last_epoch:
+                    for epoch in self.client.epochs(self.job_id, since=self.last_epoch):
+                        if epoch["epoch"] > self.last_epoch:  # a server without ?since= sends them all
                             self._on_epoch(epoch)
             if job["status"] in TERMINAL:
                 return job

@@ -72,7 +72,7 @@ def test_upload_train_wait_epochs_job_jobs_models_download(bpsc, spec_file, tmp_
     status, out, _ = bpsc("download", model_id, "-o", str(tmp_path / "m.npz"))
     assert status == 0 and out[-1] == str(tmp_path / "m.npz") and (tmp_path / "m.npz").stat().st_size > 0
     status, out, _ = bpsc("models")
-    assert status == 2 or any(line.startswith(model_id) for line in out)  # GET /v1/models: issue 16
+    assert status == 0 and any(line.startswith(model_id) for line in out)
 
 
 def test_train_without_wait_then_watch_and_cancel(bpsc, spec_file, trained):

@@ -36,6 +36,7 @@ def test_submit_wait_epochs_and_the_job_lists(client, trained):
     assert trained["status"] == "succeeded" and trained["model_id"]
     epochs = client.epochs(trained["id"])
     assert [e["epoch"] for e in epochs] == list(range(1, SPEC["epochs"] + 1))
+    assert client.epochs(trained["id"], since=4) == epochs[4:]
     frame = client.epochs(trained["id"], as_frame=True)
     assert list(frame.index) == [e["epoch"] for e in epochs]
     assert frame["loss"].tolist() == [e["loss"] for e in epochs]
@@ -51,11 +52,7 @@ def test_submit_wait_epochs_and_the_job_lists(client, trained):
 
 
 def test_models_lists_the_trained_model(client, trained):
-    try:
-        models = client.models()
-    except ApiError as error:  # GET /v1/models comes with issue 16
-        pytest.skip(f"GET /v1/models not served yet: {error}")
-    assert trained["model_id"] in {m["id"] for m in models}
+    assert trained["model_id"] in {m["id"] for m in client.models()}
 
 
 def test_cancel_a_queued_or_running_job_and_wait_raises_jobfailed(client, trained):
