@@ -320,17 +320,24 @@ def run_with_workers(settings, env: dict, auth: dict, dataset_id: str, tmp: Path
         stop(api)
 
 
-def main(argv: list[str]) -> None:
+def setup_with_model(tmp: Path):  # noqa: ANN201
+    """setup() plus an in-process test client, an uploaded dataset and a trained model:
+    (settings, env, auth, client, dataset id, model id, (net, preprocessor))."""
     from service.app import create_app
 
+    settings, env, auth = setup(tmp)
+    client = create_app(replace(settings, rate_limit_per_minute=0)).test_client()
+    upload = {"file": (io.BytesIO(make_csv()), "bench.csv")}
+    dataset_id = client.post("/v1/datasets", data=upload, headers=auth,
+                             content_type="multipart/form-data").get_json()["id"]
+    model_id, engine = train_model(client, auth, settings, dataset_id)
+    return settings, env, auth, client, dataset_id, model_id, engine
+
+
+def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bps-bench-") as name:
         tmp = Path(name)
-        settings, env, auth = setup(tmp)
-        client = create_app(replace(settings, rate_limit_per_minute=0)).test_client()
-        upload = {"file": (io.BytesIO(make_csv()), "bench.csv")}
-        dataset_id = client.post("/v1/datasets", data=upload, headers=auth,
-                                 content_type="multipart/form-data").get_json()["id"]
-        model_id, engine = train_model(client, auth, settings, dataset_id)
+        settings, env, auth, client, dataset_id, model_id, engine = setup_with_model(tmp)
         env_api = {**env, "PORT": str(free_port()), "WEB_CONCURRENCY": "2"}
         api = start(["api"], env_api, tmp / "api.log")
         try:

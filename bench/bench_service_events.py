@@ -11,18 +11,16 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from bench.bench_service import (N_FEATURES, free_port, http_call, make_csv, pct, setup, start, stop, time_calls,
-                                 train_model, wait_http)
+from bench.bench_service import (N_FEATURES, free_port, http_call, pct, setup_with_model, start, stop, time_calls,
+                                 wait_http)
 
 STREAM_COUNTS = (0, 32, 64, 96, 128, 160)  # as shipped: 2 processes x MAX_EVENT_STREAMS=64
 # The cap raised to find where the streams' polling itself slows predictions down.
@@ -128,16 +126,9 @@ def bench_streams_held(port: int, auth: dict, database_url: str, model_job: str,
 
 
 def main(argv: list[str]) -> None:
-    from service.app import create_app
-
     with tempfile.TemporaryDirectory(prefix="bps-bench-events-") as name:
         tmp = Path(name)
-        settings, env, auth = setup(tmp)
-        client = create_app(replace(settings, rate_limit_per_minute=0)).test_client()
-        upload = {"file": (io.BytesIO(make_csv()), "bench.csv")}
-        dataset_id = client.post("/v1/datasets", data=upload, headers=auth,
-                                 content_type="multipart/form-data").get_json()["id"]
-        model_id, _ = train_model(client, auth, settings, dataset_id)
+        settings, env, auth, client, _, model_id, _ = setup_with_model(tmp)
         model_job = client.get(f"/v1/models/{model_id}", headers=auth).get_json()["job_id"]
         for cap, counts in ((None, STREAM_COUNTS), (RAISED_CAP, RAISED_COUNTS)):
             env_api = {**env, "PORT": str(free_port()), "WEB_CONCURRENCY": "2",
