@@ -132,7 +132,8 @@ def test_each_example_spec_trains_well_through_the_service(embedded_checkout, sp
     data_file, target, input_shape, _ = CASES[spec_file]
     status, dataset = client.upload(data_file, (checkout / "examples" / data_file).read_bytes())
     assert status == 201, dataset
-    request = {"dataset_id": dataset["id"], "spec": json.loads((checkout / "examples" / "specs" / spec_file).read_text())}
+    spec = json.loads((checkout / "examples" / "specs" / spec_file).read_text())
+    request = {"dataset_id": dataset["id"], "spec": spec}
     request.update({"target": target} if target else {}, **({"input_shape": list(input_shape)} if input_shape else {}))
     status, job = client.json("POST", "/v1/jobs", request)
     assert status == 202, job
