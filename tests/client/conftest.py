@@ -3,9 +3,7 @@ topology (SQLite file, the serverless broker), started once per module; MAX_PRED
 small so that file predictions must be chunked."""
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ import pytest
 
 from bps.db import make_engine
 from bps.models import Base
-from tests.faults.harness import bps_command, free_port, wait_for
+from tests.faults.harness import bps_command, free_port, stop_process_groups, wait_for
 
 MAX_PREDICTION_ROWS = 7
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,15 +72,7 @@ def service(tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
         wait_for(lambda: _healthy(url), 60, "the API to start", alive=lambda: all(p.poll() is None for p in processes))
         yield Service(url, keys[0], keys[1], env)
     finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_groups(processes)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ straight into the job table (the outbox) and published, and the checks every fau
 the job is terminal and each of its epochs is recorded exactly once, in order."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,6 +68,21 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace")[-3000:] for path in sorted(self.log_dir.glob("worker-*.log")))
+
+
+def stop_process_groups(processes: list[subprocess.Popen], grace_s: float = 15.0) -> None:
+    """SIGTERM to each process's group (each started with start_new_session=True), then SIGKILL
+    to any group still running after `grace_s`."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def slow_job(settings: Settings, epochs: int = 20, **job_values: Any) -> str:
