@@ -6,7 +6,8 @@ request id for the whole request, the worker binds job_id / worker when a task s
 attempt once the job is claimed (`job_context`). ContextFilter copies them onto every record,
 so a line logged anywhere below (the job store, the engine, a library) carries them.
 Celery's own task lines ("received", "succeeded") are logged outside the task; their job id
-is read from the task's arguments, which Celery passes with the record.
+is read from the task's arguments, which Celery passes with the record. gunicorn's access line
+takes the request id from the response's X-Request-ID header, which gunicorn passes likewise.
 """
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get())
 
 
+def _access_line_fields(record: logging.LogRecord) -> dict[str, str]:
+    """gunicorn's access line is logged after the request's context is gone; its response
+    headers, among them X-Request-ID, come with the record."""
+    args = record.args if isinstance(record.args, dict) else None
+    request_id = args.get("{x-request-id}o") if args and record.name == "gunicorn.access" else None
+    return {"request_id": str(request_id)} if request_id else {}
+
+
 def _celery_task_fields(record: logging.LogRecord) -> dict[str, str]:
     """{"job_id": …} of a Celery line about one of our tasks ("received", "succeeded"…)."""
     args = record.args if isinstance(record.args, dict) else None
@@ -67,7 +76,7 @@ class ContextFilter(logging.Filter):
         self.worker = worker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _context.get() or _celery_task_fields(record)
+        fields = _context.get() or _celery_task_fields(record) or _access_line_fields(record)
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, fields.get(name))

@@ -116,6 +116,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         log.info("job %s: not claimable (taken, cancelled, finished or missing)", job_id)
         return
     bind_log_context(attempt=job.attempt)
+    log.info("job %s attempt %d: claimed by %s", job.id, job.attempt, worker_id or default_worker_id())
     control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
     beat, watch = Heartbeat(settings, job, control), CancelWatch(settings, job, control)
     beat.start()

@@ -69,6 +69,13 @@ def test_celerys_task_lines_name_the_job_from_the_task_arguments(json_lines):
     assert "job_id" not in unrelated and "worker" not in unrelated
 
 
+def test_gunicorns_access_line_carries_the_request_id_of_the_response(json_lines):
+    atoms = {"h": "10.0.0.1", "r": "GET /healthz HTTP/1.1", "s": "200", "{x-request-id}o": "req-9"}
+    logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', atoms)
+    (line,) = parsed(json_lines)
+    assert line["request_id"] == "req-9" and line["message"] == '10.0.0.1 "GET /healthz HTTP/1.1" 200'
+
+
 def test_every_line_of_an_api_request_carries_its_request_id(settings, json_lines):
     from service.app import create_app
 
