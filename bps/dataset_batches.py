@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import bisect
 import io
+import queue
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -108,3 +110,35 @@ def dataset_batches(database_url: str, dataset_id: str, fmt: str, rows: int) -> 
     readers = {"csv": _csv_batches, "parquet": _parquet_batches, "npz": _npz_batches}
     with StoredBytes(database_url, dataset_id) as source:
         yield from readers[fmt](source, rows)
+
+
+_END = object()
+
+
+def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """`batches`, read `depth` ahead in a thread: the database reads and parsing overlap the
+    caller's work on the previous batch (NumPy's products and SQLite's reads release the GIL).
+    An exception in the reader is raised here, in order."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                ready.put(batch)
+                if stop.is_set():
+                    return
+            ready.put(_END)
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer)
+            ready.put(exc)
+
+    threading.Thread(target=read, name="dataset-prefetch", daemon=True).start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not ready.empty():  # unblock a reader waiting on a full queue
+            ready.get_nowait()

@@ -62,3 +62,18 @@ def test_stored_bytes_seek_and_read_across_chunks(settings) -> None:  # noqa: AN
         assert stream.read(120) == raw[-150:-30]
         stream.seek(95)
         assert stream.read(10) == raw[95:105] and stream.tell() == 105
+
+
+def test_prefetched_keeps_the_order_and_raises_the_readers_error_in_place() -> None:
+    from bps.dataset_batches import prefetched
+
+    def source():  # noqa: ANN202
+        yield from range(5)
+        raise ValueError("row 5 is broken")
+
+    seen = []
+    with pytest.raises(ValueError, match="row 5"):
+        for item in prefetched(source()):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+    assert list(prefetched(iter(range(100)), depth=1)) == list(range(100))

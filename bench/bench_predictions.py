@@ -1,0 +1,182 @@
+"""Issue 14's workload: an asynchronous prediction of 1,000,000 rows with the MLP of
+bench_mlp (784-256-128-10, float32), the rows stored as an .npz dataset, run by a real
+`bps worker` behind a real `bps api` (POST {"dataset_id", "async": true}, then polls until
+succeeded), against the engine's own `Network.predict` on the same rows in this process
+(timed before and after, averaged: the machine's load drifts). Then the CSV download of every
+row: its size, rate, and the API process's resident memory before and at its peak (sampled
+every 20 ms) while it streams.
+
+`python -m bench predictions [--rows N] [--chunk-rows N]`. SQLite and the file broker in a
+temp dir; the dataset goes into the database directly (it is far over MAX_UPLOAD_BYTES).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import io
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_mlp import SIZES, SPEC
+from bench.bench_service import free_port, http_call, setup, start, stop, wait_http
+
+FEATURES = SIZES[0]
+BLOCK_ROWS = 50_000
+
+
+def make_rows(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    X = np.empty((n, FEATURES), np.float32)
+    for start_row in range(0, n, BLOCK_ROWS):
+        X[start_row:start_row + BLOCK_ROWS] = rng.standard_normal((min(BLOCK_ROWS, n - start_row), FEATURES),
+                                                                  dtype=np.float32)
+    return X
+
+
+def store_model_and_dataset(settings, X: np.ndarray, tmp: Path) -> tuple[str, str, object]:  # noqa: ANN001
+    """The (untrained) MLP as a Model and X as an .npz Dataset of the bench tenant, written
+    straight into the database in DATASET_CHUNK_BYTES chunks."""
+    from bps.db import session_scope
+    from bps.models import Dataset, DatasetChunk, Job, Model, Tenant
+    from bps.preprocessor import Preprocessor
+    from worker.engine import Network
+
+    net = Network.from_spec(SPEC, input_shape=(FEATURES,))
+    weights = io.BytesIO()
+    net.save(weights)
+    prep = Preprocessor(source="array", mode="multiclass", input_shape=[FEATURES], classes=list(range(SIZES[-1])),
+                        n_outputs=SIZES[-1])
+    path = tmp / "rows.npz"
+    np.savez(path, X=X, y=np.zeros(len(X), np.int64))
+    with session_scope(settings.database_url) as session:
+        tenant = session.query(Tenant).filter_by(name="bench").one()
+        job = Job(tenant_id=tenant.id, dataset_id="bench", status="succeeded", spec=net.spec, task="classification")
+        session.add(job)
+        session.flush()
+        model = Model(tenant_id=tenant.id, job_id=job.id, task="classification", classes=prep.classes,
+                      input_shape=[FEATURES], spec=net.spec, preprocessing=prep.to_json(), weights=weights.getvalue())
+        dataset = Dataset(tenant_id=tenant.id, name="rows.npz", format="npz", n_rows=len(X),
+                          size_bytes=path.stat().st_size, sha256="", columns=[],
+                          shapes={"X": list(X.shape), "y": [len(X)]})
+        session.add_all([model, dataset])
+        session.flush()
+        model_id, dataset_id = model.id, dataset.id
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for seq, block in enumerate(iter(lambda: handle.read(settings.dataset_chunk_bytes), b"")):
+            digest.update(block)
+            with session_scope(settings.database_url) as session:
+                session.add(DatasetChunk(dataset_id=dataset_id, seq=seq, data=block))
+    with session_scope(settings.database_url) as session:
+        session.get(Dataset, dataset_id).sha256 = digest.hexdigest()
+    path.unlink()
+    return model_id, dataset_id, net
+
+
+def engine_predict_s(net, X: np.ndarray) -> float:  # noqa: ANN001
+    start_s = time.perf_counter()
+    net.predict(X)
+    return time.perf_counter() - start_s
+
+
+def run_async_prediction(port: int, auth: dict, model_id: str, dataset_id: str) -> tuple[float, dict]:
+    """Seconds from the POST to a GET that answers succeeded (polled every 0.1 s)."""
+    start_s = time.perf_counter()
+    status, body = http_call(port, "POST", f"/v1/models/{model_id}/predictions", auth,
+                             json.dumps({"dataset_id": dataset_id, "async": True}).encode())
+    assert status == 202, body
+    prediction = json.loads(body)
+    while prediction["status"] in ("queued", "running"):
+        time.sleep(0.1)
+        prediction = json.loads(http_call(port, "GET", f"/v1/predictions/{prediction['id']}", auth)[1])
+    elapsed = time.perf_counter() - start_s
+    assert prediction["status"] == "succeeded", prediction
+    return elapsed, prediction
+
+
+def resident_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def serving_pid(master_pid: int) -> int:
+    """The gunicorn worker under `bps api` (which execs gunicorn: its pid is the master's)."""
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as children:
+        return int(children.read().split()[0])
+
+
+def download_csv(port: int, auth: dict, prediction_id: str, api_pid: int) -> tuple[int, int, float, int, int]:
+    """(bytes, rows, seconds, RSS KiB before, peak RSS KiB while streaming)."""
+    before, peak, done = resident_kib(api_pid), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_kib(api_pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    start_s = time.perf_counter()
+    connection.request("GET", f"/v1/predictions/{prediction_id}/download?format=csv", headers=auth)
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    size = lines = 0
+    while block := response.read(1 << 20):
+        size, lines = size + len(block), lines + block.count(b"\n")
+    elapsed = time.perf_counter() - start_s
+    done.set()
+    sampler.join()
+    connection.close()
+    return size, lines - 1, elapsed, before, peak[0]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench predictions")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    args, _ = parser.parse_known_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bps-bench-predictions-") as name:
+        tmp = Path(name)
+        settings, env, auth = setup(tmp)
+        X = make_rows(args.rows)
+        model_id, dataset_id, net = store_model_and_dataset(settings, X, tmp)
+        env = {**env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1", "PREDICTION_CHUNK_ROWS": str(args.chunk_rows)}
+        api, worker = start(["api"], env, tmp / "api.log"), start(["worker", "--concurrency", "1"], env,
+                                                                    tmp / "worker.log")
+        try:
+            port = int(env["PORT"])
+            wait_http(port)
+            time.sleep(2.0)  # the worker connects to the broker
+            engine_before = engine_predict_s(net, X)
+            service_s, prediction = run_async_prediction(port, auth, model_id, dataset_id)
+            engine_after = engine_predict_s(net, X)
+            del X
+            report(args, engine_before, engine_after, service_s, prediction)
+            size, rows, seconds, before, peak = download_csv(port, auth, prediction["id"], serving_pid(api.pid))
+            print(f"CSV download: {rows} rows, {size / 1e6:.0f} MB in {seconds:.1f} s ({size / 1e6 / seconds:.0f} MB/s); "
+                  f"API process RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB while streaming")
+        finally:
+            stop(worker)
+            stop(api)
+
+
+def report(args, engine_before: float, engine_after: float, service_s: float, prediction: dict) -> None:  # noqa: ANN001
+    from datetime import datetime
+
+    engine_s = (engine_before + engine_after) / 2
+    in_worker = (datetime.fromisoformat(prediction["finished_at"]) -
+                 datetime.fromisoformat(prediction["started_at"])).total_seconds()
+    print(f"asynchronous prediction, {args.rows} rows x {FEATURES} float32 (.npz), MLP {'-'.join(map(str, SIZES))}, "
+          f"chunks of {args.chunk_rows} rows")
+    print(f"engine Network.predict   {engine_s:7.2f} s  {args.rows / engine_s:10.0f} rows/s "
+          f"(before/after {engine_before:.2f}/{engine_after:.2f} s)")
+    print(f"service POST -> succeeded {service_s:7.2f} s  {args.rows / service_s:10.0f} rows/s "
+          f"(in the worker {in_worker:.2f} s)")
+    print(f"service / engine: {engine_s / service_s:.2f}x rows/s (target >= 0.8x)")
