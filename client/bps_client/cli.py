@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", help="the service (default: $BPS_URL or http://127.0.0.1:8000)")
     parser.add_argument("--api-key", help="the API key (default: $BPS_API_KEY, or the `make run` key)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_job_commands(commands)
+    _add_model_commands(commands)
+    return parser
+
+
+def _add_job_commands(commands: Any) -> None:
     p = _command(commands, "upload", cmd_upload, "upload a dataset (CSV, Parquet or .npz); prints its id",
                  "bpsc upload examples/iris.csv --name iris")
     p.add_argument("file")
@@ -170,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "bpsc epochs $JOB --csv > epochs.csv")
     p.add_argument("job_id")
     p.add_argument("--csv", action="store_true", help="CSV with a header row")
+
+
+def _add_model_commands(commands: Any) -> None:
     _command(commands, "models", cmd_models, "list your models", "bpsc models")
     p = _command(commands, "predict", cmd_predict, "predict every row of a CSV/Parquet file (any size: sent in "
                  "pieces under the server's MAX_PREDICTION_ROWS); CSV out: the id column if any, prediction, "
@@ -183,7 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     p.add_argument("--format", choices=("npz", "onnx"), default="npz")
     p.add_argument("-o", "--output", help="the file (default: model-<id>.<format>)")
-    return parser
 
 
 def _problem_text(error: ApiError) -> str:

@@ -73,18 +73,25 @@ def _input_transform(prep: dict, np: Any) -> tuple[Any, Any, Any]:
             np.array([e["std"] for e in encoders], dtype=np.float64))
 
 
+def _read_file(path: Any, np: Any) -> tuple[dict, dict, list[int], str, dict]:
+    """(the weight arrays, spec, input_shape, dtype name, preprocessing) of a downloaded .npz."""
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    spec = json.loads(str(arrays.pop("spec")))
+    input_shape = [int(d) for d in arrays.pop("input_shape")]
+    dtype_name = str(arrays.pop("dtype", np.array(spec.get("dtype", "float32"))))
+    prep = json.loads(str(arrays.pop("preprocessing", np.array("{}")))) or {}
+    arrays.pop("format", None)
+    return arrays, spec, input_shape, dtype_name, prep
+
+
 def torch_module(path: Any) -> Any:
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from torch import nn  # noqa: PLC0415
 
-    with np.load(path, allow_pickle=False) as saved:
-        arrays = {name: saved[name] for name in saved.files}
-    spec = json.loads(str(arrays.pop("spec")))
-    input_shape = [int(d) for d in arrays.pop("input_shape")]
-    dtype = getattr(torch, str(arrays.pop("dtype", np.array(spec.get("dtype", "float32")))))
-    prep = json.loads(str(arrays.pop("preprocessing", np.array("{}")))) or {}
-    arrays.pop("format", None)
+    arrays, spec, input_shape, dtype_name, prep = _read_file(path, np)
+    dtype = getattr(torch, dtype_name)
     fill, mean, std = _input_transform(prep, np)
     acts = _activations(torch.nn.functional)
 

@@ -86,6 +86,8 @@ class Watcher:
 
     def _on_epoch(self, epoch: dict) -> None:
         self.last_epoch = max(self.last_epoch, int(epoch["epoch"]))
+        if self.progress and self.bar is None:  # a finished job's stream sends its epochs before its status
+            self._on_status(self.client.job(self.job_id))
         if self.bar is not None:
             self.bar.epoch(epoch)
 

@@ -187,3 +187,10 @@ def test_default_url_and_the_make_run_key(tmp_path, monkeypatch):
     monkeypatch.setenv("BPS_API_KEY", "from-env")
     monkeypatch.setenv("BPS_URL", "http://h:1")
     assert (Client().url, Client().api_key) == ("http://h:1", "from-env")
+
+
+def test_progress_bar_of_a_job_that_has_already_ended_shows_its_epochs(client, trained, capfd):
+    final = client.wait(trained["id"], progress=True)
+    err = capfd.readouterr().err
+    assert final["id"] == trained["id"]
+    assert f"epoch {SPEC['epochs']}/{SPEC['epochs']}" in err and "succeeded" in err, err
