@@ -19,7 +19,11 @@ def csv_options(text: str) -> dict[str, str]:
     `;`, tab or `|` splits it (spreadsheets in many locales write `;` with decimal commas)."""
     head = text[:text.find("\n") + 1 + SNIFF_CHARS]  # the whole header row, however wide, and some rows
     lines = [line for line in head.splitlines() if line.strip()]
-    header_fields = {sep: len(next(csv.reader(lines[:1] or [""], delimiter=sep), [])) for sep in SEPARATORS}
+    first = lines[0] if lines else ""
+    # A separator absent from the header splits nothing: not parsed, as a header wider than the csv
+    # module's field limit (128 KiB) would be one oversized field under it.
+    header_fields = {sep: len(next(csv.reader([first], delimiter=sep), [])) if sep in first else 1
+                     for sep in SEPARATORS}
     sep = max(SEPARATORS, key=lambda s: (header_fields[s] > 1, s == ",", header_fields[s]))
     sep = sep if header_fields[sep] > 1 else ","
     decimal = "," if sep == ";" and any(DECIMAL_COMMA.search(line) for line in lines[1:100]) else "."

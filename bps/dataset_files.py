@@ -280,7 +280,8 @@ def profile_frame(frame: pd.DataFrame, block_values: int = 1 << 22) -> list[dict
         profile_block = _block_profiles if numeric else _text_block_profiles
         for start in range(0, len(positions), step):
             chunk = positions[start:start + step]
-            block = selected.iloc[:, start:start + step].to_numpy()
+            whole = start == 0 and step >= len(positions)  # slicing a wide frame costs more than the profile
+            block = selected.to_numpy() if whole else selected.iloc[:, start:start + step].to_numpy()
             profiles.update(zip(chunk, profile_block([str(frame.columns[p]) for p in chunk], block)))
     return [profiles[position] for position in range(frame.shape[1])]
 

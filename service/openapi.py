@@ -25,13 +25,18 @@ blueprint.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", c
     "app_name": "Backprop Service API", "validatorUrl": None, "persistAuthorization": True,
     "displayOperationId": True, "defaultModelsExpandDepth": 0, "oauth2RedirectUrl": "/docs/oauth2-redirect.html"}))
 
-REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate)
-RESPONSE_MODELS = (schemas.DatasetOut, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
-                   schemas.PredictionOut, schemas.LiveWorker, schemas.Health, schemas.Problem)
+REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate, schemas.EvaluationCreate)
+RESPONSE_MODELS = (schemas.DatasetOut, schemas.DatasetSummary, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
+                   schemas.PredictionOut, schemas.PredictionSummary, schemas.EvaluationOut, schemas.LiveWorker,
+                   schemas.Health, schemas.Problem)
 QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "offset": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
     "status": {"type": "string", "enum": list(JOB_STATUSES)},
+    "since": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0,
+              "description": "only the epochs after this one"},
+    "limit:all": {"type": "integer", "minimum": 1, "maximum": 10**9, "description": "default: every epoch"},
+    "model_id": {"type": "string", "description": "only this model's predictions"},
     "format": {"type": "string", "enum": ["npz", "onnx"], "default": "npz"},
     "format:rows": {"type": "string", "enum": ["csv", "parquet"], "default": "csv"},  # parameter "format"
 }
@@ -39,6 +44,9 @@ ERRORS = {"400": "Bad request", "401": "Missing or invalid API key", "404": "Not
           "409": "Conflict", "413": "Too large", "415": "Wrong content type", "422": "Invalid content",
           "429": "Rate limit or job quota reached (see Retry-After)",
           "503": "Database unavailable (see Retry-After)"}
+LIST_HEADERS = {  # on every list (Operation.paged)
+    "X-Total-Count": {"description": "Rows in the whole list", "schema": {"type": "integer"}},
+    "Link": {"description": "RFC 8288 links to the first, prev, next and last pages", "schema": {"type": "string"}}}
 TAGS = [
     {"name": "datasets", "description": "Upload CSV (with a header row), Parquet or .npz; column profiles"},
     {"name": "jobs", "description": "Training jobs: submit a network spec, poll, read epochs, cancel"},
@@ -73,11 +81,14 @@ class Operation:
     query: tuple[str, ...] = ()
     auth: bool = True
     media_type: str = "application/json"
+    paged: bool = False
 
     def document(self) -> dict[str, Any]:
         success: dict[str, Any] = {"description": self.summary}
         if self.response is not None:
             success["content"] = {self.media_type: {"schema": self.response}}
+        if self.paged:
+            success["headers"] = LIST_HEADERS
         op: dict[str, Any] = {"operationId": self.operation_id, "tags": [self.tag], "summary": self.summary,
                               "responses": {self.status: success}}
         if self.body:
@@ -109,8 +120,8 @@ OPERATIONS = [
     Operation("post", "/v1/datasets", "uploadDataset", "datasets",
               "Upload a dataset (CSV with header, Parquet, .npz with X and y)", "201", ref("DatasetOut"),
               multipart=True),
-    Operation("get", "/v1/datasets", "listDatasets", "datasets", "List datasets", "200", array_of("DatasetOut"),
-              query=("limit", "offset")),
+    Operation("get", "/v1/datasets", "listDatasets", "datasets", "List datasets, newest first (no column profiles)",
+              "200", array_of("DatasetSummary"), query=("limit", "offset"), paged=True),
     Operation("get", "/v1/datasets/{dataset_id}", "getDataset", "datasets", "Get a dataset", "200",
               ref("DatasetOut")),
     Operation("delete", "/v1/datasets/{dataset_id}", "deleteDataset", "datasets",
@@ -118,16 +129,25 @@ OPERATIONS = [
     Operation("post", "/v1/jobs", "submitJob", "jobs", "Submit a training job", "202", ref("JobOut"),
               body="JobCreate"),
     Operation("get", "/v1/jobs", "listJobs", "jobs", "List jobs, newest first", "200", array_of("JobOut"),
-              query=("status", "limit", "offset")),
+              query=("status", "limit", "offset"), paged=True),
     Operation("get", "/v1/jobs/{job_id}", "getJob", "jobs", "Get a job", "200", ref("JobOut")),
-    Operation("get", "/v1/jobs/{job_id}/epochs", "listEpochs", "jobs", "Epochs in order", "200",
-              ref("EpochList")),
+    Operation("delete", "/v1/jobs/{job_id}", "deleteJob", "jobs",
+              "Delete a finished job and its epochs (409 while queued/running: cancel first); its model stays", "204"),
+    Operation("get", "/v1/jobs/{job_id}/epochs", "listEpochs", "jobs", "Epochs in order (since=N: after epoch N)",
+              "200", ref("EpochList"), query=("since", "limit:all", "offset"), paged=True),
     Operation("get", "/v1/jobs/{job_id}/events", "jobEvents", "jobs",
               "Server-sent events until the job ends: `event: status` (the Job) at each status change, `event: "
               "epoch` (the Epoch) as each is recorded; send Last-Event-ID to resume; 503 beyond MAX_EVENT_STREAMS",
               "200", {"type": "string"}, media_type="text/event-stream"),
     Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
+    Operation("get", "/v1/models", "listModels", "models", "List models, newest first", "200", array_of("ModelOut"),
+              query=("limit", "offset"), paged=True),
     Operation("get", "/v1/models/{model_id}", "getModel", "models", "Get a model", "200", ref("ModelOut")),
+    Operation("delete", "/v1/models/{model_id}", "deleteModel", "models", "Delete a model and its predictions",
+              "204"),
+    Operation("post", "/v1/models/{model_id}/evaluations", "evaluateModel", "models",
+              "Score the model on held-out rows with their truth: loss; accuracy and a confusion matrix, or R², MAE "
+              "and RMSE (at most MAX_PREDICTION_ROWS rows)", "200", ref("EvaluationOut"), body="EvaluationCreate"),
     Operation("get", "/v1/models/{model_id}/download", "downloadModel", "models",
               "Weights and spec as .npz (PyTorch state_dict names), or an ONNX graph (format=onnx)", "200",
               query=("format",)),
@@ -135,8 +155,12 @@ OPERATIONS = [
               "Predict synchronously (201, at most MAX_PREDICTION_ROWS instances or records, else 413); a dataset "
               "over MAX_PREDICTION_ROWS rows, or \"async\": true, is queued for the workers (202)", "201",
               ref("PredictionOut"), body="PredictionCreate"),
+    Operation("get", "/v1/predictions", "listPredictions", "predictions", "List predictions, newest first (no rows)",
+              "200", array_of("PredictionSummary"), query=("model_id", "limit", "offset"), paged=True),
     Operation("get", "/v1/predictions/{prediction_id}", "getPrediction", "predictions", "Get a prediction", "200",
               ref("PredictionOut")),
+    Operation("delete", "/v1/predictions/{prediction_id}", "deletePrediction", "predictions", "Delete a prediction",
+              "204"),
     Operation("get", "/v1/predictions/{prediction_id}/download", "downloadPrediction", "predictions",
               "Every row as CSV or Parquet: prediction, probability_<label> per class (409 until succeeded)", "200",
               query=("format:rows",), media_type="text/csv"),

@@ -55,6 +55,12 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
             {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}]}),
         "dataset": _example("Every row of a stored dataset", {"dataset_id": DATASET_ID}),
     },
+    "EvaluationCreate": {
+        "dataset": _example("A held-out dataset with the model's features and target column",
+                            {"dataset_id": DATASET_ID}),
+        "instances": _example("Feature rows with their true labels", {
+            "instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "targets": ["setosa", "virginica"]}),
+    },
 }
 
 MULTIPART_EXAMPLES = {

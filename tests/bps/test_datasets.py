@@ -171,3 +171,12 @@ def test_a_wide_semicolon_csv_with_decimal_commas_is_read_whole() -> None:
     frame = read_csv_frame(raw)
     assert frame.shape == (1, 8000) and frame.iloc[0, -1] == 1.5
     assert read_table(raw, "csv").equals(frame)
+
+
+def test_a_header_wider_than_the_csv_modules_field_limit_parses() -> None:
+    """1 x 20,000 columns with 12-character names: a 260 KB header row."""
+    names = [f"feature_{i:05d}" for i in range(20_000)]
+    raw = (",".join(names) + "\n" + ",".join(str(i % 7) for i in range(20_000)) + "\n").encode()
+    parsed = parse_dataset(raw, "wide.csv", max_rows=10, max_array_bytes=10**6)
+    assert [c["name"] for c in parsed.columns] == names and parsed.n_rows == 1
+    assert parsed.columns[-1] == {**parsed.columns[-1], "min": float(19_999 % 7), "n_unique": 1}
