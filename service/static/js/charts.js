@@ -70,7 +70,7 @@ export function chartSpecs(epochs, warnings) {
   const specs = {
     loss: { traces: [line("loss", epochs, pick(epochs, "loss"))], layout: layout("Loss") },
     accuracy: null,
-    lr: { traces: [line("learning rate", epochs, pick(epochs, "learning_rate"))], layout: layout("Learning rate", { exponentformat: "power" }) },
+    lr: { traces: [line("learning rate", epochs, pick(epochs, "learning_rate"))], layout: layout("Learning rate", { exponentformat: "power", rangemode: "tozero" }) },
     grad: gradientChart(epochs, warnings),
   };
   const valLoss = pick(epochs, "val_loss");

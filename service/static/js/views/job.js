@@ -29,18 +29,20 @@ function warningList(warnings) {
   return el("ul", { id: "warnings" }, warnings.map((w) => el("li", { class: "warning", text: parseWarning(w).message })));
 }
 
-function cancelButton(job, onChange) {
-  if (isTerminal(job.status)) return null;
+// One button for the page's life (the summary is redrawn with every event), hidden once the job ends.
+function cancelButton(jobId, onChange) {
   const button = el("button", { type: "button", id: "cancel-job", text: "Cancel job" });
+  const message = el("span", { class: "error", role: "alert" });
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      onChange(await api("POST", `/v1/jobs/${encodeURIComponent(job.id)}/cancel`));
+      onChange(await api("POST", `/v1/jobs/${encodeURIComponent(jobId)}/cancel`));
     } catch (error) {
-      button.replaceWith(errorBox(error));
+      message.textContent = error.message;
+      button.disabled = false;
     }
   });
-  return button;
+  return { node: el("div", { class: "toolbar" }, button, message), button };
 }
 
 function chartNodes() {
@@ -58,8 +60,9 @@ export async function jobView(root, { id }, { signal }) {
   const warnings = el("div");
   const nodes = chartNodes();
   const liveError = el("p", { class: "error", role: "alert" });
+  const cancel = cancelButton(job.id, onJob);
   root.append(
-    el("h1", {}, "Job ", el("code", { text: job.id })), summary,
+    el("h1", {}, "Job ", el("code", { text: job.id })), summary, cancel.node,
     el("h2", { text: "Training" }), liveError,
     el("div", { class: "charts", id: "charts" }, Object.values(nodes)),
     el("h2", { text: "Warnings" }), warnings,
@@ -69,7 +72,8 @@ export async function jobView(root, { id }, { signal }) {
   let frame = 0;
   const redraw = () => {
     frame = 0;
-    summary.replaceChildren(jobFacts(job), cancelButton(job, onJob) || "");
+    summary.replaceChildren(jobFacts(job));
+    cancel.button.hidden = isTerminal(job.status);
     warnings.replaceChildren(warningList(job.warnings));
     const ordered = [...epochs.values()].sort((a, b) => a.epoch - b.epoch);
     drawCharts(nodes, ordered, job.warnings || []);
