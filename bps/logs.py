@@ -38,9 +38,14 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def bind(**fields: Any) -> None:
-    """Add `fields` to the current context (e.g. the attempt, known only after the claim)."""
-    _context.set({**_context.get(), **fields})
+def bind(**fields: Any) -> contextvars.Token:
+    """Add `fields` to the current context (e.g. the attempt, known only after the claim);
+    `unbind(token)` puts back the context from before."""
+    return _context.set({**_context.get(), **fields})
+
+
+def unbind(token: contextvars.Token) -> None:
+    _context.reset(token)
 
 
 def current_context() -> dict[str, Any]:
@@ -76,7 +81,9 @@ class ContextFilter(logging.Filter):
         self.worker = worker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _context.get() or _celery_task_fields(record) or _access_line_fields(record)
+        fields = {name: value for name, value in _context.get().items() if value is not None}
+        if not fields.keys() & {"request_id", "job_id", "prediction_id"}:  # an attempt alone names nothing
+            fields = _celery_task_fields(record) or _access_line_fields(record)
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, fields.get(name))

@@ -9,7 +9,7 @@ import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from bps.logs import bind
+from bps.logs import bind, unbind
 from bps.metrics import ProcessMetrics, ServiceCollector, exposition
 from service.http import db, settings
 
@@ -41,7 +41,7 @@ def _start_request() -> None:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     g.request_started = time.perf_counter()
-    bind(request_id=g.request_id)
+    g.log_context_token = bind(request_id=g.request_id)
 
 
 def _finish_request(response: Response) -> Response:
@@ -56,7 +56,9 @@ def _finish_request(response: Response) -> Response:
 
 def _end_request(_exc: BaseException | None = None) -> None:
     """The thread serves other requests next: the request id is unbound again."""
-    bind(request_id=None)
+    token = g.pop("log_context_token", None)
+    if token is not None:
+        unbind(token)
 
 
 def install_metrics(app: Flask) -> None:
