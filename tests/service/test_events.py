@@ -125,3 +125,30 @@ def test_streams_beyond_max_event_streams_get_503_with_retry_after_until_one_clo
     assert again.status_code == 200
     again.close()
     open_streams[1].close()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_each_epoch_once_and_resume(postgres_settings, keys_pg, published):  # noqa: ANN001
+    from service.app import create_app
+
+    client = create_app(replace(postgres_settings, event_poll_interval_s=0.02)).test_client()
+    auth = {"Authorization": f"Bearer {keys_pg}"}
+    dataset = upload(client, auth, IRIS_LIKE_CSV).get_json()
+    body = {"dataset_id": dataset["id"], "target": "species", "spec": {**SMALL_SPEC, "epochs": EPOCHS}}
+    job_id = client.post("/v1/jobs", json=body, headers=auth).get_json()["id"]
+    writer = threading.Thread(target=play_worker, args=(postgres_settings.database_url, job_id))
+    writer.start()
+    events = read_all(client, job_id, auth)
+    writer.join()
+    epochs = [e["data"]["epoch"] for e in events if e["event"] == "epoch"]
+    assert epochs == list(range(1, EPOCHS + 1)) and events[-1]["data"]["status"] == "succeeded"
+    resumed = read_all(client, job_id, {**auth, "Last-Event-ID": events[-3]["id"]})
+    assert summary(resumed) == [("epoch", EPOCHS), ("status", "succeeded")]
+
+
+@pytest.fixture
+def keys_pg(postgres_settings) -> str:  # noqa: ANN001
+    from bps.tenants import create_api_key
+
+    with session_scope(postgres_settings.database_url) as session:
+        return create_api_key(session=session, tenant_name="alice")
