@@ -200,7 +200,8 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     now = utcnow()
     cancelled = session.execute(
         update(Job).where(Job.id == job.id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .values(status="cancelled", cancel_requested=True, finished_at=now, stop_reason="cancelled",
+                stop_detail="cancelled before it started")
     ).rowcount
     if not cancelled:
         requested = session.execute(

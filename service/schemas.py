@@ -4,7 +4,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from worker.engine.spec import NetworkSpec
 
@@ -138,9 +147,24 @@ class JobOut(ResponseModel):
     finished_at: UTCDatetime | None = None
     error: str | None = None
     model_id: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = Field(default=None, description="The latest epoch's metrics")
+    best_metrics: dict[str, Any] | None = Field(
+        default=None, description="The metrics of the epoch the model serves (with its `epoch`): the best one with "
+        "early_stopping.restore_best, else the last; set when the job keeps a model")
     warnings: list[Any] = Field(default_factory=list)
     cancel_requested: bool = False
+    stop_reason: Literal["completed", "early_stopping", "cancelled", "time_limit", "diverged", "error"] | None = Field(
+        default=None, description="Why the job ended (null until it ends)")
+    stop_detail: str | None = Field(default=None, description="A sentence: e.g. which epoch early stopping kept")
+    eta_s: float | None = Field(default=None, description="Seconds left at the pace so far, while running; "
+                                "omitted when unknown (queued, before the first batch, finished)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unknown_eta(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body = handler(self)
+        if body.get("eta_s") is None:
+            body.pop("eta_s", None)
+        return body
 
 
 class EpochOut(ResponseModel):
@@ -167,8 +191,10 @@ class ModelOut(ResponseModel):
     classes: list[Any] | None = None
     input_shape: list[int] | None = None
     spec: dict[str, Any]
-    metrics: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = Field(default=None, description="The metrics of the epoch whose weights it holds")
     created_at: UTCDatetime
+    partial: bool = Field(default=False, description="Kept from a job that was cancelled or reached its time limit")
+    partial_reason: Literal["cancelled", "time_limit"] | None = None
 
 
 class PredictionOut(ResponseModel):

@@ -91,7 +91,7 @@ def claim_job(settings: Settings, job_id: str, worker_id: str) -> JobSnapshot | 
             update(Job)
             .where(Job.id == job_id, claimable)
             .values(status="running", attempt=Job.attempt + 1, worker_id=worker_id,
-                    started_at=now, heartbeat_at=now, progress=0.0, epoch=0, error=None)
+                    started_at=now, heartbeat_at=now, progress=0.0, epoch=0, error=None, eta_s=None)
             .execution_options(synchronize_session=False)
         ).rowcount
         if claimed != 1:
@@ -122,7 +122,8 @@ def cancel_if_queued_and_requested(settings: Settings, job_id: str) -> None:
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-            .values(status="cancelled", finished_at=utcnow())
+            .values(status="cancelled", finished_at=utcnow(), stop_reason="cancelled",
+                    stop_detail="cancelled before it started")
             .execution_options(synchronize_session=False)
         )
 
@@ -141,7 +142,7 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, float | None]:
 
 
 def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
-                 checkpoint: bytes | None = None) -> tuple[bool, bool]:
+                 checkpoint: bytes | None = None, eta_s: float | None = None) -> tuple[bool, bool]:
     """Insert one Epoch row, replace the job's checkpoint with `checkpoint` (the training state
     after this epoch) and move the job's progress: one fenced transaction, so either all of it
     is written or, when this attempt no longer owns the job, none of it.
@@ -152,7 +153,7 @@ def record_epoch(settings: Settings, job: JobSnapshot, record: dict[str, Any],
     values = {"p_job": job.id, "p_attempt": job.attempt, "p_epoch": epoch, "p_progress": min(epoch / total, 1.0),
               "p_metrics": metrics, "p_now": utcnow(), "p_duration": finite_or_none(record.get("duration_s")),
               "p_norms": {str(k): finite_or_none(v) for k, v in (record.get("grad_norms") or {}).items()},
-              "p_state": checkpoint, **{f"p_{k}": v for k, v in metrics.items()}}
+              "p_state": checkpoint, "p_eta": finite_or_none(eta_s), **{f"p_{k}": v for k, v in metrics.items()}}
     with connection_scope(settings.database_url) as connection:
         progress, insert_epoch, upsert_checkpoint = _epoch_statements(connection.dialect.name)
         # RETURNING reads cancel_requested in the same statement (PostgreSQL, SQLite >= 3.35).
@@ -175,6 +176,7 @@ def _epoch_statements(dialect: str) -> tuple[Any, Any, Any]:
     p = bindparam
     progress = update(Job).where(Job.id == p("p_job"), Job.attempt == p("p_attempt"), Job.status == "running").values(
         epoch=p("p_epoch"), progress=p("p_progress"), metrics=p("p_metrics"), heartbeat_at=p("p_now"),
+        eta_s=p("p_eta"),
     ).returning(Job.cancel_requested)
     # ON CONFLICT DO NOTHING: a retry after a commit whose answer was lost adds no second row.
     insert_epoch = insert(Epoch).values(
@@ -217,12 +219,15 @@ def _flags_statement() -> Any:
     return select(Job.attempt, Job.status, Job.cancel_requested).where(Job.id == bindparam("p_job"))
 
 
-def heartbeat(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool]:
-    """Refresh heartbeat_at. Returns (still_owned, cancel_requested)."""
+def heartbeat(settings: Settings, job_id: str, attempt: int, progress: float | None = None,
+              eta_s: float | None = None) -> tuple[bool, bool]:
+    """Refresh heartbeat_at (and, given, the progress within the epoch and the ETA).
+    Returns (still_owned, cancel_requested)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values.update(progress=progress, eta_s=finite_or_none(eta_s))
     with session_scope(settings.database_url) as session:
-        owned = session.execute(
-            update(Job).where(_fence(job_id, attempt)).values(heartbeat_at=utcnow())
-        ).rowcount == 1
+        owned = session.execute(update(Job).where(_fence(job_id, attempt)).values(**values)).rowcount == 1
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
         return owned, bool(cancel)
 
@@ -240,14 +245,15 @@ def finish_job(settings: Settings, job_id: str, attempt: int, status: str, **val
 
 
 def finish_with_model(settings: Settings, job: JobSnapshot, model_values: dict[str, Any],
-                      job_values: dict[str, Any]) -> str | None:
-    """Insert the Model and mark the job succeeded in one transaction; the model id, or None
-    when this attempt no longer owns the job (then nothing is written)."""
+                      job_values: dict[str, Any], status: str = "succeeded") -> str | None:
+    """Insert the Model and end the job with `status` (succeeded; cancelled or failed for a
+    partial model) in one transaction; the model id, or None when this attempt no longer owns
+    the job (then nothing is written)."""
     model = Model(id=new_id(), tenant_id=job.tenant_id, job_id=job.id, **model_values)
     with session_scope(settings.database_url) as session:
         owned = session.execute(
             update(Job).where(_fence(job.id, job.attempt)).values(
-                status="succeeded", finished_at=utcnow(), progress=1.0, model_id=model.id, **job_values)
+                status=status, finished_at=utcnow(), model_id=model.id, **job_values)
         ).rowcount == 1
         if not owned:
             session.rollback()

@@ -59,10 +59,13 @@ def fail_exhausted(settings: Settings, stale_before: datetime, table: Any = Job)
     with session_scope(settings.database_url) as session:
         ids = list(session.scalars(select(table.id).where(
             table.status == "running", table.heartbeat_at < stale_before, table.attempt >= settings.job_max_attempts)))
+        values = {"status": "failed", "error": exhausted_error(settings)}
+        if table is Job:
+            values.update(stop_reason="error", stop_detail=values["error"], eta_s=None)
         for job_id in ids:  # one conditional UPDATE each: a heartbeat that came back wins
             failed = session.execute(
                 update(table).where(table.id == job_id, table.status == "running", table.heartbeat_at < stale_before)
-                .values(status="failed", finished_at=utcnow(), error=exhausted_error(settings))
+                .values(finished_at=utcnow(), **values)
             ).rowcount
             if failed and table is Job:
                 session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))

@@ -24,9 +24,10 @@ from bps.config import Settings
 from bps.db import session_scope
 from bps.logs import bind as bind_log_context
 from bps.problems import ProblemError
-from worker import job_store
+from worker import job_store, outcome
 from worker.gpu import GPU_OOM_MESSAGE, is_gpu_out_of_memory, release_gpu_memory
 from worker.job_store import JobSnapshot
+from worker.progress import Progress
 
 log = logging.getLogger(__name__)
 FINISH_RETRIES = 5
@@ -49,6 +50,7 @@ class RunControl:
         self.time_limit_s = time_limit_s
         self.deadline = time.monotonic() + time_limit_s - elapsed_s
         self.last_epoch = last_epoch  # the last epoch recorded (by any attempt)
+        self.progress: Progress | None = None  # set once training starts
 
     def should_stop(self) -> bool:
         return self.stop.is_set() or SHUTDOWN.is_set() or time.monotonic() > self.deadline
@@ -118,7 +120,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
     bind_log_context(attempt=job.attempt)
     log.info("job %s attempt %d: claimed by %s", job.id, job.attempt, worker_id or default_worker_id())
     control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
-    beat, watch = Heartbeat(settings, job, control), CancelWatch(settings, job, control)
+    beat, watch = Heartbeat(settings, job, control, beat=_job_beat(control)), CancelWatch(settings, job, control)
     beat.start()
     watch.start()
     try:
@@ -127,14 +129,29 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         log.info("job %s attempt %d: no longer ours, stopped", job.id, job.attempt)
     except ProblemError as exc:  # the data or the spec, named in the job's error: no traceback
         log.warning("job %s attempt %d failed: %s", job.id, job.attempt, exc.detail)
-        _finish_or_log(settings, job, "failed", error=describe_error(exc))
+        _finish_or_log(settings, job, "failed", **_error_values(exc))
     except Exception as exc:  # noqa: BLE001  (every failure must end the job, never be lost)
         log.exception("job %s attempt %d failed", job.id, job.attempt)
-        _finish_or_log(settings, job, "failed", error=describe_error(exc))
+        _finish_or_log(settings, job, "failed", **_error_values(exc))
     finally:
         beat.done.set()
         watch.done.set()
         release_gpu_memory()
+
+
+def _job_beat(control: RunControl) -> Any:
+    """job_store.heartbeat that also writes the progress within the epoch and the ETA."""
+    def beat(settings: Settings, job_id: str, attempt: int) -> tuple[bool, bool]:
+        progress = control.progress
+        if progress is None:
+            return job_store.heartbeat(settings, job_id, attempt)
+        return job_store.heartbeat(settings, job_id, attempt, progress=progress.fraction, eta_s=progress.eta_s())
+    return beat
+
+
+def _error_values(exc: BaseException) -> dict[str, Any]:
+    error = describe_error(exc)
+    return {"error": error, "stop_reason": "error", "stop_detail": error, "eta_s": None}
 
 
 def time_limit_of(settings: Settings, job: JobSnapshot) -> float:
@@ -209,7 +226,6 @@ def load_training_data(settings: Settings, job: JobSnapshot) -> tuple[Any, Any, 
 def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     X, y, preprocessor = load_training_data(settings, job)
     from worker.engine import Network  # noqa: PLC0415
-    classes = _jsonable(preprocessor.classes)
     device = choose_device(job)
     if not job_store.with_db_retries(job_store.set_device, settings, job.id, job.attempt, device):
         raise JobAbandoned
@@ -219,17 +235,20 @@ def _train(settings: Settings, job: JobSnapshot, control: RunControl) -> None:
     def on_epoch(record: dict[str, Any]) -> None:
         state = encode_state(net.training_state())
         control.observe(*job_store.with_db_retries(
-            job_store.record_epoch, settings, job, record, state, what=f"job {job.id}: recording an epoch"))
+            job_store.record_epoch, settings, job, record, state, eta_s=control.progress.eta_s(),
+            what=f"job {job.id}: recording an epoch"))
         control.last_epoch = int(record["epoch"])
 
     resume = decode_state(job.checkpoint) if job.checkpoint is not None else None
     if resume is not None:
         log.info("job %s attempt %d: resuming after epoch %d", job.id, job.attempt, job.resume_epoch)
-    history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop, resume=resume)
+    control.progress = Progress(int(job.spec["epochs"]), job.resume_epoch)
+    history = net.fit(X, y, on_epoch=on_epoch, should_stop=control.should_stop, resume=resume,
+                      on_batch=control.progress.on_batch)
     if control.lost:
         raise JobAbandoned
-    warnings = _split_warnings(net.spec, y, classes) + [str(w) for w in history.warnings]
-    _finish(settings, job, control, net, history, preprocessor, classes, warnings)
+    warnings = _split_warnings(net.spec, y, preprocessor.classes) + [str(w) for w in history.warnings]
+    _finish(settings, job, control, net, history, preprocessor, warnings)
 
 
 def _split_warnings(spec: dict[str, Any], y: Any, classes: list[Any] | None) -> list[str]:
@@ -242,24 +261,26 @@ def _split_warnings(spec: dict[str, Any], y: Any, classes: list[Any] | None) -> 
 
 
 def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any, history: Any,
-            preprocessor: Any, classes: list[Any] | None, warnings: list[str]) -> None:
-    reason = history.stop_reason
-    if reason == "diverged":
-        epoch = history.diverged_epoch
-        error = f"loss became NaN at epoch {epoch}: lower the learning rate or set gradient_clip_norm"
-        _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
-    elif reason == "cancelled" and control.timed_out():
-        error = (f"time limit of {control.time_limit_s:g} s reached after epoch {control.last_epoch}: "
-                 "use fewer epochs, a smaller model or a smaller dataset")
-        _finish_or_log(settings, job, "failed", error=error, warnings=warnings)
-    elif reason == "cancelled" and SHUTDOWN.is_set() and not control.cancel_requested:
+            preprocessor: Any, warnings: list[str]) -> None:
+    if history.stop_reason == "cancelled" and SHUTDOWN.is_set() and not control.cancel_requested \
+            and not control.timed_out():
         _requeue(settings, job)
-    elif reason == "cancelled":
-        _finish_or_log(settings, job, "cancelled", warnings=warnings)
-    else:
-        model_values = _model_values(settings, job, net, preprocessor, classes, history)
-        model_id = job_store.finish_with_model(settings, job, model_values, {"warnings": warnings})
-        log.info("job %s attempt %d: %s", job.id, job.attempt, f"model {model_id}" if model_id else "lost")
+        return
+    result = outcome.decide(net.spec, history, epochs_done=net.train_state.epochs_done, timed_out=control.timed_out(),
+                            time_limit_s=control.time_limit_s, last_epoch=control.last_epoch)
+    values = {"warnings": warnings, "stop_reason": result.stop_reason, "stop_detail": result.detail, "eta_s": None}
+    if result.error:
+        values["error"] = result.error
+    if result.status == "succeeded":
+        values["progress"] = 1.0
+    if not result.keeps_model:
+        _finish_or_log(settings, job, result.status, **values)
+        return
+    model = outcome.model_values(settings, job, net, preprocessor, history, result)
+    model_id = job_store.finish_with_model(settings, job, model, {**values, "best_metrics": model["metrics"]},
+                                           status=result.status)
+    log.info("job %s attempt %d: %s", job.id, job.attempt, f"{result.stop_reason}, model {model_id}"
+             if model_id else "lost")
 
 
 def _requeue(settings: Settings, job: JobSnapshot) -> None:
@@ -273,45 +294,3 @@ def _requeue(settings: Settings, job: JobSnapshot) -> None:
             publish_job(settings, job.id, job.queue)
         except Exception:  # noqa: BLE001
             log.warning("job %s: republish failed; the reaper will publish it", job.id, exc_info=True)
-
-
-def _model_metrics(settings: Settings, job: JobSnapshot, history: Any) -> dict[str, Any] | None:
-    """The metrics of the epoch whose weights the model holds: the best epoch when early
-    stopping restored it (possibly recorded by an earlier attempt), else the last one."""
-    from sqlalchemy import select  # noqa: PLC0415
-
-    from bps.models import Epoch, Job  # noqa: PLC0415
-
-    early_stopping = job.spec.get("early_stopping") or {}
-    best = history.best_epoch if early_stopping.get("restore_best") else None
-    with session_scope(settings.database_url) as session:
-        row = best and session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.epoch == best))
-        if not row:
-            return session.get(Job, job.id).metrics
-        return {**job_store.epoch_metrics(vars(row)), "epoch": best}
-
-
-def _model_values(settings: Settings, job: JobSnapshot, net: Any, preprocessor: Any,
-                  classes: list[Any] | None, history: Any) -> dict[str, Any]:
-    metrics = _model_metrics(settings, job, history)
-    preprocessing = preprocessor.to_json()
-    features = preprocessor.features or job.features
-    return {
-        "task": str(job.task or preprocessor.task), "features": _jsonable(features), "target": job.target,
-        "classes": classes, "input_shape": job.input_shape, "spec": job.spec, "metrics": metrics,
-        "preprocessing": preprocessing, "weights": network_bytes(net),
-    }
-
-
-def network_bytes(net: Any) -> bytes:
-    """Network.save's .npz as bytes."""
-    buffer = io.BytesIO()
-    net.save(buffer)
-    return buffer.getvalue()
-
-
-def _jsonable(values: Any) -> list[Any] | None:
-    """Labels/feature names as plain JSON values (NumPy scalars become Python ones)."""
-    if values is None:
-        return None
-    return [v.item() if hasattr(v, "item") else v for v in list(values)]

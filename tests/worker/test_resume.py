@@ -40,10 +40,10 @@ def model_weights(settings, job_id: str) -> dict[str, np.ndarray]:
 def die_before_epoch(monkeypatch, epoch: int) -> None:
     real = job_store.record_epoch
 
-    def record(settings, job, record, checkpoint=None):  # noqa: ANN001, ANN202
+    def record(settings, job, record, checkpoint=None, **values):  # noqa: ANN001, ANN003, ANN202
         if record["epoch"] == epoch:
             raise WorkerDied
-        return real(settings, job, record, checkpoint)
+        return real(settings, job, record, checkpoint, **values)
 
     monkeypatch.setattr(job_store, "record_epoch", record)
 
@@ -98,13 +98,18 @@ def test_a_run_that_lost_the_job_writes_neither_epoch_nor_checkpoint(settings):
     assert epochs_of(settings, job_id) == [] and job_store.load_checkpoint_epoch(settings, job_id) is None
 
 
-def test_the_time_limit_fails_the_job_naming_the_limit_and_the_epoch(settings):
+def test_the_time_limit_fails_the_job_naming_the_limit_and_keeps_a_partial_model(settings):
     job_id = add_job(settings, classifier_spec(epochs=10_000), time_limit_s=0.5)
     run_job(job_id, settings=settings, worker_id="w1")
     job = job_row(settings, job_id)
-    assert job.status == "failed" and job.model_id is None
+    assert job.status == "failed" and job.stop_reason == "time_limit"
     assert job.error.startswith(f"time limit of 0.5 s reached after epoch {job.epoch}:")
+    assert job.error.endswith("the trained weights are kept as a partial model")
     assert 1 <= job.epoch < 10_000 and len(epochs_of(settings, job_id)) == job.epoch
+    with session_scope(settings.database_url) as session:
+        model = session.get(Model, job.model_id)
+        assert (model.partial, model.partial_reason, model.metrics["epoch"]) == (True, "time_limit", job.epoch)
+    assert job.best_metrics == model.metrics
 
 
 def test_the_time_limit_comes_from_the_spec_or_the_job_capped_by_the_server(settings):
@@ -162,8 +167,8 @@ def test_a_crash_right_after_the_epoch_that_stops_early_trains_no_further_epoch(
     job_id = add_job(settings, spec)
     real = job_store.record_epoch
 
-    def record_then_die(settings, job, record, checkpoint=None):  # noqa: ANN001, ANN202
-        result = real(settings, job, record, checkpoint)
+    def record_then_die(settings, job, record, checkpoint=None, **values):  # noqa: ANN001, ANN003, ANN202
+        result = real(settings, job, record, checkpoint, **values)
         if record["epoch"] == 3:
             raise WorkerDied
         return result

@@ -190,8 +190,9 @@ class Network:
 
     # --- training, state and files ----------------------------------------------------------
     def fit(self, X: Any, y: Any, on_epoch: Any = None, should_stop: Any = None,
-            resume: dict[str, np.ndarray] | None = None) -> training.History:
-        return training.fit(self, X, y, on_epoch=on_epoch, should_stop=should_stop, resume=resume)
+            resume: dict[str, np.ndarray] | None = None, on_batch: Any = None) -> training.History:
+        return training.fit(self, X, y, on_epoch=on_epoch, should_stop=should_stop, resume=resume,
+                            on_batch=on_batch)
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters and buffers (batchnorm running statistics) under PyTorch's state_dict

@@ -128,7 +128,10 @@ def split_validation(net: Any, Xd: Any, yd: Any) -> tuple[Any, Any, Any, Any]:
 
 
 def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop: Callable | None = None,
-        resume: dict[str, np.ndarray] | None = None) -> History:
+        resume: dict[str, np.ndarray] | None = None, on_batch: Callable | None = None) -> History:
+    """`should_stop()` is asked before every batch: True stops training there, and the network
+    keeps the weights of the last completed epoch (or the best one, with restore_best).
+    `on_batch(epoch, batches_done, batches_per_epoch)` is told after every batch."""
     net.ensure_built(X, y)
     Xd, yd = net.inputs(X), net.targets(y)
     if Xd.shape[0] != yd.shape[0]:
@@ -138,7 +141,7 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
     # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
     with threadpool_limits(limits=net.n_threads or auto_threads(net), user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
-        return _Loop(net, *parts).run(on_epoch, should_stop)
+        return _Loop(net, *parts).run(on_epoch, should_stop, on_batch)
 
 
 class _Loop:
@@ -151,16 +154,18 @@ class _Loop:
         self.warned: set[tuple[str, str]] = set()  # (kind, param name) already reported
         self._xb: Any = None  # the batch buffers, reused every step (CPU)
         self._yb: Any = None
+        self._epoch_start: tuple[Any, dict[str, Any]] | None = None  # weights before the epoch in progress
 
-    def run(self, on_epoch: Callable | None, should_stop: Callable | None) -> History:
+    def run(self, on_epoch: Callable | None, should_stop: Callable | None, on_batch: Callable | None) -> History:
         hist, st = self.history, self.st
         last = self.spec["epochs"]
         if st.early_stopping and st.early_stopping.stopped:  # resumed after the epoch that decided to stop
             hist.stop_reason, last = "early_stopping", st.epochs_done
         for epoch in range(st.epochs_done + 1, last + 1):
-            record = self._epoch(epoch, should_stop)
+            record = self._epoch(epoch, should_stop, on_batch)
             if record is None:
                 hist.stop_reason = "cancelled"
+                self._roll_back()
                 break
             hist.epochs.append(record)
             for key, message in gradient_warnings(record, self.net.l2_names):
@@ -179,7 +184,7 @@ class _Loop:
             if hist.stop_reason != "completed":
                 break
         es = st.early_stopping
-        if es and es.restore_best and hist.stop_reason in ("completed", "early_stopping"):
+        if es and es.restore_best and hist.stop_reason in ("completed", "early_stopping", "cancelled"):
             es.restore(self.net)
         hist.best_epoch = es.best_epoch if es else _best_epoch(hist.epochs)
         return hist
@@ -191,20 +196,41 @@ class _Loop:
         perm = np.random.default_rng([self.net.seed, epoch]).permutation(n)
         return self.xp.asarray(perm)
 
-    def _epoch(self, epoch: int, should_stop: Callable | None) -> dict[str, Any] | None:
+    def _keep_epoch_start(self) -> None:
+        """A copy of the weights and buffers before this epoch: a stop inside it rolls back to them."""
+        net = self.net
+        if self._epoch_start is None:
+            self._epoch_start = (net.flat_params.copy(), {k: v.copy() for k, v in net.buffers.items()})
+            return
+        params, buffers = self._epoch_start
+        params[...] = net.flat_params
+        for name, value in net.buffers.items():
+            buffers[name][...] = value
+
+    def _roll_back(self) -> None:
+        if self._epoch_start is not None:
+            params, buffers = self._epoch_start
+            self.net.flat_params[...] = params
+            for name, value in self.net.buffers.items():
+                value[...] = buffers[name]
+
+    def _epoch(self, epoch: int, should_stop: Callable | None, on_batch: Callable | None) -> dict[str, Any] | None:
         start_time, xp, net = time.perf_counter(), self.xp, self.net
+        self._keep_epoch_start()
         lr = self.st.schedule.lr
         for layer in net.layers:
             if hasattr(layer, "rng"):
                 seed = [net.seed, epoch, layer.index] if xp is np else (net.seed * 1_000_003 + epoch) * 1009 + layer.index
                 layer.rng = xp.random.default_rng(seed)  # CuPy's default_rng takes one int
         order, n, bs = self._order(epoch), self.X.shape[0], self.spec["batch_size"]
-        sums = self.new_sums()
+        sums, n_batches = self.new_sums(), -(-n // bs)
         for start in range(0, n, bs):
             if should_stop is not None and should_stop():
                 return None
             xb, yb = self._batch(order, start, min(start + bs, n))
             value = self._step(xb, yb, lr, sums)
+            if on_batch is not None:
+                on_batch(epoch, start // bs + 1, n_batches)
             if xp is np and not math.isfinite(value):
                 break  # on CPU the check is free; on a GPU the epoch's sum reports it
         steps = max(sums["steps"], 1)

@@ -231,3 +231,35 @@ def test_a_non_finite_gradient_norm_is_warned_as_non_finite_not_none(rng):
     exploding = [w for w in history.warnings if w.startswith("exploding gradients")]
     assert exploding and any("gradient norm non-finite (inf/NaN)" in w for w in exploding)
     assert not any("None" in w for w in history.warnings)
+
+
+def test_a_stop_inside_an_epoch_keeps_the_weights_of_the_last_completed_epoch(rng):
+    X, y = _blobs(rng)
+    net, saved, batches = Network.from_spec(_dropout_spec(epochs=5)), {}, []
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 9  # epoch 2 of 6 batches each: stopped after its third batch
+
+    def keep(record):
+        saved[record["epoch"]] = {k: v.copy() for k, v in net.state_dict().items()}
+
+    history = net.fit(X, y, on_epoch=keep, should_stop=stop, on_batch=lambda *a: batches.append(a))
+    assert history.stop_reason == "cancelled" and list(saved) == [1]
+    for name, value in net.state_dict().items():  # buffers (batchnorm statistics) too
+        np.testing.assert_array_equal(value, saved[1][name])
+    assert batches[:6] == [(1, b, 6) for b in range(1, 7)] and batches[6:] == [(2, 1, 6), (2, 2, 6), (2, 3, 6)]
+
+
+def test_a_stop_with_restore_best_keeps_the_best_epoch(rng):
+    X, y = _blobs(rng, 200)
+    y[150:] = 1 - y[150:]  # validation labels flipped: val_loss worsens as training improves
+    spec = mlp_spec((16, "relu"), epochs=50, validation_split=0.25, validation="last",
+                    optimizer={"type": "adam", "learning_rate": 0.05},
+                    early_stopping={"monitor": "val_loss", "patience": 100, "restore_best": True})
+    net, saved = Network.from_spec(spec), {}
+    history = net.fit(X, y, on_epoch=lambda r: saved.setdefault(r["epoch"], net.params["0.weight"].copy()),
+                      should_stop=lambda: len(saved) >= 6)
+    assert history.stop_reason == "cancelled" and history.best_epoch < 6
+    np.testing.assert_array_equal(net.params["0.weight"], saved[history.best_epoch])
