@@ -237,9 +237,9 @@ def wait_finished(port: int, auth: dict, job_id: str, timeout_s: float = 60) -> 
 def blas_threads(net) -> int:  # noqa: ANN001
     """The BLAS threads `fit` uses: the worker process inherits this process's environment
     (BPS_BLAS_THREADS, *_NUM_THREADS) and runs the same engine code, so it uses as many."""
-    from worker.engine import training
+    from worker.engine import threads
 
-    return net.n_threads or training.auto_threads(net)
+    return net.n_threads or threads.job_threads()
 
 
 def bench_overhead(port: int, auth: dict, target_s: float = 10.0, n_rows: int = 60_000) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from bps.config import Settings, load_settings
-from bps.openblas import choose_kernels
+from bps.openblas import choose_kernels, park_idle_threads
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     choose_kernels()  # before anything loads NumPy (and with it OpenBLAS); inherited by `bps dev`'s children
+    park_idle_threads()
     args = build_parser().parse_args(argv)
     settings = load_settings()
     if args.command == "migrate":

@@ -9,6 +9,12 @@ came out between 6% slower and 2% faster. `choose_kernels` sets OPENBLAS_CORETYP
 such a CPU, only when nobody set the variable and NumPy is not loaded yet; it imports nothing
 that loads a BLAS. The `bps` commands and the `bench` package call it first thing, so that the
 benchmarks measure what a worker runs; OPENBLAS_CORETYPE set in the environment always wins.
+
+They also call `park_idle_threads`: OpenBLAS's idle threads otherwise spin for about 2**28
+cycles (a tenth of a second) after each product, holding cores that the engine's parallel
+Numba kernels between products, and other processes on a shared machine, need.
+OPENBLAS_THREAD_TIMEOUT=4 (its minimum, 2**4 cycles) lets them sleep almost at once; waking
+them costs microseconds per product (`python -m bench threads` measures both settings).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from collections.abc import MutableMapping
 
 ZEN4_FAMILY = 0x19  # Zen 3 shares it but has no AVX-512, where OpenBLAS uses Haswell anyway
 CPUINFO = "/proc/cpuinfo"
+THREAD_TIMEOUT = "4"
 
 
 def _cpu_fields(cpuinfo: str) -> dict[str, str]:
@@ -55,3 +62,12 @@ def choose_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path:
     if coretype is not None:
         environ["OPENBLAS_CORETYPE"] = coretype
     return coretype
+
+
+def park_idle_threads(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Sets OPENBLAS_THREAD_TIMEOUT when nobody set it and NumPy is not loaded yet; returns what
+    it set, or None."""
+    if "OPENBLAS_THREAD_TIMEOUT" in environ or "numpy" in sys.modules:
+        return None
+    environ["OPENBLAS_THREAD_TIMEOUT"] = THREAD_TIMEOUT
+    return THREAD_TIMEOUT

@@ -7,9 +7,10 @@ import platform
 import subprocess
 import sys
 
+import numpy  # noqa: F401  (loaded, as in any test run: too late to choose for this process)
 import pytest
 
-from bps.openblas import choose_kernels, preferred_coretype
+from bps.openblas import choose_kernels, park_idle_threads, preferred_coretype
 
 
 def cpuinfo(vendor: str, family: int, flags: str) -> str:
@@ -57,3 +58,17 @@ def test_a_fresh_process_loads_numpy_with_the_chosen_kernels(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     chosen, architectures = json.loads(out.strip().splitlines()[-1])
     assert chosen == "Haswell" and architectures[0] == "Haswell"
+
+
+def test_idle_threads_parked_unless_set_or_too_late():
+    environ: dict[str, str] = {}
+    assert "numpy" in sys.modules  # this test process: too late
+    assert park_idle_threads(environ) is None and environ == {}
+    code = ("import os; from bps.openblas import park_idle_threads; print(park_idle_threads(os.environ), "
+            "os.environ['OPENBLAS_THREAD_TIMEOUT'])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["4", "4"]
+    env["OPENBLAS_THREAD_TIMEOUT"] = "20"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["None", "20"]

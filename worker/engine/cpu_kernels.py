@@ -8,6 +8,10 @@ bias and applies ReLU in one pass, and masks its gradient while summing the bias
 another. Results equal the NumPy formulations (`optimizers.py`, `losses.py`, `activations.py`,
 still used on CuPy) up to rounding order: sums are reassociated for SIMD, multiply-adds may fuse.
 
+Each public kernel runs a serial or a parallel compilation (kernel_jit.variant): the parallel
+optimizer step splits the flat buffer into CHUNK-element pieces (each parameter's squared-norm
+sum then adds the pieces' partial sums), the others split rows or column blocks.
+
 Compiled on first use per dtype and cached on disk (Numba's `cache=True`; without a writable
 cache location, compiled in each process instead). Training only: prediction, and so the API
 process, never loads Numba. No `nnan`/`ninf` fast-math flags: a NaN or an infinity must still
@@ -17,17 +21,16 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+from numba import prange
 
-_FAST = {"reassoc", "contract", "nsz", "arcp"}
+from worker.engine.kernel_jit import jit as _jit
+from worker.engine.kernel_jit import jit_pair, use_threads, variant
 
-
-def _jit(function):  # noqa: ANN001, ANN202
-    try:
-        return numba.njit(cache=True, nogil=True, fastmath=_FAST)(function)
-    except RuntimeError:  # no writable cache location (read-only install, no home): compile per process
-        return numba.njit(cache=False, nogil=True, fastmath=_FAST)(function)
+__all__ = ["adam_step", "bias_relu", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
+           "warm_up"]
+CHUNK = 16_384
+COLUMN_BLOCK = 64
 
 
 @_jit
@@ -57,11 +60,48 @@ def _sgd_segment(p, g, buf, lr, mu, nesterov):
 
 
 @_jit
-def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares):
-    """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out."""
+def _chunk_table(bounds, size):
+    """(C, 3) rows (start, end, parameter): each parameter's range cut into pieces of `size`."""
+    count = 0
+    for s in range(bounds.shape[0] - 1):
+        count += (bounds[s + 1] - bounds[s] + size - 1) // size
+    table, c = np.empty((count, 3), np.int64), 0
+    for s in range(bounds.shape[0] - 1):
+        for lo in range(bounds[s], bounds[s + 1], size):
+            table[c, 0], table[c, 1], table[c, 2] = lo, min(lo + size, bounds[s + 1]), s
+            c += 1
+    return table
+
+
+@_jit
+def _add_pieces(table, partial, squares):
+    squares[:] = 0.0
+    for c in range(table.shape[0]):
+        squares[table[c, 2]] += partial[c]
+
+
+@_jit
+def _sgd_serial(p, g, buf, lr, mu, nesterov, bounds, squares, chunk):  # noqa: ARG001 (as _sgd_pieces)
     for s in range(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
         squares[s] = _sgd_segment(p[lo:hi], g[lo:hi], buf[lo:hi], lr, mu, nesterov)
+
+
+def _sgd_pieces(p, g, buf, lr, mu, nesterov, bounds, squares, chunk):
+    table = _chunk_table(bounds, chunk)
+    partial = np.empty(table.shape[0], np.float64)
+    for c in prange(table.shape[0]):
+        lo, hi = table[c, 0], table[c, 1]
+        partial[c] = _sgd_segment(p[lo:hi], g[lo:hi], buf[lo:hi], lr, mu, nesterov)
+    _add_pieces(table, partial, squares)
+
+
+_SGD = (_sgd_serial, _jit(_sgd_pieces, parallel=True))
+
+
+def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares):  # noqa: ANN001, ANN201
+    """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out."""
+    variant(_SGD, p.shape[0])(p, g, buf, lr, mu, nesterov, bounds, squares, CHUNK)
 
 
 @_jit
@@ -79,27 +119,47 @@ def _adam_segment(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps):
 
 
 @_jit
-def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares):
-    """torch.optim.Adam/AdamW: decay = 1 - lr * weight_decay (1 for Adam), b1 = (beta1,
-    1 - beta1), b2 likewise, step_size = lr / (1 - beta1**t), inv_sqrt_bias2 =
-    1 / sqrt(1 - beta2**t); every scalar and pair in p's dtype (no float64 promotion)."""
+def _adam_serial(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, chunk):  # noqa: ARG001
     for s in range(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
         squares[s] = _adam_segment(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], decay, b1, b2, step_size,
                                    inv_sqrt_bias2, eps)
 
 
+def _adam_pieces(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, chunk):
+    table = _chunk_table(bounds, chunk)
+    partial = np.empty(table.shape[0], np.float64)
+    for c in prange(table.shape[0]):
+        lo, hi = table[c, 0], table[c, 1]
+        partial[c] = _adam_segment(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], decay, b1, b2, step_size,
+                                   inv_sqrt_bias2, eps)
+    _add_pieces(table, partial, squares)
+
+
+_ADAM = (_adam_serial, _jit(_adam_pieces, parallel=True))
+
+
+def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares):  # noqa: ANN001, ANN201
+    """torch.optim.Adam/AdamW: decay = 1 - lr * weight_decay (1 for Adam), b1 = (beta1,
+    1 - beta1), b2 likewise, step_size = lr / (1 - beta1**t), inv_sqrt_bias2 =
+    1 / sqrt(1 - beta2**t); every scalar and pair in p's dtype (no float64 promotion)."""
+    variant(_ADAM, p.shape[0])(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares,
+                               CHUNK)
+
+
 @_jit
-def softmax_cross_entropy(logits, y, grad, inv_n):
-    """logits (N, K), y (N,) int class indices, grad (N, K) out = (softmax - onehot) / N;
-    inv_n = 1/N in the logits' dtype. Returns (mean loss as float64, rows whose first largest
-    logit is the target, as np.argmax counts them)."""
-    n, k = logits.shape
-    total, correct = 0.0, 0
-    for r in range(n):
-        row, out, target = logits[r], grad[r], y[r]
-        if target < 0 or target >= k:  # Numba does not check bounds: never write outside the row
+def _check_labels(y, k):
+    for r in range(y.shape[0]):
+        if y[r] < 0 or y[r] >= k:  # Numba does not check bounds: never write outside a row
             raise IndexError("a class label is outside the output layer's units")
+
+
+def _softmax_cross_entropy(logits, y, grad, inv_n):
+    n, k = logits.shape
+    _check_labels(y, k)
+    total, correct = 0.0, 0
+    for r in prange(n):
+        row, out, target = logits[r], grad[r], y[r]
         top, arg = row[0], 0
         for j in range(1, k):
             if row[j] > top:
@@ -114,43 +174,73 @@ def softmax_cross_entropy(logits, y, grad, inv_n):
         for j in range(k):
             out[j] *= scale
         out[target] -= inv_n
-        correct += arg == target
+        correct += 1 if arg == target else 0
     return total / n, correct
 
 
-@_jit
-def bias_relu(z, bias):
-    """z (N, F) <- max(z + bias, 0) in place; NaN stays NaN, as with np.maximum."""
+_SOFTMAX_CE = jit_pair(_softmax_cross_entropy)
+
+
+def softmax_cross_entropy(logits, y, grad, inv_n):  # noqa: ANN001, ANN201
+    """logits (N, K), y (N,) int class indices, grad (N, K) out = (softmax - onehot) / N;
+    inv_n = 1/N in the logits' dtype. Returns (mean loss as float64, rows whose first largest
+    logit is the target, as np.argmax counts them)."""
+    return variant(_SOFTMAX_CE, logits.size)(logits, y, grad, inv_n)
+
+
+def _bias_relu(z, bias):
     zero = np.zeros(1, z.dtype)[0]  # typed: a bare 0 would promote the loop to float64
-    for r in range(z.shape[0]):
+    for r in prange(z.shape[0]):
         row = z[r]
         for j in range(row.shape[0]):
             v = row[j] + bias[j]
             row[j] = zero if v < zero else v
 
 
-@_jit
-def relu_backward_bias(grad, a, grad_bias):
+_BIAS_RELU = jit_pair(_bias_relu)
+
+
+def bias_relu(z, bias):  # noqa: ANN001, ANN201
+    """z (N, F) <- max(z + bias, 0) in place; NaN stays NaN, as with np.maximum."""
+    variant(_BIAS_RELU, z.size)(z, bias)
+
+
+def _relu_backward_bias(grad, a, grad_bias):
+    zero = np.zeros(1, grad.dtype)[0]
+    n, f = grad.shape
+    for block in prange((f + COLUMN_BLOCK - 1) // COLUMN_BLOCK):  # each column's sum in row order
+        lo, hi = block * COLUMN_BLOCK, min(block * COLUMN_BLOCK + COLUMN_BLOCK, f)
+        grad_bias[lo:hi] = zero
+        for r in range(n):
+            for j in range(lo, hi):
+                d = grad[r, j] if a[r, j] > zero else grad[r, j] * zero
+                grad[r, j] = d
+                grad_bias[j] += d
+
+
+_RELU_BACKWARD_BIAS = jit_pair(_relu_backward_bias)
+
+
+def relu_backward_bias(grad, a, grad_bias):  # noqa: ANN001, ANN201
     """grad (N, F) <- grad * (a > 0) in place (NaN * 0 stays NaN, as NumPy's product) and
     grad_bias (F,) <- its column sums."""
-    zero = np.zeros(1, grad.dtype)[0]
-    grad_bias[:] = zero
-    for r in range(grad.shape[0]):
-        g, act = grad[r], a[r]
-        for j in range(g.shape[0]):
-            d = g[j] if act[j] > zero else g[j] * zero
-            g[j] = d
-            grad_bias[j] += d
+    variant(_RELU_BACKWARD_BIAS, grad.size)(grad, a, grad_bias)
+
+
+def _variants(pair, *args) -> None:  # noqa: ANN001
+    for kernel in pair:
+        kernel(*args)
 
 
 def warm_up(dtype: type = np.float32) -> None:
-    """Compiles, or loads from Numba's disk cache, every kernel for `dtype` (workers call it at
-    start, so that a first job does not wait seconds for the compiler)."""
+    """Compiles, or loads from Numba's disk cache, every kernel (serial and parallel) for
+    `dtype` (workers call it at start, so that a first job does not wait for the compiler)."""
     one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
-    sgd_step(one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares)
-    adam_step(one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, squares)
+    _variants(_SGD, one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, CHUNK)
+    _variants(_ADAM, one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds,
+              squares, CHUNK)
     logits = np.ones((2, 2), dtype)
-    softmax_cross_entropy(logits, np.zeros(2, np.int64), logits.copy(), scalar)
-    bias_relu(logits.copy(), one)
-    relu_backward_bias(logits.copy(), logits, one.copy())
+    _variants(_SOFTMAX_CE, logits, np.zeros(2, np.int64), logits.copy(), scalar)
+    _variants(_BIAS_RELU, logits.copy(), one)
+    _variants(_RELU_BACKWARD_BIAS, logits.copy(), logits, one.copy())

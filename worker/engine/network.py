@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from worker.engine import io, training
+from worker.engine import io, threads, training
 from worker.engine.activations import get_activation
 from worker.engine.backend import get_array_module, resolve_device, to_device, to_numpy
 from worker.engine.layers import BuildContext, layer_class
@@ -43,7 +43,7 @@ class Network:
         self.params: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self.input_shape: tuple[int, ...] | None = None
-        self.n_threads = training.default_threads()
+        self.n_threads = threads.configured_threads()
         self.train_state: training.TrainState | None = None
         if input_shape is not None and self._output_units() is not None:
             self.build(input_shape)

@@ -4,49 +4,29 @@ Validation rows are a `validation_split` fraction of X chosen by bps.splits: by 
 random draw, stratified for classification; with `validation: "last"` the last rows (as Keras).
 Each epoch's order is a permutation drawn from (seed, epoch) and dropout is reseeded
 from (seed, epoch), so a run resumed from `training_state()` repeats the uninterrupted run.
-BLAS threads: `net.n_threads` (env BPS_BLAS_THREADS; unset: `auto_threads`) via
-threadpoolctl, only for the duration of `fit`. The reported training loss/accuracy are averages over the
-epoch's batches (training mode, l2 term included), as Keras reports them.
+Threads: `net.n_threads` (env BPS_BLAS_THREADS; unset: `threads.job_threads`) for both the BLAS
+products and the parallel CPU kernels (`threads.thread_budget`), only for the duration of `fit`.
+The reported training loss/accuracy are averages over the epoch's batches (training mode, l2 term
+included), as Keras reports them.
 """
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bps.splits import split_problem, split_rows
 from worker.engine.backend import to_numpy
 from worker.engine.early_stopping import EarlyStopping, gradient_warnings
 from worker.engine.optimizers import make_optimizer
 from worker.engine.schedules import make_schedule
+from worker.engine.threads import job_threads, thread_budget
 
 EVAL_CHUNK = 1024
-# Below this many multiply-adds per batch (batch_size x parameters) one BLAS thread is used:
-# the products are too small to split well, and idle OpenBLAS threads spin on a busy machine
-# (bench/bench_mlp.py, 784-256-128-10 at batch 128 = 30M: 2 threads on 2 shared cores ran
-# several times slower than 1).
-SMALL_STEP_MACS = 100_000_000
-
-
-def default_threads() -> int | None:
-    """BPS_BLAS_THREADS when set, else None: `auto_threads` decides per network."""
-    value = os.environ.get("BPS_BLAS_THREADS")
-    return int(value) if value else None
-
-
-def auto_threads(net: Any) -> int:
-    """1 BLAS thread for small per-batch work (see SMALL_STEP_MACS), else all cores."""
-    n_params = sum(int(p.size) for p in net.params.values())
-    if n_params * net.spec["batch_size"] < SMALL_STEP_MACS:
-        return 1
-    return os.cpu_count() or 1
-
 
 @dataclass
 class History:
@@ -140,7 +120,8 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
     del Xd, yd  # the split parts are copies (shuffled split): the whole arrays can go
     net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
     # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
-    with threadpool_limits(limits=net.n_threads or auto_threads(net), user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
+    threads = net.n_threads or job_threads()
+    with thread_budget(threads, kernels=net.xp is np), np.errstate(over="ignore", invalid="ignore"):
         return _Loop(net, *parts).run(on_epoch, should_stop, on_batch)
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from worker.engine import cpu_kernels
+from worker.engine import cpu_kernels, kernel_jit
 from worker.engine.losses import get_loss
 from worker.engine.optimizers import make_optimizer
 from tests.worker.engine.test_optimizers import CASES
@@ -16,6 +16,18 @@ from worker.engine.spec import OPTIMIZER_SPECS
 
 FUSABLE = [case for case in CASES if case["type"] in ("sgd", "adam", "adamw")]
 TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
+
+
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_variant(request, monkeypatch):
+    """Every test runs the serial compilations and the parallel ones (forced at any size, on 2
+    threads, the optimizer step cut into 7-element pieces)."""
+    if request.param == "parallel":
+        monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 0)
+        monkeypatch.setattr(cpu_kernels, "CHUNK", 7)
+        previous = kernel_jit.use_threads(2)
+        request.addfinalizer(lambda: kernel_jit.use_threads(previous))
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -85,15 +97,15 @@ def test_relu_bias_kernels_equal_the_array_formulation(dtype):
     from worker.engine.activations import Activation, get_activation
 
     rng, relu = np.random.default_rng(7), get_activation("relu")
-    z, bias = rng.standard_normal((9, 5)).astype(dtype), rng.standard_normal(5).astype(dtype)
+    z, bias = rng.standard_normal((9, 133)).astype(dtype), rng.standard_normal(133).astype(dtype)  # 3 column blocks
     z[0, 0] = np.nan
     a = relu.forward_biased(z.copy(), bias, out=None, fused=True)
     ref = Activation.forward_biased(relu, z.copy(), bias, out=None)  # the array formulation
     np.testing.assert_array_equal(a, ref)  # NaN where NaN, bit for bit elsewhere
-    g = rng.standard_normal((9, 5)).astype(dtype)
-    g[1, 1] = np.nan
+    g = rng.standard_normal((9, 133)).astype(dtype)
+    g[1, 1] = g[2, 70] = np.nan
     ones = np.ones(9, dtype)
-    grad_bias, ref_bias = np.empty(5, dtype), np.empty(5, dtype)
+    grad_bias, ref_bias = np.empty(133, dtype), np.empty(133, dtype)
     g_kernel = g.copy()
     dz = relu.backward_bias(g_kernel, None, a, g_kernel, grad_bias, ones)
     ref_dz = Activation.backward_bias(relu, g.copy(), None, a, None, ref_bias, ones)

@@ -198,20 +198,6 @@ def test_vanishing_gradients_are_warned(rng):
     assert any("vanishing gradients: 0.weight" in w for w in history.warnings)
 
 
-def test_blas_threads_one_for_small_batches_all_cores_for_large(monkeypatch):
-    from worker.engine import training  # noqa: PLC0415
-
-    monkeypatch.delenv("BPS_BLAS_THREADS", raising=False)
-    monkeypatch.setattr(training.os, "cpu_count", lambda: 8)
-    small = Network.from_spec(mlp_spec((16, "relu"), batch_size=32), input_shape=(8,), n_outputs=2)
-    large = Network.from_spec(mlp_spec((2048, "relu"), batch_size=512), input_shape=(1024,), n_outputs=10)
-    assert training.default_threads() is None
-    assert training.auto_threads(small) == 1
-    assert training.auto_threads(large) == 8
-    monkeypatch.setenv("BPS_BLAS_THREADS", "3")
-    assert training.default_threads() == 3
-
-
 def test_each_gradient_warning_is_reported_once_however_many_epochs_show_it():
     rng = np.random.default_rng(0)
     layers = [{"type": "dense", "units": 8, "activation": "sigmoid"} for _ in range(10)]

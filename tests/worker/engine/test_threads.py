@@ -1,0 +1,80 @@
+"""The thread policy: a job's share of the cores, BPS_BLAS_THREADS, and one budget for both pools."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from tests.worker.engine.conftest import mlp_spec
+from worker.engine import Network, kernel_jit, threads
+
+
+def blas_threads() -> int:
+    return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.fixture
+def sixteen_cores(monkeypatch):
+    monkeypatch.setattr(threads, "available_cores", lambda: 16)
+    yield
+    threads.set_concurrency(1)
+
+
+@pytest.mark.parametrize(("jobs", "share"), [(1, 16), (2, 8), (3, 5), (16, 1), (40, 1)])
+def test_a_job_gets_the_cores_divided_by_the_jobs_its_worker_runs_at_once(sixteen_cores, jobs, share):
+    threads.set_concurrency(jobs)
+    assert threads.job_threads() == share
+
+
+def test_blas_threads_variable_overrides_and_must_be_positive(monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)
+    assert threads.configured_threads() is None
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.configured_threads() == 3
+    assert Network.from_spec(mlp_spec((4, "relu")), input_shape=(2,), n_outputs=2).n_threads == 3
+    monkeypatch.setenv(threads.ENV, "0")
+    with pytest.raises(ValueError, match="BPS_BLAS_THREADS must be a positive integer"):
+        threads.configured_threads()
+
+
+def test_available_cores_is_this_process_affinity():
+    assert threads.available_cores() == len(__import__("os").sched_getaffinity(0))
+
+
+def test_the_budget_holds_blas_and_kernels_to_the_same_count_and_restores_both():
+    before_blas, before_kernels = blas_threads(), kernel_jit.threads_in_use()
+    with threads.thread_budget(2, kernels=True):
+        assert blas_threads() == 2 and kernel_jit.threads_in_use() == 2
+        seen = {}
+        worker = threading.Thread(target=lambda: seen.setdefault("kernels", _budget_in_thread()))
+        worker.start()
+        worker.join()
+        assert seen["kernels"] == 1  # a pool thread's Numba work stays serial
+    assert (blas_threads(), kernel_jit.threads_in_use()) == (before_blas, before_kernels)
+
+
+def _budget_in_thread() -> int:
+    with threads.thread_budget(4, kernels=True):
+        return kernel_jit.threads_in_use()
+
+
+def test_fit_trains_under_the_networks_thread_count(rng):
+    net = Network.from_spec(mlp_spec((8, "relu"), epochs=2), input_shape=(3,), n_outputs=2)
+    net.n_threads = 2
+    seen = []
+    net.fit(rng.standard_normal((32, 3)), rng.integers(0, 2, 32),
+            on_epoch=lambda record: seen.append((blas_threads(), kernel_jit.threads_in_use())))
+    assert seen == [(2, 2), (2, 2)]
+    assert kernel_jit.threads_in_use() == 1
+
+
+def test_fit_without_a_setting_uses_the_job_share(rng, monkeypatch, sixteen_cores):
+    threads.set_concurrency(8)
+    net = Network.from_spec(mlp_spec((8, "relu"), epochs=1), input_shape=(3,), n_outputs=2)
+    net.n_threads = None
+    seen = []
+    net.fit(rng.standard_normal((16, 3)).astype(np.float32), rng.integers(0, 2, 16),
+            on_epoch=lambda record: seen.append(blas_threads()))
+    assert seen == [2]

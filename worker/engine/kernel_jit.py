@@ -1,0 +1,65 @@
+"""How the fused CPU kernels are compiled (Numba) and which variant of a kernel runs.
+
+Every kernel that can use several cores is compiled twice from the same source: a serial
+variant (`prange` runs as `range`) and a parallel one. `variant(pair, size)` picks the parallel
+one only when this thread's budget (`use_threads`, set by `threads.thread_budget`) is above one
+and the call touches at least PARALLEL_MIN elements: below that, waking a second thread costs
+more than it saves, and on one thread nothing changes at all.
+
+Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: its idle
+threads sleep, where OpenMP's spin for milliseconds after each parallel loop and would take a
+core from the OpenBLAS product that follows (bench/bench_threads.py measures both). The budget
+never lets two threads of one process run parallel kernels at once (see threads.py), which the
+workqueue layer does not support.
+"""
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numba
+
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+PARALLEL_MIN = 32_768
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_state = {"threads": 1}
+
+
+def jit(function: Callable, parallel: bool = False) -> Any:
+    """njit with the project's flags; cached on disk when a writable cache location exists."""
+    try:
+        return numba.njit(cache=True, nogil=True, fastmath=FAST, parallel=parallel)(function)
+    except RuntimeError:  # no writable cache location (read-only install, no home): compile per process
+        return numba.njit(cache=False, nogil=True, fastmath=FAST, parallel=parallel)(function)
+
+
+def jit_pair(function: Callable) -> tuple[Any, Any]:
+    """(serial, parallel) compilations of `function`; the parallel one under its own name, so
+    that the two never share a disk-cache entry."""
+    twin = types.FunctionType(function.__code__, function.__globals__, f"{function.__name__}_parallel",
+                              function.__defaults__, function.__closure__)
+    twin.__qualname__ = f"{function.__qualname__}_parallel"
+    twin.__doc__ = function.__doc__
+    return jit(function), jit(twin, parallel=True)
+
+
+def use_threads(threads: int) -> int:
+    """Lets the parallel variants use `threads` threads from now on in this thread; returns the
+    previous budget."""
+    previous, threads = _state["threads"], max(1, int(threads))
+    _state["threads"] = threads
+    if threads > 1:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return previous
+
+
+def threads_in_use() -> int:
+    return _state["threads"]
+
+
+def variant(pair: tuple[Any, Any], size: int) -> Any:
+    """The serial or the parallel compilation of a kernel, for a call touching `size` elements."""
+    return pair[1] if _state["threads"] > 1 and size >= PARALLEL_MIN else pair[0]
