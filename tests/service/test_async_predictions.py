@@ -14,21 +14,14 @@ from sqlalchemy import select, update
 
 from bps.db import session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
-from bps.predict import clear_cache
 from tests.service.helpers import assert_problem, store_trained_model, upload
+from tests.service.test_models import _fresh_cache  # noqa: F401  (autouse: an empty model cache per test)
 from tests.service.test_onnx_export import tabular_csv
 from worker.prediction_runner import run_prediction
 
 SPEC = {"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
         "loss": "cross_entropy", "optimizer": {"type": "adam", "learning_rate": 0.05}, "epochs": 5, "batch_size": 8}
 CHUNK_ROWS = 40
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():  # noqa: ANN202
-    clear_cache()
-    yield
-    clear_cache()
 
 
 @pytest.fixture

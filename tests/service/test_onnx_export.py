@@ -12,18 +12,11 @@ import onnx
 import onnxruntime
 import pytest
 
-from bps.predict import clear_cache
 from tests.service.helpers import assert_problem, npz_bytes, store_trained_model, upload
+from tests.service.test_models import _fresh_cache  # noqa: F401  (autouse: an empty model cache per test)
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "softplus")
 OPTIMIZER = {"type": "adam", "learning_rate": 0.01}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():  # noqa: ANN202
-    clear_cache()
-    yield
-    clear_cache()
 
 
 def tabular_csv(n: int = 48, labels: tuple = ("low", "mid", "high")) -> bytes:
