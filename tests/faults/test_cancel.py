@@ -1,14 +1,16 @@
 """Cancellation through real worker processes: a queued job never starts; a running job stops
 at the next batch, within a second of the request (not at the next heartbeat or epoch), on
-PostgreSQL + Redis and on the embedded SQLite database and broker."""
+PostgreSQL + Redis and on the embedded SQLite database and broker, and keeps its trained epochs
+as a partial model."""
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from bps.db import session_scope
+from bps.models import Model
 from service.job_service import cancel_job
-import time
-
 from tests.faults.harness import (
     Workers,
     epoch_rows,
@@ -49,7 +51,9 @@ def test_cancel_a_queued_job_and_a_running_one(fault_settings, workers):
     assert statuses == {running: "cancelled", queued: "cancelled"}
     kept = [e for e, _ in epoch_rows(settings, running)]
     assert 2 <= len(kept) < 200 and kept == list(range(1, len(kept) + 1))
-    assert job_of(settings, running).model_id is None
+    with session_scope(settings.database_url) as session:  # its trained epochs are kept as a partial model
+        model = session.get(Model, job_of(settings, running).model_id)
+        assert (model.partial, model.partial_reason, model.metrics["epoch"]) == (True, "cancelled", len(kept))
     never = job_of(settings, queued)
     assert (never.attempt, never.started_at, epoch_rows(settings, queued)) == (0, None, [])
 
