@@ -125,3 +125,17 @@ def test_a_cancelled_job_keeps_its_trained_epochs_as_a_partial_model(client, aut
     response = client.post(f"/v1/models/{job['model_id']}/predictions", json={"instances": [[0.0, 0.0], [6.0, -4.0]]},
                            headers=auth)
     assert response.status_code == 201 and response.get_json()["predictions"] == ["ant", "cat"]
+
+
+def test_a_diverging_job_says_so_and_warns_of_non_finite_gradients(client, auth, settings, dataset_id,
+                                                                    published) -> None:  # noqa: ANN001
+    from worker.runner import run_job
+
+    job_id = submit(client, auth, dataset_id, optimizer={"type": "sgd", "learning_rate": 1e12})
+    run_job(job_id, settings=settings)
+    job = get_job(client, auth, job_id)
+    assert (job["status"], job["stop_reason"], job["model_id"]) == ("failed", "diverged", None)
+    assert job["error"].startswith("loss became NaN at epoch")
+    exploding = [w for w in job["warnings"] if w.startswith("exploding gradients")]
+    assert any("gradient norm non-finite (inf/NaN)" in w for w in exploding)
+    assert not any("None" in w for w in job["warnings"])
