@@ -5,7 +5,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from bps import datasets as dataset_service
 from bps.problems import BadRequest, UnsupportedMediaType
-from service.http import created, db, dump, settings, tenant_id
+from service.http import created, db, deleted, dump, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import DatasetOut, DatasetSummary
 
@@ -47,7 +47,4 @@ def get_dataset(dataset_id: str):  # noqa: ANN201
 
 @blueprint.delete("/datasets/<dataset_id>")
 def delete_dataset(dataset_id: str) -> Response:
-    session = db()
-    dataset_service.delete_dataset(session=session, tenant_id=tenant_id(), dataset_id=dataset_id)
-    session.commit()
-    return Response(status=204)
+    return deleted(dataset_service.delete_dataset, dataset_id=dataset_id)

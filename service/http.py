@@ -3,6 +3,7 @@ caller's tenant, JSON bodies parsed into pydantic models."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, jsonify, request, url_for
@@ -76,6 +77,14 @@ def query_int(name: str, default: int, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise BadRequest(f"query parameter {name!r} must be between {low} and {high}", loc=["query", name])
     return value
+
+
+def deleted(delete: Callable[..., None], **path: str) -> Response:
+    """204 once `delete(session=, tenant_id=, **path)` is committed (the DELETE views)."""
+    session = db()
+    delete(session=session, tenant_id=tenant_id(), **path)
+    session.commit()
+    return Response(status=204)
 
 
 def created(model: type[BaseModel], obj: Any, status: int, endpoint: str, **path: str) -> Response:

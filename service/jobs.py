@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from bps.models import JOB_STATUSES
 from bps.problems import BadRequest
 from service import events, job_service
-from service.http import created, db, dump, parse_body, query_int, settings, tenant_id
+from service.http import created, db, deleted, dump, parse_body, query_int, settings, tenant_id
 from service.pagination import MAX_OFFSET, page_params, paged
 from service.schemas import EpochList, JobCreate, JobOut
 
@@ -39,10 +39,7 @@ def get_job(job_id: str):  # noqa: ANN201
 
 @blueprint.delete("/jobs/<job_id>")
 def delete_job(job_id: str) -> Response:
-    session = db()
-    job_service.delete_job(session=session, tenant_id=tenant_id(), job_id=job_id)
-    session.commit()
-    return Response(status=204)
+    return deleted(job_service.delete_job, job_id=job_id)
 
 
 @blueprint.get("/jobs/<job_id>/epochs")

@@ -14,7 +14,7 @@ from bps.models import Dataset, Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest, Unprocessable
 from service import model_service
-from service.http import created, db, dump, parse_body, settings, tenant_id
+from service.http import created, db, deleted, dump, parse_body, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import EvaluationCreate, ModelOut, PredictionCreate, PredictionOut
 
@@ -60,10 +60,7 @@ def list_models() -> Response:
 
 @blueprint.delete("/models/<model_id>")
 def delete_model(model_id: str) -> Response:
-    session = db()
-    model_service.delete_model(session=session, tenant_id=tenant_id(), model_id=model_id)
-    session.commit()
-    return Response(status=204)
+    return deleted(model_service.delete_model, model_id=model_id)
 
 
 @blueprint.post("/models/<model_id>/evaluations")

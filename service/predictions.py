@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from bps import predict as predict_service
 from bps.problems import BadRequest
 from service import model_service
-from service.http import db, dump, settings, tenant_id
+from service.http import db, deleted, dump, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import PredictionOut, PredictionSummary
 
@@ -23,10 +23,7 @@ def list_predictions() -> Response:
 
 @blueprint.delete("/predictions/<prediction_id>")
 def delete_prediction(prediction_id: str) -> Response:
-    session = db()
-    model_service.delete_prediction(session=session, tenant_id=tenant_id(), prediction_id=prediction_id)
-    session.commit()
-    return Response(status=204)
+    return deleted(model_service.delete_prediction, prediction_id=prediction_id)
 
 
 @blueprint.get("/predictions/<prediction_id>")

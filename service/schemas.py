@@ -197,13 +197,13 @@ class ModelOut(ResponseModel):
     partial_reason: Literal["cancelled", "time_limit"] | None = None
 
 
-class PredictionOut(ResponseModel):
+class PredictionSummary(ResponseModel):
+    """A list entry: a Prediction without its rows."""
+
     id: str
     model_id: str
     created_at: UTCDatetime
     n: int
-    predictions: list[Any] = Field(description="Empty for an asynchronous prediction: GET its /download")
-    probabilities: list[list[float | None]] | None = None
     status: str = Field(description="queued | running | succeeded | failed (synchronous: succeeded)")
     error: str | None = None
     progress: float = Field(description="Share of the rows predicted, 0..1")
@@ -212,14 +212,9 @@ class PredictionOut(ResponseModel):
     finished_at: UTCDatetime | None = None
 
 
-class PredictionSummary(ResponseModel):
-    """A list entry: a Prediction without its rows."""
-
-    id: str
-    model_id: str
-    created_at: UTCDatetime
-    n: int
-    status: str = "succeeded"
+class PredictionOut(PredictionSummary):
+    predictions: list[Any] = Field(description="Empty for an asynchronous prediction: GET its /download")
+    probabilities: list[list[float | None]] | None = None
 
 
 class EvaluationCreate(StrictModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bps.predict import clear_cache
 from tests.service.helpers import assert_problem, store_trained_model, upload
 
 CLASSIFIERS = {
@@ -25,11 +24,7 @@ def table(n: int, seed: int, regression: bool = False) -> bytes:
     return ("x,z,target\n" + "".join(f"{a:.4f},{b:.4f},{t}\n" for a, b, t in zip(x, z, target))).encode()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():  # noqa: ANN202
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")
 
 
 def train(client, auth, settings, loss: str, regression: bool = False) -> str:  # noqa: ANN001
@@ -130,3 +125,10 @@ def test_another_tenants_model_and_dataset(client, auth, auth_b, classifier) -> 
     assert_problem(evaluate(client, auth_b, classifier, dataset_id=dataset_id), 404, "not found")
     bobs = upload(client, auth_b, table(10, seed=3), filename="bob.csv").get_json()["id"]
     assert_problem(evaluate(client, auth, classifier, dataset_id=bobs), 422, f"dataset {bobs} not found")
+
+
+@pytest.mark.parametrize(("targets", "needle"), [(["high", "low"], "must be numbers"), ([1.0, None], "finite"),
+                                                 ([[1.0, 2.0], [3.0, 4.0]], "1 finite number")])
+def test_regression_targets_must_be_one_finite_number_each(client, auth, settings, targets, needle) -> None:  # noqa: ANN001
+    model_id = train(client, auth, settings, "mse", regression=True)
+    assert_problem(evaluate(client, auth, model_id, instances=[[0.1, 0.2], [0.3, 0.4]], targets=targets), 422, needle)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bps.predict import clear_cache
 from tests.service.helpers import SMALL_SPEC, assert_problem, store_trained_model, upload
 
 CSV = ("x,label\n" + "".join(f"{i - 10},{'low' if i < 10 else 'high'}\n" for i in range(20))).encode()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():  # noqa: ANN202
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")
 
 
 @pytest.fixture
@@ -70,8 +65,9 @@ def test_predictions_list_filter_and_delete(client, auth, model_ids) -> None:  #
     assert response.headers["X-Total-Count"] == "3"
     listed = response.get_json()
     assert [p["id"] for p in listed] == [p["id"] for p in made[::-1]]
-    assert listed[0] == {"id": made[2]["id"], "model_id": first, "created_at": made[2]["created_at"], "n": 2,
-                         "status": "succeeded"}
+    detail = client.get(f"/v1/predictions/{made[2]['id']}", headers=auth).get_json()
+    assert listed[0] == {k: v for k, v in detail.items() if k not in ("predictions", "probabilities")}
+    assert listed[0]["n"] == 2 and listed[0]["status"] == "succeeded"
     only_first = client.get(f"/v1/predictions?model_id={first}&limit=1", headers=auth)
     assert only_first.headers["X-Total-Count"] == "2" and [p["id"] for p in only_first.get_json()] == [made[2]["id"]]
     assert client.delete(f"/v1/predictions/{made[0]['id']}", headers=auth).status_code == 204
