@@ -4,11 +4,11 @@ stopped, the latest and the served epoch's metrics, and a partial model kept fro
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
+from tests.faults.harness import wait_for
 from tests.service.helpers import upload
 
 LAYERS = [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "activation": "softmax"}]
@@ -46,16 +46,6 @@ def run_in_thread(settings, job_id: str) -> threading.Thread:  # noqa: ANN001
     runner = threading.Thread(target=run_job, args=(job_id,), kwargs={"settings": settings}, daemon=True)
     runner.start()
     return runner
-
-
-def poll(condition, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_completed_job_says_so_and_shows_no_eta(client, auth, settings, dataset_id, published) -> None:  # noqa: ANN001
@@ -96,10 +86,10 @@ def test_progress_and_eta_move_within_a_long_first_epoch(client, auth, settings,
     job_id = submit(client, auth, dataset_id, layers=wide, batch_size=1, epochs=2)
     runner = run_in_thread(settings, job_id)
     try:
-        job = poll(lambda: (j := get_job(client, auth, job_id))["progress"] > 0 and "eta_s" in j and j, 60,
+        job = wait_for(lambda: (j := get_job(client, auth, job_id))["progress"] > 0 and "eta_s" in j and j, 60,
                    "progress within the first epoch")
         assert job["epoch"] == 0 and 0 < job["progress"] < 0.5 and job["eta_s"] > 0
-        later = poll(lambda: (j := get_job(client, auth, job_id))["progress"] > job["progress"] and j, 30,
+        later = wait_for(lambda: (j := get_job(client, auth, job_id))["progress"] > job["progress"] and j, 30,
                      "progress to advance")
         assert later["epoch"] == 0 or later["progress"] >= 0.5
     finally:
@@ -113,7 +103,7 @@ def test_a_cancelled_job_keeps_its_trained_epochs_as_a_partial_model(client, aut
                                                                      published) -> None:  # noqa: ANN001
     job_id = submit(client, auth, dataset_id, epochs=5000, batch_size=4, validation_split=0.2)
     runner = run_in_thread(settings, job_id)
-    poll(lambda: get_job(client, auth, job_id)["epoch"] >= 3, 60, "epoch 3")
+    wait_for(lambda: get_job(client, auth, job_id)["epoch"] >= 3, 60, "epoch 3")
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 202
     runner.join(timeout=30)
     job = get_job(client, auth, job_id)
