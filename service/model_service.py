@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, defer
 
 from bps.listing import Page, fetch_page
 from bps.models import Model, Prediction
 from bps.predict import forget_model
-from bps.problems import NotFound
+from bps.problems import Conflict, NotFound
+
+ACTIVE_PREDICTION_STATUSES = ("queued", "running")
 
 
 def _require_owned(session: Session, table: Any, tenant_id: str, row_id: str, what: str) -> None:
@@ -25,10 +27,21 @@ def list_models(*, session: Session, tenant_id: str, limit: int, offset: int) ->
     return fetch_page(session, query, limit=limit, offset=offset)
 
 
+def _refuse_while_predicting(session: Session, where: Any, what: str, loc: list[str]) -> None:
+    """409 while an asynchronous prediction selected by `where` is queued or running (its worker
+    still writes to it)."""
+    active = session.scalar(select(func.count()).select_from(Prediction).where(
+        where, Prediction.status.in_(ACTIVE_PREDICTION_STATUSES)))
+    if active:
+        raise Conflict(f"{what} has {active} asynchronous prediction(s) still queued or running: delete it once "
+                       "they have ended", loc=loc)
+
+
 def delete_model(*, session: Session, tenant_id: str, model_id: str) -> None:
     """Delete a model and its predictions (they are its outputs; nothing else refers to them).
     The job that trained it keeps its record and model_id, which then answers 404."""
     _require_owned(session, Model, tenant_id, model_id, "model")
+    _refuse_while_predicting(session, Prediction.model_id == model_id, f"model {model_id}", ["path", "model_id"])
     session.execute(delete(Prediction).where(Prediction.model_id == model_id))
     session.execute(delete(Model).where(Model.id == model_id))
     forget_model(model_id)
@@ -46,4 +59,6 @@ def list_predictions(*, session: Session, tenant_id: str, model_id: str | None, 
 
 def delete_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> None:
     _require_owned(session, Prediction, tenant_id, prediction_id, "prediction")
+    _refuse_while_predicting(session, Prediction.id == prediction_id, f"prediction {prediction_id}",
+                             ["path", "prediction_id"])
     session.execute(delete(Prediction).where(Prediction.id == prediction_id))

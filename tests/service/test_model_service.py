@@ -84,3 +84,22 @@ def test_another_tenants_models_and_predictions_are_404_and_unlisted(client, aut
     assert client.get(f"/v1/predictions?model_id={model_ids[0]}", headers=auth_b).get_json() == []
     assert client.get(f"/v1/models/{model_ids[0]}", headers=auth).status_code == 200
     assert client.get(f"/v1/predictions/{made['id']}", headers=auth).status_code == 200
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_an_asynchronous_prediction_in_flight_blocks_deleting_it_and_its_model(client, auth, settings, model_ids,
+                                                                               status) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+
+    from bps.db import session_scope
+    from bps.models import Prediction
+
+    made = predict(client, auth, model_ids[0]).get_json()
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Prediction).where(Prediction.id == made["id"]).values(status=status))
+    assert_problem(client.delete(f"/v1/predictions/{made['id']}", headers=auth), 409, "queued or running")
+    assert_problem(client.delete(f"/v1/models/{model_ids[0]}", headers=auth), 409, "1 asynchronous prediction")
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Prediction).where(Prediction.id == made["id"]).values(status="failed"))
+    assert client.delete(f"/v1/models/{model_ids[0]}", headers=auth).status_code == 204
+    assert_problem(client.get(f"/v1/predictions/{made['id']}", headers=auth), 404, "not found")
