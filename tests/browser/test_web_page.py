@@ -127,6 +127,7 @@ def test_finished_job_charts_one_point_per_epoch_reached_by_clicking(page, servi
     fresh_view(page, lambda: page.click("#nav-jobs"))
     fresh_view(page, lambda: page.click(f"a.job-link[data-job-id='{trained['job']['id']}']"))
     assert page.locator("#job-summary .status").inner_text() == "succeeded"
+    assert page.get_attribute("#model-link", "href") == f"#/models/{trained['job']['model_id']}"
     for chart in ("loss", "accuracy", "lr", "grad"):
         page.wait_for_selector(f"#chart-{chart} .main-svg")
     assert [points(page, "loss", n) for n in (1, 2)] == [EPOCHS, EPOCHS]  # loss, val_loss
@@ -198,8 +199,8 @@ def test_a_running_jobs_charts_grow_live_and_it_can_be_cancelled(page, service, 
 
 def test_predict_from_pasted_rows_and_a_csv_file_and_download(page, service, trained):
     sign_in(page, service)
-    open_view(page, f"#/jobs/{trained['job']['id']}")
-    fresh_view(page, lambda: page.click("#model-link"))
+    fresh_view(page, lambda: page.click("#nav-models"))
+    fresh_view(page, lambda: page.click(f"a.model-link[href='#/models/{trained['job']['model_id']}']"))
     assert page.locator("#classes li").all_inner_texts() == list(LABELS)
     rows = "a,b,c\n0,0,0\n3,-2,1.5\n6,-4,0\n"
     page.fill("#predict-rows", rows)

@@ -11,6 +11,7 @@ import pytest
 from service import web
 
 STATIC = web.STATIC_DIR
+MIMETYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 IMPORT = re.compile(r"""^\s*(?:import|export)\b[^"']*?from\s+["'](\.{1,2}/[^"']+)["']""", re.M)
 HTML_SINKS = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
                         r"setAttribute\(\s*[\"']on|localStorage")
@@ -99,8 +100,7 @@ def test_every_asset_the_page_loads_is_served_with_its_type_and_the_policy(clien
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200, url
-        expected = "text/javascript" if url.endswith(".js") else "text/css"
-        assert response.mimetype == expected, url
+        assert response.mimetype == MIMETYPES[posixpath.splitext(url)[1]], url
         assert csp(response)["script-src"] == ["'self'"], url
 
 

@@ -1,5 +1,5 @@
 // The jobs list (newest first, filtered by status) and the models list.
-import { ApiError, get } from "../api.js";
+import { get } from "../api.js";
 import { datasetHref, el, fmtTime, jobHref, link, modelHref, shortId, statusBadge, table } from "../dom.js";
 
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -40,22 +40,8 @@ export async function jobList(root, _params, { query }) {
   ], jobs, { id: "jobs" }));
 }
 
-// GET /v1/models where the server has it; else the models of the finished jobs.
-async function models() {
-  try {
-    const listed = await get("/v1/models");
-    return Array.isArray(listed) ? listed : listed.models || listed.items || [];
-  } catch (error) {
-    if (!(error instanceof ApiError) || ![404, 405].includes(error.status)) throw error;
-  }
-  const jobs = await get("/v1/jobs?limit=1000");
-  return jobs.filter((j) => j.model_id).map((j) => ({
-    id: j.model_id, job_id: j.id, target: j.target, created_at: j.finished_at || j.created_at, metrics: j.metrics,
-  }));
-}
-
 export async function modelList(root) {
-  const rows = await models();
+  const rows = await get("/v1/models");
   root.append(el("h1", { text: "Models" }));
   if (!rows.length) {
     root.append(el("p", { class: "muted", text: "No models yet: a job that succeeds stores one." }));
