@@ -1,6 +1,6 @@
 """POST /v1/models/{id}/evaluations: a model scored on held-out rows that carry the truth (one of
 the tenant's datasets, or instances with targets). The rows go through the predictions' own
-machinery (bps.predict); this module adds the labels and the metrics."""
+machinery (service.predict); this module adds the labels and the metrics."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from bps.predict import build_inputs, dataset_rows, referenced_dataset, warm_runtime
+from service.predict import build_inputs, dataset_rows, referenced_dataset, warm_runtime
 from bps.preprocessor import Preprocessor, python_scalar
 from bps.problems import PayloadTooLarge, Unprocessable
 from service.schemas import ConfusionMatrix, EvaluationCreate, EvaluationOut

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, defer
 
 from bps.listing import Page, fetch_page
 from bps.models import Model, Prediction
-from bps.predict import forget_model
+from service.predict import forget_model
 from bps.problems import Conflict, NotFound
 
 ACTIVE_PREDICTION_STATUSES = ("queued", "running")

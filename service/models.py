@@ -9,7 +9,7 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
-from bps import predict as predict_service
+from service import predict as predict_service
 from bps.models import Dataset, Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest, Unprocessable

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from bps.config import Settings
 from bps.db import session_scope
 from bps.models import Dataset, Model, Prediction, PredictionChunk
-from bps.predict import get_model
+from service.predict import get_model
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
@@ -134,7 +134,7 @@ def parquet_stream(database_url: str, prediction: Prediction, prep: Preprocessor
 def download_stream(*, session: Session, tenant_id: str, prediction_id: str, fmt: str,
                     database_url: str) -> Iterator[bytes]:
     """A generator of the file's bytes; 404 for another tenant's prediction, 409 until it succeeded."""
-    from bps.predict import get_prediction  # noqa: PLC0415
+    from service.predict import get_prediction  # noqa: PLC0415
 
     prediction = get_prediction(session=session, tenant_id=tenant_id, prediction_id=prediction_id)
     if prediction.status != "succeeded":

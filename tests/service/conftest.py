@@ -58,7 +58,7 @@ def published(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
 @pytest.fixture
 def fresh_model_cache():  # noqa: ANN201
     """The API process's model cache emptied before and after the test."""
-    from bps.predict import clear_cache
+    from service.predict import clear_cache
 
     clear_cache()
     yield

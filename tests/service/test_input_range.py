@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bps.predict import clear_cache
+from service.predict import clear_cache
 from tests.service.helpers import assert_problem, npz_bytes, store_trained_model, upload
 
 CLASSIFIER = {"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],

@@ -48,7 +48,7 @@ def test_deleted_model_answers_404_and_its_cached_network_does_not_serve(client,
 
 def test_deleting_a_model_that_another_process_cached_still_refuses_it(client, auth, model_ids) -> None:  # noqa: ANN001
     """Another API process's cache is not reachable: predict checks the database first."""
-    from bps import predict as predict_module
+    from service import predict as predict_module
 
     doomed = model_ids[0]
     assert predict(client, auth, doomed).status_code == 201

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from bps.predict import clear_cache
+from service.predict import clear_cache
 from tests.service.helpers import assert_problem, npz_bytes, store_trained_model, upload
 
 SPEC = {
@@ -123,11 +123,11 @@ def test_download_npz_has_state_dict_names_and_spec(client, auth, model_id) -> N
 
 
 def test_loaded_models_are_cached(client, auth, model_id, monkeypatch) -> None:  # noqa: ANN001
-    import bps.predict
+    import service.predict
 
     loads = []
-    original = bps.predict.load_network
-    monkeypatch.setattr(bps.predict, "load_network", lambda weights: loads.append(1) or original(weights))
+    original = service.predict.load_network
+    monkeypatch.setattr(service.predict, "load_network", lambda weights: loads.append(1) or original(weights))
     for _ in range(3):
         client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"instances": [[1.0, "dark"]]})
     assert len(loads) == 1

@@ -1,4 +1,4 @@
-"""bps/predict.py: inputs from each source, the per-process cache, stored Prediction rows."""
+"""service/predict.py: inputs from each source, the per-process cache, stored Prediction rows."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from sqlalchemy import update
 
 from bps.db import session_scope
 from bps.models import Model, Prediction, Tenant
-from bps.predict import clear_cache, create_prediction, get_prediction, numeric_instances
+from service.predict import clear_cache, create_prediction, get_prediction, numeric_instances
 from bps.problems import NotFound, PayloadTooLarge
 from tests.service.helpers import store_trained_model
 
@@ -107,7 +107,7 @@ def test_a_cached_network_gives_each_thread_its_own_answers() -> None:
     # per-network lock, concurrent requests read each other's numbers.
     from concurrent.futures import ThreadPoolExecutor
 
-    from bps.predict import SerialNetwork
+    from service.predict import SerialNetwork
     from worker.engine import Network
 
     spec = {"layers": [{"type": "dense", "units": 256, "activation": "relu"}, {"type": "dense", "units": 3}],
