@@ -47,12 +47,17 @@ def prediction_body(rows: Any) -> dict[str, Any]:
     if _is_frame(rows):
         frame = rows.astype(object).where(rows.notna(), None)
         return {"records": [{str(k): _json_value(v) for k, v in rec.items()} for rec in frame.to_dict("records")]}
-    if hasattr(rows, "tolist"):
-        return {"instances": rows.tolist()}
-    rows = list(rows)
+    rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
     if rows and all(isinstance(row, dict) for row in rows):
         return {"records": [{k: _json_value(v) for k, v in row.items()} for row in rows]}
-    return {"instances": [[_json_value(v) for v in row] if isinstance(row, (list, tuple)) else row for row in rows]}
+    return {"instances": [_nested_json(row) for row in rows]}
+
+
+def _nested_json(value: Any) -> Any:
+    """Lists (of lists) of values with NaN/inf as null: JSON has no NaN."""
+    if isinstance(value, (list, tuple)):
+        return [_nested_json(v) for v in value]
+    return _json_value(value)
 
 
 def n_rows(rows: Any) -> int:

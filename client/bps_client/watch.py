@@ -74,9 +74,14 @@ class Watcher:
             raise JobFailed(job)
         return job
 
-    def _check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+    def _check_deadline(self) -> float:
+        """The seconds left (at most STREAM_READ_TIMEOUT_S); TimeoutError when none are."""
+        if self.deadline is None:
+            return STREAM_READ_TIMEOUT_S
+        left = self.deadline - time.monotonic()
+        if left <= 0:
             raise TimeoutError(f"job {self.job_id} did not finish in time")
+        return min(left, STREAM_READ_TIMEOUT_S)
 
     def _on_status(self, job: dict) -> None:
         if self.progress and self.bar is None:
@@ -95,9 +100,9 @@ class Watcher:
         """The final Job from the event stream, or None where the stream is unavailable."""
         last_id, failures = None, 0
         while failures <= RECONNECTS:
-            self._check_deadline()
+            read_timeout = self._check_deadline()  # a stream silent past the deadline times out, then this raises
             try:
-                for event, event_id, data in self.client.events(self.job_id, last_id):
+                for event, event_id, data in self.client.events(self.job_id, last_id, read_timeout):
                     last_id, failures = event_id or last_id, 0
                     if event == "epoch":
                         self._on_epoch(data)
@@ -105,13 +110,14 @@ class Watcher:
                         self._on_status(data)
                         if data["status"] in TERMINAL:
                             return data
+                    self._check_deadline()
             except ApiError as error:
                 if error.status in (404, 405, 501, 503) and last_id is None:
                     self.client.job(self.job_id)  # a missing job raises its 404 here
                     return None
                 raise
             except httpx.TransportError:
-                pass
+                self._check_deadline()
             failures += 1
             time.sleep(min(0.5 * 2 ** failures, 10.0))
         return None

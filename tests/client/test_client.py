@@ -2,6 +2,8 @@
 bar, JobFailed, ApiError with the 422 problem, chunked predictions, stream and polling waits."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import numpy as np
 import pandas as pd
@@ -75,16 +77,31 @@ def test_progress_bar_shows_every_epoch(client, trained, capfd):
     assert "<" in err  # elapsed<remaining
 
 
-def test_wait_polls_when_the_event_stream_is_unavailable(client, trained, capfd, monkeypatch):
-    def no_stream(*_args, **_kwargs):  # noqa: ANN002, ANN003
-        raise ApiError(503, {"title": "Service Unavailable", "detail": "too many streams"})
+def no_stream(*_args, **_kwargs):  # noqa: ANN002, ANN003
+    """Client.events where the API answers 503 (more than MAX_EVENT_STREAMS streams)."""
+    raise ApiError(503, {"title": "Service Unavailable", "detail": "too many streams"})
 
+
+def test_wait_polls_when_the_event_stream_is_unavailable(client, trained, capfd, monkeypatch):
     monkeypatch.setattr(client, "events", no_stream)
     job = client.submit(trained["dataset_id"], {**SPEC, "epochs": 4}, target="species")
     final = client.wait(job["id"], progress=True, timeout=120, poll_interval=0.05)
     err = capfd.readouterr().err
     assert final["status"] == "succeeded"
     assert "epoch 4/4" in err
+
+
+def test_wait_gives_up_at_its_timeout_on_the_stream_and_when_polling(client, trained, monkeypatch):
+    job = client.submit(trained["dataset_id"], {**SPEC, "epochs": 5000}, target="species")
+    try:
+        for label in ("stream", "polling"):
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                client.wait(job["id"], timeout=1.5, poll_interval=0.1)
+            assert time.monotonic() - start < 10, label
+            monkeypatch.setattr(client, "events", no_stream)
+    finally:
+        client.cancel(job["id"])
 
 
 def test_a_diverging_job_raises_jobfailed_with_its_error(client, trained):
@@ -120,6 +137,9 @@ def test_predict_takes_lists_dicts_frames_and_arrays(client, trained):
         assert other["predictions"] == by_frame["predictions"]
         np.testing.assert_allclose(other["probabilities"], by_frame["probabilities"])
     assert set(by_frame["predictions"]) <= {"setosa", "versicolor", "virginica"}
+    with pytest.raises(ApiError) as missing:  # NaN goes out as null (JSON has no NaN): the server names it
+        client.predict(model_id, np.array([[np.nan, 3.0, 1.4, 0.2]]))
+    assert missing.value.status == 422 and "missing" in str(missing.value)
 
 
 def test_predict_chunks_splits_rows_beyond_max_prediction_rows(client, trained):
