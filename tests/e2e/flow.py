@@ -58,10 +58,13 @@ class Client:
         body = None if payload is None else json.dumps(payload).encode()
         return self.request(method, path, body, "application/json" if body is not None else None)
 
-    def upload(self, filename: str, data: bytes) -> tuple[int, Any]:
+    def upload(self, filename: str, data: bytes, name: str | None = None) -> tuple[int, Any]:
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+                f"Content-Type: text/csv\r\n\r\n").encode() + data + b"\r\n"
+        if name is not None:
+            body += f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n".encode()
+        body += f"--{boundary}--\r\n".encode()
         return self.request("POST", "/v1/datasets", body, f"multipart/form-data; boundary={boundary}")
 
 

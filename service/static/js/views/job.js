@@ -1,7 +1,7 @@
 // One job: status and error, the normalised spec, and its charts, live while it runs.
 import { api, get } from "../api.js";
 import { drawCharts, parseWarning } from "../charts.js";
-import { datasetHref, el, errorBox, facts, fmtNumber, fmtTime, link, modelHref, statusBadge } from "../dom.js";
+import { datasetHref, el, facts, fmtNumber, fmtTime, link, modelHref, statusBadge } from "../dom.js";
 import { follow, isTerminal } from "../live.js";
 import { progressCell } from "./jobs.js";
 
