@@ -59,6 +59,7 @@ async function stream(jobId, handlers, signal) {
     if (!response.ok || !type.startsWith("text/event-stream") || !response.body) return "unavailable";
     try {
       for await (const message of sseEvents(response.body)) {
+        attempt = 0; // only reconnects in a row without an event count against the limit
         if (message.id) lastEventId = message.id;
         const payload = JSON.parse(message.data);
         if (message.event === "epoch") handlers.onEpoch(payload);
