@@ -79,6 +79,17 @@ def store_model_and_dataset(settings, X: np.ndarray, tmp: Path) -> tuple[str, st
     return model_id, dataset_id, net
 
 
+def wait_for_worker(port: int, timeout_s: float = 300.0) -> None:
+    """Until /healthz lists a live worker (it registers once started: Numba kernels loaded),
+    and two seconds more for it to consume from the broker."""
+    deadline = time.monotonic() + timeout_s
+    while not json.loads(http_call(port, "GET", "/healthz", {})[1]).get("workers"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no worker registered within {timeout_s:g} s")
+        time.sleep(0.5)
+    time.sleep(2.0)
+
+
 def engine_predict_s(net, X: np.ndarray) -> float:  # noqa: ANN001
     start_s = time.perf_counter()
     net.predict(X)
@@ -153,7 +164,7 @@ def main(argv: list[str]) -> None:
         try:
             port = int(env["PORT"])
             wait_http(port)
-            time.sleep(2.0)  # the worker connects to the broker
+            wait_for_worker(port)
             engine_before = engine_predict_s(net, X)
             service_s, prediction = run_async_prediction(port, auth, model_id, dataset_id)
             engine_after = engine_predict_s(net, X)

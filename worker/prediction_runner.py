@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 from typing import Any
 
 import numpy as np
@@ -90,25 +92,75 @@ def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int) -> np.nd
     return outputs
 
 
+class ChunkWriter(threading.Thread):
+    """Stores the chunks, in order, in a thread of its own: one chunk's write and commit (mostly
+    waiting on the database) overlap the next chunk's products. At most `depth` wait."""
+
+    def __init__(self, settings: Settings, job: PredictionSnapshot, depth: int = 2) -> None:
+        super().__init__(name=f"chunks-{job.id}", daemon=True)
+        self.settings, self.job = settings, job
+        self.pending: queue.Queue = queue.Queue(maxsize=depth)
+        self.failure: BaseException | None = None
+        self.lost = False
+
+    def run(self) -> None:
+        while (item := self.pending.get()) is not None:
+            if self.failure is not None or self.lost:
+                continue
+            try:
+                self.lost = not with_db_retries(prediction_store.record_chunk, self.settings, self.job, *item,
+                                                what=f"prediction {self.job.id}: storing rows")
+            except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
+                self.failure = exc
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self.lost:
+            raise JobAbandoned
+
+    def put(self, seq: int, outputs: np.ndarray, rows_done: int) -> None:
+        self.check()
+        self.pending.put((seq, outputs, rows_done))
+
+    def close(self) -> None:
+        """Waits until every chunk put is stored (or refused)."""
+        self.pending.put(None)
+        self.join()
+
+
 def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
     net, prep, fmt = with_db_retries(load_inputs, settings, job, what=f"prediction {job.id}: loading")
-    rows, done = settings.prediction_chunk_rows, job.rows_done
-    batches = prefetched(dataset_batches(settings.database_url, job.dataset_id, fmt, rows))
-    for seq, batch in enumerate(batches):
-        if seq < job.chunks_done:
-            continue
-        if control.should_stop():
-            _stopped(settings, job, control)
-            return
-        outputs = chunk_outputs(net, prep, batch, seq * rows)
-        done += len(outputs)
-        if not with_db_retries(prediction_store.record_chunk, settings, job, seq, outputs, done,
-                               what=f"prediction {job.id}: storing rows"):
-            raise JobAbandoned
+    writer = ChunkWriter(settings, job)
+    writer.start()
+    try:
+        done = _predict_chunks(settings, job, control, (net, prep, fmt), writer)
+    finally:
+        writer.close()
+    writer.check()
+    if done is None:  # stopped before the end
+        _stopped(settings, job, control)
+        return
     if not with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "succeeded",
                            n=done, progress=1.0):
         raise JobAbandoned
     log.info("prediction %s attempt %d: %d rows", job.id, job.attempt, done)
+
+
+def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunControl, model: tuple,
+                    writer: ChunkWriter) -> int | None:
+    """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
+    net, prep, fmt = model
+    rows, done = settings.prediction_chunk_rows, job.rows_done
+    for seq, batch in enumerate(prefetched(dataset_batches(settings.database_url, job.dataset_id, fmt, rows))):
+        if seq < job.chunks_done:
+            continue
+        if control.should_stop():
+            return None
+        outputs = chunk_outputs(net, prep, batch, seq * rows)
+        done += len(outputs)
+        writer.put(seq, outputs, done)
+    return done
 
 
 def _stopped(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
