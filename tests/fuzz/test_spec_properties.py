@@ -101,3 +101,27 @@ def test_a_valid_spec_with_one_field_replaced_by_junk(which: int, data, junk: An
 def test_the_valid_specs_are_valid() -> None:
     for spec, shape, n_outputs in zip(VALID_SPECS, SHAPES, N_OUTPUTS, strict=True):
         assert validate_spec(spec, input_shape=shape, n_outputs=n_outputs, limits=LIMITS)["layers"]
+
+
+def published_schema_accepts(raw: Any) -> bool:
+    """The spec's JSON Schema as /openapi.json publishes it (NetworkSpec, validation mode)."""
+    import jsonschema
+
+    from worker.engine.spec import NetworkSpec
+
+    return jsonschema.Draft202012Validator(NetworkSpec.model_json_schema()).is_valid(raw)
+
+
+@FUZZ
+@given(which=st.integers(0, len(VALID_SPECS) - 1), data=st.data(), junk=NEAR_VALID)
+def test_the_published_schema_accepts_every_spec_the_validator_accepts(which: int, data, junk: Any) -> None:  # noqa: ANN001
+    """A generated client or an editor checking against the schema never refuses a spec the
+    service takes (the validator adds only rules across fields, shapes and limits)."""
+    raw = _replaced(VALID_SPECS[which], data.draw(st.sampled_from(_paths(VALID_SPECS[which]))), junk)
+    try:
+        validate_spec(raw, limits=LIMITS)
+    except SpecError:
+        event("refused by the validator")
+        return
+    assert published_schema_accepts(raw), raw
+    event("accepted by both")

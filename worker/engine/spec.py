@@ -46,7 +46,7 @@ def _valid_padding(value: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DenseSpec(_Strict):
