@@ -65,6 +65,10 @@ def finished(client: Client, job_id: str) -> dict[str, Any]:
     return job
 
 
+def csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
 @pytest.fixture(scope="module")
 def trained(service: Service) -> dict[str, Any]:
     """alice's flowers dataset and finished job, and a dataset (and its model) whose name, column
@@ -73,8 +77,8 @@ def trained(service: Service) -> dict[str, Any]:
     flowers = upload(client, "flowers.csv", csv_bytes(blobs(30, seed=1)), name="flowers")
     job = finished(client, submit(client, flowers["id"], "species", SPEC))
     deep = finished(client, submit(client, flowers["id"], "species", DEEP_SPEC))
-    quote = lambda text: '"' + text.replace('"', '""') + '"'  # noqa: E731
-    lines = [f"{quote(XSS_COLUMN)},label"] + [f"{i % 7}.5,{quote(XSS_LABEL if i % 2 else 'plain')}" for i in range(40)]
+    lines = [f"{csv_field(XSS_COLUMN)},label"] + [f"{i % 7}.5,{csv_field(XSS_LABEL if i % 2 else 'plain')}"
+                                                   for i in range(40)]
     hostile_csv = ("\n".join(lines) + "\n").encode()
     hostile = upload(client, "hostile.csv", hostile_csv, name=XSS_NAME)
     assert hostile["name"] == XSS_NAME
@@ -117,7 +121,10 @@ def test_a_wrong_key_is_refused_with_a_message(page, service):
 
 
 def test_finished_job_charts_one_point_per_epoch_reached_by_clicking(page, service, trained):
+    requests: list[Any] = []
+    page.on("request", lambda request: requests.append(request))
     sign_in(page, service)
+    assert page.evaluate("Object.values(sessionStorage)") == [service.keys["alice"]]
     fresh_view(page, lambda: page.click("#nav-jobs"))
     fresh_view(page, lambda: page.click(f"a.job-link[data-job-id='{trained['job']['id']}']"))
     assert page.locator("#job-summary .status").inner_text() == "succeeded"
@@ -133,6 +140,9 @@ def test_finished_job_charts_one_point_per_epoch_reached_by_clicking(page, servi
     assert all(points(page, "grad", n) == EPOCHS for n in range(1, 5))
     spec = json.loads(page.locator("#spec").inner_text())
     assert spec["epochs"] == EPOCHS and spec["optimizer"]["type"] == "adam" and "beta1" in spec["optimizer"]
+    api_calls = [r for r in requests if "/v1/" in r.url]
+    assert len(api_calls) >= 4 and not [r.url for r in requests if service.keys["alice"] in r.url]
+    assert {r.headers.get("authorization") for r in api_calls} == {f"Bearer {service.keys['alice']}"}
 
 
 def test_gradient_norms_on_a_log_scale_with_the_jobs_warnings_marked(page, service, trained):
