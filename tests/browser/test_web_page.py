@@ -126,6 +126,10 @@ def test_finished_job_charts_one_point_per_epoch_reached_by_clicking(page, servi
     sign_in(page, service)
     assert page.evaluate("Object.values(sessionStorage)") == [service.keys["alice"]]
     fresh_view(page, lambda: page.click("#nav-jobs"))
+    fresh_view(page, lambda: page.select_option("#status-filter", "failed"))
+    assert page.locator("a.job-link").count() == 0 and "No failed jobs" in page.locator("#page").inner_text()
+    fresh_view(page, lambda: page.select_option("#status-filter", "succeeded"))
+    assert set(page.locator("#jobs .status").all_inner_texts()) == {"succeeded"}
     fresh_view(page, lambda: page.click(f"a.job-link[data-job-id='{trained['job']['id']}']"))
     assert page.locator("#job-summary .status").inner_text() == "succeeded"
     assert page.get_attribute("#model-link", "href") == f"#/models/{trained['job']['model_id']}"
