@@ -70,7 +70,8 @@ has_compose() { docker compose version >/dev/null 2>&1 || command -v docker-comp
 { command -v docker >/dev/null && command -v dockerd >/dev/null && has_compose; } || install_docker \
     || skip "Docker or a compose client is missing and cannot be installed here (needs root and apt-get)"
 has_compose || skip "no compose client (docker compose or docker-compose)"
-docker info >/dev/null 2>&1 || start_dockerd || skip "no Docker engine can run on this machine"
+docker info >/dev/null 2>&1 || start_dockerd \
+    || skip "no Docker engine can run here: $(docker info 2>&1 | grep -iE 'error|denied|cannot' | head -1)"
 
 if docker compose version >/dev/null 2>&1; then compose_bin=(docker compose); else compose_bin=(docker-compose); fi
 
