@@ -111,6 +111,8 @@ def test_a_cancelled_job_keeps_its_trained_epochs_as_a_partial_model(client, aut
     assert "partial model" in job["stop_detail"]
     model = client.get(f"/v1/models/{job['model_id']}", headers=auth).get_json()
     assert (model["partial"], model["partial_reason"]) == (True, "cancelled")
+    listed = {m["id"]: m for m in client.get("/v1/models", headers=auth).get_json()}
+    assert (listed[model["id"]]["partial"], listed[model["id"]]["partial_reason"]) == (True, "cancelled")
     assert model["metrics"]["epoch"] == job["epoch"] == job["best_metrics"]["epoch"]
     response = client.post(f"/v1/models/{job['model_id']}/predictions", json={"instances": [[0.0, 0.0], [6.0, -4.0]]},
                            headers=auth)
