@@ -6,19 +6,20 @@ Batch 64, SGD with momentum 0.9, float32, 10,000 synthetic samples, shuffled eac
 CNN: 1x28x28 -> conv 8 5x5 relu -> maxpool 2 -> conv 16 5x5 relu -> maxpool 2 -> flatten
 -> dense 10. Sequences: 50 steps x 16 features -> rnn/lstm/gru 128 units (last step) -> dense 10.
 Ours runs Network.fit (with --manual: the same layers in a plain loop (forward, softmax cross-entropy, backward, momentum update)). Prints each epoch time and
-the ratio ours / PyTorch (lower is better; target <= 1.0 for cnn and rnn). Best of `repeats`.
-Both get the same thread count (--threads, default all cores: torch.set_num_threads and our
-BLAS threads).
+the ratio ours / PyTorch (lower is better; target <= 1.0). Best of `repeats`, ours and
+PyTorch in turn. Without --threads each case runs on one thread each, on every core each, then
+each side at its defaults (bench/thread_counts.py); --threads N runs that count only.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from bench import thread_counts
 
 BATCH, LR, MOMENTUM, CLASSES = 64, 0.01, 0.9, 10
 CNN_SHAPE, SEQ_SHAPE, UNITS = (1, 28, 28), (50, 16), 128
@@ -58,10 +59,10 @@ def torch_model(model: str):
     return LastStep()
 
 
-def torch_epoch(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+def torch_epoch(model: str, x: np.ndarray, y: np.ndarray, threads: int | None) -> float:
     import torch  # noqa: PLC0415
 
-    torch.set_num_threads(threads)
+    thread_counts.use_torch_threads(threads)
     torch.manual_seed(0)
     net = torch_model(model)
     opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
@@ -77,8 +78,9 @@ def torch_epoch(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> float
     return time.perf_counter() - start
 
 
-def ours_epoch(model: str, x: np.ndarray, y: np.ndarray, manual: bool, threads: int) -> float:
+def ours_epoch(model: str, x: np.ndarray, y: np.ndarray, manual: bool, threads: int | None) -> float:
     layers = cnn_layers() if model == "cnn" else seq_layers(model)
+    threads = thread_counts.ours(threads)
     if manual:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
@@ -139,19 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--only", default="cnn,rnn,lstm,gru")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None, help="only this count (default: 1, all, defaults)")
     parser.add_argument("--manual", action="store_true",
                         help="time our layers in a plain loop instead of Network.fit")
     args, _ = parser.parse_known_args(argv)  # bench/__main__ passes its name filters too
     loop = "plain loop over our layers" if args.manual else "Network.fit"
-    print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32, "
-          f"{args.threads} threads (best of {args.repeats}; ours: {loop})")
-    for model in args.only.split(","):
-        x, y = synthetic(model, args.samples)
-        ours = min(ours_epoch(model, x, y, args.manual, args.threads) for _ in range(args.repeats))
-        torch_s = min(torch_epoch(model, x, y, args.threads) for _ in range(args.repeats))
-        print(f"{model:5s} ours {ours:7.2f} s   pytorch {torch_s:7.2f} s   "
-              f"ratio ours/pytorch {ours / torch_s:5.2f}", flush=True)
+    print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32 "
+          f"(best of {args.repeats}, ours and PyTorch in turn; ours: {loop})")
+    data = {model: synthetic(model, args.samples) for model in args.only.split(",")}
+    for model, (x, y) in data.items():  # compiles or loads the CPU kernels before anything is timed
+        ours_epoch(model, x[:BATCH * 2], y[:BATCH * 2], args.manual, 1)
+    for threads in thread_counts.counts(args.threads):
+        print(f"-- {thread_counts.label(threads)}", flush=True)
+        for model, (x, y) in data.items():
+            times: dict[str, list[float]] = {"ours": [], "torch": []}
+            for _ in range(args.repeats):
+                times["ours"].append(ours_epoch(model, x, y, args.manual, threads))
+                times["torch"].append(torch_epoch(model, x, y, threads))
+            ours, torch_s = min(times["ours"]), min(times["torch"])
+            print(f"{model:5s} ours {ours:7.2f} s   pytorch {torch_s:7.2f} s   "
+                  f"ratio ours/pytorch {ours / torch_s:5.2f}", flush=True)
     return 0
 
 

@@ -7,8 +7,10 @@ thread count; each epoch its own randperm, batch gather, forward, backward and s
 scikit-learn's MLPClassifier (sgd, batch 128, momentum 0.9 without Nesterov, alpha=0, max_iter=1:
 one full epoch, checked), then the ratios. scikit-learn computes in its input's dtype: the ratio
 uses the same float32 rows; a float64 run (its default for a float matrix) is printed beside it.
-`--quick` uses 10,000 rows. Every library gets the same BLAS/torch thread count (--threads,
-default all cores). Other processes on the machine make the numbers noisy.
+`--quick` uses 10,000 rows. Without --threads, the floor, the engine and PyTorch run on one
+thread each, then on every core each, then each at its defaults (bench/thread_counts.py; the
+floor at the engine's count); scikit-learn runs once, on every core. Other processes on the
+machine make the numbers noisy: compare the ratios.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
+
+from bench import thread_counts
 
 SIZES = (784, 256, 128, 10)
 BATCH, LR, MOMENTUM = 128, 0.01, 0.9
@@ -61,20 +65,21 @@ def gemm_floor(X: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def engine(X: np.ndarray, y: np.ndarray, threads: int) -> float:
+def engine(X: np.ndarray, y: np.ndarray, threads: int | None) -> float:
+    """One epoch through Network.fit; threads None: the engine's default policy."""
     from worker.engine import Network  # noqa: PLC0415
 
     net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
-    net.n_threads = threads
+    net.n_threads = thread_counts.ours(threads)
     start = time.perf_counter()
     net.fit(X, y)
     return time.perf_counter() - start
 
 
-def pytorch(X: np.ndarray, y: np.ndarray, threads: int) -> float:
+def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None) -> float:
     import torch  # noqa: PLC0415
 
-    torch.set_num_threads(threads)
+    thread_counts.use_torch_threads(threads)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
                                 torch.nn.ReLU(), torch.nn.Linear(128, 10))
@@ -120,14 +125,14 @@ def sklearn_runs(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, flo
     return same, as_float64
 
 
-def interleaved(X: np.ndarray, y: np.ndarray, threads: int, repeats: int) -> tuple[float, float, float]:
+def interleaved(X: np.ndarray, y: np.ndarray, threads: int | None, repeats: int) -> tuple[float, float, float]:
     """Best of `repeats` for the floor, the engine and PyTorch, run in turn (floor, engine,
     PyTorch, floor, ...) so that a drift in the machine's speed reaches all three alike. One
     engine epoch runs first, untimed: it compiles or loads the fused kernels (cpu_kernels)."""
     engine(X[:BATCH * 4], y[:BATCH * 4], threads)
     times: dict[str, list[float]] = {"floor": [], "engine": [], "pytorch": []}
     for _ in range(repeats):
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with threadpool_limits(limits=thread_counts.ours(threads), user_api="blas"):
             times["floor"].append(gemm_floor(X))
         times["engine"].append(engine(X, y, threads))
         times["pytorch"].append(pytorch(X, y, threads))
@@ -138,21 +143,23 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench mlp")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None, help="only this count (default: 1, all, defaults)")
     parser.add_argument("--no-sklearn", action="store_true")
     args, _ = parser.parse_known_args(argv)
     X, y = make_data(10_000 if args.quick else 60_000)
-    print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {BATCH}, SGD momentum, {args.threads} threads, "
-          f"best of {args.repeats}; NumPy's BLAS: {blas_kernels()}")
-    floor, ours, torch_s = interleaved(X, y, args.threads, args.repeats)
-    print(f"gemm floor   {floor:8.3f} s/epoch")
-    print(f"engine       {ours:8.3f} s/epoch")
-    print(f"pytorch cpu  {torch_s:8.3f} s/epoch")
+    print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {BATCH}, SGD momentum, best of {args.repeats}; "
+          f"NumPy's BLAS: {blas_kernels()}")
+    for threads in thread_counts.counts(args.threads):
+        floor, ours, torch_s = interleaved(X, y, threads, args.repeats)
+        print(f"-- {thread_counts.label(threads)}")
+        print(f"gemm floor   {floor:8.3f} s/epoch")
+        print(f"engine       {ours:8.3f} s/epoch")
+        print(f"pytorch cpu  {torch_s:8.3f} s/epoch")
+        print(f"engine / floor       {ours / floor:6.2f}x  (target <= 1.15 on 1 thread, <= 1.25 on 2)")
+        print(f"engine / pytorch     {ours / torch_s:6.2f}x  (target <= 0.75 at the defaults on 2 cores)")
     if not args.no_sklearn:
-        sk, sk64 = sklearn_runs(X, y, args.threads)
-        print(f"scikit-learn {sk:8.3f} s/epoch  (MLPClassifier sgd, batch 128, alpha=0, float32 rows as given)")
+        cores = thread_counts.ours(args.threads)
+        sk, sk64 = sklearn_runs(X, y, cores)
+        print(f"scikit-learn {sk:8.3f} s/epoch  ({cores} threads; MLPClassifier sgd, batch 128, alpha=0, float32 rows "
+              f"as given)")
         print(f"scikit-learn {sk64:8.3f} s/epoch  (the same on float64 rows, its default dtype; not in the ratio)")
-    print(f"engine / floor       {ours / floor:6.2f}x  (target <= 1.15)")
-    print(f"pytorch / engine     {torch_s / ours:6.2f}x  (target >= 1.5)")
-    if not args.no_sklearn:
-        print(f"scikit-learn / engine {sk / ours:6.2f}x  (target >= 5; float32 rows, the same workload)")

@@ -1,15 +1,43 @@
-"""`make bench`'s MLP benchmark runs end to end and prints the issue's three ratios (a smoke run on
-10,000 rows; the figures themselves are never asserted: speed is not a test)."""
+"""`make bench`'s MLP benchmark runs end to end and prints its ratios (a smoke run on 10,000
+rows; the figures themselves are never asserted: speed is not a test), and the thread counts
+the engine benchmarks compare."""
 from __future__ import annotations
 
 import re
 
-from bench import bench_mlp
+from bench import bench_mlp, thread_counts
 
 
-def test_prints_the_three_ratios_and_the_blas_in_use(capsys):
+def test_prints_the_ratios_and_the_blas_in_use(capsys):
     bench_mlp.main(["--quick", "--repeats", "1", "--threads", "1"])
     out = capsys.readouterr().out
-    assert "NumPy's BLAS: " in out
-    for label in ("engine / floor", "pytorch / engine", "scikit-learn / engine"):
+    assert "NumPy's BLAS: " in out and "-- 1 thread each" in out
+    for label in ("engine / floor", "engine / pytorch"):
         assert re.search(rf"^{re.escape(label)}\s+\d+\.\d+x", out, re.MULTILINE), (label, out)
+    assert re.search(r"^scikit-learn\s+\d+\.\d+ s/epoch", out, re.MULTILINE), out
+
+
+def test_without_a_count_each_case_runs_on_one_thread_every_core_and_the_defaults(monkeypatch, capsys):
+    monkeypatch.setattr(thread_counts, "available_cores", lambda: 4)
+    assert thread_counts.counts(None) == [1, 4, thread_counts.DEFAULTS]
+    assert thread_counts.counts(3) == [3]
+    monkeypatch.setattr(thread_counts, "available_cores", lambda: 1)
+    assert thread_counts.counts(None) == [1, thread_counts.DEFAULTS]
+    seen = []
+    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, repeats: seen.append(threads) or (1.0, 1.0, 2.0))
+    bench_mlp.main(["--quick", "--no-sklearn"])
+    out = capsys.readouterr().out
+    assert seen == [1, thread_counts.DEFAULTS]
+    assert "-- defaults (ours " in out and "engine / pytorch       0.50x" in out
+
+
+def test_defaults_are_the_engine_policy_and_pytorchs_own(monkeypatch):
+    monkeypatch.delenv("BPS_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(thread_counts, "job_threads", lambda: 7)
+    assert thread_counts.ours(thread_counts.DEFAULTS) == 7 and thread_counts.ours(2) == 2
+    monkeypatch.setenv("BPS_BLAS_THREADS", "3")
+    assert thread_counts.ours(thread_counts.DEFAULTS) == 3
+
+    default = thread_counts.use_torch_threads(thread_counts.DEFAULTS)
+    assert thread_counts.use_torch_threads(1) == 1
+    assert thread_counts.use_torch_threads(thread_counts.DEFAULTS) == default

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from worker.engine import cpu_kernels, kernel_jit
+from worker.engine import cpu_kernels
 from worker.engine.losses import get_loss
 from worker.engine.optimizers import make_optimizer
 from tests.worker.engine.test_optimizers import CASES
@@ -17,17 +17,7 @@ from worker.engine.spec import OPTIMIZER_SPECS
 FUSABLE = [case for case in CASES if case["type"] in ("sgd", "adam", "adamw")]
 TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
 
-
-@pytest.fixture(autouse=True, params=["serial", "parallel"])
-def kernel_variant(request, monkeypatch):
-    """Every test runs the serial compilations and the parallel ones (forced at any size, on 2
-    threads, the optimizer step cut into 7-element pieces)."""
-    if request.param == "parallel":
-        monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 0)
-        monkeypatch.setattr(cpu_kernels, "CHUNK", 7)
-        previous = kernel_jit.use_threads(2)
-        request.addfinalizer(lambda: kernel_jit.use_threads(previous))
-    return request.param
+pytestmark = pytest.mark.usefixtures("kernel_variant")  # each test on the serial and the parallel kernels
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,4 +1,10 @@
-"""conv2d: nn.Conv2d (NCHW, cross-correlation) as a contiguous im2col and one GEMM per batch."""
+"""conv2d: nn.Conv2d (NCHW, cross-correlation) as a contiguous im2col and one GEMM per batch.
+
+Training on NumPy runs the CPU kernels of cpu_conv (im2col straight from the input, the GEMM's
+result moved to NCHW with the bias and ReLU in the same pass, the reverse in backward, col2im per
+sample), into buffers reused across batches and into the network's gradient views; prediction
+and CuPy use the array formulation below (`forward`/`backward` with `_kernels` false).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -25,6 +31,7 @@ class Conv2D(Layer):
     """config: filters, kernel_size, stride=1, padding=0 | "same", activation="linear"."""
 
     kind = "conv2d"
+    use_kernels = True  # training on NumPy runs cpu_conv's kernels (tests turn it off for the reference)
 
     def __init__(self, config: dict[str, Any], index: int) -> None:
         super().__init__(config, index)
@@ -34,6 +41,8 @@ class Conv2D(Layer):
         self.padding = config.get("padding", 0)
         self.activation_name = config.get("activation") or "linear"
         self._cols = self._xpad = self._ones = None
+        self._kernel_buffers: dict[str, Any] = {}
+        self._kernels = False  # whether the last forward ran the CPU kernels (then backward does too)
 
     def _where(self) -> str:
         return f"layer {self.index} (conv2d)"
@@ -86,6 +95,9 @@ class Conv2D(Layer):
 
     def forward(self, x: Any, training: bool) -> Any:
         """x (N, C, H, W) -> (N, filters, Ho, Wo)."""
+        self._kernels = training and self.xp is np and self.use_kernels
+        if self._kernels:
+            return self._forward_kernels(x)
         xp = self.xp
         weight, bias = self.params[self.name("weight")], self.params[self.name("bias")]
         n = x.shape[0]
@@ -108,6 +120,8 @@ class Conv2D(Layer):
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         """grad_out (N, filters, Ho, Wo) -> dL/dx (N, C, H, W); fills weight and bias grads."""
+        if self._kernels:
+            return self._backward_kernels(grad_out, need_input_grad)
         xp = self.xp
         weight = self.params[self.name("weight")]
         # grad_out is this layer's to overwrite (the layer below's scratch), as in dense
@@ -125,3 +139,59 @@ class Conv2D(Layer):
         dcols = (weight.reshape(self.filters, k).T @ dz_cm).reshape(self._cols.shape)
         return col2im(xp, self.layout, dcols, self._x_shape, self.kernel, self.stride, self.pads(),
                       self.out_shape[1:])
+
+    # --- training on NumPy: the CPU kernels (cpu_conv) -------------------------------------
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        buf = self._kernel_buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._kernel_buffers[key] = np.empty(shape, self.dtype)
+        return buf
+
+    def _fused_relu(self) -> bool:
+        return self.activation is not None and self.activation.name == "relu"
+
+    def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
+        from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
+
+        weight, bias = self.params[self.name("weight")], self.params[self.name("bias")]
+        n, (_, ho, wo), f = x.shape[0], self.out_shape, self.filters
+        k = weight[0].size
+        self._x_shape = x.shape
+        cols = cpu_conv.im2col(x, self.kernel, self.stride, self.pads(), self._buffer("cols", (k, n, ho, wo)))
+        gemm = np.matmul(weight.reshape(f, k), cols.reshape(k, -1), out=self._buffer("gemm", (f, n * ho * wo)))
+        z = self._buffer("z", (n, f, ho, wo))
+        cpu_conv.bias_act(gemm.reshape(f, n, -1), bias, self._fused_relu(), z.reshape(n, f, -1))
+        if self.activation is None or self._fused_relu():
+            self._z = self._a = z
+        elif self.activation.needs_z:
+            self._z, self._a = z, self.activation.forward(z)
+        else:
+            self._z, self._a = None, self.activation.forward(z, out=z)
+        return self._a
+
+    def _grad_array(self, suffix: str) -> np.ndarray:
+        """The network's gradient view for a param (written in place), or a new array."""
+        name, param = self.name(suffix), self.params[self.name(suffix)]
+        grad = self.grads.get(name)
+        if grad is None or grad.shape != param.shape:
+            grad = self.grads[name] = np.empty_like(param)
+        return grad
+
+    def _backward_kernels(self, grad_out: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
+        from worker.engine import cpu_conv  # noqa: PLC0415
+
+        weight = self.params[self.name("weight")]
+        n, f, k = grad_out.shape[0], self.filters, weight[0].size
+        relu = self._fused_relu()
+        dz = grad_out if self.activation is None or relu else self.activation.backward(
+            grad_out, self._z, self._a, out=grad_out)
+        dz_cm = self._buffer("dz_cm", (f, dz[0].size // f * n))
+        cpu_conv.grad_to_filters(dz.reshape(n, f, -1), self._a.reshape(n, f, -1), relu, dz_cm.reshape(f, n, -1),
+                                 self._grad_array("bias"))
+        cols = self._kernel_buffers["cols"]
+        np.matmul(dz_cm, cols.reshape(k, -1).T, out=self._grad_array("weight").reshape(f, k))
+        if not need_input_grad:
+            return None
+        dcols = np.matmul(weight.reshape(f, k).T, dz_cm, out=self._buffer("dcols", cols.shape).reshape(k, -1))
+        return cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, self.pads(),
+                               self._buffer("dx", self._x_shape))

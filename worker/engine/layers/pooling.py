@@ -1,11 +1,15 @@
 """maxpool2d and avgpool2d: PyTorch semantics (no padding, floor mode), by strided slices.
 
 Each of the ph*pw window offsets is one strided view of the input; the pooled value is an
-elementwise reduction over those views, so no window tensor is ever materialised.
+elementwise reduction over those views, so no window tensor is ever materialised. Max pooling in
+training on NumPy runs cpu_conv's kernels instead: one pass that keeps each window's argmax, and
+one scatter of the gradient to it.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from worker.engine.layers import Layer, register
 from worker.engine.layers.base import ShapeError
@@ -56,9 +60,13 @@ class _Pool2D(Layer):
 @register
 class MaxPool2D(_Pool2D):
     kind = "maxpool2d"
+    use_kernels = True  # training on NumPy runs cpu_conv's kernels (tests turn it off for the reference)
 
     def forward(self, x: Any, training: bool) -> Any:
         """x (N, C, H, W) -> (N, C, Ho, Wo): the max over each window."""
+        self._kernels = training and self.xp is np and self.use_kernels
+        if self._kernels:
+            return self._forward_kernels(x)
         windows = iter(self._windows())
         rows, cols = next(windows)
         out = x[:, :, rows, cols].copy()
@@ -69,6 +77,11 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         """The gradient goes to the first maximum of each window (PyTorch's tie rule)."""
+        if self._kernels:
+            from worker.engine import cpu_conv  # noqa: PLC0415
+
+            dx = self._buffer("dx", self._x_shape)
+            return cpu_conv.maxpool_backward(grad_out, self._arg, self.pool, self.stride, dx)
         xp, x, out = self.xp, self._x, self._out
         dx = xp.zeros_like(x)
         is_max = xp.empty(out.shape, dtype=bool)
@@ -89,6 +102,21 @@ class MaxPool2D(_Pool2D):
             elif k < len(windows) - 1:
                 unclaimed ^= is_max  # is_max only holds unclaimed windows
         return dx
+
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        buffers = self.__dict__.setdefault("_kernel_buffers", {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = buffers[key] = np.empty(shape, self.dtype if key != "arg" else np.int64)
+        return buf
+
+    def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
+        from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
+
+        shape = (x.shape[0], *self.out_shape)
+        self._x_shape, self._arg = x.shape, self._buffer("arg", shape)
+        return cpu_conv.maxpool(x, self.pool, self.stride, self._buffer("out", shape), self._arg)
 
 
 @register

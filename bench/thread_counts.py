@@ -1,0 +1,38 @@
+"""The thread counts the engine benchmarks compare: one thread, every core, and each side's
+defaults (ours: the worker policy, `worker.engine.threads.job_threads`, or BPS_BLAS_THREADS;
+PyTorch: its own default, `torch.get_num_threads()` as it was before any benchmark set it)."""
+from __future__ import annotations
+
+from worker.engine.threads import available_cores, configured_threads, job_threads
+
+DEFAULTS = None  # each side at its own default
+_torch_default: list[int] = []
+
+
+def counts(requested: int | None) -> list[int | None]:
+    """[requested] when given, else [1, every core, DEFAULTS] (no repeat on one core)."""
+    if requested:
+        return [requested]
+    cores = available_cores()
+    return [1, cores, DEFAULTS] if cores > 1 else [1, DEFAULTS]
+
+
+def ours(threads: int | None) -> int:
+    """The count our engine runs with for `threads` (DEFAULTS: what a worker job would get)."""
+    return threads or configured_threads() or job_threads()
+
+
+def use_torch_threads(threads: int | None) -> int:
+    """Sets PyTorch's intra-op threads (DEFAULTS: its own default); returns the count set."""
+    import torch  # noqa: PLC0415
+
+    if not _torch_default:
+        _torch_default.append(torch.get_num_threads())
+    torch.set_num_threads(threads or _torch_default[0])
+    return torch.get_num_threads()
+
+
+def label(threads: int | None) -> str:
+    if threads is DEFAULTS:
+        return f"defaults (ours {ours(None)}, PyTorch {use_torch_threads(None)} threads)"
+    return f"{threads} thread{'s' if threads > 1 else ''} each"

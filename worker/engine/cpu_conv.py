@@ -1,0 +1,188 @@
+"""CPU kernels (Numba) for conv2d and maxpool2d in training: each pass over the batch in one loop,
+parallel over samples (or filters) when the budget allows (kernel_jit.variant).
+
+conv2d keeps the column matrix as (C*kh*kw, N, Ho, Wo), so that one GEMM covers the batch:
+`im2col` reads the input (N, C, H, W) directly, zero padding included (no padded copy);
+`bias_act` moves the GEMM's (F, N, Ho*Wo) result to (N, F, Ho*Wo) while adding the bias and
+applying ReLU (one pass instead of a transpose, an add and a maximum); `grad_to_filters` is the
+reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the weight GEMM, and the
+bias gradient, in one pass; `col2im` sums the columns' gradients back into dx, sample by sample.
+maxpool2d records each window's argmax in forward, so backward is one scatter.
+
+Each equals the NumPy formulation of the layer it serves (im2col.py, conv.py, pooling.py), NaN
+and infinity included: a window holding a NaN pools to NaN and passes no gradient, and a
+non-finite incoming gradient reaches every input of its window as NumPy's `grad * mask` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from worker.engine.kernel_jit import jit_pair, variant
+
+
+def _im2col(x, kh, kw, sh, sw, top, left, cols):
+    n_, c_, h_, w_ = x.shape
+    ho, wo = cols.shape[2], cols.shape[3]
+    zero = np.zeros(1, cols.dtype)[0]
+    for n in prange(n_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    k = (c * kh + i) * kw + j
+                    for oh in range(ho):
+                        r = oh * sh + i - top
+                        inside_rows = 0 <= r < h_
+                        for ow in range(wo):
+                            col = ow * sw + j - left
+                            inside = inside_rows and 0 <= col < w_
+                            cols[k, n, oh, ow] = x[n, c, r, col] if inside else zero
+
+
+def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
+    n_, c_, h_, w_ = dx.shape
+    ho, wo = dcols.shape[2], dcols.shape[3]
+    zero = np.zeros(1, dx.dtype)[0]
+    for n in prange(n_):
+        dx[n] = zero
+        for c in range(c_):
+            for i in range(kh):  # every element gets its windows' shares in (i, j) order, as col2im adds them
+                for j in range(kw):
+                    k = (c * kh + i) * kw + j
+                    for oh in range(ho):
+                        r = oh * sh + i - top
+                        if r < 0 or r >= h_:
+                            continue
+                        for ow in range(wo):
+                            col = ow * sw + j - left
+                            if 0 <= col < w_:
+                                dx[n, c, r, col] += dcols[k, n, oh, ow]
+
+
+def _bias_act(gemm, bias, relu, z):
+    f_, n_, p_ = gemm.shape
+    zero = np.zeros(1, z.dtype)[0]
+    for n in prange(n_):
+        for f in range(f_):
+            b = bias[f]
+            for p in range(p_):
+                v = gemm[f, n, p] + b
+                z[n, f, p] = zero if relu and v < zero else v
+
+
+def _grad_to_filters(grad, a, relu, dz_cm, grad_bias):
+    n_, f_, p_ = grad.shape
+    zero = np.zeros(1, grad.dtype)[0]
+    for f in prange(f_):
+        total = 0.0
+        for n in range(n_):
+            for p in range(p_):
+                d = grad[n, f, p]
+                if relu and not a[n, f, p] > zero:
+                    d = d * zero  # NaN * 0 stays NaN, as NumPy's masked product
+                dz_cm[f, n, p] = d
+                total += d
+        grad_bias[f] = total
+
+
+def _maxpool(x, ph, pw, sh, sw, out, arg):
+    n_, c_, _, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for n in prange(n_):
+        for c in range(c_):
+            for oh in range(ho):
+                for ow in range(wo):
+                    r0, c0 = oh * sh, ow * sw
+                    best, at = x[n, c, r0, c0], r0 * w_ + c0
+                    if ph == 2 and pw == 2:  # the common window, unrolled: about 2x faster
+                        for i, j in ((0, 1), (1, 0), (1, 1)):
+                            v = x[n, c, r0 + i, c0 + j]
+                            if v > best or v != v:
+                                best, at = v, (r0 + i) * w_ + c0 + j
+                        out[n, c, oh, ow] = best
+                        arg[n, c, oh, ow] = at if best == best else -1
+                        continue
+                    for i in range(ph):
+                        for j in range(pw):
+                            v = x[n, c, r0 + i, c0 + j]
+                            if v > best or v != v:  # strict: the first maximum wins; a NaN sticks
+                                best, at = v, (r0 + i) * w_ + c0 + j
+                    out[n, c, oh, ow] = best
+                    arg[n, c, oh, ow] = at if best == best else -1
+
+
+def _maxpool_backward(grad, arg, ph, pw, sh, sw, dx):
+    n_, c_, _, w_ = dx.shape
+    ho, wo = grad.shape[2], grad.shape[3]
+    zero = np.zeros(1, dx.dtype)[0]
+    for n in prange(n_):
+        dx[n] = zero
+        for c in range(c_):
+            plane = dx[n, c].reshape(-1)
+            for oh in range(ho - 1, -1, -1):  # overlapping windows: each input's shares summed in
+                for ow in range(wo - 1, -1, -1):  # the array formulation's order (window offset (i, j))
+                    g, at = grad[n, c, oh, ow], arg[n, c, oh, ow]
+                    if g - g == zero:  # finite: only the argmax receives it
+                        if at >= 0:
+                            plane[at] += g
+                        continue
+                    for i in range(ph):  # inf or NaN: g * 0 = NaN reaches the whole window
+                        for j in range(pw):
+                            pos = (oh * sh + i) * w_ + ow * sw + j
+                            plane[pos] += g if pos == at else g * zero
+
+
+_IM2COL, _COL2IM = jit_pair(_im2col), jit_pair(_col2im)
+_BIAS_ACT, _GRAD_TO_FILTERS = jit_pair(_bias_act), jit_pair(_grad_to_filters)
+_MAXPOOL, _MAXPOOL_BACKWARD = jit_pair(_maxpool), jit_pair(_maxpool_backward)
+
+
+def im2col(x, kernel, stride, pads, cols):  # noqa: ANN001, ANN201
+    """x (N, C, H, W) -> cols (C*kh*kw, N, Ho, Wo), given; pads (top, bottom, left, right)."""
+    variant(_IM2COL, cols.size)(x, *kernel, *stride, pads[0], pads[2], cols)
+    return cols
+
+
+def col2im(dcols, kernel, stride, pads, dx):  # noqa: ANN001, ANN201
+    """dcols (C*kh*kw, N, Ho, Wo) -> dx (N, C, H, W), given: every window's share summed back."""
+    variant(_COL2IM, dcols.size)(dcols, *kernel, *stride, pads[0], pads[2], dx)
+    return dx
+
+
+def bias_act(gemm, bias, relu, z):  # noqa: ANN001, ANN201
+    """gemm (F, N, P) -> z (N, F, P) = gemm + bias, through ReLU when `relu`."""
+    variant(_BIAS_ACT, z.size)(gemm, bias, relu, z)
+    return z
+
+
+def grad_to_filters(grad, a, relu, dz_cm, grad_bias):  # noqa: ANN001, ANN201
+    """grad (N, F, P) (masked by a > 0 when `relu`) -> dz_cm (F, N, P), and grad_bias (F,) its
+    sums (accumulated in float64)."""
+    variant(_GRAD_TO_FILTERS, grad.size)(grad, a, relu, dz_cm, grad_bias)
+    return dz_cm
+
+
+def maxpool(x, pool, stride, out, arg):  # noqa: ANN001, ANN201
+    """out (N, C, Ho, Wo) the window maxima of x, arg the flat (h * W + w) index of each, -1 for
+    a window holding a NaN (its maximum is NaN)."""
+    variant(_MAXPOOL, x.size)(x, *pool, *stride, out, arg)
+    return out
+
+
+def maxpool_backward(grad, arg, pool, stride, dx):  # noqa: ANN001, ANN201
+    variant(_MAXPOOL_BACKWARD, dx.size)(grad, arg, *pool, *stride, dx)
+    return dx
+
+
+def warm_up(dtype: type = np.float32) -> None:
+    """Compiles or loads both variants of every kernel for `dtype` (see cpu_kernels.warm_up)."""
+    x = np.ones((1, 1, 2, 2), dtype)
+    cols, dx = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), dtype)
+    one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int64)
+    for k in range(2):
+        _IM2COL[k](x, 1, 1, 1, 1, 0, 0, cols)
+        _COL2IM[k](cols, 1, 1, 1, 1, 0, 0, dx)
+        _BIAS_ACT[k](x.reshape(1, 1, 4), one, True, dx.reshape(1, 1, 4))
+        _GRAD_TO_FILTERS[k](x.reshape(1, 1, 4), x.reshape(1, 1, 4), True, dx.reshape(1, 1, 4), one)
+        _MAXPOOL[k](x, 2, 2, 2, 2, np.empty((1, 1, 1, 1), dtype), arg)
+        _MAXPOOL_BACKWARD[k](np.ones((1, 1, 1, 1), dtype), arg, 2, 2, 2, 2, dx)
