@@ -18,6 +18,15 @@ def worker_pool(queues: list[str], concurrency: int) -> str:
     return "solo" if concurrency == 1 else "prefork"
 
 
+def prepare_engine(concurrency: int) -> None:
+    """Each job's share of the cores (cores // concurrency, unless BPS_BLAS_THREADS says; forked
+    pool processes inherit it), and the CPU kernels compiled or loaded from Numba's disk cache."""
+    from worker.engine import cpu_kernels, threads  # noqa: PLC0415
+
+    threads.set_concurrency(concurrency)
+    cpu_kernels.warm_up()
+
+
 def configure_worker_logging(settings: Settings, worker_name: str) -> None:
     """LOG_FORMAT lines from the worker and from Celery itself: with a receiver on Celery's
     setup_logging signal, Celery leaves the logging configuration alone."""
@@ -45,7 +54,7 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
     # safe in the parent of a forking pool.
     for module in ("worker.runner", "worker.engine.network", "bps.preprocessing", "bps.datasets"):
         importlib.import_module(module)
-    importlib.import_module("worker.engine.cpu_kernels").warm_up()  # Numba: compiled once, then cached on disk
+    prepare_engine(concurrency)
     quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner between the JSON lines
     app.worker_main([
         *quiet, "worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),

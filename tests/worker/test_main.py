@@ -1,9 +1,10 @@
-"""worker.main: the pool a `bps worker` runs (GPU workers never fork)."""
+"""worker.main: the pool a `bps worker` runs (GPU workers never fork), each job's share of the cores."""
 from __future__ import annotations
 
 import pytest
 
-from worker.main import worker_pool
+from worker.engine import cpu_kernels, threads
+from worker.main import prepare_engine, worker_pool
 
 
 @pytest.mark.parametrize(("queues", "concurrency", "pool"), [
@@ -11,3 +12,15 @@ from worker.main import worker_pool
 ])
 def test_gpu_workers_never_fork(queues, concurrency, pool):
     assert worker_pool(queues, concurrency) == pool
+
+
+def test_a_worker_gives_each_job_its_share_of_the_cores_and_warms_the_kernels(monkeypatch):
+    warmed = []
+    monkeypatch.setattr(cpu_kernels, "warm_up", lambda: warmed.append(True))
+    monkeypatch.setattr(threads, "available_cores", lambda: 16)
+    try:
+        prepare_engine(4)
+        assert threads.job_threads() == 4 and warmed == [True]
+    finally:
+        threads.set_concurrency(1)
+    assert threads.job_threads() == 16
