@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from service.predict import build_inputs, dataset_rows, referenced_dataset, warm_runtime
 from bps.preprocessor import Preprocessor, python_scalar
 from bps.problems import PayloadTooLarge, Unprocessable
+from service.predict import build_inputs, dataset_rows, referenced_dataset, warm_runtime
 from service.schemas import ConfusionMatrix, EvaluationCreate, EvaluationOut
 
 

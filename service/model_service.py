@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session, defer
 
 from bps.listing import Page, fetch_page
 from bps.models import Model, Prediction
-from service.predict import forget_model
 from bps.problems import Conflict, NotFound
+from service.predict import forget_model
 
 ACTIVE_PREDICTION_STATUSES = ("queued", "running")
+LIST_DEFERRED = (Model.weights, Model.preprocessing, Model.features, Model.spec)  # not in list entries
 
 
 def _require_owned(session: Session, table: Any, tenant_id: str, row_id: str, what: str) -> None:
@@ -22,7 +23,7 @@ def _require_owned(session: Session, table: Any, tenant_id: str, row_id: str, wh
 
 
 def list_models(*, session: Session, tenant_id: str, limit: int, offset: int) -> Page:
-    query = (select(Model).options(defer(Model.weights)).where(Model.tenant_id == tenant_id)
+    query = (select(Model).options(*(defer(column) for column in LIST_DEFERRED)).where(Model.tenant_id == tenant_id)
              .order_by(Model.created_at.desc(), Model.id.desc()))
     return fetch_page(session, query, limit=limit, offset=offset)
 

@@ -9,14 +9,14 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
-from service import predict as predict_service
 from bps.models import Dataset, Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest, Unprocessable
 from service import model_service
+from service import predict as predict_service
 from service.http import created, db, deleted, dump, parse_body, settings, tenant_id
 from service.pagination import page_params, paged
-from service.schemas import EvaluationCreate, ModelOut, PredictionCreate, PredictionOut
+from service.schemas import EvaluationCreate, ModelOut, ModelSummary, PredictionCreate, PredictionOut
 
 blueprint = Blueprint("models", __name__)
 DOWNLOAD_FORMATS = ("npz", "onnx")
@@ -55,7 +55,7 @@ def get_model(model_id: str):  # noqa: ANN201
 @blueprint.get("/models")
 def list_models() -> Response:
     page = model_service.list_models(session=db(), tenant_id=tenant_id(), **page_params())
-    return paged([model_resource(model) for model in page.items], page)
+    return paged([dump(ModelSummary, model) for model in page.items], page)
 
 
 @blueprint.delete("/models/<model_id>")

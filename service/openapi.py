@@ -26,7 +26,7 @@ blueprint.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", c
     "displayOperationId": True, "defaultModelsExpandDepth": 0, "oauth2RedirectUrl": "/docs/oauth2-redirect.html"}))
 
 REQUEST_MODELS = (schemas.JobCreate, schemas.PredictionCreate, schemas.EvaluationCreate)
-RESPONSE_MODELS = (schemas.DatasetOut, schemas.DatasetSummary, schemas.JobOut, schemas.EpochList, schemas.ModelOut,
+RESPONSE_MODELS = (schemas.DatasetOut, schemas.DatasetSummary, schemas.JobOut, schemas.EpochList, schemas.ModelOut, schemas.ModelSummary,
                    schemas.PredictionOut, schemas.PredictionSummary, schemas.EvaluationOut, schemas.LiveWorker,
                    schemas.Health, schemas.Problem)
 QUERY_SCHEMAS = {
@@ -140,8 +140,8 @@ OPERATIONS = [
               "epoch` (the Epoch) as each is recorded; send Last-Event-ID to resume; 503 beyond MAX_EVENT_STREAMS",
               "200", {"type": "string"}, media_type="text/event-stream"),
     Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
-    Operation("get", "/v1/models", "listModels", "models", "List models, newest first", "200", array_of("ModelOut"),
-              query=("limit", "offset"), paged=True),
+    Operation("get", "/v1/models", "listModels", "models", "List models, newest first (no features or spec)", "200",
+              array_of("ModelSummary"), query=("limit", "offset"), paged=True),
     Operation("get", "/v1/models/{model_id}", "getModel", "models", "Get a model", "200", ref("ModelOut")),
     Operation("delete", "/v1/models/{model_id}", "deleteModel", "models", "Delete a model and its predictions",
               "204"),

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from bps.config import Settings
 from bps.db import session_scope
 from bps.models import Dataset, Model, Prediction, PredictionChunk
-from service.predict import get_model
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
+from service.predict import get_model
 
 DOWNLOAD_FORMATS = ("csv", "parquet")
 STREAM_BLOCK_BYTES = 1 << 20

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from service import predict as predict_service
 from bps.problems import BadRequest
 from service import model_service
+from service import predict as predict_service
 from service.http import db, deleted, dump, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import PredictionOut, PredictionSummary

@@ -182,19 +182,25 @@ class EpochList(BaseModel):
     epochs: list[EpochOut]
 
 
-class ModelOut(ResponseModel):
+class ModelSummary(ResponseModel):
+    """A list entry: a Model without its features, input_shape and spec (a wide model's
+    feature names alone can be megabytes)."""
+
     id: str
     job_id: str
     task: str
-    features: list[str] | None = None
     target: str | None = None
     classes: list[Any] | None = None
-    input_shape: list[int] | None = None
-    spec: dict[str, Any]
     metrics: dict[str, Any] | None = Field(default=None, description="The metrics of the epoch whose weights it holds")
     created_at: UTCDatetime
     partial: bool = Field(default=False, description="Kept from a job that was cancelled or reached its time limit")
     partial_reason: Literal["cancelled", "time_limit"] | None = None
+
+
+class ModelOut(ModelSummary):
+    features: list[str] | None = None
+    input_shape: list[int] | None = None
+    spec: dict[str, Any]
 
 
 class PredictionSummary(ResponseModel):

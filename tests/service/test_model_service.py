@@ -23,13 +23,14 @@ def predict(client, auth, model_id: str):  # noqa: ANN001, ANN201
     return client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"instances": [[-5], [5]]})
 
 
-def test_models_list_newest_first_without_weights(client, auth, model_ids) -> None:  # noqa: ANN001
+def test_models_list_newest_first_as_summaries(client, auth, model_ids) -> None:  # noqa: ANN001
     response = client.get("/v1/models", headers=auth)
     assert response.status_code == 200 and response.headers["X-Total-Count"] == "2"
     listed = response.get_json()
     assert [m["id"] for m in listed] == model_ids[::-1]
-    assert listed[0] == client.get(f"/v1/models/{model_ids[1]}", headers=auth).get_json()
-    assert "weights" not in listed[0] and listed[0]["classes"] == ["high", "low"]
+    detail = client.get(f"/v1/models/{model_ids[1]}", headers=auth).get_json()
+    assert listed[0] == {k: v for k, v in detail.items() if k not in ("features", "input_shape", "spec")}
+    assert listed[0]["classes"] == ["high", "low"] and detail["features"] == ["x"]
 
 
 def test_deleted_model_answers_404_and_its_cached_network_does_not_serve(client, auth, model_ids) -> None:  # noqa: ANN001
