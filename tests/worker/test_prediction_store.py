@@ -1,0 +1,73 @@
+"""Asynchronous predictions share the jobs' recovery: the reaper republishes one that was never
+published or whose worker went silent (as bps.run_prediction), fails one out of attempts, and
+a claim is fenced: a run that lost its prediction stores nothing more."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from kombu import Connection
+from sqlalchemy import select
+
+from bps.db import session_scope
+from bps.models import Job, Model, Prediction, PredictionChunk, Tenant, utcnow
+from worker import prediction_store
+from worker.registry import reap
+
+
+def add_prediction(settings, **values) -> str:  # noqa: ANN001, ANN003
+    with session_scope(settings.database_url) as session:
+        tenant = Tenant(name=f"t-{utcnow().timestamp()}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, dataset_id="d", status="succeeded", spec={})
+        session.add(job)
+        session.flush()
+        model = Model(tenant_id=tenant.id, job_id=job.id, task="classification", spec={}, weights=b"")
+        session.add(model)
+        session.flush()
+        row = Prediction(tenant_id=tenant.id, model_id=model.id, n=30, predictions=[], dataset_id="d",
+                         **{"status": "queued", "progress": 0.0, **values})
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def task_messages(settings) -> list[tuple[str, list]]:  # noqa: ANN001
+    with Connection(settings.broker_url) as connection:
+        queue = connection.SimpleQueue("cpu")
+        messages = []
+        while queue.qsize():
+            message = queue.get(timeout=1)
+            messages.append((message.headers["task"], message.decode()[0]))
+            message.ack()
+        return messages
+
+
+def test_the_reaper_republishes_lost_predictions_and_fails_those_out_of_attempts(settings) -> None:  # noqa: ANN001
+    long_ago = utcnow() - timedelta(seconds=settings.job_heartbeat_timeout_s + 60)
+    never_published = add_prediction(settings, created_at=long_ago)
+    silent = add_prediction(settings, status="running", attempt=1, heartbeat_at=long_ago, published_at=long_ago)
+    exhausted = add_prediction(settings, status="running", attempt=settings.job_max_attempts, heartbeat_at=long_ago)
+    assert reap(settings) == 2
+    assert sorted(task_messages(settings)) == sorted([("bps.run_prediction", [never_published]),
+                                                      ("bps.run_prediction", [silent])])
+    with session_scope(settings.database_url) as session:
+        failed = session.get(Prediction, exhausted)
+        assert failed.status == "failed" and "stopped responding" in failed.error
+
+
+def test_a_run_that_lost_its_prediction_stores_nothing(settings) -> None:  # noqa: ANN001
+    prediction_id = add_prediction(settings)
+    first = prediction_store.claim_prediction(settings, prediction_id, "first")
+    assert first is not None and prediction_store.claim_prediction(settings, prediction_id, "second") is None
+    assert prediction_store.record_chunk(settings, first, 0, np.zeros((10, 2), np.float32), 10)
+    with session_scope(settings.database_url) as session:  # its worker went silent: another run takes it
+        session.get(Prediction, prediction_id).heartbeat_at = utcnow() - timedelta(days=1)
+    second = prediction_store.claim_prediction(settings, prediction_id, "second")
+    assert (second.attempt, second.chunks_done, second.rows_done) == (2, 1, 10)
+    assert not prediction_store.record_chunk(settings, first, 1, np.zeros((10, 2), np.float32), 20)
+    assert prediction_store.heartbeat(settings, prediction_id, first.attempt) == (False, False)
+    assert not prediction_store.finish_prediction(settings, prediction_id, first.attempt, "succeeded")
+    with session_scope(settings.database_url) as session:
+        assert list(session.scalars(select(PredictionChunk.seq))) == [0]
