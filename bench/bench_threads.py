@@ -1,0 +1,77 @@
+"""Whether the engine's thread settings pay, each measured in fresh processes (they must be set
+before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
+
+- OpenBLAS's idle threads parked (OPENBLAS_THREAD_TIMEOUT=4, what `bps` and `bench` set) against
+  its compiled default (28: they spin about 2**28 cycles after each product);
+- Numba's workqueue threading layer (the engine's choice) against OpenMP.
+
+Each process prints one MLP epoch through Network.fit (bench_mlp's workload on 20,000 rows),
+the GEMM floor of the same rows and a CNN epoch (bench_cnn_rnn's, 2,000 samples); the ratios
+are against the first setting. `--threads N` runs on N threads instead of every core.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+SETTINGS = {
+    "parked, workqueue (engine)": {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"},
+    "spinning, workqueue": {"OPENBLAS_THREAD_TIMEOUT": "28", "NUMBA_THREADING_LAYER": "workqueue"},
+    "parked, omp": {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "omp"},
+}
+
+
+def child(threads: int) -> None:
+    """One measurement in this process: prints "mlp S floor S cnn S"."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    from bench import bench_cnn_rnn, bench_mlp  # noqa: PLC0415
+
+    X, y = bench_mlp.make_data(20_000)
+    bench_mlp.engine(X[:1024], y[:1024], threads)  # compiles or loads the kernels
+    mlp = bench_mlp.engine(X, y, threads)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        floor = bench_mlp.gemm_floor(X)
+    x, labels = bench_cnn_rnn.synthetic("cnn", 2_000)
+    bench_cnn_rnn.ours_epoch("cnn", x[:256], labels[:256], False, threads)
+    start = time.perf_counter()
+    cnn = bench_cnn_rnn.ours_epoch("cnn", x, labels, False, threads)
+    print(f"mlp {mlp:.4f} floor {floor:.4f} cnn {cnn:.4f} ({time.perf_counter() - start:.1f} s)")
+
+
+def measure(env: dict[str, str], threads: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_threads", "--child", "--threads", str(threads)],
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+    fields = out.split()
+    return {fields[i]: float(fields[i + 1]) for i in (0, 2, 4)}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args(argv)
+    from worker.engine.threads import available_cores  # noqa: PLC0415
+
+    threads = args.threads or available_cores()
+    if args.child:
+        child(threads)
+        return
+    print(f"thread settings, {threads} threads, fresh process each, in turn, best of {args.repeats} (seconds)")
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(args.repeats):
+        for name, env in SETTINGS.items():
+            for key, value in measure(env, threads).items():
+                best.setdefault(name, {})[key] = min(value, best.get(name, {}).get(key, float("inf")))
+    anchor = best[next(iter(SETTINGS))]
+    for name, figures in best.items():
+        ratios = "  ".join(f"{k} {v:6.3f} s ({v / anchor[k]:4.2f}x)" for k, v in figures.items())
+        print(f"{name:28s} {ratios}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
