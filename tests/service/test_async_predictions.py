@@ -167,3 +167,21 @@ def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_i
                            json={"dataset_id": big_dataset[0]}).status_code == 202
     refused = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": big_dataset[0]})
     assert_problem(refused, 429, "2 queued asynchronous predictions", "MAX_QUEUED_JOBS_PER_TENANT")
+
+
+def test_a_stopping_worker_requeues_the_prediction_for_the_next(client, auth, model_id, big_dataset, published,  # noqa: ANN001
+                                                                worker_settings) -> None:
+    from worker.runner import SHUTDOWN
+
+    body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"dataset_id": big_dataset[0]}).get_json()
+    SHUTDOWN.set()
+    try:
+        run_prediction(body["id"], settings=worker_settings, worker_id="stopping")
+    finally:
+        SHUTDOWN.clear()
+    row = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
+    assert row["status"] == "queued" and published == [(body["id"], "cpu"), (body["id"], "cpu")]
+    run_prediction(body["id"], settings=worker_settings, worker_id="next")
+    assert client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()["status"] == "succeeded"
+    assert len(download_rows(client, auth, body["id"])) == 130
