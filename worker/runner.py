@@ -11,7 +11,6 @@ epoch on SQLite (bench/bench_service.py), too little to trade the guarantee for.
 from __future__ import annotations
 
 import contextvars
-import io
 import logging
 import os
 import socket
