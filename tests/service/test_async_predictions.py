@@ -117,10 +117,11 @@ def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, m
                                json={"dataset_id": big_dataset[0]}), 404)
 
 
-def test_a_dataset_deleted_while_queued_fails_clearly(client, auth, model_id, big_dataset, published,  # noqa: ANN001
+def test_a_dataset_deleted_while_queued_fails_clearly_and_its_model_cannot_be(client, auth, model_id, big_dataset, published,  # noqa: ANN001
                                                       worker_settings) -> None:
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
                        json={"dataset_id": big_dataset[0]}).get_json()
+    assert_problem(client.delete(f"/v1/models/{model_id}", headers=auth), 409, "asynchronous prediction")
     assert client.delete(f"/v1/datasets/{big_dataset[0]}", headers=auth).status_code == 204
     run_prediction(body["id"], settings=worker_settings)
     failed = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
