@@ -111,9 +111,26 @@ def run_async_prediction(port: int, auth: dict, model_id: str, dataset_id: str) 
     return elapsed, prediction
 
 
-def resident_kib(pid: int) -> int:
+def resident_kib(pid: int, field: str = "VmRSS") -> int:
+    """/proc's resident set (VmRSS) or its peak over the process's life (VmHWM), in KiB."""
     with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the Celery pool's children of `bps worker`)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
 
 
 def serving_pid(master_pid: int) -> int:
@@ -170,6 +187,9 @@ def main(argv: list[str]) -> None:
             engine_after = engine_predict_s(net, X)
             del X
             report(args, engine_before, engine_after, service_s, prediction)
+            worker_peak = max(resident_kib(pid, "VmHWM") for pid in process_tree(worker.pid))
+            print(f"worker: peak RSS {worker_peak / 1024:.0f} MiB of its largest process (the dataset is "
+                  f"{args.rows * FEATURES * 4 / 2**20:.0f} MiB)")
             size, rows, seconds, before, peak = download_csv(port, auth, prediction["id"], serving_pid(api.pid))
             print(f"CSV download: {rows} rows, {size / 1e6:.0f} MB in {seconds:.1f} s ({size / 1e6 / seconds:.0f} MB/s); "
                   f"API process RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB while streaming")
