@@ -235,9 +235,10 @@ def _variants(pair, *args) -> None:  # noqa: ANN001
 def warm_up(dtype: type = np.float32) -> None:
     """Compiles, or loads from Numba's disk cache, every kernel (serial and parallel) for
     `dtype` (workers call it at start, so that a first job does not wait for the compiler)."""
-    from worker.engine import cpu_conv  # noqa: PLC0415
+    from worker.engine import cpu_conv, cpu_recurrent  # noqa: PLC0415
 
     cpu_conv.warm_up(dtype)
+    cpu_recurrent.warm_up(dtype)
     one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
     _variants(_SGD, one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, CHUNK)

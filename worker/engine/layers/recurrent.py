@@ -36,6 +36,7 @@ class _Recurrent(Layer):
     """config: units, return_sequences=False. Subclasses implement `_run` and `_bptt`."""
 
     gates: ClassVar[int] = 1
+    use_kernels = True  # lstm/gru training on NumPy runs cpu_recurrent's backward kernels
 
     def __init__(self, config: dict[str, Any], index: int) -> None:
         super().__init__(config, index)
@@ -89,6 +90,7 @@ class _Recurrent(Layer):
     def forward(self, x: Any, training: bool) -> Any:
         """x (N, T, F) -> (N, T, H) with return_sequences, else the last step (N, H)."""
         xp = self.xp
+        self._kernels = training and xp is np and self.use_kernels
         n, steps, features = x.shape
         self._xt = xp.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, N, F)
         proj = self._xt.reshape(steps * n, features) @ self._w("weight_ih_l0").T
@@ -219,6 +221,11 @@ class LSTM(_Recurrent):
     def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
         xp, gates, u = self.xp, self._gates, self.units
         steps, n, gh = gates.shape
+        if self._kernels:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415  (Numba: only where training runs)
+
+            dgates = cpu_recurrent.lstm_bptt(self, grad_out, self._buf("dgates", (steps, n, gh)))
+            return dgates, dgates
         deriv = self._buf("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
         deriv *= gates
@@ -284,12 +291,17 @@ class GRU(_Recurrent):
     def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
         xp, gates, hs, u = self.xp, self._gates, self._hs, self.units
         steps, n, gh = gates.shape
+        d_in, d_hid = self._buf("d_in", (steps, n, gh)), self._buf("d_hid", (steps, n, gh))
+        if self._kernels:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+            cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid)
+            return d_in, d_hid
         deriv = self._buf("deriv", (steps, n, gh))
         xp.subtract(1, gates, out=deriv)
         deriv *= gates
         xp.multiply(gates[:, :, 2 * u:], gates[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
         xp.subtract(1, deriv[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
-        d_in, d_hid = self._buf("d_in", (steps, n, gh)), self._buf("d_hid", (steps, n, gh))
         w_hh, dh = self._p("weight_hh_l0"), xp.zeros((n, u), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)

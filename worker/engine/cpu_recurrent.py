@@ -1,0 +1,89 @@
+"""CPU kernels (Numba) for the backward time loops of lstm and gru in training: each step's gate
+gradients in one pass over (N, units) instead of about ten NumPy calls, with no precomputed
+derivative arrays (the derivatives come from the saved activations in the same pass); rows run
+in parallel when the budget allows (kernel_jit.variant). The recurrent products stay NumPy
+matmuls. The forward loops stay NumPy: their exp/tanh are NumPy's vectorised loops, which
+Numba's scalar libm calls are several times slower than.
+
+Each equals the array formulation in layers/recurrent.py (still used for CuPy and with
+`use_kernels` off) up to rounding order.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from worker.engine.kernel_jit import jit_pair, variant
+
+
+def _lstm_step(gates, c_prev, tanh_c, dh, dc, dgates):
+    """gates (N, 4u) activated i, f, o, g of the step; c_prev, tanh_c (N, u); dh (N, u) dL/dh_t
+    in; dc (N, u) dL/dc_t in, dL/dc_{t-1} out; dgates (N, 4u) out: pre-activation gradients."""
+    n_, u = dh.shape
+    one = np.ones(1, dh.dtype)[0]
+    for r in prange(n_):
+        for j in range(u):
+            h, tc = dh[r, j], tanh_c[r, j]
+            i, f, o, g = gates[r, j], gates[r, u + j], gates[r, 2 * u + j], gates[r, 3 * u + j]
+            cell = dc[r, j] + h * o * (one - tc * tc)
+            dgates[r, j] = cell * g * ((one - i) * i)
+            dgates[r, u + j] = cell * c_prev[r, j] * ((one - f) * f)
+            dgates[r, 2 * u + j] = h * tc * ((one - o) * o)
+            dgates[r, 3 * u + j] = cell * i * (one - g * g)
+            dc[r, j] = cell * f
+
+
+def _gru_step(gates, h_prev, hp_n, dh, d_in, d_hid):
+    """gates (N, 3u) r, z, n of the step; h_prev, hp_n (N, u); dh (N, u) dL/dh_t in, its direct
+    share of dL/dh_{t-1} (dh * z) out; d_in, d_hid (N, 3u) out: the input- and hidden-side
+    pre-activation gradients."""
+    n_, u = dh.shape
+    one = np.ones(1, dh.dtype)[0]
+    for row in prange(n_):
+        for j in range(u):
+            h = dh[row, j]
+            r, z, new = gates[row, j], gates[row, u + j], gates[row, 2 * u + j]
+            dn = (one - z) * h * (one - new * new)
+            dz = (h_prev[row, j] - new) * h * ((one - z) * z)
+            dr = dn * hp_n[row, j] * ((one - r) * r)
+            d_in[row, j], d_in[row, u + j], d_in[row, 2 * u + j] = dr, dz, dn
+            d_hid[row, j], d_hid[row, u + j], d_hid[row, 2 * u + j] = dr, dz, dn * r
+            dh[row, j] = h * z
+
+
+_LSTM_STEP, _GRU_STEP = jit_pair(_lstm_step), jit_pair(_gru_step)
+
+
+def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray) -> np.ndarray:
+    """The LSTM's backward time loop (layer: its saved forward state) -> dgates (T, N, 4u)."""
+    gates, cs, tanh_c, w_hh = layer._gates, layer._cs, layer._tanh_c, layer._w("weight_hh_l0")
+    steps, n, _ = gates.shape
+    dh, dc = np.zeros((n, layer.units), layer.dtype), np.zeros((n, layer.units), layer.dtype)
+    kernel = variant(_LSTM_STEP, dgates[0].size)
+    for t in range(steps - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t)
+        kernel(gates[t], cs[t], tanh_c[t], dh, dc, dgates[t])
+        np.matmul(dgates[t], w_hh, out=dh)
+    return dgates
+
+
+def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarray) -> None:
+    """The GRU's backward time loop -> d_in, d_hid (T, N, 3u)."""
+    gates, hs, hp_n, w_hh = layer._gates, layer._hs, layer._hp_n, layer._p("weight_hh_l0")
+    steps, n, _ = gates.shape
+    dh, through = np.zeros((n, layer.units), layer.dtype), np.empty((n, layer.units), layer.dtype)
+    kernel = variant(_GRU_STEP, d_in[0].size)
+    for t in range(steps - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t)
+        kernel(gates[t], hs[t], hp_n[t], dh, d_in[t], d_hid[t])
+        dh += np.matmul(d_hid[t], w_hh, out=through)
+
+
+def warm_up(dtype: type = np.float32) -> None:
+    """Compiles or loads both variants of each kernel for `dtype` (see cpu_kernels.warm_up)."""
+    four, one = np.full((1, 4), 0.5, dtype), np.full((1, 1), 0.5, dtype)
+    for k in range(2):
+        _LSTM_STEP[k](four, one, one, one.copy(), one.copy(), four.copy())
+        _GRU_STEP[k](four[:, :3], one, one, one.copy(), four[:, :3].copy(), four[:, :3].copy())
