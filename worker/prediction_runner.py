@@ -1,7 +1,8 @@
 """Run one asynchronous prediction: claim it, read its dataset a chunk of rows at a time, store
 each chunk's outputs (worker/prediction_store.py), finish. The job machinery is reused: the
 same RunControl and Heartbeat thread, the same fencing, retries, requeue on shutdown, and the
-reaper republishes a lost one. Memory holds one chunk (PREDICTION_CHUNK_ROWS rows) at a time."""
+reaper republishes a lost one. Memory holds a few chunks of PREDICTION_CHUNK_ROWS rows, whatever
+the dataset's size: the one predicted, two read ahead and at most two waiting to be stored."""
 from __future__ import annotations
 
 import io
@@ -41,7 +42,10 @@ def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | N
     except JobAbandoned:
         log.info("prediction %s attempt %d: no longer ours, stopped", job.id, job.attempt)
     except Exception as exc:  # noqa: BLE001  (every failure ends the prediction, with a reason)
-        log.exception("prediction %s attempt %d failed", job.id, job.attempt)
+        if isinstance(exc, Unprocessable):  # the data or a deleted dataset: said in `error`, no traceback
+            log.warning("prediction %s attempt %d failed: %s", job.id, job.attempt, exc.detail)
+        else:
+            log.exception("prediction %s attempt %d failed", job.id, job.attempt)
         error = describe_error(exc).replace("training failed", "the prediction failed")
         with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "failed", error=error)
     finally:
