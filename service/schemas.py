@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     PlainValidator,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     model_serializer,
     model_validator,
 )
@@ -48,6 +49,11 @@ def _json_object(value: Any) -> dict[str, Any]:
 # Published as NetworkSpec (its discriminated unions of layers, optimizers and schedules); kept
 # raw here because `validate_spec` checks it against the dataset and names every problem at once.
 SpecObject = Annotated[dict[str, Any], PlainValidator(_json_object, json_schema_input_type=NetworkSpec)]
+# In answers: the normalised spec, a NetworkSpec with every default filled in (it can be sent again
+# as it is). NetworkSpec is in the document's components through JobCreate.
+NormalisedSpec = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/NetworkSpec"}],
+                                                           "description": "normalised: every default filled in"},
+                                                          mode="serialization")]
 
 
 # ---- requests ---------------------------------------------------------------------------
@@ -135,7 +141,7 @@ class JobOut(ResponseModel):
     features: list[str] | None = None
     input_shape: list[int] | None = None
     impute: str | None = None
-    spec: dict[str, Any]
+    spec: NormalisedSpec
     task: str | None = None
     queue: str
     progress: float
@@ -159,8 +165,9 @@ class JobOut(ResponseModel):
     eta_s: float | None = Field(default=None, description="Seconds left at the pace so far, while running; "
                                 "omitted when unknown (queued, before the first batch, finished)")
 
+    # No return annotation: with one, pydantic would publish that type instead of the Job's fields.
     @model_serializer(mode="wrap")
-    def _omit_unknown_eta(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_unknown_eta(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202
         body = handler(self)
         if body.get("eta_s") is None:
             body.pop("eta_s", None)
@@ -200,7 +207,7 @@ class ModelSummary(ResponseModel):
 class ModelOut(ModelSummary):
     features: list[str] | None = None
     input_shape: list[int] | None = None
-    spec: dict[str, Any]
+    spec: NormalisedSpec
 
 
 class PredictionSummary(ResponseModel):

@@ -115,6 +115,18 @@ def test_the_readme_walkthrough_runs_verbatim(embedded_checkout) -> None:  # noq
         assert model["0.weight"].shape == (16, 4) and model["1.weight"].shape == (3, 16)
 
 
+def published_spec_schema(client: Client):  # noqa: ANN201
+    """A validator of NetworkSpec as the service's /openapi.json publishes it."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    document = client.json("GET", "/openapi.json")[1]
+    registry = Registry().with_resource("urn:openapi", Resource.from_contents(document, DRAFT202012))
+    return jsonschema.Draft202012Validator({"$ref": "urn:openapi#/components/schemas/NetworkSpec"},
+                                           registry=registry)
+
+
 def finished(client: Client, job: dict, timeout: float = 180.0) -> dict:
     deadline = time.monotonic() + timeout
     while job["status"] in ("queued", "running"):
@@ -139,6 +151,9 @@ def test_each_example_spec_trains_well_through_the_service(embedded_checkout, sp
     assert status == 202, job
     job = finished(client, job)
     assert job["status"] == "succeeded", job
+    status, model = client.json("GET", f"/v1/models/{job['model_id']}")
+    assert status == 200 and model["spec"] == job["spec"]
+    published_spec_schema(client).validate(job["spec"])  # the normalised spec is a NetworkSpec as published
     if job["task"] == "classification":
         assert job["metrics"]["val_accuracy"] >= 0.85, job["metrics"]
     else:  # petal width's variance is 0.58: a val MSE under 0.1 is an R² above 0.8

@@ -101,6 +101,10 @@ def test_the_published_spec_schema_is_the_validators(client) -> None:  # noqa: A
 
     document = client.get("/openapi.json").get_json()
     assert document["components"]["schemas"]["JobCreate"]["properties"]["spec"]["$ref"].endswith("/NetworkSpec")
+    for answer in ("JobOut", "ModelOut"):  # answers carry the normalised spec, a NetworkSpec too
+        schema = document["components"]["schemas"][answer]
+        assert schema["properties"]["spec"]["allOf"] == [{"$ref": "#/components/schemas/NetworkSpec"}]
+        assert {"id", "spec", "created_at"} <= set(schema["required"])
     layers = document["components"]["schemas"]["NetworkSpec"]["properties"]["layers"]["items"]["anyOf"][0]
     assert layers["discriminator"]["propertyName"] == "type" and "lstm" in layers["discriminator"]["mapping"]
     validator = spec_validator(document)
