@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,15 +18,11 @@ import pytest
 
 from tests.e2e.flow import Client, free_port, wait_healthy
 from tests.examples.test_examples import CASES
+from tests.faults.harness import bps_command
 
 ROOT = Path(__file__).resolve().parents[2]
-BPS = Path(sys.executable).with_name("bps")
 pytestmark = pytest.mark.slow
 DEFAULT_API = "http://127.0.0.1:8000"
-
-
-def bps_command(*args: str) -> list[str]:
-    return ([str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]) + list(args)
 
 
 def walkthrough_script() -> str:
