@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import multiprocessing
 import os
 import socket
 import threading
@@ -30,9 +31,12 @@ from worker.progress import Progress
 
 log = logging.getLogger(__name__)
 FINISH_RETRIES = 5
-# Set when this worker process is shutting down: a running job stops at the next batch and goes
-# back to the queue (worker/registry.py connects it to Celery's worker_shutting_down).
-SHUTDOWN = threading.Event()
+# Set when this worker is shutting down: a running job stops at the next batch and goes back to
+# the queue (worker/registry.py sets it on Celery's worker_shutting_down, in the main process).
+# A process-shared event, created before a prefork pool forks: the pool's children, where the
+# jobs run, see it too (a threading.Event would be a copy, and a prefork worker stopped by
+# `docker compose stop` would train on until the grace period ran out and it was killed).
+SHUTDOWN = multiprocessing.get_context("fork").Event()
 
 
 class JobAbandoned(Exception):
