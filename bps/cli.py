@@ -42,8 +42,12 @@ def migrate(settings: Settings) -> None:
 
     from bps.db import _ensure_sqlite_dir  # noqa: PLC0415
 
+    from bps.logs import configure_logging  # noqa: PLC0415
+
     config = Config(str(alembic_ini()))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False  # alembic's lines in LOG_FORMAT, not alembic.ini's
+    configure_logging(settings.log_format, settings.log_level)
     _ensure_sqlite_dir(settings.database_url)
     command.upgrade(config, "head")
 

@@ -1,7 +1,8 @@
 """What tests/docker/smoke.sh checks once the compose stack is up (run by it; not a pytest
 module): the user's flow through the API with one worker, then two workers and one of them
 crashed mid-job (the job ends with every epoch once, taken over; the crashed container is
-restarted by its restart policy), /metrics parsed, and the JSON logs of the workers.
+restarted by its restart policy), /metrics parsed, the JSON logs of the workers, and the
+workers stopped mid-job handing their job back to the queue.
 
     python -m tests.docker.compose_flow BASE_URL API_KEY   (env COMPOSE: the compose command line)
 """
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.flow import EPOCHS, Client, blobs, csv_bytes, train_and_predict, wait_healthy
 
-LONG_EPOCHS = 60
+LONG_EPOCHS = 300  # about 15 s on one worker: long enough to be caught mid-job
 
 
 def say(message: str) -> None:
@@ -55,12 +56,12 @@ def live_workers(client: Client) -> int:
     return len(body["workers"]) if status == 200 else 0
 
 
-def submit_long_job(client: Client) -> str:
+def submit_long_job(client: Client, epochs: int = LONG_EPOCHS) -> str:
     status, dataset = client.upload("long.csv", csv_bytes(blobs(400, seed=3)))
     assert status == 201, dataset
     spec = {"layers": [{"type": "dense", "units": 64, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
             "loss": "cross_entropy", "optimizer": {"type": "sgd", "learning_rate": 0.01},
-            "epochs": LONG_EPOCHS, "batch_size": 2, "validation_split": 0.1, "early_stopping": None}
+            "epochs": epochs, "batch_size": 2, "validation_split": 0.1, "early_stopping": None}
     status, job = client.json("POST", "/v1/jobs", {"dataset_id": dataset["id"], "target": "species", "spec": spec})
     assert status == 202, job
     return job["id"]
@@ -127,6 +128,27 @@ def check_json_logs(job_id: str) -> None:
         f"{len({r['worker'] for r in about})} workers")
 
 
+def check_stop_hands_the_job_back(client: Client) -> None:
+    """`docker compose stop` (as `down` does): within stop_grace_period each worker stops its
+    job at the next batch and puts it back in the queue, keeping its epochs, and exits 0."""
+    job_id = submit_long_job(client, epochs=10 * LONG_EPOCHS)  # never to finish: the workers stop
+    wait(lambda: sql(f"SELECT 1 FROM jobs WHERE id = '{job_id}' AND status = 'running' AND epoch >= 3"), 120,
+         "a third long job to run its third epoch")
+    started = time.monotonic()
+    compose("stop", "worker-cpu")
+    took = time.monotonic() - started
+    status, job = client.json("GET", f"/v1/jobs/{job_id}")
+    status, body = client.json("GET", f"/v1/jobs/{job_id}/epochs")
+    kept = [e["epoch"] for e in body["epochs"]]
+    assert job["status"] == "queued" and kept == list(range(1, len(kept) + 1)) and len(kept) >= 3, (job, kept)
+    containers = compose("ps", "-q", "worker-cpu").split()
+    codes = [subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", c], capture_output=True, text=True,
+                            check=True).stdout.strip() for c in containers]
+    assert codes and set(codes) == {"0"}, codes
+    say(f"compose stop: the running job went back to the queue with its {len(kept)} epochs; "
+        f"{len(codes)} workers exited 0 in {took:.0f} s")
+
+
 def main(base_url: str, key: str) -> int:
     client = Client(base_url, key)
     wait_healthy(client, timeout=120)
@@ -141,6 +163,7 @@ def main(base_url: str, key: str) -> int:
     check_long_job(client, job_id, crashed)
     check_metrics(base_url, epochs_total=EPOCHS + LONG_EPOCHS, predicted_rows=30)
     check_json_logs(job_id)
+    check_stop_hands_the_job_back(client)
     return 0
 
 

@@ -84,3 +84,18 @@ def test_the_same_job_run_by_two_threads_at_once_is_trained_once(fault_settings)
     job = job_of(settings, job_id)
     assert (job.status, job.attempt) == ("succeeded", 1)
     assert epoch_rows(settings, job_id) == [(e, 1) for e in range(1, 6)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])  # solo pool; prefork (the job runs in a child process)
+def test_a_stopped_worker_hands_its_running_job_back_at_the_next_batch(fault_settings, workers, concurrency):
+    settings = fault_settings
+    worker = workers.start(concurrency=concurrency)
+    job_id = slow_job(settings, epochs=200)
+    publish(settings, job_id)
+    wait_for(lambda: len(epoch_rows(settings, job_id)) >= 2, 60, "epoch 2 to be recorded")
+    worker.send_signal(signal.SIGTERM)  # what `docker compose stop` and `down` send
+    assert worker.wait(timeout=20) == 0, workers.logs()
+    job = job_of(settings, job_id)
+    assert (job.status, job.worker_id) == ("queued", None), (job.status, workers.logs())
+    kept = [e for e, _ in epoch_rows(settings, job_id)]
+    assert kept == list(range(1, len(kept) + 1)) and len(kept) < 200
