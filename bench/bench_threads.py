@@ -2,7 +2,9 @@
 before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
 
 - OpenBLAS's idle threads parked (OPENBLAS_THREAD_TIMEOUT=4, what `bps` and `bench` set) against
-  its compiled default (28: they spin about 2**28 cycles after each product);
+  a short spin (18: 2**18 cycles, tens of microseconds) and its compiled default (28: they spin
+  about 2**28 cycles, a tenth of a second, after each product);
+- the parallel kernels (above kernel_jit.PARALLEL_MIN elements) against serial kernels only;
 - Numba's workqueue threading layer (the engine's choice) against OpenMP.
 
 Each process prints one MLP epoch through Network.fit (bench_mlp's workload on 20,000 rows),
@@ -17,10 +19,14 @@ import subprocess
 import sys
 import time
 
+ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"}
+SERIAL = "BENCH_SERIAL_KERNELS"  # read by the child process only
 SETTINGS = {
-    "parked, workqueue (engine)": {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"},
-    "spinning, workqueue": {"OPENBLAS_THREAD_TIMEOUT": "28", "NUMBA_THREADING_LAYER": "workqueue"},
-    "parked, omp": {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "omp"},
+    "engine (parked, workqueue)": ENGINE,
+    "OpenBLAS spins 2**18 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "18"},
+    "OpenBLAS spins 2**28 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "serial kernels only": {**ENGINE, SERIAL: "1"},
+    "Numba on OpenMP": {**ENGINE, "NUMBA_THREADING_LAYER": "omp"},
 }
 
 
@@ -29,7 +35,10 @@ def child(threads: int) -> None:
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     from bench import bench_cnn_rnn, bench_mlp  # noqa: PLC0415
+    from worker.engine import kernel_jit  # noqa: PLC0415
 
+    if os.environ.get(SERIAL):
+        kernel_jit.PARALLEL_MIN = 2**62
     X, y = bench_mlp.make_data(20_000)
     bench_mlp.engine(X[:1024], y[:1024], threads)  # compiles or loads the kernels
     mlp = bench_mlp.engine(X, y, threads)

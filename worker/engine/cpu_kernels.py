@@ -8,9 +8,9 @@ bias and applies ReLU in one pass, and masks its gradient while summing the bias
 another. Results equal the NumPy formulations (`optimizers.py`, `losses.py`, `activations.py`,
 still used on CuPy) up to rounding order: sums are reassociated for SIMD, multiply-adds may fuse.
 
-Each public kernel runs a serial or a parallel compilation (kernel_jit.variant): the parallel
-optimizer step splits the flat buffer into CHUNK-element pieces (each parameter's squared-norm
-sum then adds the pieces' partial sums), the others split rows or column blocks.
+Each public kernel runs a serial or a parallel compilation (kernel_jit.variant, by size): the
+parallel optimizer step splits the flat buffer into CHUNK-element pieces (each parameter's
+squared-norm sum then adds the pieces' partial sums), the others split rows or column blocks.
 
 Compiled on first use per dtype and cached on disk (Numba's `cache=True`; without a writable
 cache location, compiled in each process instead). Training only: prediction, and so the API

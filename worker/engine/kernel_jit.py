@@ -3,14 +3,17 @@
 Every kernel that can use several cores is compiled twice from the same source: a serial
 variant (`prange` runs as `range`) and a parallel one. `variant(pair, size)` picks the parallel
 one only when this thread's budget (`use_threads`, set by `threads.thread_budget`) is above one
-and the call touches at least PARALLEL_MIN elements: below that, waking a second thread costs
-more than it saves, and on one thread nothing changes at all.
+and the call touches at least PARALLEL_MIN elements: waking the pool's threads and waiting for
+them costs tens of microseconds per call, more than a pass over a dense layer's (128, 256)
+activations takes (about 2 µs), so the MLP's kernels stay serial and the convolution's passes
+over the batch (hundreds of microseconds each) go parallel. On one thread nothing changes.
 
-Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: its idle
-threads sleep, where OpenMP's spin for milliseconds after each parallel loop and would take a
-core from the OpenBLAS product that follows (bench/bench_threads.py measures both). The budget
-never lets two threads of one process run parallel kernels at once (see threads.py), which the
-workqueue layer does not support.
+Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: it is
+fork-safe (a prefork worker's parent warms the kernels; GNU OpenMP aborts a child forked after
+it ran) and its idle threads sleep, where OpenMP's spin for milliseconds after each parallel loop,
+taking a core from the OpenBLAS product that follows (`python -m bench threads` compares them).
+The budget never lets two threads of one process run parallel kernels at once (see threads.py),
+which the workqueue layer does not support.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any
 import numba
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
-PARALLEL_MIN = 32_768
+PARALLEL_MIN = 262_144
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 _state = {"threads": 1}
