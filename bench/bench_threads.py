@@ -1,8 +1,8 @@
 """Whether the engine's thread settings pay, each measured in fresh processes (they must be set
 before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
 
-- OpenBLAS's idle threads parked (OPENBLAS_THREAD_TIMEOUT=4, what `bps` and `bench` set) against
-  a short spin (18: 2**18 cycles, tens of microseconds) and its compiled default (28: they spin
+- OpenBLAS's idle threads spinning 2**18 cycles, then sleeping (OPENBLAS_THREAD_TIMEOUT=18, what
+  `bps` and `bench` set), against parking at once (4) and its compiled default (28: they spin
   about 2**28 cycles, a tenth of a second, after each product);
 - the parallel kernels (above kernel_jit.PARALLEL_MIN elements) against serial kernels only;
 - Numba's workqueue threading layer (the engine's choice) against OpenMP.
@@ -19,11 +19,11 @@ import subprocess
 import sys
 import time
 
-ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"}
+ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "18", "NUMBA_THREADING_LAYER": "workqueue"}
 SERIAL = "BENCH_SERIAL_KERNELS"  # read by the child process only
 SETTINGS = {
-    "engine (parked, workqueue)": ENGINE,
-    "OpenBLAS spins 2**18 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "18"},
+    "engine (2**18, workqueue)": ENGINE,
+    "OpenBLAS parks at once": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "4"},
     "OpenBLAS spins 2**28 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "28"},
     "serial kernels only": {**ENGINE, SERIAL: "1"},
     "Numba on OpenMP": {**ENGINE, "NUMBA_THREADING_LAYER": "omp"},

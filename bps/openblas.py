@@ -13,8 +13,10 @@ benchmarks measure what a worker runs; OPENBLAS_CORETYPE set in the environment 
 They also call `park_idle_threads`: OpenBLAS's idle threads otherwise spin for about 2**28
 cycles (a tenth of a second) after each product, holding cores that the engine's parallel
 Numba kernels between products, and other processes on a shared machine, need.
-OPENBLAS_THREAD_TIMEOUT=4 (its minimum, 2**4 cycles) lets them sleep almost at once; waking
-them costs microseconds per product (`python -m bench threads` measures both settings).
+OPENBLAS_THREAD_TIMEOUT=18 lets them spin 2**18 cycles (under 0.1 ms: across the short gaps
+between one training step's products, so those pay no wake-up) and then sleep (through the
+convolution kernels' passes, between steps and between jobs). `python -m bench threads`
+compares it with parking at once (4) and OpenBLAS's default (28).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from collections.abc import MutableMapping
 
 ZEN4_FAMILY = 0x19  # Zen 3 shares it but has no AVX-512, where OpenBLAS uses Haswell anyway
 CPUINFO = "/proc/cpuinfo"
-THREAD_TIMEOUT = "4"
+THREAD_TIMEOUT = "18"
 
 
 def _cpu_fields(cpuinfo: str) -> dict[str, str]:

@@ -10,8 +10,8 @@ threadpoolctl and Numba's parallel kernels through `cpu_kernels.use_threads`, wh
 kernel's parallel variant only when n > 1, the work is large enough and the caller is the main
 thread (a job run by a threads pool keeps its Numba work serial; its products still use n). The
 two pools take turns (a step alternates products and kernels), so n each never oversubscribes
-the cores; OpenBLAS's idle threads stop spinning almost at once (`bps.openblas.park_idle_threads`),
-so they do not steal the cores the kernels run on.
+the cores; OpenBLAS's idle threads stop spinning after about 0.1 ms
+(`bps.openblas.park_idle_threads`), so they do not hold the cores the kernels run on.
 """
 from __future__ import annotations
 
