@@ -19,7 +19,7 @@ from bps.db import session_scope
 from bps.models import Prediction, PredictionChunk
 from bps.tenants import create_api_key
 from tests.e2e.flow import Client, blobs, csv_bytes, free_port, train_and_predict, wait_healthy
-from tests.faults.harness import bps_command, wait_for
+from tests.faults.harness import bps_command, stop_processes, wait_for
 from tests.faults.test_worker_death import worker_pid
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -44,12 +44,7 @@ def api(fault_settings, tmp_path):  # noqa: ANN001, ANN201
         wait_healthy(Client(base_url), alive=lambda: process.poll() is None)
         yield base_url, keys
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes([process], grace_s=30)
 
 
 def download(base_url: str, key: str, prediction_id: str) -> tuple[int, list[dict]]:
