@@ -7,12 +7,11 @@ import zipfile
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
-from bps.models import Dataset, Model
+from bps.models import Model
 from bps.preprocessing import Preprocessor
 from bps.problems import BadRequest, Unprocessable
-from service import model_service
+from service import job_service, model_service, prediction_service
 from service import predict as predict_service
 from service.http import created, db, deleted, dump, parse_body, settings, tenant_id
 from service.pagination import page_params, paged
@@ -93,7 +92,9 @@ def download_model(model_id: str) -> Response:
 def create_prediction(model_id: str):  # noqa: ANN201
     body = parse_body(PredictionCreate)
     session = db()
-    if body.dataset_id is not None and (body.run_async or _over_sync_limit(session, body.dataset_id)):
+    if body.dataset_id is not None and (body.run_async or prediction_service.over_sync_limit(
+            session=session, tenant_id=tenant_id(), dataset_id=body.dataset_id,
+            max_rows=settings().max_prediction_rows)):
         return _create_async_prediction(session, model_id, body.dataset_id)
     if body.run_async:
         raise Unprocessable('"async" needs a dataset_id: instances and records are predicted at once',
@@ -106,14 +107,7 @@ def create_prediction(model_id: str):  # noqa: ANN201
     return created(PredictionOut, row, 201, "v1.predictions.get_prediction", prediction_id=row.id)
 
 
-def _over_sync_limit(session, dataset_id: str) -> bool:  # noqa: ANN001
-    n_rows = session.scalar(select(Dataset.n_rows).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id()))
-    return n_rows is not None and n_rows > settings().max_prediction_rows
-
-
 def _create_async_prediction(session, model_id: str, dataset_id: str):  # noqa: ANN001, ANN202
-    from service import job_service, prediction_service  # noqa: PLC0415
-
     row = prediction_service.create_async_prediction(session=session, tenant_id=tenant_id(), model_id=model_id,
                                                      dataset_id=dataset_id, settings=settings())
     session.commit()

@@ -47,6 +47,13 @@ def _queue_for(session: Session, model: Model, settings: Settings) -> str:
                             max_age_s=settings.worker_heartbeat_timeout_s)
 
 
+def over_sync_limit(*, session: Session, tenant_id: str, dataset_id: str, max_rows: int) -> bool:
+    """Whether the tenant's dataset has more rows than a synchronous prediction takes (another
+    tenant's or a missing one: False, and the synchronous path answers its 422)."""
+    n_rows = session.scalar(select(Dataset.n_rows).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
+    return n_rows is not None and n_rows > max_rows
+
+
 def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, dataset_id: str,
                             settings: Settings) -> Prediction:
     """The queued Prediction (flushed; the caller commits, then publishes)."""
