@@ -1,6 +1,7 @@
 """The thread policy: a job's share of the cores, BPS_BLAS_THREADS, and one budget for both pools."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_blas_threads_variable_overrides_and_must_be_positive(monkeypatch):
 
 
 def test_available_cores_is_this_process_affinity():
-    assert threads.available_cores() == len(__import__("os").sched_getaffinity(0))
+    assert threads.available_cores() == len(os.sched_getaffinity(0))
 
 
 def test_the_budget_holds_blas_and_kernels_to_the_same_count_and_restores_both():
