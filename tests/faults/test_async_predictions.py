@@ -71,6 +71,20 @@ def prediction_row(settings, prediction_id: str) -> Prediction:  # noqa: ANN001
         return session.get(Prediction, prediction_id)
 
 
+def assert_equal_to_synchronous(client: Client, model_id: str, rows: list, downloaded: list[dict]) -> None:
+    """A sample of SYNC_LIMIT downloaded rows equals a synchronous prediction of the same rows."""
+    sample = list(range(0, ROWS, ROWS // SYNC_LIMIT))[:SYNC_LIMIT]
+    records = [{name: float(f"{rows[i][j]:.4f}") for j, name in enumerate("abc")} for i in sample]  # as in the CSV
+    status, sync = client.json("POST", f"/v1/models/{model_id}/predictions", {"records": records})
+    assert status == 201, sync
+    labels = sorted({label for *_, label in rows})
+    for k, i in enumerate(sample):
+        assert downloaded[i]["prediction"] == sync["predictions"][k]
+        # float32 sums may round differently in a 1-row and a 100-row product: equal to float32 precision
+        assert [float(downloaded[i][f"probability_{label}"]) for label in labels] == pytest.approx(
+            sync["probabilities"][k], rel=1e-5, abs=1e-6)
+
+
 def test_a_sigkilled_worker_is_taken_over_and_every_row_is_stored_once(fault_settings, workers, api):  # noqa: ANN001
     base_url, keys = api
     client = Client(base_url, keys["alice"])
@@ -101,16 +115,7 @@ def test_a_sigkilled_worker_is_taken_over_and_every_row_is_stored_once(fault_set
 
     status, downloaded = download(base_url, keys["alice"], queued["id"])
     assert status == 200 and len(downloaded) == ROWS
-    sample = list(range(0, ROWS, ROWS // SYNC_LIMIT))[:SYNC_LIMIT]
-    records = [{name: float(f"{rows[i][j]:.4f}") for j, name in enumerate("abc")} for i in sample]  # as in the CSV
-    status, sync = client.json("POST", f"/v1/models/{model_id}/predictions", {"records": records})
-    assert status == 201, sync
-    labels = sorted({label for *_, label in rows})
-    for k, i in enumerate(sample):
-        assert downloaded[i]["prediction"] == sync["predictions"][k]
-        # float32 sums may round differently in a 1-row and a 100-row product: equal to float32 precision
-        assert [float(downloaded[i][f"probability_{label}"]) for label in labels] == pytest.approx(
-            sync["probabilities"][k], rel=1e-5, abs=1e-6)
+    assert_equal_to_synchronous(client, model_id, rows, downloaded)
     assert download(base_url, keys["bob"], queued["id"]) == (404, [])
     print(f"\nSIGKILL mid-prediction: killed after {rows_when_killed}/{ROWS} rows; attempt 2 stored the rest; "
           f"{len(seqs)} chunks, none twice")
