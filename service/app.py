@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service import datasets, health, jobs, models, openapi, predictions, web  # noqa: PLC0415
     from service.auth import require_api_key  # noqa: PLC0415
     from service.errors import register_error_handlers  # noqa: PLC0415
-    from service.http import close_db  # noqa: PLC0415
+    from service.http import close_db, refuse_nul_in_url  # noqa: PLC0415
     from service.metrics import install_metrics  # noqa: PLC0415
 
     settings = settings or load_settings()
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(require_api_key)
+    v1.before_request(refuse_nul_in_url)
     for module in (datasets, jobs, models, predictions):
         v1.register_blueprint(module.blueprint)
     app.register_blueprint(v1)

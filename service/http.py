@@ -50,9 +50,40 @@ def json_body() -> Any:
         )
     raw = request.get_data(cache=True)
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", loc=["body"]) from None
+    if b"\\u0000" in raw or json.detect_encoding(raw) != "utf-8":  # JSON carries a NUL only escaped
+        _refuse_nul_in_json(data)
+    return data
+
+
+NUL_IN_BODY = "the body holds a NUL character (\\u0000), which no field accepts"
+
+
+def _refuse_nul_in_json(data: Any) -> None:
+    """400 naming the first string (or key) that holds a NUL character: PostgreSQL text cannot
+    hold one, so an id with a NUL would fail its query (a 500) instead of answering 404."""
+    stack: list[tuple[Any, list[Any]]] = [(data, ["body"])]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(NUL_IN_BODY, loc=loc)
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                raise BadRequest(NUL_IN_BODY, loc=loc)
+            stack.append((item, [*loc, key]))
+
+
+def refuse_nul_in_url() -> None:
+    """before_request of /v1: a path or query parameter holding a NUL character is a 400 (it
+    names nothing, and PostgreSQL text cannot hold one: its query would fail with a 500)."""
+    for where, params in (("path", request.view_args or {}), ("query", request.args)):
+        for name, value in params.items():
+            if "\x00" in name or "\x00" in str(value):
+                shown = name.replace("\x00", "")
+                raise BadRequest(f"{where} parameter {shown!r} holds a NUL character", loc=[where, shown])
 
 
 def parse_body(model: type[ModelT]) -> ModelT:
