@@ -11,7 +11,7 @@ import httpx
 
 from bps_client import tables
 from bps_client.errors import ApiError
-from bps_client.transport import Transport
+from bps_client.transport import Transport, path_id
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHUNK_ROWS = 1000
@@ -64,10 +64,10 @@ class Client:
         return self._get("/v1/datasets", limit=limit, offset=offset)
 
     def dataset(self, dataset_id: str) -> dict:
-        return self._get(f"/v1/datasets/{dataset_id}")
+        return self._get(f"/v1/datasets/{path_id(dataset_id)}")
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self.transport.request("DELETE", f"/v1/datasets/{dataset_id}")
+        self.transport.request("DELETE", f"/v1/datasets/{path_id(dataset_id)}")
 
     # ---- jobs ----------------------------------------------------------------------------
     def submit(self, dataset_id: str, spec: dict, *, target: str | None = None, features: list[str] | None = None,
@@ -82,15 +82,15 @@ class Client:
         return self._get("/v1/jobs", status=status, limit=limit, offset=offset)
 
     def job(self, job_id: str) -> dict:
-        return self._get(f"/v1/jobs/{job_id}")
+        return self._get(f"/v1/jobs/{path_id(job_id)}")
 
     def cancel(self, job_id: str) -> dict:
-        return self.transport.json("POST", f"/v1/jobs/{job_id}/cancel")
+        return self.transport.json("POST", f"/v1/jobs/{path_id(job_id)}/cancel")
 
     def epochs(self, job_id: str, *, since: int | None = None, as_frame: bool = False) -> Any:
         """The job's Epoch dicts in order (only those after epoch `since`); as_frame=True: a
         pandas DataFrame indexed by epoch."""
-        epochs = self._get(f"/v1/jobs/{job_id}/epochs", since=since)["epochs"]
+        epochs = self._get(f"/v1/jobs/{path_id(job_id)}/epochs", since=since)["epochs"]
         return tables.epochs_frame(epochs) if as_frame else epochs
 
     def events(self, job_id: str, last_event_id: str | None = None,
@@ -114,12 +114,13 @@ class Client:
         return self._get("/v1/models", limit=limit, offset=offset)
 
     def model(self, model_id: str) -> dict:
-        return self._get(f"/v1/models/{model_id}")
+        return self._get(f"/v1/models/{path_id(model_id)}")
 
     def predict(self, model_id: str, rows: Any) -> dict:
         """rows: a list of lists (feature order), a list of dicts, a DataFrame or an ndarray ->
         the Prediction (at most the server's MAX_PREDICTION_ROWS rows: see predict_chunks)."""
-        return self.transport.json("POST", f"/v1/models/{model_id}/predictions", json=tables.prediction_body(rows))
+        return self.transport.json("POST", f"/v1/models/{path_id(model_id)}/predictions",
+                                   json=tables.prediction_body(rows))
 
     def predict_chunks(self, model_id: str, chunks: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[dict]:
         """One Prediction per piece of each chunk of rows, each piece at most `chunk_rows` rows;
@@ -141,7 +142,8 @@ class Client:
     def download(self, model_id: str, path: str | os.PathLike | None = None, *, format: str = "npz") -> Path:  # noqa: A002
         """Saves the model (npz or onnx) to `path` (default model-<id>.<format>); returns the path."""
         target = Path(path or f"model-{model_id}.{format}")
-        response = self.transport.request("GET", f"/v1/models/{model_id}/download", params={"format": format})
+        response = self.transport.request("GET", f"/v1/models/{path_id(model_id)}/download",
+                                          params={"format": format})
         target.write_bytes(response.content)
         return target
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -14,6 +15,11 @@ from bps_client.errors import ApiError
 
 RETRY_STATUSES = (429, 502, 503, 504)
 MAX_RETRY_AFTER_S = 60.0
+
+
+def path_id(value: str) -> str:
+    """An id as one path segment (a `/`, `?` or `#` in it stays inside the segment)."""
+    return quote(str(value), safe="")
 
 
 def problem_of(response: httpx.Response) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import IO, Any
 import httpx
 
 from bps_client.errors import ApiError, JobFailed
-from bps_client.transport import Transport, sse_events
+from bps_client.transport import Transport, path_id, sse_events
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 RECONNECTS = 5
@@ -21,7 +21,7 @@ STREAM_READ_TIMEOUT_S = 60.0
 def stream_events(transport: Transport, job_id: str, last_event_id: str | None,
                   read_timeout: float = STREAM_READ_TIMEOUT_S) -> Iterator[tuple[str, str | None, Any]]:
     headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
-    with transport.stream(f"/v1/jobs/{job_id}/events", headers, read_timeout) as response:
+    with transport.stream(f"/v1/jobs/{path_id(job_id)}/events", headers, read_timeout) as response:
         yield from sse_events(response.iter_lines())
 
 
@@ -112,10 +112,11 @@ class Watcher:
                             return data
                     self._check_deadline()
             except ApiError as error:
-                if error.status in (404, 405, 501, 503) and last_id is None:
-                    self.client.job(self.job_id)  # a missing job raises its 404 here
-                    return None
-                raise
+                # no stream here (or none free now: 503): poll, from the last epoch seen
+                if error.status != 503 and (error.status not in (404, 405, 501) or last_id is not None):
+                    raise
+                self.client.job(self.job_id)  # a missing job raises its 404 here
+                return None
             except httpx.TransportError:
                 self._check_deadline()
             failures += 1

@@ -1,0 +1,48 @@
+"""Client.wait's event stream against a scripted server: a stream that is full (503) on a
+reconnect falls back to polling; a job gone (404) on a reconnect is an error."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bps_client import ApiError, Client
+from bps_client import watch
+
+EPOCH_EVENT = b'event: epoch\nid: 1.running\ndata: {"epoch": 1, "loss": 0.5, "val_loss": 0.6}\n\n'
+SUCCEEDED = {"id": "j", "status": "succeeded", "epoch": 2, "epochs": 2}
+
+
+def scripted_client(reconnect: httpx.Response) -> tuple[Client, list[httpx.Request]]:
+    """The first stream sends epoch 1 and drops; every reconnect gets `reconnect`; GET /v1/jobs/j
+    answers the succeeded job."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.path.endswith("/events"):
+            if "Last-Event-ID" not in request.headers:
+                return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=EPOCH_EVENT)
+            return reconnect
+        return httpx.Response(200, json=SUCCEEDED)
+
+    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
+    return Client("http://bps.test", "k", http=http, retries=0), requests
+
+
+def test_a_full_stream_on_reconnect_falls_back_to_polling(monkeypatch):
+    monkeypatch.setattr(watch.time, "sleep", lambda _s: None)
+    full = httpx.Response(503, headers={"Retry-After": "5"}, json={"title": "Service Unavailable"})
+    client, requests = scripted_client(full)
+    assert client.wait("j") == SUCCEEDED
+    reconnect = next(r for r in requests if "Last-Event-ID" in r.headers)
+    assert reconnect.headers["Last-Event-ID"] == "1.running"
+    assert requests[-1].url.path == "/v1/jobs/j", "polled after the 503"
+
+
+def test_a_job_gone_on_reconnect_raises_its_404(monkeypatch):
+    monkeypatch.setattr(watch.time, "sleep", lambda _s: None)
+    gone = httpx.Response(404, json={"title": "Not Found", "detail": "job j not found"})
+    client, _ = scripted_client(gone)
+    with pytest.raises(ApiError) as error:
+        client.wait("j")
+    assert error.value.status == 404
