@@ -36,6 +36,31 @@ def _check_dataset_fits(prep: Preprocessor, dataset: Dataset) -> None:
     missing = [name for name in prep.features if name not in names]
     if prep.source == "tabular" and missing:
         raise Unprocessable(f"dataset {dataset.id} lacks the model's feature column(s) {missing}", loc=loc)
+    unfillable = _unfillable_counts(prep, dataset)
+    if unfillable:
+        counts = ", ".join(f"{name!r} {count}" for name, count in unfillable.items())
+        raise Unprocessable(f"dataset {dataset.id} has missing or non-finite values that this model cannot fill "
+                            f"(it was trained without \"impute\"): {counts}; clean the data, or train a model "
+                            "with \"impute\"", loc=loc)
+
+
+def _unfillable_counts(prep: Preprocessor, dataset: Dataset) -> dict[str, int]:
+    """{column: count} of the dataset's missing or non-finite feature values that the model has
+    no fill for (from the stored profile): the worker would fail the prediction on them."""
+    profile = {column.get("name"): column for column in dataset.columns or []}
+    if prep.source == "array":
+        count = int(profile.get("X", {}).get("non_finite") or 0)
+        return {"X": count} if count and prep.array_fill is None else {}
+    counts = {}
+    for encoder in prep.encoders:
+        column = profile.get(encoder["name"], {})
+        if encoder["kind"] == "numeric":
+            count = 0 if encoder.get("fill") is not None else int(column.get("non_finite") or 0)
+        else:
+            count = 0 if prep.impute is not None else int(column.get("missing") or 0)
+        if count:
+            counts[encoder["name"]] = count
+    return counts
 
 
 def _queue_for(session: Session, model: Model, settings: Settings) -> str:

@@ -106,6 +106,34 @@ def test_async_on_request_and_synchronous_downloads(client, auth, model_id, publ
                    "csv", "parquet")
 
 
+def _with_gaps(raw: bytes) -> bytes:
+    """`raw` with an empty `a` in rows 2 and 5 and an `inf` `b` in row 7."""
+    lines = raw.decode().splitlines()
+    for row, column, value in ((2, 0, ""), (5, 0, ""), (7, 1, "inf")):
+        cells = lines[row + 1].split(",")
+        cells[column] = value
+        lines[row + 1] = ",".join(cells)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_values_the_model_cannot_fill_are_refused_before_queueing(client, auth, model_id, settings,  # noqa: ANN001
+                                                                published, worker_settings) -> None:
+    """As a synchronous prediction refuses them (422), not a 202 that the worker then fails."""
+    gaps = upload(client, auth, _with_gaps(tabular_csv(12))).get_json()["id"]
+    refused = assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                                         json={"dataset_id": gaps, "async": True}), 422, "impute", "'a' 2", "'b' 1")
+    assert refused["errors"][0]["loc"] == ["body", "dataset_id"]
+    assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": gaps}), 422,
+                   "impute", "'a'")
+    assert published == []
+    imputing = store_trained_model(settings, "alice", tabular_csv(60), "csv", target="label", spec=SPEC,
+                                   impute="mean")
+    queued = client.post(f"/v1/models/{imputing}/predictions", headers=auth, json={"dataset_id": gaps, "async": True})
+    assert queued.status_code == 202, queued.get_json()
+    run_prediction(queued.get_json()["id"], settings=worker_settings)
+    assert len(download_rows(client, auth, queued.get_json()["id"])) == 12
+
+
 def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, model_id, big_dataset,  # noqa: ANN001
                                                        published, worker_settings) -> None:
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
