@@ -14,6 +14,9 @@ from bps.problems import PayloadTooLarge, Unprocessable
 from service.predict import build_inputs, dataset_rows, referenced_dataset, warm_runtime
 from service.schemas import ConfusionMatrix, EvaluationCreate, EvaluationOut
 
+NON_FINITE_OUTPUTS = ("the model's outputs are not finite for these rows: are some inputs far outside the training "
+                      "data's range?")
+
 
 def _rows_and_labels(session: Session, tenant_id: str, prep: Preprocessor, request: EvaluationCreate,
                      max_rows: int) -> tuple[np.ndarray, Any, list[Any]]:
@@ -72,12 +75,22 @@ def _classification_metrics(prep: Preprocessor, outputs: np.ndarray, y: np.ndarr
 def _regression_metrics(outputs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """R² per target column averaged (a constant column scores 1 when fitted exactly, else 0, as
     scikit-learn's force_finite), MAE and RMSE over every value."""
-    errors = outputs.reshape(y.shape) - y
-    residual = (errors ** 2).sum(axis=0)
-    spread = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # evaluate() refuses what overflows
+        errors = outputs.reshape(y.shape) - y
+        residual = (errors ** 2).sum(axis=0)
+        spread = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
         r2 = np.where(spread > 0, 1.0 - residual / spread, np.where(residual == 0, 1.0, 0.0))
-    return {"r2": float(r2.mean()), "mae": float(np.abs(errors).mean()), "rmse": float(np.sqrt((errors ** 2).mean()))}
+        return {"r2": float(r2.mean()), "mae": float(np.abs(errors).mean()),
+                "rmse": float(np.sqrt((errors ** 2).mean()))}
+
+
+def _refuse_overflowing_targets(y: np.ndarray, loc: list[Any], dtype: str) -> None:
+    """422 naming the row of the largest target: the outputs are finite, so the targets' own size
+    overflowed the loss or the errors (e.g. 1e20 squared is beyond float32)."""
+    row = int(np.argmax(np.abs(y).max(axis=1)))
+    raise Unprocessable(f"the loss or the errors overflow {dtype} with these targets (the largest, "
+                        f"{np.abs(y[row]).max():g}, in row {row}): are they in the units the model was trained on?",
+                        loc=[*loc, row])
 
 
 def evaluate(*, session: Session, tenant_id: str, model_id: str, request: EvaluationCreate,
@@ -85,12 +98,16 @@ def evaluate(*, session: Session, tenant_id: str, model_id: str, request: Evalua
     net, prep = warm_runtime(session=session, tenant_id=tenant_id, model_id=model_id)
     X, labels, loc = _rows_and_labels(session, tenant_id, prep, request, max_rows)
     y = _encode_targets(prep, labels, loc)
-    outputs, loss = net.predict_with_loss(X, y)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, naming its row
+        outputs, loss = net.predict_with_loss(X, y)
     outputs = np.asarray(outputs, dtype=np.float64).reshape(len(X), -1)
-    if not (np.isfinite(outputs).all() and np.isfinite(loss)):
-        raise Unprocessable("the model's outputs are not finite for these rows: are some inputs far outside "
-                            "the training data's range?", loc=["body"])
+    if not np.isfinite(outputs).all():
+        raise Unprocessable(NON_FINITE_OUTPUTS, loc=["body"])
     metrics = (_regression_metrics(outputs, y) if prep.mode == "regression"
                else _classification_metrics(prep, outputs, y))
+    if not all(np.isfinite(value) for value in (loss, *metrics.values()) if isinstance(value, float)):
+        if prep.mode != "regression":
+            raise Unprocessable(NON_FINITE_OUTPUTS, loc=["body"])
+        _refuse_overflowing_targets(y, loc, net.net.spec["dtype"])
     return EvaluationOut(model_id=model_id, dataset_id=request.dataset_id, task=prep.task, n=len(X),
                          loss_name=net.net.spec["loss"], loss=loss, **metrics)

@@ -132,3 +132,13 @@ def test_another_tenants_model_and_dataset(client, auth, auth_b, classifier) -> 
 def test_regression_targets_must_be_one_finite_number_each(client, auth, settings, targets, needle) -> None:  # noqa: ANN001
     model_id = train(client, auth, settings, "mse", regression=True)
     assert_problem(evaluate(client, auth, model_id, instances=[[0.1, 0.2], [0.3, 0.4]], targets=targets), 422, needle)
+
+
+@pytest.mark.parametrize("targets", [[0.5, 1e20], [0.5, 1e39], [0.5, -1e300]])
+def test_regression_targets_that_overflow_the_loss_are_named(client, auth, settings, targets) -> None:  # noqa: ANN001
+    """Finite outputs but a loss beyond float32 (1e20 squared): the 422 names the targets' row, not the inputs."""
+    model_id = train(client, auth, settings, "mse", regression=True)
+    problem = assert_problem(evaluate(client, auth, model_id, instances=[[0.1, 0.2], [0.3, 0.4]], targets=targets),
+                             422, "overflow float32", "row 1", "units")
+    assert problem["errors"][0]["loc"] == ["body", "targets", 1]
+    assert "inputs" not in problem["detail"]
