@@ -8,13 +8,14 @@ import csv
 import io
 from dataclasses import replace
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select, update
 
 from bps.db import session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
-from tests.service.helpers import assert_problem, store_trained_model, upload
+from tests.service.helpers import assert_problem, npz_bytes, store_trained_model, upload
 from tests.service.test_models import _fresh_cache  # noqa: F401  (autouse: an empty model cache per test)
 from tests.service.test_onnx_export import tabular_csv
 from worker.prediction_runner import run_prediction
@@ -132,6 +133,19 @@ def test_values_the_model_cannot_fill_are_refused_before_queueing(client, auth, 
     assert queued.status_code == 202, queued.get_json()
     run_prediction(queued.get_json()["id"], settings=worker_settings)
     assert len(download_rows(client, auth, queued.get_json()["id"])) == 12
+
+
+def test_an_npz_x_with_values_the_model_cannot_fill_is_refused_before_queueing(client, auth, settings,  # noqa: ANN001
+                                                                               published) -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), rng.integers(0, 2, size=30)
+    upload(client, auth, npz_bytes(X=X, y=y), "train.npz")
+    model = store_trained_model(settings, "alice", npz_bytes(X=X, y=y), "npz", target=None, spec=SPEC)
+    X[4, 1] = np.inf
+    gaps = upload(client, auth, npz_bytes(X=X, y=y), "gaps.npz").get_json()["id"]
+    assert_problem(client.post(f"/v1/models/{model}/predictions", headers=auth,
+                               json={"dataset_id": gaps, "async": True}), 422, "'X' 1", "impute")
+    assert published == []
 
 
 def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, model_id, big_dataset,  # noqa: ANN001
