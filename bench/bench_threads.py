@@ -4,8 +4,9 @@ before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
 - OpenBLAS's idle threads spinning 2**18 cycles, then sleeping (OPENBLAS_THREAD_TIMEOUT=18, what
   `bps` and `bench` set), against parking at once (4) and its compiled default (28: they spin
   about 2**28 cycles, a tenth of a second, after each product);
-- the parallel kernels (above kernel_jit.PARALLEL_MIN elements) against serial kernels only;
-- Numba's workqueue threading layer (the engine's choice) against OpenMP.
+- serial kernels only (the engine's choice below kernel_jit.PARALLEL_MIN_THREADS) against the
+  parallel variants above kernel_jit.PARALLEL_MIN elements, forced on;
+- for those parallel variants, Numba's workqueue threading layer (the engine's) against OpenMP.
 
 Each process prints one MLP epoch through Network.fit (bench_mlp's workload on 20,000 rows),
 the GEMM floor of the same rows and a CNN epoch (bench_cnn_rnn's, 2,000 samples); the ratios
@@ -20,13 +21,13 @@ import sys
 import time
 
 ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "18", "NUMBA_THREADING_LAYER": "workqueue"}
-SERIAL = "BENCH_SERIAL_KERNELS"  # read by the child process only
+PARALLEL = "BENCH_PARALLEL_KERNELS"  # read by the child process only
 SETTINGS = {
-    "engine (2**18, workqueue)": ENGINE,
+    "engine (2**18, serial)": ENGINE,
     "OpenBLAS parks at once": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "4"},
     "OpenBLAS spins 2**28 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "28"},
-    "serial kernels only": {**ENGINE, SERIAL: "1"},
-    "Numba on OpenMP": {**ENGINE, "NUMBA_THREADING_LAYER": "omp"},
+    "parallel kernels forced on": {**ENGINE, PARALLEL: "1"},
+    "parallel kernels on OpenMP": {**ENGINE, PARALLEL: "1", "NUMBA_THREADING_LAYER": "omp"},
 }
 
 
@@ -37,8 +38,8 @@ def child(threads: int) -> None:
     from bench import bench_cnn_rnn, bench_mlp  # noqa: PLC0415
     from worker.engine import kernel_jit  # noqa: PLC0415
 
-    if os.environ.get(SERIAL):
-        kernel_jit.PARALLEL_MIN = 2**62
+    if os.environ.get(PARALLEL):
+        kernel_jit.PARALLEL_MIN_THREADS = 2
     X, y = bench_mlp.make_data(20_000)
     bench_mlp.engine(X[:1024], y[:1024], threads)  # compiles or loads the kernels
     mlp = bench_mlp.engine(X, y, threads)

@@ -2,11 +2,14 @@
 
 Every kernel that can use several cores is compiled twice from the same source: a serial
 variant (`prange` runs as `range`) and a parallel one. `variant(pair, size)` picks the parallel
-one only when this thread's budget (`use_threads`, set by `threads.thread_budget`) is above one
-and the call touches at least PARALLEL_MIN elements: waking the pool's threads and waiting for
-them costs tens of microseconds per call, more than a pass over a dense layer's (128, 256)
-activations takes (about 2 µs), so the MLP's kernels stay serial and the convolution's passes
-over the batch (hundreds of microseconds each) go parallel. On one thread nothing changes.
+one only when this thread's budget (`use_threads`, set by `threads.thread_budget`) is at least
+PARALLEL_MIN_THREADS and the call touches at least PARALLEL_MIN elements. Waking the pool's
+threads and waiting for them costs tens of microseconds per call: more than a pass over a dense
+layer's (128, 256) activations takes (about 2 µs), and on 2 cores more than even the
+convolution's passes gain (`python -m bench threads`: a CNN epoch on 2 threads took 1.4-2x as
+long with the parallel variants as with the serial ones, in two runs), so on fewer than 4
+threads every kernel runs serially and the cores go to the BLAS products. From 4 threads the
+passes over a whole batch go parallel; that has not been measured (no such machine here).
 
 Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: it is
 fork-safe (a prefork worker's parent warms the kernels; GNU OpenMP aborts a child forked after
@@ -26,6 +29,7 @@ import numba
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 PARALLEL_MIN = 262_144
+PARALLEL_MIN_THREADS = 4
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 _state = {"threads": 1}
@@ -65,4 +69,5 @@ def threads_in_use() -> int:
 
 def variant(pair: tuple[Any, Any], size: int) -> Any:
     """The serial or the parallel compilation of a kernel, for a call touching `size` elements."""
-    return pair[1] if _state["threads"] > 1 and size >= PARALLEL_MIN else pair[0]
+    parallel = _state["threads"] >= PARALLEL_MIN_THREADS and size >= PARALLEL_MIN
+    return pair[1] if parallel else pair[0]

@@ -7,8 +7,9 @@ at least one. The tests and CI set one thread.
 
 `thread_budget(n)` holds both pools to n for the duration of a `fit`: OpenBLAS through
 threadpoolctl and Numba's parallel kernels through `cpu_kernels.use_threads`, which picks a
-kernel's parallel variant only when n > 1, the work is large enough and the caller is the main
-thread (a job run by a threads pool keeps its Numba work serial; its products still use n). The
+kernel's parallel variant only when n >= 4 (kernel_jit: on 2 cores they lost), the work is large
+enough and the caller is the main thread (a job run by a threads pool keeps its Numba work
+serial; its products still use n). The
 two pools take turns (a step alternates products and kernels), so n each never oversubscribes
 the cores; OpenBLAS's idle threads stop spinning after about 0.1 ms
 (`bps.openblas.park_idle_threads`), so they do not hold the cores the kernels run on.

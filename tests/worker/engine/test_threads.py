@@ -79,3 +79,15 @@ def test_fit_without_a_setting_uses_the_job_share(rng, monkeypatch, sixteen_core
     net.fit(rng.standard_normal((16, 3)).astype(np.float32), rng.integers(0, 2, 16),
             on_epoch=lambda record: seen.append(blas_threads()))
     assert seen == [2]
+
+
+def test_kernels_go_parallel_only_from_four_threads_and_on_large_passes():
+    pair = ("serial", "parallel")
+    previous = kernel_jit.use_threads(2)
+    try:
+        assert kernel_jit.variant(pair, 10**7) == "serial"  # on 2 cores the parallel variants lost
+        kernel_jit.use_threads(4)
+        assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN) == "parallel"
+        assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN - 1) == "serial"
+    finally:
+        kernel_jit.use_threads(previous)
