@@ -76,7 +76,10 @@ def run_keys_command(settings: Settings, args: argparse.Namespace) -> None:
     from bps.tenants import list_api_keys, revoke_api_key  # noqa: PLC0415
 
     if args.keys_command == "create":
-        key = create_key(settings, args.name)
+        try:
+            key = create_key(settings, args.name)
+        except ValueError as exc:  # the tenant name
+            raise SystemExit(f"bps keys create: {exc}") from None
         print(f"created an API key for tenant {args.name!r}; it is shown only once:")
         print(key)
     elif args.keys_command == "list":

@@ -15,6 +15,7 @@ from bps.problems import Conflict, NotFound
 T = TypeVar("T")
 
 KEY_PREFIX = "bps_"
+MAX_TENANT_NAME = 200  # tenants.name is a String(200)
 
 
 def hash_key(key: str) -> str:
@@ -25,6 +26,8 @@ def get_or_create_tenant(*, session: Session, tenant_name: str) -> Tenant:
     name = tenant_name.strip()
     if not name:
         raise ValueError("a tenant name must not be empty")
+    if len(name) > MAX_TENANT_NAME or not name.isprintable():
+        raise ValueError(f"a tenant name is at most {MAX_TENANT_NAME} printable characters (no control characters)")
     tenant = session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
         tenant = Tenant(name=name)

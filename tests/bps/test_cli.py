@@ -97,6 +97,14 @@ def test_keys_revoke_refuses_unknown_or_too_short_names(env, argument, message):
     assert result.returncode != 0 and message in result.stderr
 
 
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "tab\there", "bell\x07"])
+def test_keys_create_refuses_a_bad_tenant_name_without_a_traceback(env, name):
+    assert bps("migrate", env=env).returncode == 0
+    result = bps("keys", "create", name, env=env)
+    assert result.returncode == 1 and result.stderr.startswith("bps keys create: a tenant name")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
 def test_keys_revoke_refuses_an_ambiguous_prefix(env):
     from bps.models import ApiKey
 
