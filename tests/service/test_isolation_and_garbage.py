@@ -2,6 +2,7 @@
 route, and garbage posted to every route: always a 4xx problem+json, never a 500."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.service.helpers import SMALL_SPEC, assert_problem, store_trained_model, upload
@@ -144,3 +145,41 @@ def test_a_nul_character_is_a_400_on_postgresql_not_a_500(postgres_settings) -> 
     with session_scope(postgres_settings.database_url) as session:
         key = create_api_key(session=session, tenant_name="alice")
     _assert_nul_refused(create_app(postgres_settings).test_client(), {"Authorization": f"Bearer {key}"}, "m")
+
+
+NOT_FINITE = [  # (body text, the problem's loc)
+    (b'{"instances": [[1.0, NaN]]}', ["body", "instances", 0, 1]),
+    (b'{"instances": [[1.0, "dark"], [-Infinity, "dark"]]}', ["body", "instances", 1, 0]),
+    (b'{"instances": [[1e400, "dark"]]}', ["body", "instances", 0, 0]),
+    (b'{"instances": [[1' + b"0" * 400 + b', "dark"]]}', ["body", "instances", 0, 0]),
+    (b'{"records": [{"x": 1' + b"0" * 400 + b'.5, "colour": "dark"}]}', ["body", "records", 0, "x"]),
+]
+
+
+@pytest.mark.parametrize(("raw", "loc"), NOT_FINITE)
+def test_a_number_that_is_not_a_finite_double_is_a_400_naming_it(client, auth, resources, raw, loc) -> None:  # noqa: ANN001
+    """NaN and Infinity are not JSON, and 1e400 or 10**400 overflow a double: each was a 500
+    (OverflowError) or a job with l2 = Infinity, answered as invalid JSON."""
+    for path in (f"/v1/models/{resources['model']}/predictions", f"/v1/models/{resources['model']}/evaluations"):
+        body = raw[:-1] + b', "targets": ["cat"]}' if path.endswith("evaluations") else raw
+        response = client.post(path, data=body, headers={**auth, "Content-Type": "application/json"})
+        assert assert_problem(response, 400, "double")["errors"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize("value", [b"Infinity", b"1e400", b"1" + b"0" * 400])
+def test_a_spec_or_target_beyond_a_double_is_refused(client, auth, resources, value) -> None:  # noqa: ANN001
+    job = b'{"dataset_id": "%s", "target": "label", "spec": {"layers": [{"type": "dense"}], "l2": %s}}'
+    response = client.post("/v1/jobs", data=job % (resources["dataset"].encode(), value),
+                           headers={**auth, "Content-Type": "application/json"})
+    assert assert_problem(response, 400, "double")["errors"][0]["loc"] == ["body", "spec", "l2"]
+    assert b"Infinity" not in client.get("/v1/jobs", headers=auth).data  # no job kept it
+
+
+def test_ordinary_bodies_are_not_walked_value_by_value() -> None:
+    import json
+
+    from service.http import _may_hold_unusable_values
+
+    rows = np.random.default_rng(0).normal(scale=1e6, size=(200, 50)).tolist()
+    assert not _may_hold_unusable_values(json.dumps({"instances": rows, "x": 1.5e-300, "y": 12345678}).encode())
+    assert _may_hold_unusable_values(json.dumps({"instances": [[1e300]]}).encode())
