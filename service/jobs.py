@@ -4,9 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from bps.models import JOB_STATUSES
-from bps.problems import BadRequest
 from service import events, job_service
-from service.http import created, db, deleted, dump, parse_body, query_int, settings, tenant_id
+from service.http import created, db, deleted, dump, parse_body, query_choice, query_int, settings, tenant_id
 from service.pagination import MAX_OFFSET, page_params, paged
 from service.schemas import EpochList, JobCreate, JobOut
 
@@ -25,9 +24,7 @@ def submit_job():  # noqa: ANN201
 
 @blueprint.get("/jobs")
 def list_jobs():  # noqa: ANN201
-    status = request.args.get("status")
-    if status is not None and status not in JOB_STATUSES:
-        raise BadRequest(f"status must be one of {list(JOB_STATUSES)}", loc=["query", "status"])
+    status = query_choice("status", JOB_STATUSES)
     page = job_service.list_jobs(session=db(), tenant_id=tenant_id(), status=status, **page_params())
     return paged([dump(JobOut, job) for job in page.items], page)
 

@@ -6,14 +6,14 @@ import json
 import zipfile
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from bps.models import Model
 from bps.preprocessing import Preprocessor
-from bps.problems import BadRequest, Unprocessable
+from bps.problems import Unprocessable
 from service import job_service, model_service, prediction_service
 from service import predict as predict_service
-from service.http import created, db, deleted, dump, parse_body, settings, tenant_id
+from service.http import created, db, deleted, dump, parse_body, query_choice, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import EvaluationCreate, ModelOut, ModelSummary, PredictionCreate, PredictionOut
 
@@ -74,10 +74,7 @@ def evaluate_model(model_id: str) -> Response:
 @blueprint.get("/models/<model_id>/download")
 def download_model(model_id: str) -> Response:
     model = predict_service.get_model(session=db(), tenant_id=tenant_id(), model_id=model_id)
-    fmt = request.args.get("format", "npz")
-    if fmt not in DOWNLOAD_FORMATS:
-        raise BadRequest(f"format {fmt!r} is not available; use one of {list(DOWNLOAD_FORMATS)}",
-                         loc=["query", "format"])
+    fmt = query_choice("format", DOWNLOAD_FORMATS, default="npz")
     if fmt == "onnx":
         from bps.onnx_export import export_onnx  # noqa: PLC0415  (onnx loads only when asked for)
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from bps.problems import BadRequest
 from service import model_service
 from service import predict as predict_service
-from service.http import db, deleted, dump, settings, tenant_id
+from service.http import db, deleted, dump, query_choice, settings, tenant_id
 from service.pagination import page_params, paged
 from service.schemas import PredictionOut, PredictionSummary
 
@@ -36,10 +35,7 @@ def get_prediction(prediction_id: str):  # noqa: ANN201
 def download_prediction(prediction_id: str) -> Response:
     from service.prediction_service import DOWNLOAD_FORMATS, download_stream  # noqa: PLC0415
 
-    fmt = request.args.get("format", "csv")
-    if fmt not in DOWNLOAD_FORMATS:
-        raise BadRequest(f"format {fmt!r} is not available; use one of {list(DOWNLOAD_FORMATS)}",
-                         loc=["query", "format"])
+    fmt = query_choice("format", DOWNLOAD_FORMATS, default="csv")
     stream = download_stream(session=db(), tenant_id=tenant_id(), prediction_id=prediction_id, fmt=fmt,
                              database_url=settings().database_url)
     mimetype = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
