@@ -3,6 +3,9 @@ caller's tenant, JSON bodies parsed into pydantic models."""
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,6 +18,7 @@ from bps.db import session_factory
 from bps.problems import BadRequest, ServiceUnavailable, UnsupportedMediaType, Unprocessable
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+MAX_DOUBLE = sys.float_info.max
 
 
 def settings() -> Settings:
@@ -53,26 +57,48 @@ def json_body() -> Any:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", loc=["body"]) from None
-    if b"\\u0000" in raw or json.detect_encoding(raw) != "utf-8":  # JSON carries a NUL only escaped
-        _refuse_nul_in_json(data)
+    if _may_hold_unusable_values(raw):
+        _refuse_unusable_values(data)
     return data
 
 
-NUL_IN_BODY = "the body holds a NUL character (\\u0000), which no field accepts"
+_EXPONENTS = (re.compile(rb"e\+?[0-9]{3}"), re.compile(rb"E\+?[0-9]{3}"))  # a literal first: fast scans
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
-def _refuse_nul_in_json(data: Any) -> None:
-    """400 naming the first string (or key) that holds a NUL character: PostgreSQL text cannot
-    hold one, so an id with a NUL would fail its query (a 500) instead of answering 404."""
+def _may_hold_unusable_values(raw: bytes) -> bool:
+    """Whether the body may hold a NUL character or a number that is not a finite double: only
+    then is it walked value by value (a 160 MB body of 10,000 x 784 floats is scanned in about
+    a sixth of the time json.loads takes, and never walked)."""
+    if json.detect_encoding(raw) != "utf-8" or any(token in raw for token in (b"\\u0000", b"NaN", b"Infinity")):
+        return True
+    return any(pattern.search(raw) for pattern in _EXPONENTS) or b"0" * 300 in raw.translate(_DIGITS_AS_ZERO)
+
+
+def _unusable(value: Any) -> str | None:
+    if isinstance(value, str) and "\x00" in value:
+        return "holds a NUL character (\\u0000), which no field accepts"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is NaN, Infinity or beyond the range of a double, which no field accepts (send null for a missing value)"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_DOUBLE:
+        return "is beyond the range of a double, which no field accepts"
+    return None
+
+
+def _refuse_unusable_values(data: Any) -> None:
+    """400 naming the first value (or key) that no field can take: a string with a NUL character
+    (PostgreSQL text cannot hold one, so an id with it failed its query with a 500), or a number
+    that is not a finite double (NaN and Infinity are not JSON; 1e400 and 10**400 overflowed)."""
     stack: list[tuple[Any, list[Any]]] = [(data, ["body"])]
     while stack:
         value, loc = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            raise BadRequest(NUL_IN_BODY, loc=loc)
+        problem = _unusable(value)
+        if problem:
+            raise BadRequest(f"a value in the body {problem}", loc=loc)
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         for key, item in items:
             if isinstance(key, str) and "\x00" in key:
-                raise BadRequest(NUL_IN_BODY, loc=loc)
+                raise BadRequest(f"a key in the body {_unusable(key)}", loc=loc)
             stack.append((item, [*loc, key]))
 
 
