@@ -19,7 +19,7 @@ from bps.models import Dataset, Model, Prediction, PredictionChunk
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
-from service.predict import get_model
+from service.predict import get_model, get_prediction
 
 DOWNLOAD_FORMATS = ("csv", "parquet")
 STREAM_BLOCK_BYTES = 1 << 20
@@ -166,8 +166,6 @@ def parquet_stream(database_url: str, prediction: Prediction, prep: Preprocessor
 def download_stream(*, session: Session, tenant_id: str, prediction_id: str, fmt: str,
                     database_url: str) -> Iterator[bytes]:
     """A generator of the file's bytes; 404 for another tenant's prediction, 409 until it succeeded."""
-    from service.predict import get_prediction  # noqa: PLC0415
-
     prediction = get_prediction(session=session, tenant_id=tenant_id, prediction_id=prediction_id)
     if prediction.status != "succeeded":
         detail = f": {prediction.error}" if prediction.error else ""
