@@ -174,12 +174,13 @@ def maxpool_backward(grad, arg, pool, stride, dx):  # noqa: ANN001, ANN201
     return dx
 
 
-def warm_up(dtype: type = np.float32) -> None:
-    """Compiles or loads both variants of every kernel for `dtype` (see cpu_kernels.warm_up)."""
+def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
+    """Compiles or loads the serial (and with variants=2 the parallel) variant of every kernel
+    for `dtype` (see cpu_kernels.warm_up)."""
     x = np.ones((1, 1, 2, 2), dtype)
     cols, dx = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), dtype)
     one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int64)
-    for k in range(2):
+    for k in range(variants):
         _IM2COL[k](x, 1, 1, 1, 1, 0, 0, cols)
         _COL2IM[k](cols, 1, 1, 1, 1, 0, 0, dx)
         _BIAS_ACT[k](x.reshape(1, 1, 4), one, True, dx.reshape(1, 1, 4))

@@ -227,24 +227,23 @@ def relu_backward_bias(grad, a, grad_bias):  # noqa: ANN001, ANN201
     variant(_RELU_BACKWARD_BIAS, grad.size)(grad, a, grad_bias)
 
 
-def _variants(pair, *args) -> None:  # noqa: ANN001
-    for kernel in pair:
-        kernel(*args)
-
-
-def warm_up(dtype: type = np.float32) -> None:
-    """Compiles, or loads from Numba's disk cache, every kernel (serial and parallel) for
-    `dtype` (workers call it at start, so that a first job does not wait for the compiler)."""
+def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
+    """Compiles, or loads from Numba's disk cache, every kernel for `dtype`: the serial variants,
+    and the parallel ones too unless `parallel` is false (a worker whose jobs get fewer threads
+    than kernel_jit.PARALLEL_MIN_THREADS never runs them; compiling them cold takes tens of
+    seconds). Workers call it at start, so that a first job does not wait for the compiler."""
     from worker.engine import cpu_conv, cpu_recurrent  # noqa: PLC0415
 
-    cpu_conv.warm_up(dtype)
-    cpu_recurrent.warm_up(dtype)
+    variants = 2 if parallel else 1
     one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
-    _variants(_SGD, one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, CHUNK)
-    _variants(_ADAM, one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds,
-              squares, CHUNK)
     logits = np.ones((2, 2), dtype)
-    _variants(_SOFTMAX_CE, logits, np.zeros(2, np.int64), logits.copy(), scalar)
-    _variants(_BIAS_RELU, logits.copy(), one)
-    _variants(_RELU_BACKWARD_BIAS, logits.copy(), logits, one.copy())
+    for k in range(variants):
+        _SGD[k](one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, CHUNK)
+        _ADAM[k](one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, squares,
+                 CHUNK)
+        _SOFTMAX_CE[k](logits, np.zeros(2, np.int64), logits.copy(), scalar)
+        _BIAS_RELU[k](logits.copy(), one)
+        _RELU_BACKWARD_BIAS[k](logits.copy(), logits, one.copy())
+    cpu_conv.warm_up(dtype, variants)
+    cpu_recurrent.warm_up(dtype, variants)

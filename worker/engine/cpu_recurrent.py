@@ -81,9 +81,10 @@ def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarr
         dh += np.matmul(d_hid[t], w_hh, out=through)
 
 
-def warm_up(dtype: type = np.float32) -> None:
-    """Compiles or loads both variants of each kernel for `dtype` (see cpu_kernels.warm_up)."""
+def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
+    """Compiles or loads the serial (and with variants=2 the parallel) variant of each kernel
+    for `dtype` (see cpu_kernels.warm_up)."""
     four, one = np.full((1, 4), 0.5, dtype), np.full((1, 1), 0.5, dtype)
-    for k in range(2):
+    for k in range(variants):
         _LSTM_STEP[k](four, one, one, one.copy(), one.copy(), four.copy())
         _GRU_STEP[k](four[:, :3], one, one, one.copy(), four[:, :3].copy(), four[:, :3].copy())
