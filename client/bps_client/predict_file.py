@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bps_client import tables
+from bps_client.errors import ApiError
 
 READ_ROWS = 50_000  # rows read from the file at a time (sent in smaller pieces)
 
@@ -47,6 +48,14 @@ def _model_rows(chunk: Any, features: list[str] | None, id_name: str | None) -> 
     return tables.as_instances(tables.select_columns(chunk, others))
 
 
+def _located(error: ApiError, path: str | Path, first_row: int) -> ApiError:
+    """`error` saying where its request's rows are in the file: the server counts rows within
+    the request, and a request holds only a piece of the file."""
+    where = f"(in the request of rows from row {first_row} of {path} on; the file's rows count from 0 after its header)"
+    detail = error.problem.get("detail")
+    return ApiError(error.status, {**error.problem, "detail": f"{detail} {where}" if detail else where})
+
+
 def predict_file(client: Any, model_id: str, path: str | Path, out: IO[str], chunk_rows: int) -> dict[str, Any]:
     """Writes the CSV to `out`; returns {"model_id", "n", "prediction_ids"}."""
     model = client.model(model_id)
@@ -58,13 +67,16 @@ def predict_file(client: Any, model_id: str, path: str | Path, out: IO[str], chu
         ids = tables.column(chunk, id_name) if id_name else None
         rows = _model_rows(chunk, features, id_name)
         done = 0
-        for prediction in client.predict_chunks(model_id, [rows], chunk_rows):
-            if not header_written:
-                writer.writerow(_header(id_name, prediction, classes))
-                header_written = True
-            piece_ids = ids[done:done + prediction["n"]] if ids is not None else None
-            writer.writerows(_rows(piece_ids, prediction))
-            done += prediction["n"]
-            prediction_ids.append(prediction["id"])
+        try:
+            for prediction in client.predict_chunks(model_id, [rows], chunk_rows):
+                if not header_written:
+                    writer.writerow(_header(id_name, prediction, classes))
+                    header_written = True
+                piece_ids = ids[done:done + prediction["n"]] if ids is not None else None
+                writer.writerows(_rows(piece_ids, prediction))
+                done += prediction["n"]
+                prediction_ids.append(prediction["id"])
+        except ApiError as error:
+            raise _located(error, path, n + done) from None
         n += done
     return {"model_id": model_id, "n": n, "prediction_ids": prediction_ids}

@@ -134,3 +134,14 @@ def test_predict_csv_to_stdout(bpsc, trained):
     rows = list(csv.DictReader(out))
     assert status == 0 and len(rows) == 150 and "150 rows predicted" in err
     assert set(rows[0]) == {"prediction", "probability_setosa", "probability_versicolor", "probability_virginica"}
+
+
+def test_a_refused_row_is_located_in_the_file_not_only_in_its_request(bpsc, trained, tmp_path):
+    """The server names the row within the request; bpsc adds where that request starts in the file."""
+    frame = pd.concat([pd.read_csv(IRIS).drop(columns="species")] * 3, ignore_index=True)
+    frame.loc[2 * MAX_PREDICTION_ROWS + 3, "sepal width (cm)"] = float("nan")
+    source = tmp_path / "gap.csv"
+    frame.to_csv(source, index=False)
+    status, out, err = bpsc("predict", trained["model_id"], str(source), "-o", str(tmp_path / "out.csv"))
+    assert status == 2 and out == [], err
+    assert "first at row 3" in err and f"from row {2 * MAX_PREDICTION_ROWS} of {source}" in err
