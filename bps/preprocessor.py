@@ -53,6 +53,10 @@ def fill_value(values: np.ndarray, impute: str | None) -> float | None:
     return float(np.median(finite) if impute == "median" else finite.mean())
 
 
+# Said at prediction as at training: a model fills missing values only when its job had "impute".
+UNFILLED = "clean the data, or train with \"impute\": \"mean\" | \"median\" | \"zero\" (a model trained so fills them)"
+
+
 @dataclass
 class Preprocessor:
     source: str  # "tabular" (CSV/Parquet) | "array" (.npz)
@@ -101,8 +105,7 @@ class Preprocessor:
             if spec.get("fill") is None:
                 raise Unprocessable(
                     f"column {spec['name']!r} has {int(missing.sum())} missing or non-finite value(s) "
-                    f"(first at row {int(np.argmax(missing))}); submit the job with \"impute\": "
-                    "\"mean\" | \"median\" | \"zero\" or clean the data",
+                    f"(first at row {int(np.argmax(missing))}): {UNFILLED}",
                     loc=[spec["name"]],
                 )
             values = np.where(missing, spec["fill"], values)
@@ -113,8 +116,8 @@ class Preprocessor:
         if column.isna().any() and self.impute is None:
             row = int(np.argmax(column.isna().to_numpy()))
             raise Unprocessable(
-                f"column {spec['name']!r} has missing values (first at row {row}); submit the job with "
-                "\"impute\" to encode them as no category",
+                f"column {spec['name']!r} has missing values (first at row {row}): clean the data, or train with "
+                "\"impute\" (a model trained so encodes them as no category)",
                 loc=[spec["name"]],
             )
         text = column.astype(object).where(column.notna(), None).map(lambda v: None if v is None else str(v))
@@ -156,7 +159,7 @@ class Preprocessor:
         if missing.any():
             if self.array_fill is None:
                 raise Unprocessable(
-                    f"X has {int(missing.sum())} missing or non-finite value(s); submit the job with \"impute\"",
+                    f"X has {int(missing.sum())} missing or non-finite value(s): {UNFILLED}",
                     loc=["X"],
                 )
             X = np.where(missing, self.array_fill, X)

@@ -59,6 +59,17 @@ def test_missing_values_need_imputation() -> None:
     assert np.isfinite(X).all() and prep.encoders[1]["fill"] == 5.0
 
 
+@pytest.mark.parametrize("rows", [[[None, "red"]], [[float("inf"), "red"]], [[1.0, None]]])
+def test_a_missing_value_at_prediction_is_refused_with_advice_that_fits_a_prediction(rows) -> None:
+    """The model cannot take "impute" any more: the advice is to clean the rows or train with it."""
+    _X, _y, prep = prepare_training_data(CSV, "csv", target="label", features=None, input_shape=None,
+                                         task="cross_entropy")
+    with pytest.raises(Unprocessable) as info:
+        prep.transform_instances(rows)
+    assert "clean the data, or train with \"impute\"" in info.value.detail
+    assert "submit the job" not in info.value.detail
+
+
 def test_bad_targets_are_named() -> None:
     with pytest.raises(Unprocessable, match="non-integer"):
         prepare_training_data(b"x,t\n1,0.5\n2,1.5\n", "csv", target="t", features=None, input_shape=None,
