@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from bps.dataset_files import read_npz_arrays, read_table
 from bps.datasets import get_dataset, load_dataset_bytes
 from bps.input_range import check_inputs_fit, check_outputs_finite
-from bps.models import Dataset, Model, Prediction
+from bps.models import Dataset, Model, Prediction, utcnow
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
 from bps.tenants import get_owned
 from bps.problems import NotFound, PayloadTooLarge, Unprocessable
@@ -208,7 +208,9 @@ def checked_outputs(net: SerialNetwork, prep: Preprocessor, X: np.ndarray, loc: 
 def create_prediction(*, session: Session, tenant_id: str, model_id: str, instances: list[Any] | None = None,
                       records: list[dict[str, Any]] | None = None, dataset_id: str | None = None,
                       max_rows: int) -> Prediction:
-    """Predict synchronously (at most `max_rows` rows: 413 beyond) and store the result."""
+    """Predict synchronously (at most `max_rows` rows: 413 beyond) and store the result, created,
+    started and finished as it ran (as an asynchronous prediction's)."""
+    started = utcnow()
     net, prep = warm_runtime(session=session, tenant_id=tenant_id, model_id=model_id)
     given = len(instances or records or [])
     if given > max_rows:
@@ -221,7 +223,7 @@ def create_prediction(*, session: Session, tenant_id: str, model_id: str, instan
                               "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"])
     predictions, probabilities = prep.decode(checked_outputs(net, prep, X, _source_loc(instances, records)))
     row = Prediction(tenant_id=tenant_id, model_id=model_id, n=len(predictions), predictions=predictions,
-                     probabilities=probabilities)
+                     probabilities=probabilities, created_at=started, started_at=started, finished_at=utcnow())
     session.add(row)
     session.flush()
     return row

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
+from datetime import datetime
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -100,6 +101,8 @@ def test_async_on_request_and_synchronous_downloads(client, auth, model_id, publ
     run_prediction(queued.get_json()["id"], settings=worker_settings)
     sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": small})
     assert sync.status_code == 201 and sync.get_json()["status"] == "succeeded"
+    times = [datetime.fromisoformat(sync.get_json()[name]) for name in ("created_at", "started_at", "finished_at")]
+    assert times == sorted(times), times  # a succeeded prediction has its times, as an asynchronous one has
     assert download_rows(client, auth, queued.get_json()["id"]) == download_rows(client, auth, sync.get_json()["id"])
     assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth,
                                json={"instances": [[1, 2, 3]], "async": True}), 422, "dataset_id")
