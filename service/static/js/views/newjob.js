@@ -56,8 +56,7 @@ function showErrors(root, error) {
   }
 }
 
-export async function newJob(root, _params, { query, signal }) {
-  const datasets = await get("/v1/datasets", { signal });
+function formInputs(datasets) {
   const form = {
     dataset: el("select", { id: "job-dataset", required: true }, el("option", { value: "", text: "choose a dataset" }),
       datasets.map((d) => el("option", { value: d.id, text: `${d.name} (${d.n_rows} rows)` }))),
@@ -68,11 +67,12 @@ export async function newJob(root, _params, { query, signal }) {
   };
   form.spec.value = JSON.stringify(EXAMPLE_SPEC, null, 2);
   form.target.addEventListener("input", () => { form.target.dataset.auto = "0"; });
-  const datalist = el("datalist", { id: "job-columns" });
-  const onDataset = () => fillColumns(form.dataset.value, form.target, datalist, signal).catch(() => {});
-  form.dataset.addEventListener("change", onDataset);
+  return form;
+}
 
-  const submit = async (event) => {
+// The submit handler: the job's page on 202, the errors next to their fields otherwise.
+function submitHandler(root, form) {
+  return async (event) => {
     event.preventDefault();
     root.querySelectorAll(".field-error").forEach((slot) => slot.replaceChildren());
     let body;
@@ -90,8 +90,17 @@ export async function newJob(root, _params, { query, signal }) {
       showErrors(root, error);
     }
   };
+}
 
-  root.append(el("h1", { text: "New job" }), el("form", { class: "stacked", id: "new-job", onsubmit: submit },
+export async function newJob(root, _params, { query, signal }) {
+  const datasets = await get("/v1/datasets", { signal });
+  const form = formInputs(datasets);
+  const datalist = el("datalist", { id: "job-columns" });
+  const onDataset = () => fillColumns(form.dataset.value, form.target, datalist, signal).catch(() => {});
+  form.dataset.addEventListener("change", onDataset);
+
+  const onsubmit = submitHandler(root, form);
+  root.append(el("h1", { text: "New job" }), el("form", { class: "stacked", id: "new-job", onsubmit },
     fieldRow("Dataset", form.dataset, "dataset_id"),
     fieldRow("Target column", form.target, "target"), datalist,
     fieldRow("Features (optional, comma-separated)", form.features, "features"),
