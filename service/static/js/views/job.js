@@ -50,6 +50,16 @@ function chartNodes() {
   return { loss: node("chart-loss"), accuracy: node("chart-accuracy"), lr: node("chart-lr"), grad: node("chart-grad", true) };
 }
 
+function appendLayout(root, job, { summary, cancel, liveError, nodes, warnings }) {
+  root.append(
+    el("h1", {}, "Job ", el("code", { text: job.id })), summary, cancel.node,
+    el("h2", { text: "Training" }), liveError,
+    el("div", { class: "charts", id: "charts" }, Object.values(nodes)),
+    el("h2", { text: "Warnings" }), warnings,
+    el("h2", { text: "Spec (normalised)" }), el("pre", { class: "spec", id: "spec", text: JSON.stringify(job.spec, null, 2) }),
+  );
+}
+
 export async function jobView(root, { id }, { signal }) {
   const path = `/v1/jobs/${encodeURIComponent(id)}`;
   let job = await get(path, { signal });
@@ -61,13 +71,7 @@ export async function jobView(root, { id }, { signal }) {
   const nodes = chartNodes();
   const liveError = el("p", { class: "error", role: "alert" });
   const cancel = cancelButton(job.id, onJob);
-  root.append(
-    el("h1", {}, "Job ", el("code", { text: job.id })), summary, cancel.node,
-    el("h2", { text: "Training" }), liveError,
-    el("div", { class: "charts", id: "charts" }, Object.values(nodes)),
-    el("h2", { text: "Warnings" }), warnings,
-    el("h2", { text: "Spec (normalised)" }), el("pre", { class: "spec", id: "spec", text: JSON.stringify(job.spec, null, 2) }),
-  );
+  appendLayout(root, job, { summary, cancel, liveError, nodes, warnings });
 
   let frame = 0;
   const redraw = () => {
