@@ -82,6 +82,9 @@ class Operation:
     auth: bool = True
     media_type: str = "application/json"
     paged: bool = False
+    also: tuple[str, ...] = ()  # further success statuses with the same body
+    headers: tuple[str, ...] = ()  # optional request headers
+    errors: bool = True
 
     def document(self) -> dict[str, Any]:
         success: dict[str, Any] = {"description": self.summary}
@@ -91,6 +94,8 @@ class Operation:
             success["headers"] = LIST_HEADERS
         op: dict[str, Any] = {"operationId": self.operation_id, "tags": [self.tag], "summary": self.summary,
                               "responses": {self.status: success}}
+        for status in self.also:
+            op["responses"][status] = success
         if self.body:
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": ref(self.body), "examples": REQUEST_EXAMPLES[self.body]}}}
@@ -101,7 +106,9 @@ class Operation:
                             for p in re.findall(r"{(\w+)}", self.path)]
         op["parameters"] += [{"name": q.split(":")[0], "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
                              for q in self.query]
-        for code, text in ERRORS.items():
+        op["parameters"] += [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                             for h in self.headers]
+        for code, text in ERRORS.items() if self.errors else ():
             op["responses"].setdefault(code, {"description": text, "content": {
                 "application/problem+json": {"schema": ref("Problem")}}})
         op["security"] = [{"bearer": []}] if self.auth else []
@@ -116,7 +123,8 @@ UPLOAD_FORM = {"type": "object", "required": ["file"], "properties": {
     "name": {"description": "display name (default: the file name)"}}}
 
 OPERATIONS = [
-    Operation("get", "/healthz", "getHealth", "service", "Service health", "200", ref("Health"), auth=False),
+    Operation("get", "/healthz", "getHealth", "service", "Service health", "200", ref("Health"), auth=False,
+              also=("503",), errors=False),
     Operation("post", "/v1/datasets", "uploadDataset", "datasets",
               "Upload a dataset (CSV with header, Parquet, .npz with X and y)", "201", ref("DatasetOut"),
               multipart=True),
@@ -138,7 +146,7 @@ OPERATIONS = [
     Operation("get", "/v1/jobs/{job_id}/events", "jobEvents", "jobs",
               "Server-sent events until the job ends: `event: status` (the Job) at each status change, `event: "
               "epoch` (the Epoch) as each is recorded; send Last-Event-ID to resume; 503 beyond MAX_EVENT_STREAMS",
-              "200", {"type": "string"}, media_type="text/event-stream"),
+              "200", {"type": "string"}, media_type="text/event-stream", headers=("Last-Event-ID",)),
     Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a job", "202", ref("JobOut")),
     Operation("get", "/v1/models", "listModels", "models", "List models, newest first (no features or spec)", "200",
               array_of("ModelSummary"), query=("limit", "offset"), paged=True),
@@ -154,7 +162,7 @@ OPERATIONS = [
     Operation("post", "/v1/models/{model_id}/predictions", "predict", "models",
               "Predict synchronously (201, at most MAX_PREDICTION_ROWS instances or records, else 413); a dataset "
               "over MAX_PREDICTION_ROWS rows, or \"async\": true, is queued for the workers (202)", "201",
-              ref("PredictionOut"), body="PredictionCreate"),
+              ref("PredictionOut"), body="PredictionCreate", also=("202",)),
     Operation("get", "/v1/predictions", "listPredictions", "predictions", "List predictions, newest first (no rows)",
               "200", array_of("PredictionSummary"), query=("model_id", "limit", "offset"), paged=True),
     Operation("get", "/v1/predictions/{prediction_id}", "getPrediction", "predictions", "Get a prediction", "200",

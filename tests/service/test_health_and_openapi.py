@@ -146,3 +146,12 @@ def test_unknown_route_and_method_are_problems(client, auth) -> None:  # noqa: A
     assert_problem(client.get("/v1/unknown", headers=auth), 404)
     response = assert_problem(client.put("/healthz"), 405)
     assert response["status"] == 405
+
+
+def test_openapi_documents_async_predictions_event_resumption_and_health(client) -> None:  # noqa: ANN001
+    paths = client.get("/openapi.json").get_json()["paths"]
+    predict = paths["/v1/models/{model_id}/predictions"]["post"]["responses"]
+    assert {"201", "202"} <= set(predict)
+    events = paths["/v1/jobs/{job_id}/events"]["get"]["parameters"]
+    assert {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}} in events
+    assert set(paths["/healthz"]["get"]["responses"]) == {"200", "503"}
