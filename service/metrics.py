@@ -37,6 +37,10 @@ def metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
+# A label per arbitrary method a client sends would grow the series without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _start_request() -> None:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
@@ -49,7 +53,8 @@ def _finish_request(response: Response) -> Response:
     started = g.get("request_started")
     if started is not None:
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        process_metrics().http_seconds.labels(request.method, route, str(response.status_code)).observe(
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        process_metrics().http_seconds.labels(method, route, str(response.status_code)).observe(
             time.perf_counter() - started)
     return response
 

@@ -217,7 +217,8 @@ class PredictionSummary(ResponseModel):
     model_id: str
     created_at: UTCDatetime
     n: int
-    status: str = Field(description="queued | running | succeeded | failed (synchronous: succeeded)")
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="queued | running | succeeded | failed (synchronous: succeeded)")
     error: str | None = None
     progress: float = Field(description="Share of the rows predicted, 0..1")
     dataset_id: str | None = None

@@ -99,3 +99,11 @@ def test_request_id_is_taken_or_made_and_returned(client) -> None:  # noqa: ANN0
     assert len(made) == 2 and all(len(rid) == 32 for rid in made)
     unsafe = client.get("/healthz", headers={"X-Request-ID": "a b\tc"}).headers["X-Request-ID"]
     assert unsafe != "a b\tc" and len(unsafe) == 32
+
+
+def test_an_unknown_method_is_labelled_other(client) -> None:  # noqa: ANN001
+    client.open("/healthz", method="BREW")
+    client.open("/healthz", method="PROPFIND-XYZ")
+    family = scrape(client)["bps_http_request_duration_seconds"]
+    methods = {sample.labels["method"] for sample in family.samples if "method" in sample.labels}
+    assert "other" in methods and not methods & {"BREW", "PROPFIND-XYZ"}
