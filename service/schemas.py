@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     PlainValidator,
     SerializerFunctionWrapHandler,
+    StrictBool,
     WithJsonSchema,
     model_serializer,
     model_validator,
@@ -88,7 +89,7 @@ class PredictionCreate(StrictModel):
                                                  description="Rows as {column: value}")
     dataset_id: str | None = Field(default=None, min_length=1, max_length=64,
                                    description="Predict every row of one of your datasets")
-    run_async: bool = Field(default=False, alias="async",
+    run_async: StrictBool = Field(default=False, alias="async",
                             description="With dataset_id: run on a worker (202), as a dataset over "
                             "MAX_PREDICTION_ROWS always does; fetch the rows from /download")
 

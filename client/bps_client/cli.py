@@ -56,8 +56,12 @@ def cmd_datasets(c: Client, args: argparse.Namespace) -> None:
     _out(args, items, [f"{d['id']} {d['name']} {d['n_rows']} rows" for d in items])
 
 
-def _int_list(text: str | None) -> list[int] | None:
-    return [int(v) for v in text.split(",")] if text else None
+def _int_list(text: str) -> list[int]:
+    """argparse type of --input-shape: '1,8,8' -> [1, 8, 8]."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,8,8") from None
 
 
 def cmd_train(c: Client, args: argparse.Namespace) -> None:
@@ -65,7 +69,7 @@ def cmd_train(c: Client, args: argparse.Namespace) -> None:
         spec = json.load(handle)
     job = c.submit(args.dataset_id, spec, target=args.target, impute=args.impute,
                    features=args.features.split(",") if args.features else None,
-                   input_shape=_int_list(args.input_shape))
+                   input_shape=args.input_shape)
     if not args.wait:
         _out(args, job, [f"job {job['id']} {job['status']}", job["id"]])
         return
@@ -160,7 +164,7 @@ def _add_job_commands(commands: Any) -> None:
     p.add_argument("--spec", required=True, help="the network spec, a JSON file ('-': stdin)")
     p.add_argument("--target", help="the label column (CSV/Parquet)")
     p.add_argument("--features", help="input columns, comma-separated (default: every other column)")
-    p.add_argument("--input-shape", help="per-sample shape, e.g. 1,8,8")
+    p.add_argument("--input-shape", type=_int_list, help="per-sample shape, e.g. 1,8,8")
     p.add_argument("--impute", choices=("mean", "median", "zero"), help="fill missing values")
     p.add_argument("--wait", action="store_true", help="watch the job until it ends (exit 1 if it fails)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

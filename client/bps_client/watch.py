@@ -50,7 +50,7 @@ class EpochBar:
     def status(self, job: dict) -> None:
         if job.get("epochs") and self.bar.total != job["epochs"]:
             self.bar.total = job["epochs"]
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL and not (self.bar.postfix or "").endswith(job["status"]):
             self.bar.set_postfix_str(f"{self.bar.postfix or ''} {job['status']}".strip(), refresh=True)
 
     def close(self) -> None:

@@ -145,3 +145,10 @@ def test_a_refused_row_is_located_in_the_file_not_only_in_its_request(bpsc, trai
     status, out, err = bpsc("predict", trained["model_id"], str(source), "-o", str(tmp_path / "out.csv"))
     assert status == 2 and out == [], err
     assert "first at row 3" in err and f"from row {2 * MAX_PREDICTION_ROWS} of {source}" in err
+
+
+def test_a_malformed_input_shape_is_a_usage_error_naming_it(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "some-dataset", "--spec", "spec.json", "--input-shape", "1,x"])
+    assert exit_.value.code == 2
+    assert "'1,x' is not a comma-separated list of integers" in capsys.readouterr().err

@@ -46,3 +46,13 @@ def test_a_job_gone_on_reconnect_raises_its_404(monkeypatch):
     with pytest.raises(ApiError) as error:
         client.wait("j")
     assert error.value.status == 404
+
+
+def test_the_bar_of_an_ended_job_names_its_status_once():
+    import io
+
+    out = io.StringIO()
+    bar = watch.EpochBar({"id": "j", "status": "cancelled", "epochs": 3}, file=out)
+    bar.status({"id": "j", "status": "cancelled", "epochs": 3})
+    bar.close()
+    assert "cancelled" in out.getvalue() and "cancelled cancelled" not in out.getvalue()

@@ -231,3 +231,11 @@ def test_a_stopping_worker_requeues_the_prediction_for_the_next(client, auth, mo
     run_prediction(body["id"], settings=worker_settings, worker_id="next")
     assert client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()["status"] == "succeeded"
     assert len(download_rows(client, auth, body["id"])) == 130
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, "true"])
+def test_async_must_be_a_json_boolean(client, auth, model_id, big_dataset, flag) -> None:  # noqa: ANN001
+    response = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                           json={"dataset_id": big_dataset[0], "async": flag})
+    assert_problem(response, 422)
+    assert ["body", "async"] in [error["loc"] for error in response.get_json()["errors"]]
