@@ -54,6 +54,7 @@ class Activation:
     name = ""
     needs_z = False
     init = "glorot"
+    gpu_fused = True  # has fused CUDA kernels (gpu_kernels.FORWARD / BACKWARD)
 
     def forward(self, z: Any, out: Any = None) -> Any:
         raise NotImplementedError
@@ -63,13 +64,23 @@ class Activation:
 
     def forward_biased(self, z: Any, bias: Any, out: Any = None, fused: bool = False) -> Any:
         """activation(z + bias) for z (N, F) and bias (F,); z is overwritten with z + bias.
-        `fused` (training): an activation may use a one-pass CPU kernel (cpu_kernels)."""
+        `fused` (training): an activation may use a one-pass CPU kernel (cpu_kernels).
+        On CuPy arrays one fused CUDA kernel (gpu_kernels) does both."""
+        if self.gpu_fused and not isinstance(z, np.ndarray):
+            from worker.engine import gpu_kernels  # noqa: PLC0415  (imports CuPy on first launch)
+
+            return gpu_kernels.bias_act(z, bias, self.name, out)
         z += bias
         return self.forward(z, out=out)
 
     def backward_bias(self, grad_a: Any, z: Any, a: Any, out: Any, grad_bias: Any, ones: Any) -> Any:
         """`backward` for (N, F) arrays, and the bias gradient (column sums of dz) into grad_bias
-        (F,); `ones` is an (N,) vector of ones (the sum as one matrix-vector product)."""
+        (F,); `ones` is an (N,) vector of ones (the sum as one matrix-vector product).
+        On CuPy arrays one fused CUDA kernel (gpu_kernels) does both."""
+        if self.gpu_fused and not isinstance(a, np.ndarray):
+            from worker.engine import gpu_kernels  # noqa: PLC0415
+
+            return gpu_kernels.act_backward_bias(grad_a, a, z, self.name, out, grad_bias)
         dz = self.backward(grad_a, z, a, out=out)
         xp_of(dz).matmul(ones, dz, out=grad_bias)
         return dz
@@ -110,9 +121,9 @@ class ReLU(Activation):
         return xp_of(a).multiply(grad_a, a > 0, out=out)
 
     # On NumPy the bias and the activation (or its derivative and the bias gradient) are one
-    # pass (cpu_kernels) instead of two or three; CuPy keeps the array formulation.
+    # pass (cpu_kernels) instead of two or three; on CuPy the base class's CUDA kernels.
     def forward_biased(self, z, bias, out=None, fused=False):
-        if not fused or xp_of(z) is not np or (out is not None and out is not z):
+        if not fused or not isinstance(z, np.ndarray) or (out is not None and out is not z):
             return super().forward_biased(z, bias, out)
         from worker.engine import cpu_kernels  # noqa: PLC0415
 
@@ -120,7 +131,7 @@ class ReLU(Activation):
         return z
 
     def backward_bias(self, grad_a, z, a, out, grad_bias, ones):
-        if xp_of(a) is not np or out is not grad_a:
+        if not isinstance(a, np.ndarray) or out is not grad_a:
             return super().backward_bias(grad_a, z, a, out, grad_bias, ones)
         from worker.engine import cpu_kernels  # noqa: PLC0415
 
@@ -211,7 +222,7 @@ class Softmax(Activation):
     """Softmax over the last axis. Networks fuse it with cross_entropy; this backward is the
     general Jacobian-vector product for other losses: a * (g - sum(g * a))."""
 
-    name = "softmax"
+    name, gpu_fused = "softmax", False
 
     def forward(self, z, out=None):
         xp = xp_of(z)

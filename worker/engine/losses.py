@@ -130,7 +130,10 @@ class CrossEntropy(Loss):
         return self._row_starts[:n] + y
 
     def value_grad_correct(self, out, y):
-        """On NumPy one fused loop (cpu_kernels); on CuPy the array formulation below."""
+        """On NumPy one fused loop (cpu_kernels), on CuPy one fused kernel (gpu_kernels); the
+        array formulation below for other ranks (and as their reference)."""
+        if out.ndim == 2 and not isinstance(out, np.ndarray):
+            return _gpu_loss(self, "softmax_cross_entropy", out, y, 1.0 / out.shape[0])
         if xp_of(out) is not np or out.ndim != 2:
             value, grad = self.array_value_and_grad(out, y)
             return value, grad, self.correct(out, y)
@@ -179,6 +182,20 @@ class BinaryCrossEntropy(Loss):
 
     def correct(self, out, y):
         return ((out > 0) == (_match(out, y) > 0.5)).sum() / (out.size // out.shape[0])
+
+    def value_grad_correct(self, out, y):
+        if isinstance(out, np.ndarray):
+            return super().value_grad_correct(out, y)
+        return _gpu_loss(self, "sigmoid_cross_entropy", out, _match(out, y), 1.0 / out.size)
+
+
+def _gpu_loss(loss: Loss, kernel: str, out: Any, y: Any, scale: float) -> tuple[Any, Any, Any]:
+    """(value, grad, correct) by one fused CUDA kernel (gpu_kernels), all on the device."""
+    from worker.engine import gpu_kernels  # noqa: PLC0415  (CuPy: only where a GPU trains)
+
+    acc, grad = xp_of(out).zeros(2, np.float64), loss._grad_buffer(out)
+    getattr(gpu_kernels, kernel)(out, y, grad, acc, scale)
+    return acc[0].astype(out.dtype), grad, acc[1]
 
 
 _LOSSES = {cls.name: cls for cls in (MSE, MAE, Huber, CrossEntropy, BinaryCrossEntropy)}

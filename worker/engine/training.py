@@ -22,6 +22,7 @@ import numpy as np
 from bps.splits import split_problem, split_rows
 from worker.engine.backend import to_numpy
 from worker.engine.early_stopping import EarlyStopping, gradient_warnings
+from worker.engine.gpu_step import GpuStep
 from worker.engine.optimizers import make_optimizer
 from worker.engine.schedules import make_schedule
 from worker.engine.threads import job_threads, thread_budget
@@ -136,6 +137,7 @@ class _Loop:
         self._xb: Any = None  # the batch buffers, reused every step (CPU)
         self._yb: Any = None
         self._epoch_start: tuple[Any, dict[str, Any]] | None = None  # weights before the epoch in progress
+        self._gpu = GpuStep(net, self.spec["batch_size"]) if net.xp is not np else None  # fused CUDA step
 
     def run(self, on_epoch: Callable | None, should_stop: Callable | None, on_batch: Callable | None) -> History:
         hist, st = self.history, self.st
@@ -232,6 +234,8 @@ class _Loop:
         """What `_step` adds to over an epoch. The sums stay on the device (0-d arrays): no host
         sync inside the batch loop on a GPU."""
         xp, n = self.xp, len(self.names)
+        if self._gpu is not None:
+            return self._gpu.new_sums()
         return {"loss": 0.0, "correct": 0.0, "steps": 0, "norms": xp.zeros(n, np.float64),
                 "squares": xp.empty(n, np.float64)}
 
@@ -240,7 +244,7 @@ class _Loop:
             return self.X[start:stop], self.y[start:stop]
         idx, xp = order[start:stop], self.xp
         if xp is not np:
-            return xp.take(self.X, idx, axis=0), xp.take(self.y, idx, axis=0)
+            return self._gpu.batch(self.X, self.y, order, start, stop)
         if self._xb is None:
             bs = self.spec["batch_size"]
             self._xb, self._yb = (np.empty((bs, *a.shape[1:]), a.dtype) for a in (self.X, self.y))
@@ -253,6 +257,9 @@ class _Loop:
     def _step(self, xb: Any, yb: Any, lr: float, sums: dict) -> Any:
         """One optimizer step on a batch; adds to `sums` on the device, returns the loss (0-d)."""
         net, xp, m = self.net, self.xp, xb.shape[0]
+        if self._gpu is not None:
+            self._gpu.step(xb, yb, lr, sums, self.spec["gradient_clip_norm"])
+            return sums["loss"]
         out = net.forward(xb, True)
         value, grad, correct = net.loss.value_grad_correct(out, yb)
         if correct is not None:

@@ -1,0 +1,245 @@
+"""Each fused CUDA kernel (gpu_kernels, gpu_optim, gpu_recurrent) against the NumPy formulation
+it replaces: float64 to 1e-10 relative, float32 to float32 tolerance, NaN and inf included.
+Those tests are marked `gpu` (reported as not run without a CUDA GPU and CuPy). The unmarked
+ones check, without CuPy, what the GPU path's coverage and layout rest on, and that importing
+the GPU modules and training on the CPU never needs CuPy."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from worker.engine import gpu_kernels, gpu_optim, gpu_recurrent
+from worker.engine.activations import ACTIVATIONS, get_activation
+from worker.engine.losses import get_loss
+from worker.engine.optimizers import make_optimizer
+
+DTYPES = (np.float64, np.float32)
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, 50.0, -50.0])
+OPTIMIZERS = {
+    "sgd": {"type": "sgd", "momentum": 0.0, "nesterov": False},
+    "momentum": {"type": "sgd", "momentum": 0.9, "nesterov": False},
+    "nesterov": {"type": "sgd", "momentum": 0.9, "nesterov": True},
+    "adam": {"type": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    "adamw": {"type": "adamw", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    "rmsprop": {"type": "rmsprop", "rho": 0.9, "eps": 1e-8},
+    "adagrad": {"type": "adagrad", "eps": 1e-10},
+}
+BOUNDS = np.array([0, 5000, 5010, 9000, 9001])  # pieces of 4096 cut the first and third
+
+
+def close(gpu, ref, dtype) -> None:
+    rtol, atol = (1e-10, 1e-12) if np.dtype(dtype) == np.float64 else (2e-5, 1e-6)
+    got = gpu.get() if hasattr(gpu, "get") else np.asarray(gpu)
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def sample(shape, dtype, seed=0, special=True) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(scale=2.0, size=shape)
+    if special:
+        x.reshape(-1)[: SPECIAL.size] = SPECIAL
+    return x.astype(dtype)
+
+
+# --- without a GPU --------------------------------------------------------------------------
+def test_every_activation_but_softmax_has_both_fused_expressions():
+    fused = {name for name in ACTIVATIONS if get_activation(name).gpu_fused}
+    assert fused == set(ACTIVATIONS) - {"softmax"}
+    assert set(gpu_kernels.FORWARD) == fused == set(gpu_kernels.BACKWARD)
+
+
+def test_chunk_table_covers_each_parameter_in_pieces_that_never_straddle_two():
+    table = gpu_optim.chunk_table(BOUNDS, np, size=4096)
+    assert table[:, 0].tolist() == [0, 4096, 5000, 5010, 9000]
+    assert table[:, 1].tolist() == [4096, 5000, 5010, 9000, 9001]
+    assert table[:, 2].tolist() == [0, 0, 1, 2, 3]
+
+
+def test_the_gpu_modules_import_and_a_cpu_fit_runs_where_cupy_cannot_be_imported():
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "import numpy as np\n"
+            "from worker.engine import Network, gpu_kernels, gpu_optim, gpu_recurrent, gpu_step\n"
+            "spec = {'layers': [{'type': 'dense', 'units': 4, 'activation': 'gelu'},"
+            " {'type': 'dense', 'activation': 'softmax'}], 'loss': 'cross_entropy', 'epochs': 2,"
+            " 'optimizer': {'type': 'adam', 'learning_rate': 0.01}}\n"
+            "X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)\n"
+            "h = Network.from_spec(spec, input_shape=(3,), device='cpu').fit(X, y)\n"
+            "print(len(h.epochs), h.epochs[-1]['loss'] is not None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "True"]
+
+
+def test_every_kernel_source_compiles_with_nvrtc_without_a_device():
+    """NVRTC (CuPy's compiler) needs no GPU: each RawKernel source compiles to PTX, both dtypes."""
+    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
+    sources = [gpu_kernels.ACT_BACKWARD_BIAS.format(T=t, EXPR=e) for t in ("float", "double")
+               for e in gpu_kernels.BACKWARD.values()]
+    sources += [src.format(T=t) for t in ("float", "double") for src in (
+        gpu_kernels.SOFTMAX_CE, gpu_kernels.SIGMOID_CE, gpu_optim.OPT_STEP, gpu_recurrent.LSTM_FORWARD,
+        gpu_recurrent.LSTM_BACKWARD, gpu_recurrent.GRU_FORWARD, gpu_recurrent.GRU_BACKWARD)]
+    sources += [gpu_kernels.GATHER_ROWS.format(TX=t, TY=ty) for t in ("float", "double") for ty in (t, "long long")]
+    try:
+        nvrtc.getVersion()
+    except Exception as exc:  # noqa: BLE001  (CuPy without a loadable libnvrtc)
+        pytest.skip(f"NVRTC not loadable here: {exc}")
+    for source in sources:
+        program = nvrtc.createProgram(source, "bps.cu", [], [])
+        try:
+            nvrtc.compileProgram(program, ["--gpu-architecture=compute_80"])
+        except nvrtc.NVRTCError as exc:
+            raise AssertionError(f"{nvrtc.getProgramLog(program)}\n{source}") from exc
+
+
+# --- on a GPU -------------------------------------------------------------------------------
+@pytest.fixture
+def cp():
+    return pytest.importorskip("cupy")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(gpu_kernels.FORWARD))
+def test_bias_act_equals_the_activation_forward(cp, activation, dtype):
+    z, bias = sample((37, 70), dtype), sample((70,), dtype, seed=1, special=False)
+    with np.errstate(all="ignore"):
+        ref_z, ref_a = gpu_kernels.reference_bias_act(z, bias, activation)
+    in_place = cp.asarray(z)
+    gpu_kernels.bias_act(in_place, cp.asarray(bias), activation)
+    close(in_place, ref_a, dtype)
+    kept, a = cp.asarray(z), cp.empty(z.shape, dtype)
+    gpu_kernels.bias_act(kept, cp.asarray(bias), activation, out=a)
+    close(kept, ref_z, dtype)
+    close(a, ref_a, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(gpu_kernels.BACKWARD))
+def test_act_backward_bias_equals_the_activation_backward_and_column_sums(cp, activation, dtype):
+    z = sample((130, 45), dtype, seed=2, special=False)
+    with np.errstate(all="ignore"):
+        a = get_activation(activation).forward(z.copy())
+    grad_a = sample(z.shape, dtype, seed=3)
+    with np.errstate(all="ignore"):
+        ref_dz, ref_bias = gpu_kernels.reference_act_backward_bias(grad_a, a, z, activation)
+    g, grad_bias = cp.asarray(grad_a), cp.empty(45, dtype)
+    dz = gpu_kernels.act_backward_bias(g, cp.asarray(a), cp.asarray(z), activation, g, grad_bias)
+    assert dz is g  # in place, as the dense layer calls it
+    close(dz, ref_dz, dtype)
+    close(grad_bias, ref_bias, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy"])
+def test_fused_losses_equal_the_array_formulation(cp, name, dtype):
+    logits = sample((300, 7), dtype, seed=4, special=False)
+    logits[5, 2], logits[9, 0], logits[11, 3] = np.nan, np.inf, -np.inf
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 7, 300) if name == "cross_entropy" else (rng.random((300, 7)) > 0.5).astype(dtype)
+    with np.errstate(all="ignore"):
+        ref_value, ref_grad, ref_correct = gpu_kernels.reference_loss(get_loss(name), logits, y)
+    value, grad, correct = get_loss(name).value_grad_correct(cp.asarray(logits), cp.asarray(y))
+    close(value, ref_value, dtype)
+    close(grad, ref_grad, dtype)
+    close(correct, ref_correct, np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("y_dtype", [np.int64, np.float32])
+def test_gather_rows_equals_take_from_the_permutation(cp, y_dtype):
+    X, y = sample((50, 3, 4), np.float32), np.arange(100).reshape(50, 2).astype(y_dtype)
+    perm = np.random.default_rng(6).permutation(50)
+    xb, yb = cp.empty((16, 3, 4), np.float32), cp.empty((16, 2), y_dtype)
+    got_x, got_y = gpu_kernels.gather_rows(cp.asarray(X), cp.asarray(y), cp.asarray(perm), 40, xb, yb)
+    assert got_x.shape == (10, 3, 4)
+    np.testing.assert_array_equal(got_x.get(), X[perm[40:]])
+    np.testing.assert_array_equal(got_y.get(), y[perm[40:]])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clip", [None, 0.5])
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_optimizer_kernel_equals_the_numpy_step_and_norms(cp, kind, clip, dtype):
+    cfg, flat = OPTIMIZERS[kind], sample((BOUNDS[-1],), dtype, seed=7, special=False)
+    host, device = flat.copy(), cp.asarray(flat)
+    shapes = {f"p{k}": (int(BOUNDS[k + 1] - BOUNDS[k]),) for k in range(len(BOUNDS) - 1)}
+
+    def views(buf):
+        return {name: buf[lo:lo + s[0]] for (name, s), lo in zip(shapes.items(), BOUNDS[:-1])}
+
+    ref_opt, gpu_opt = make_optimizer(cfg, views(host), host), make_optimizer(cfg, views(device), device)
+    table, squares = gpu_optim.chunk_table(BOUNDS, cp), cp.zeros(len(shapes))
+    for t in range(3):
+        g = sample(flat.shape, dtype, seed=10 + t, special=False)
+        if t == 2:
+            g[5004] = np.nan  # one parameter's update and norm go NaN, the others do not
+        with np.errstate(all="ignore"):
+            ref_squares = gpu_optim.reference_step(ref_opt, g.copy(), 0.01, BOUNDS, clip)
+        gpu_optim.step(gpu_opt, cp.asarray(g), 0.01, table, squares, clip)
+        close(squares, ref_squares, dtype)
+        squares[...] = 0
+        close(device, host, dtype)
+        for slot, state in ref_opt.flat_state.items():
+            close(gpu_opt.flat_state[slot], state, dtype)
+
+
+@pytest.mark.gpu
+def test_finish_norms_adds_the_roots_and_clears_the_squares(cp):
+    squares, norms = cp.asarray([4.0, 9.0, np.inf]), cp.asarray([1.0, 1.0, 1.0])
+    gpu_optim.finish_norms(squares, norms)
+    assert norms.get().tolist() == [3.0, 4.0, np.inf] and squares.get().tolist() == [0, 0, 0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("first", [True, False])
+def test_lstm_and_gru_step_forward_equal_the_layer_loop(cp, first, dtype):
+    n, u = 33, 9
+    for gates_n, run in ((4, "lstm"), (3, "gru")):
+        gates, hh = sample((n, gates_n * u), dtype, seed=20), sample((n, gates_n * u), dtype, seed=21)
+        state = sample((n, u), dtype, seed=22, special=False)
+        hh_host, hh_dev = (None, None) if first else (hh, cp.asarray(hh))
+        g_dev, outs = cp.asarray(gates), [cp.empty((n, u), dtype) for _ in range(3)]
+        with np.errstate(all="ignore"):
+            if run == "lstm":
+                ref = gpu_recurrent.reference_lstm_forward(gates, hh_host, state)
+                gpu_recurrent.lstm_forward(g_dev, hh_dev, cp.asarray(state), *outs)
+            else:
+                b_hh = sample((gates_n * u,), dtype, seed=23, special=False)
+                ref = gpu_recurrent.reference_gru_forward(gates, hh_host, b_hh, state)
+                gpu_recurrent.gru_forward(g_dev, hh_dev, cp.asarray(b_hh), cp.asarray(state), *outs[:2])
+                outs = outs[:2]
+        for got, want in zip([g_dev, *outs], ref, strict=True):
+            close(got, want, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstm_gru_and_rnn_step_backward_equal_the_cpu_formulas(cp, dtype):
+    n, u = 33, 9
+    dh, state, aux = (sample((n, u), dtype, seed=s, special=s == 30) for s in (30, 31, 32))
+    lstm_gates = 1 / (1 + np.exp(-sample((n, 4 * u), dtype, seed=33, special=False)))
+    dc = sample((n, u), dtype, seed=34, special=False)
+    ref_dgates, ref_dc = gpu_recurrent.reference_lstm_backward(lstm_gates, state, np.tanh(aux), dh, dc)
+    dgates, dc_dev = cp.empty(lstm_gates.shape, dtype), cp.asarray(dc)
+    gpu_recurrent.lstm_backward(cp.asarray(lstm_gates), cp.asarray(state), cp.asarray(np.tanh(aux)),
+                                cp.asarray(dh), dc_dev, dgates)
+    close(dgates, ref_dgates, dtype)
+    close(dc_dev, ref_dc, dtype)
+    gru_gates = lstm_gates[:, :3 * u].copy()
+    ref_in, ref_hid, ref_dh = gpu_recurrent.reference_gru_backward(gru_gates, state, aux, dh)
+    d_in, d_hid, dh_dev = cp.empty(gru_gates.shape, dtype), cp.empty(gru_gates.shape, dtype), cp.asarray(dh)
+    gpu_recurrent.gru_backward(cp.asarray(gru_gates), cp.asarray(state), cp.asarray(aux), dh_dev, d_in, d_hid)
+    for got, want in ((d_in, ref_in), (d_hid, ref_hid), (dh_dev, ref_dh)):
+        close(got, want, dtype)
+    h, dz = np.tanh(state), cp.empty((n, u), dtype)
+    gpu_recurrent.rnn_backward(cp.asarray(dh), cp.asarray(h), dz)
+    close(dz, dh * (1 - h * h), dtype)
+    h_dev = cp.empty((n, u), dtype)
+    gpu_recurrent.rnn_forward(cp.asarray(aux), cp.asarray(state), h_dev)
+    close(h_dev, np.tanh(aux + state), dtype)
