@@ -243,3 +243,57 @@ def test_lstm_gru_and_rnn_step_backward_equal_the_cpu_formulas(cp, dtype):
     h_dev = cp.empty((n, u), dtype)
     gpu_recurrent.rnn_forward(cp.asarray(aux), cp.asarray(state), h_dev)
     close(h_dev, np.tanh(aux + state), dtype)
+
+
+class _SignatureCheck:
+    """Stands in for cupy.RawKernel: a launch must pass exactly the kernel's parameters, arrays
+    of the declared element type (C-contiguous) for pointers and NumPy scalars of it otherwise."""
+
+    C_TYPES = {"float": np.float32, "double": np.float64, "long long": np.int64, "int": np.int32}
+    launched: list[str] = []
+
+    def __init__(self, source: str, name: str) -> None:
+        import re  # noqa: PLC0415
+
+        self.name, typedef = name, re.search(r"typedef (\w+) T;", source)
+        self.params = re.search(rf"void {name}\((.*?)\)\s*\{{", source, re.S).group(1).split(",")
+        self.t = typedef.group(1) if typedef else None
+
+    def __call__(self, grid, block, args) -> None:
+        assert len(args) == len(self.params), (self.name, len(args), self.params)
+        for arg, param in zip(args, self.params, strict=True):
+            c_type = param.strip().rsplit(" ", 1)[0].replace("const ", "")
+            base = c_type.rstrip("*").strip()
+            expected = self.C_TYPES[self.t if base == "T" else base]
+            assert isinstance(arg, np.ndarray) == c_type.endswith("*"), (self.name, param)
+            assert np.asarray(arg).dtype == expected, (self.name, param, np.asarray(arg).dtype)
+            assert not isinstance(arg, np.ndarray) or arg.flags.c_contiguous, (self.name, param)
+        self.launched.append(self.name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_launch_passes_its_kernels_parameters_in_type(monkeypatch, dtype):
+    for module in (gpu_kernels, gpu_optim, gpu_recurrent):
+        monkeypatch.setattr(module, "raw_kernel", _SignatureCheck)
+    _SignatureCheck.launched = []
+    z, ones, labels, n, u = np.ones((5, 7), dtype), np.ones(7, dtype), np.zeros(5, np.int64), 3, 4
+    for activation in gpu_kernels.BACKWARD:
+        gpu_kernels.act_backward_bias(z, z, None, activation, z, ones)
+    gpu_kernels.softmax_cross_entropy(z, labels, z, np.zeros(2), 0.2)
+    gpu_kernels.sigmoid_cross_entropy(z, z, z, np.zeros(2), 0.2)
+    gpu_kernels.gather_rows(z, labels, np.arange(5), 1, z.copy(), labels.copy())
+    for cfg in OPTIMIZERS.values():
+        flat = np.ones(BOUNDS[-1], dtype)
+        optimizer = make_optimizer(cfg, {"all": flat}, flat)
+        for clip in (None, 1.0):
+            gpu_optim.step(optimizer, flat.copy(), 0.1, gpu_optim.chunk_table(BOUNDS, np), np.zeros(4), clip)
+    rows = [np.ones((n, u), dtype) for _ in range(4)]
+    four, three = np.ones((n, 4 * u), dtype), np.ones((n, 3 * u), dtype)
+    for hh in (None, four):
+        gpu_recurrent.lstm_forward(four, hh, *rows)
+    gpu_recurrent.lstm_backward(four, *rows, four)
+    gpu_recurrent.gru_forward(three, None, np.ones(3 * u, dtype), *rows[:3])
+    gpu_recurrent.gru_backward(three, *rows[:3], three, three)
+    assert set(_SignatureCheck.launched) == {"act_backward_bias", "softmax_ce", "sigmoid_ce", "gather_rows",
+                                             "opt_step", "lstm_forward", "lstm_backward", "gru_forward",
+                                             "gru_backward"}
