@@ -22,12 +22,15 @@ from bps.db import connection_scope, session_scope
 from bps.models import DatasetChunk
 
 
-_CHUNK_DATA = select(DatasetChunk.data).where(DatasetChunk.dataset_id == bindparam("d"), DatasetChunk.seq == bindparam("s"))
+_CHUNKS_DATA = (select(DatasetChunk.data).where(DatasetChunk.dataset_id == bindparam("d"),
+                                                 DatasetChunk.seq.between(bindparam("first"), bindparam("last")))
+                .order_by(DatasetChunk.seq))
+WINDOW_BYTES = 16 * 1024 * 1024  # read per query: a few DatasetChunk rows, not one
 
 
 class StoredBytes(io.RawIOBase):
-    """The uploaded bytes of a dataset as a read-only, seekable stream; one DatasetChunk row in
-    memory at a time."""
+    """The uploaded bytes of a dataset as a read-only, seekable stream; a window of consecutive
+    DatasetChunk rows (about WINDOW_BYTES) in memory at a time, read by one query."""
 
     def __init__(self, database_url: str, dataset_id: str) -> None:
         super().__init__()
@@ -39,7 +42,7 @@ class StoredBytes(io.RawIOBase):
         self.starts = [0]
         for _, size in sizes:
             self.starts.append(self.starts[-1] + int(size))
-        self.position, self.loaded, self.buffer = 0, -1, b""
+        self.position, self.first, self.window = 0, 0, []
 
     def readable(self) -> bool:
         return True
@@ -55,21 +58,26 @@ class StoredBytes(io.RawIOBase):
         self.position = max(0, base + offset)
         return self.position
 
-    def _load(self, index: int) -> None:
-        if index != self.loaded:
-            with connection_scope(self.database_url) as connection:  # Core: no ORM work per chunk
-                self.buffer = bytes(connection.scalar(_CHUNK_DATA, {"d": self.dataset_id, "s": self.seqs[index]}))
-            self.loaded = index
+    def _chunk(self, index: int) -> memoryview:
+        """Chunk `index`'s bytes, loading the window that starts with it when needed (views:
+        readinto's slices of them are not copies)."""
+        if not self.first <= index < self.first + len(self.window):
+            last = bisect.bisect_right(self.starts, self.starts[index] + WINDOW_BYTES) - 2
+            last = min(max(last, index), len(self.seqs) - 1)
+            with connection_scope(self.database_url) as connection:  # Core: no ORM work per window
+                self.window = [memoryview(data) for data in connection.scalars(_CHUNKS_DATA, {
+                    "d": self.dataset_id, "first": self.seqs[index], "last": self.seqs[last]})]
+            self.first = index
+        return self.window[index - self.first]
 
     def readinto(self, target: Any) -> int:
         """Fills `target` across chunks (short only at the end: pyarrow expects full reads)."""
         view, filled = memoryview(target).cast("B"), 0
         while filled < len(view) and self.position < self.starts[-1]:
             index = bisect.bisect_right(self.starts, self.position) - 1
-            self._load(index)
-            offset = self.position - self.starts[index]
-            size = min(len(view) - filled, len(self.buffer) - offset)
-            view[filled:filled + size] = self.buffer[offset:offset + size]
+            chunk, offset = self._chunk(index), self.position - self.starts[index]
+            size = min(len(view) - filled, len(chunk) - offset)
+            view[filled:filled + size] = chunk[offset:offset + size]
             filled += size
             self.position += size
         return filled

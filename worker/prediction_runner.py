@@ -77,9 +77,15 @@ def model_inputs(prep: Preprocessor, batch: Any) -> np.ndarray:
     if not isinstance(batch, np.ndarray):
         return prep.transform_frame(batch)
     width_fits = batch.ndim >= 2 and int(np.prod(batch.shape[1:])) == prep.width
-    if width_fits and batch.dtype.kind == "f" and np.isfinite(batch).all():
+    if width_fits and batch.dtype.kind == "f" and _all_finite(batch):
         return batch.reshape((len(batch), *prep.input_shape))
     return prep.transform_arrays(batch)
+
+
+def _all_finite(batch: np.ndarray) -> bool:
+    """Whether every value is finite, from one sum and no mask: a NaN or infinity makes any sum
+    non-finite (a sum that overflows only sends finite rows through prep's float64 copy)."""
+    return bool(np.isfinite(np.add.reduce(batch, axis=None)))
 
 
 def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int) -> np.ndarray:

@@ -54,7 +54,10 @@ def test_npz_X_in_batches_equals_the_array(settings, order: str) -> None:  # noq
     np.testing.assert_array_equal(np.concatenate(batches), X)
 
 
-def test_stored_bytes_seek_and_read_across_chunks(settings) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("window_bytes", [1, 97, 3 * 97 + 5, 10**6])
+def test_stored_bytes_seek_and_read_across_chunks(settings, monkeypatch, window_bytes: int) -> None:  # noqa: ANN001
+    """Every read window (one chunk, several, the whole dataset), read forwards and backwards."""
+    monkeypatch.setattr("bps.dataset_batches.WINDOW_BYTES", window_bytes)
     raw = frame().to_csv(index=False).encode()
     with StoredBytes(settings.database_url, stored(settings, raw, "d.csv")) as stream:
         assert stream.read() == raw
