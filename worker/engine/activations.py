@@ -77,9 +77,11 @@ class Activation:
         """`backward` for (N, F) arrays, and the bias gradient (column sums of dz) into grad_bias
         (F,); `ones` is an (N,) vector of ones (the sum as one matrix-vector product).
         On CuPy arrays one fused CUDA kernel (gpu_kernels) does both."""
-        if self.gpu_fused and not isinstance(a, np.ndarray):
+        if self.gpu_fused and not isinstance(a, np.ndarray) and a.ndim == 2:
             from worker.engine import gpu_kernels  # noqa: PLC0415
 
+            if not grad_a.flags.c_contiguous:  # the kernel indexes rows: a contiguous copy, in place
+                grad_a = out = grad_a.copy()
             return gpu_kernels.act_backward_bias(grad_a, a, z, self.name, out, grad_bias)
         dz = self.backward(grad_a, z, a, out=out)
         xp_of(dz).matmul(ones, dz, out=grad_bias)

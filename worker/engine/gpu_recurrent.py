@@ -9,6 +9,7 @@ are the layer's: LSTM gates in its loop order (i, f, o, g), GRU (r, z, n), all (
     gru_forward(gates, hh, b_hh, h_prev, hp_n, h)
     gru_backward(gates, h_prev, hp_n, dh, d_in, d_hid)
     rnn_forward(proj, hh, h); rnn_backward(dh, h, dz)
+    hs = run(layer, proj); d_in, d_hid = bptt(layer, grad_out)  # a layer's whole time loops
 
 `hh` None means step 0 (h_{t-1} = 0: no product). The backward kernels compute exactly
 cpu_recurrent's per-element formulas (their Numba kernels are the references); the forward
@@ -148,6 +149,105 @@ def rnn_forward(proj: Any, hh: Any, h: Any) -> None:
 
 def rnn_backward(dh: Any, h: Any, dz: Any) -> None:
     _elementwise("rnn_backward")(dh, h, dz)
+
+
+# --- the layers' time loops on the GPU (the layer's buffers and saved state, as its NumPy loops) --
+def _recurrence(layer: Any, hs: Any, t: int, w_hh_t: Any, tmp: Any) -> Any:
+    """h_{t-1} @ W_hh^T into tmp, or None at step 0 (h_{-1} = 0)."""
+    return layer.xp.matmul(hs[t], w_hh_t, out=tmp) if t else None
+
+
+def lstm_run(layer: Any, proj: Any) -> Any:
+    """LSTM._run: proj (T, N, 4u) pre-activations (loop gate order) -> hs (T+1, N, u)."""
+    steps, n, gh = proj.shape
+    u = layer.units
+    hs, cs = layer._buf("hs", (steps + 1, n, u)), layer._buf("cs", (steps + 1, n, u))
+    tanh_c, tmp = layer._buf("tanh_c", (steps, n, u)), layer._buf("tmp", (n, gh))
+    hs[0], cs[0] = 0, 0
+    w_hh_t = layer._w("weight_hh_l0").T
+    for t in range(steps):
+        lstm_forward(proj[t], _recurrence(layer, hs, t, w_hh_t, tmp), cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
+    layer._gates, layer._cs, layer._tanh_c = proj, cs, tanh_c
+    return hs
+
+
+def lstm_bptt(layer: Any, grad_out: Any, dgates: Any) -> Any:
+    """LSTM._bptt's loop (as cpu_recurrent.lstm_bptt) -> dgates (T, N, 4u)."""
+    xp, gates, w_hh = layer.xp, layer._gates, layer._w("weight_hh_l0")
+    steps, n, _ = gates.shape
+    dh, dc = xp.zeros((n, layer.units), layer.dtype), xp.zeros((n, layer.units), layer.dtype)
+    for t in range(steps - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t)
+        lstm_backward(gates[t], layer._cs[t], layer._tanh_c[t], dh, dc, dgates[t])
+        xp.matmul(dgates[t], w_hh, out=dh)
+    return dgates
+
+
+def gru_run(layer: Any, proj: Any) -> Any:
+    """GRU._run: proj (T, N, 3u) input-side pre-activations -> hs (T+1, N, u)."""
+    steps, n, gh = proj.shape
+    u = layer.units
+    hs, hp_n = layer._buf("hs", (steps + 1, n, u)), layer._buf("hp_n", (steps, n, u))
+    tmp, b_hh = layer._buf("tmp", (n, gh)), layer._p("bias_hh_l0")
+    hs[0] = 0
+    w_hh_t = layer._p("weight_hh_l0").T
+    for t in range(steps):
+        gru_forward(proj[t], _recurrence(layer, hs, t, w_hh_t, tmp), b_hh, hs[t], hp_n[t], hs[t + 1])
+    layer._gates, layer._hp_n = proj, hp_n
+    return hs
+
+
+def gru_bptt(layer: Any, grad_out: Any, d_in: Any, d_hid: Any) -> None:
+    """GRU._bptt's loop (as cpu_recurrent.gru_bptt) -> d_in, d_hid (T, N, 3u)."""
+    xp, gates, hs, w_hh = layer.xp, layer._gates, layer._hs, layer._p("weight_hh_l0")
+    steps, n, _ = gates.shape
+    dh, through = xp.zeros((n, layer.units), layer.dtype), xp.empty((n, layer.units), layer.dtype)
+    for t in range(steps - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t)
+        gru_backward(gates[t], hs[t], layer._hp_n[t], dh, d_in[t], d_hid[t])
+        dh += xp.matmul(d_hid[t], w_hh, out=through)
+
+
+def rnn_run(layer: Any, proj: Any) -> Any:
+    """SimpleRNN._run -> hs (T+1, N, u)."""
+    steps, n, u = proj.shape
+    hs, tmp = layer._buf("hs", (steps + 1, n, u)), layer._buf("tmp", (n, u))
+    hs[0] = 0
+    w_hh_t = layer._p("weight_hh_l0").T
+    for t in range(steps):
+        rnn_forward(proj[t], _recurrence(layer, hs, t, w_hh_t, tmp), hs[t + 1])
+    return hs
+
+
+def rnn_bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
+    """SimpleRNN._bptt -> (dz, dz) (T, N, u)."""
+    xp, hs, w_hh = layer.xp, layer._hs, layer._p("weight_hh_l0")
+    steps, n, u = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dz, dh = layer._buf("dz", (steps, n, u)), xp.zeros((n, u), dtype=layer.dtype)
+    for t in range(steps - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t)
+        rnn_backward(dh, hs[t + 1], dz[t])
+        xp.matmul(dz[t], w_hh, out=dh)
+    return dz, dz
+
+
+def run(layer: Any, proj: Any) -> Any:
+    """The layer's `_run` on the GPU: hs (T+1, N, u), with what its backward needs saved."""
+    return {"lstm": lstm_run, "gru": gru_run}.get(layer.kind, rnn_run)(layer, proj)
+
+
+def bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
+    """The layer's `_bptt` on the GPU: the (T, N, G*u) input- and hidden-side pre-activation grads."""
+    steps, n = layer._hs.shape[0] - 1, layer._hs.shape[1]
+    shape = (steps, n, layer.gates * layer.units)
+    if layer.kind == "lstm":
+        dgates = lstm_bptt(layer, grad_out, layer._buf("dgates", shape))
+        return dgates, dgates
+    if layer.kind == "gru":
+        d_in, d_hid = layer._buf("d_in", shape), layer._buf("d_hid", shape)
+        gru_bptt(layer, grad_out, d_in, d_hid)
+        return d_in, d_hid
+    return rnn_bptt(layer, grad_out)
 
 
 # --- NumPy references: the layer's per-step formulation (layers/recurrent.py) ----------------

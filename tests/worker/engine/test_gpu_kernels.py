@@ -297,3 +297,55 @@ def test_every_launch_passes_its_kernels_parameters_in_type(monkeypatch, dtype):
     assert set(_SignatureCheck.launched) == {"act_backward_bias", "softmax_ce", "sigmoid_ce", "gather_rows",
                                              "opt_step", "lstm_forward", "lstm_backward", "gru_forward",
                                              "gru_backward"}
+
+
+def _kernels_by_their_references(monkeypatch) -> None:
+    """gpu_recurrent's step kernels replaced by their NumPy references writing the same outputs."""
+    def lstm_forward(gates, hh, c_prev, c, tanh_c, h):
+        for out, value in zip((gates, c, tanh_c, h), gpu_recurrent.reference_lstm_forward(gates, hh, c_prev)):
+            out[...] = value
+
+    def lstm_backward(gates, c_prev, tanh_c, dh, dc, dgates):
+        dgates[...], dc[...] = gpu_recurrent.reference_lstm_backward(gates, c_prev, tanh_c, dh, dc)
+
+    def gru_forward(gates, hh, b_hh, h_prev, hp_n, h):
+        for out, value in zip((gates, hp_n, h), gpu_recurrent.reference_gru_forward(gates, hh, b_hh, h_prev)):
+            out[...] = value
+
+    def gru_backward(gates, h_prev, hp_n, dh, d_in, d_hid):
+        d_in[...], d_hid[...], dh[...] = gpu_recurrent.reference_gru_backward(gates, h_prev, hp_n, dh)
+
+    for name, fake in (("lstm_forward", lstm_forward), ("lstm_backward", lstm_backward),
+                       ("gru_forward", gru_forward), ("gru_backward", gru_backward)):
+        monkeypatch.setattr(gpu_recurrent, name, fake)
+    monkeypatch.setattr(gpu_recurrent, "rnn_forward",
+                        lambda proj, hh, h: np.tanh(proj if hh is None else proj + hh, out=h))
+    monkeypatch.setattr(gpu_recurrent, "rnn_backward", lambda dh, h, dz: np.multiply(dh, 1 - h * h, out=dz))
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_the_gpu_time_loops_with_reference_steps_equal_the_layers_own_loops(monkeypatch, kind, return_sequences):
+    """The loops around the step kernels (state, buffers, recurrence products) on NumPy, each
+    kernel replaced by its reference: the layer's outputs, dL/dx and weight gradients match."""
+    from worker.engine.layers import BuildContext, layer_class  # noqa: PLC0415
+
+    _kernels_by_their_references(monkeypatch)
+    rng = np.random.default_rng(40)
+    x = rng.normal(size=(6, 5, 3))
+    results = []
+    for on_gpu_loops in (False, True):
+        layer = layer_class(kind)({"type": kind, "units": 4, "return_sequences": return_sequences}, 0)
+        layer.build((5, 3), BuildContext(np, np.float64, np.random.default_rng(0), None))
+        layer.use_kernels = False
+        if on_gpu_loops:
+            monkeypatch.setattr(layer, "_run", lambda proj, layer=layer: gpu_recurrent.run(layer, proj))
+            monkeypatch.setattr(layer, "_bptt", lambda grad, layer=layer: gpu_recurrent.bptt(layer, grad))
+        out = layer.forward(x, True).copy()
+        dx = layer.backward(np.random.default_rng(41).normal(size=out.shape), True)
+        results.append((out, dx, {k: g.copy() for k, g in layer.grads.items()}))
+    (out, dx, grads), (gpu_out, gpu_dx, gpu_grads) = results
+    np.testing.assert_allclose(gpu_out, out, rtol=1e-12)
+    np.testing.assert_allclose(gpu_dx, dx, rtol=1e-10, atol=1e-14)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(gpu_grads[name], grad, rtol=1e-10, atol=1e-14)
