@@ -11,10 +11,12 @@ dL/dx are then single large products over all T*N rows.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 
+from worker.engine import gpu_recurrent
 from worker.engine.backend import to_device
 from worker.engine.layers import Layer, register
 from worker.engine.layers.base import BuildContext, ShapeError
@@ -95,8 +97,9 @@ class _Recurrent(Layer):
         self._xt = xp.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, N, F)
         proj = self._xt.reshape(steps * n, features) @ self._w("weight_ih_l0").T
         proj += self._input_bias()
+        run = self._run if xp is np else partial(gpu_recurrent.run, self)  # CuPy: fused step kernels
         with np.errstate(over="ignore"):  # see sigmoid_
-            self._hs = self._run(proj.reshape(steps, n, -1))  # (T+1, N, H), hs[0] = 0
+            self._hs = run(proj.reshape(steps, n, -1))  # (T+1, N, H), hs[0] = 0
         if self.return_sequences:
             return xp.ascontiguousarray(self._hs[1:].transpose(1, 0, 2))
         return self._hs[steps].copy()
@@ -118,7 +121,8 @@ class _Recurrent(Layer):
         """grad_out (N, T, H) or (N, H) -> dL/dx (N, T, F); fills the four parameter grads."""
         xp = self.xp
         steps, n, features = self._xt.shape
-        d_in, d_hid = self._bptt(grad_out)  # (T, N, G*H): pre-activation grads, input / hidden side
+        bptt = self._bptt if xp is np else partial(gpu_recurrent.bptt, self)
+        d_in, d_hid = bptt(grad_out)  # (T, N, G*H): pre-activation grads, input / hidden side
         gh = d_in.shape[-1]
         d_in2, d_hid2 = d_in.reshape(steps * n, gh), d_hid.reshape(steps * n, gh)
         h_prev = self._hs[:-1].reshape(steps * n, self.units)
