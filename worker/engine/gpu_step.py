@@ -32,7 +32,8 @@ class GpuStep:
     def new_sums(self) -> dict[str, Any]:
         """The epoch's sums on the device: acc[0] the loss times rows, acc[1] the correct count."""
         acc = self.xp.zeros(2, "float64")
-        return {"acc": acc, "loss": acc[0], "correct": acc[1], "steps": 0,
+        loss, correct = (acc[k:k + 1].reshape(()) for k in (0, 1))  # 0-d views, read once per epoch
+        return {"acc": acc, "loss": loss, "correct": correct, "steps": 0,
                 "norms": self.xp.zeros(self.n_params, "float64"), "squares": self.squares}
 
     def batch(self, X: Any, y: Any, order: Any, start: int, stop: int) -> tuple[Any, Any]:
