@@ -185,13 +185,8 @@ def lstm_bptt(layer: Any, grad_out: Any, dgates: Any) -> Any:
 
 def gru_run(layer: Any, proj: Any) -> Any:
     """GRU._run: proj (T, N, 3u) input-side pre-activations -> hs (T+1, N, u)."""
-    steps, n, gh = proj.shape
-    u = layer.units
-    hs, hp_n = layer._buf("hs", (steps + 1, n, u)), layer._buf("hp_n", (steps, n, u))
-    tmp, b_hh = layer._buf("tmp", (n, gh)), layer._p("bias_hh_l0")
-    hs[0] = 0
-    w_hh_t = layer._p("weight_hh_l0").T
-    for t in range(steps):
+    hs, hp_n, tmp, b_hh, w_hh_t = layer.loop_state(proj)
+    for t in range(proj.shape[0]):
         gru_forward(proj[t], _recurrence(layer, hs, t, w_hh_t, tmp), b_hh, hs[t], hp_n[t], hs[t + 1])
     layer._gates, layer._hp_n = proj, hp_n
     return hs

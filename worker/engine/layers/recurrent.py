@@ -267,13 +267,16 @@ class GRU(_Recurrent):
     def _input_bias(self) -> Any:
         return self._p("bias_ih_l0")  # b_hh enters inside the loop: r multiplies W_hn h + b_hn
 
-    def _run(self, proj: Any) -> Any:
-        xp, (steps, n, gh) = self.xp, proj.shape
-        u = self.units
-        hs, hp_n = self._buf("hs", (steps + 1, n, u)), self._buf("hp_n", (steps, n, u))
-        tmp, b_hh = self._buf("tmp", (n, gh)), self._p("bias_hh_l0")
+    def loop_state(self, proj: Any) -> tuple[Any, ...]:
+        """(hs with hs[0] = 0, hp_n, tmp, b_hh, W_hh^T) for the time loop over proj (T, N, 3u)."""
+        steps, n, gh = proj.shape
+        hs, hp_n = self._buf("hs", (steps + 1, n, self.units)), self._buf("hp_n", (steps, n, self.units))
         hs[0] = 0
-        w_hh_t = self._p("weight_hh_l0").T
+        return hs, hp_n, self._buf("tmp", (n, gh)), self._p("bias_hh_l0"), self._p("weight_hh_l0").T
+
+    def _run(self, proj: Any) -> Any:
+        xp, steps, u = self.xp, proj.shape[0], self.units
+        hs, hp_n, tmp, b_hh, w_hh_t = self.loop_state(proj)
         for t in range(steps):
             g = proj[t]  # becomes r, z, n of step t
             if t:
