@@ -177,14 +177,20 @@ def raw_kernel(source: str, name: str) -> Any:
     return cupy.RawKernel(source, name)
 
 
+def bias_act_operation(activation: str, keep_z: bool) -> str:
+    """The ElementwiseKernel body: in "T b", out "T z" (in place) or "T z, T a" (keep_z: gelu,
+    whose backward reads z + bias)."""
+    if keep_z:
+        return f"T x = z + b; z = x; a = {FORWARD[activation]};"
+    return f"T x = z + b; z = {FORWARD[activation]};"
+
+
 @lru_cache(maxsize=None)
 def _bias_act_kernel(activation: str, keep_z: bool) -> Any:
     import cupy  # noqa: PLC0415
 
-    if keep_z:  # gelu: z keeps z + bias for the backward pass, a gets act(z + bias)
-        return cupy.ElementwiseKernel("T b", "T z, T a", f"T x = z + b; z = x; a = {FORWARD[activation]};",
-                                      f"bps_bias_{activation}_keep")
-    return cupy.ElementwiseKernel("T b", "T z", f"T x = z + b; z = {FORWARD[activation]};", f"bps_bias_{activation}")
+    return cupy.ElementwiseKernel("T b", "T z, T a" if keep_z else "T z", bias_act_operation(activation, keep_z),
+                                  f"bps_bias_{activation}" + ("_keep" if keep_z else ""))
 
 
 def bias_act(z: Any, bias: Any, activation: str, out: Any = None) -> Any:

@@ -67,6 +67,10 @@ def test_every_kernel_source_compiles_with_nvrtc_without_a_device():
         gpu_kernels.SOFTMAX_CE, gpu_kernels.SIGMOID_CE, gpu_optim.OPT_STEP, gpu_recurrent.LSTM_FORWARD,
         gpu_recurrent.LSTM_BACKWARD, gpu_recurrent.GRU_FORWARD, gpu_recurrent.GRU_BACKWARD)]
     sources += [gpu_kernels.GATHER_ROWS.format(TX=t, TY=ty) for t in ("float", "double") for ty in (t, "long long")]
+    elementwise = ("typedef {T} T;\nextern \"C\" __global__ void f(T* zp, T* ap, const T* bp) {{\n"
+                   "int i = threadIdx.x; T& z = zp[i]; T& a = ap[i]; const T b = bp[i];\n{op}\n}}")
+    sources += [elementwise.format(T=t, op=gpu_kernels.bias_act_operation(name, keep)) for t in ("float", "double")
+                for name in gpu_kernels.FORWARD for keep in (False, True)]  # as CuPy wraps an ElementwiseKernel
     try:
         nvrtc.getVersion()
     except Exception as exc:  # noqa: BLE001  (CuPy without a loadable libnvrtc)
