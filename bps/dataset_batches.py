@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from bps.db import connection_scope, session_scope
 from bps.models import DatasetChunk
@@ -26,6 +26,21 @@ _CHUNKS_DATA = (select(DatasetChunk.data).where(DatasetChunk.dataset_id == bindp
                                                  DatasetChunk.seq.between(bindparam("first"), bindparam("last")))
                 .order_by(DatasetChunk.seq))
 WINDOW_BYTES = 16 * 1024 * 1024  # read per query: a few DatasetChunk rows, not one
+MMAP_BYTES = 1 << 40  # SQLite caps it at its build's limit (2 GiB by default)
+
+
+def _read_window(connection: Connection, params: dict[str, Any]) -> list[memoryview]:
+    """The window's chunks. SQLite reads them through a memory map of the file (half the CPU
+    of a read() per 4 KiB page, measured), unmapped at once: the process's resident memory
+    never holds more of the file than the window."""
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql(f"PRAGMA mmap_size={MMAP_BYTES}")
+    try:
+        return [memoryview(data) for data in connection.scalars(_CHUNKS_DATA, params)]
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA mmap_size=0")
 
 
 class StoredBytes(io.RawIOBase):
@@ -65,8 +80,8 @@ class StoredBytes(io.RawIOBase):
             last = bisect.bisect_right(self.starts, self.starts[index] + WINDOW_BYTES) - 2
             last = min(max(last, index), len(self.seqs) - 1)
             with connection_scope(self.database_url) as connection:  # Core: no ORM work per window
-                self.window = [memoryview(data) for data in connection.scalars(_CHUNKS_DATA, {
-                    "d": self.dataset_id, "first": self.seqs[index], "last": self.seqs[last]})]
+                self.window = _read_window(connection, {"d": self.dataset_id, "first": self.seqs[index],
+                                                        "last": self.seqs[last]})
             self.first = index
         return self.window[index - self.first]
 
