@@ -1,7 +1,7 @@
 """Whether the engine's thread settings pay, each measured in fresh processes (they must be set
 before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
 
-- OpenBLAS's idle threads spinning 2**18 cycles, then sleeping (OPENBLAS_THREAD_TIMEOUT=18, what
+- OpenBLAS's idle threads spinning 2**20 cycles, then sleeping (OPENBLAS_THREAD_TIMEOUT=20, what
   `bps` and `bench` set), against parking at once (4) and its compiled default (28: they spin
   about 2**28 cycles, a tenth of a second, after each product);
 - serial kernels only (the engine's choice below kernel_jit.PARALLEL_MIN_THREADS) against the
@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 
-ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "18", "NUMBA_THREADING_LAYER": "workqueue"}
+ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "20", "NUMBA_THREADING_LAYER": "workqueue"}
 PARALLEL = "BENCH_PARALLEL_KERNELS"  # read by the child process only
 SETTINGS = {
-    "engine (2**18, serial)": ENGINE,
+    "engine (2**20, serial)": ENGINE,
     "OpenBLAS parks at once": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "4"},
     "OpenBLAS spins 2**28 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "28"},
     "parallel kernels forced on": {**ENGINE, PARALLEL: "1"},

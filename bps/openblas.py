@@ -11,12 +11,12 @@ that loads a BLAS. The `bps` commands and the `bench` package call it first thin
 benchmarks measure what a worker runs; OPENBLAS_CORETYPE set in the environment always wins.
 
 They also call `park_idle_threads`: OpenBLAS's idle threads otherwise spin for about 2**28
-cycles (a tenth of a second) after each product, holding cores that the engine's parallel
-Numba kernels between products, and other processes on a shared machine, need.
-OPENBLAS_THREAD_TIMEOUT=18 lets them spin 2**18 cycles (under 0.1 ms: across the short gaps
-between one training step's products, so those pay no wake-up) and then sleep (through the
-convolution kernels' passes, between steps and between jobs). `python -m bench threads`
-compares it with parking at once (4) and OpenBLAS's default (28).
+cycles (a tenth of a second) after each product, holding cores that other processes on a shared
+machine need. OPENBLAS_THREAD_TIMEOUT=20 lets them spin 2**20 cycles (about 0.4 ms: across the
+gaps inside a training step and between steps, so that the products pay no wake-up; parked at
+once, OpenBLAS's 2-thread GEMM floor took 1.25x as long) and then sleep (during evaluation,
+checkpoints and between jobs). `python -m bench threads` compares it with 4 (sleep at once) and
+OpenBLAS's default (28).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from collections.abc import MutableMapping
 
 ZEN4_FAMILY = 0x19  # Zen 3 shares it but has no AVX-512, where OpenBLAS uses Haswell anyway
 CPUINFO = "/proc/cpuinfo"
-THREAD_TIMEOUT = "18"
+THREAD_TIMEOUT = "20"
 
 
 def _cpu_fields(cpuinfo: str) -> dict[str, str]:

@@ -68,7 +68,7 @@ def test_idle_threads_parked_unless_set_or_too_late():
             "os.environ['OPENBLAS_THREAD_TIMEOUT'])")
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["18", "18"]
+    assert out.split() == ["20", "20"]
     env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["None", "4"]

@@ -11,8 +11,8 @@ kernel's parallel variant only when n >= 4 (kernel_jit: on 2 cores they lost), t
 enough and the caller is the main thread (a job run by a threads pool keeps its Numba work
 serial; its products still use n). The
 two pools take turns (a step alternates products and kernels), so n each never oversubscribes
-the cores; OpenBLAS's idle threads stop spinning after about 0.1 ms
-(`bps.openblas.park_idle_threads`), so they do not hold the cores the kernels run on.
+the cores; OpenBLAS's idle threads stop spinning after about 0.4 ms
+(`bps.openblas.park_idle_threads`), so an idle job does not hold its cores.
 """
 from __future__ import annotations
 
