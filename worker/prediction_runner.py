@@ -53,8 +53,9 @@ def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | N
         release_gpu_memory()
 
 
-def load_inputs(settings: Settings, job: PredictionSnapshot) -> tuple[Any, Preprocessor, str]:
-    """(network, preprocessor, dataset format); a sentence saying which one went missing."""
+def load_inputs(settings: Settings, job: PredictionSnapshot) -> tuple[Any, Preprocessor, str, bool]:
+    """(network, preprocessor, dataset format, whether its profile says every X value is
+    finite); a sentence saying which one went missing."""
     from worker.engine import Network  # noqa: PLC0415
     from worker.engine.backend import resolve_device  # noqa: PLC0415
 
@@ -67,17 +68,20 @@ def load_inputs(settings: Settings, job: PredictionSnapshot) -> tuple[Any, Prepr
             raise Unprocessable(f"dataset {job.dataset_id} was deleted before the prediction ran: "
                                 "upload it again and ask for a new prediction")
         weights, preprocessing, fmt = model.weights, model.preprocessing, dataset.format
+        x_profile = next((column for column in dataset.columns or [] if column.get("name") == "X"), {})
     device = resolve_device("auto") if job.queue == "gpu" else "cpu"
-    return Network.load(io.BytesIO(weights), device=device), Preprocessor.from_json(preprocessing), fmt
+    finite = fmt == "npz" and x_profile.get("non_finite") == 0
+    return Network.load(io.BytesIO(weights), device=device), Preprocessor.from_json(preprocessing), fmt, finite
 
 
-def model_inputs(prep: Preprocessor, batch: Any) -> np.ndarray:
+def model_inputs(prep: Preprocessor, batch: Any, known_finite: bool = False) -> np.ndarray:
     """prep's transform of one batch. Finite .npz rows of the right width skip its float64 copy:
-    the network casts them to its dtype, the same values the float64 detour gives."""
+    the network casts them to its dtype, the same values the float64 detour gives. `known_finite`
+    (the dataset's upload profile counted no non-finite X value) spares the pass that checks."""
     if not isinstance(batch, np.ndarray):
         return prep.transform_frame(batch)
     width_fits = batch.ndim >= 2 and int(np.prod(batch.shape[1:])) == prep.width
-    if width_fits and batch.dtype.kind == "f" and _all_finite(batch):
+    if width_fits and batch.dtype.kind == "f" and (known_finite or _all_finite(batch)):
         return batch.reshape((len(batch), *prep.input_shape))
     return prep.transform_arrays(batch)
 
@@ -88,10 +92,10 @@ def _all_finite(batch: np.ndarray) -> bool:
     return bool(np.isfinite(np.add.reduce(batch, axis=None)))
 
 
-def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int) -> np.ndarray:
+def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_finite: bool = False) -> np.ndarray:
     """The network's outputs for one batch of dataset rows; errors name the dataset's row."""
     try:
-        X = model_inputs(prep, batch)
+        X = model_inputs(prep, batch, known_finite)
     except Unprocessable as exc:
         raise Unprocessable(f"in rows {start}..{start + len(batch) - 1}: {exc.detail}") from None
     outputs = np.asarray(net.predict(X))
@@ -140,11 +144,11 @@ class ChunkWriter(threading.Thread):
 
 
 def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
-    net, prep, fmt = with_db_retries(load_inputs, settings, job, what=f"prediction {job.id}: loading")
+    inputs = with_db_retries(load_inputs, settings, job, what=f"prediction {job.id}: loading")
     writer = ChunkWriter(settings, job)
     writer.start()
     try:
-        done = _predict_chunks(settings, job, control, (net, prep, fmt), writer)
+        done = _predict_chunks(settings, job, control, inputs, writer)
     finally:
         writer.close()
     writer.check()
@@ -160,14 +164,14 @@ def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> No
 def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunControl, model: tuple,
                     writer: ChunkWriter) -> int | None:
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
-    net, prep, fmt = model
+    net, prep, fmt, finite = model
     rows, done = settings.prediction_chunk_rows, job.rows_done
     for seq, batch in enumerate(prefetched(dataset_batches(settings.database_url, job.dataset_id, fmt, rows))):
         if seq < job.chunks_done:
             continue
         if control.should_stop():
             return None
-        outputs = chunk_outputs(net, prep, batch, seq * rows)
+        outputs = chunk_outputs(net, prep, batch, seq * rows, finite)
         done += len(outputs)
         writer.put(seq, outputs, done)
     return done

@@ -3,6 +3,8 @@ a NaN or an infinity anywhere sends the batch through the preprocessor's fill, a
 sum that overflows only costs that copy, never the values."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,41 @@ def test_rows_whose_sum_overflows_keep_their_values() -> None:
     batch = np.full((4, 6), np.finfo(np.float32).max / 2, np.float32)
     inputs = model_inputs(preprocessor(-1.0), batch)
     np.testing.assert_array_equal(inputs, batch.reshape(4, 2, 3).astype(np.float64))
+
+
+
+def stored_npz(settings, tenant_id: str, X: np.ndarray, y: np.ndarray) -> str:  # noqa: ANN001
+    from bps.datasets import create_dataset  # noqa: PLC0415
+    from bps.db import session_scope  # noqa: PLC0415
+    from tests.service.helpers import npz_bytes  # noqa: PLC0415
+
+    with session_scope(settings.database_url) as session:
+        return create_dataset(session=session, tenant_id=tenant_id, raw=npz_bytes(X=X, y=y), filename="d.npz",
+                              name=None, chunk_bytes=1000, max_rows=10**6, max_array_bytes=10**9).id
+
+
+def test_the_upload_profile_says_whether_the_rows_need_the_finite_check(settings) -> None:  # noqa: ANN001
+    from bps.db import session_scope  # noqa: PLC0415
+    from bps.tenants import create_api_key  # noqa: PLC0415
+    from tests.service.helpers import npz_bytes, store_trained_model  # noqa: PLC0415
+    from worker.prediction_runner import load_inputs  # noqa: PLC0415
+    from worker.prediction_store import PredictionSnapshot  # noqa: PLC0415
+
+    with session_scope(settings.database_url) as session:
+        create_api_key(session=session, tenant_name="alice")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), rng.integers(0, 2, size=30)
+    spec = {"layers": [{"type": "dense", "activation": "softmax"}], "loss": "cross_entropy",
+            "optimizer": {"type": "sgd", "learning_rate": 0.1}, "epochs": 1, "batch_size": 8}
+    model_id = store_trained_model(settings, "alice", npz_bytes(X=X, y=y), "npz", target=None, spec=spec,
+                                   impute="mean")
+    model = PredictionSnapshot("p", "t", 1, model_id, "", "cpu", 30, 0, 0)
+    with session_scope(settings.database_url) as session:
+        from bps.models import Model  # noqa: PLC0415
+
+        tenant_id = session.get(Model, model_id).tenant_id
+    finite = stored_npz(settings, tenant_id, X, y)
+    X[3, 2] = np.nan
+    gaps = stored_npz(settings, tenant_id, X, y)
+    known = {dataset_id: load_inputs(settings, replace(model, dataset_id=dataset_id))[3] for dataset_id in (finite, gaps)}
+    assert known == {finite: True, gaps: False}
