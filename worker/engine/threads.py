@@ -20,13 +20,11 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from threadpoolctl import threadpool_limits
 
 ENV = "BPS_BLAS_THREADS"
 _jobs_at_once = 1
-_blas: list[Any] = []  # threadpoolctl's controllers of the loaded BLAS libraries, found once
 
 
 def available_cores() -> int:
@@ -76,25 +74,3 @@ def thread_budget(threads: int, kernels: bool) -> Iterator[None]:
             yield
         finally:
             cpu_kernels.use_threads(previous)
-
-
-def _blas_controllers() -> list[Any]:
-    if not _blas:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        _blas.extend(ThreadpoolController().select(user_api="blas").lib_controllers)
-    return _blas
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """The products inside run on one BLAS thread, whatever the budget (one cheap call to
-    OpenBLAS each way; threadpool_limits would search the loaded libraries every time)."""
-    changed = [(blas, blas.num_threads) for blas in _blas_controllers() if blas.num_threads > 1]
-    for blas, _ in changed:
-        blas.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for blas, threads in changed:
-            blas.set_num_threads(threads)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
@@ -92,34 +91,3 @@ def test_kernels_go_parallel_only_from_four_threads_and_on_large_passes():
         assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN - 1) == "serial"
     finally:
         kernel_jit.use_threads(previous)
-
-
-def test_one_blas_thread_inside_the_budget_and_the_budget_again_after():
-    with threads.thread_budget(2, kernels=False):
-        with threads.one_blas_thread():
-            assert blas_threads() == 1
-        assert blas_threads() == 2
-
-
-def test_thin_conv_layers_run_their_products_on_one_blas_thread(monkeypatch, rng):
-    from worker.engine.layers import conv  # noqa: PLC0415
-
-    seen, real_matmul = [], np.matmul
-
-    def matmul(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        if sys._getframe(1).f_code.co_filename == conv.__file__:  # the conv layer's products only
-            seen.append(blas_threads())
-        return real_matmul(*args, **kwargs)
-
-    monkeypatch.setattr(conv.np, "matmul", matmul)
-    spec = {"layers": [{"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},
-                       {"type": "flatten"}, {"type": "dense", "units": 2, "activation": "softmax"}],
-            "loss": "cross_entropy", "epochs": 1, "batch_size": 8, "device": "cpu"}
-    net = Network.from_spec(spec, input_shape=(1, 5, 5))
-    net.n_threads = 2
-    net.fit(rng.standard_normal((8, 1, 5, 5)), rng.integers(0, 2, 8))
-    assert seen and set(seen) == {1}
-    monkeypatch.setattr(conv, "SPLIT_PRODUCTS_FROM_FILTERS", 4)
-    seen.clear()
-    net.fit(rng.standard_normal((8, 1, 5, 5)), rng.integers(0, 2, 8))
-    assert set(seen) == {2}

@@ -7,13 +7,11 @@ and CuPy use the array formulation below (`forward`/`backward` with `_kernels` f
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 from worker.engine.activations import get_activation, initial_weight
-from worker.engine import threads
 from worker.engine.backend import to_device
 from worker.engine.layers import Layer, register
 from worker.engine.layers.base import BuildContext, ShapeError
@@ -21,11 +19,6 @@ from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, wind
 
 # Below this output width the batch-last layout wins (measured: bench/bench_cnn_rnn.py).
 BATCH_LAST_BELOW_WIDTH = 16
-# In training on NumPy, a layer with fewer filters runs its products on one BLAS thread: they are
-# (filters x C*kh*kw) by (C*kh*kw x N*Ho*Wo), too thin for OpenBLAS to split well (bench cnn_rnn's
-# CNN, 8 and 16 filters, on 2 shared cores: its epoch took 1.07x to 14x as long with the conv
-# products on two BLAS threads as on one, the more the busier the machine; never less).
-SPLIT_PRODUCTS_FROM_FILTERS = 32
 
 
 def load_activation(name: str | None) -> Any | None:
@@ -157,10 +150,6 @@ class Conv2D(Layer):
     def _fused_relu(self) -> bool:
         return self.activation is not None and self.activation.name == "relu"
 
-    def _products(self) -> Any:
-        """Where the kernel path's products run: on one BLAS thread for a thin layer."""
-        return threads.one_blas_thread() if self.filters < SPLIT_PRODUCTS_FROM_FILTERS else nullcontext()
-
     def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
         from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
 
@@ -169,8 +158,7 @@ class Conv2D(Layer):
         k = weight[0].size
         self._x_shape = x.shape
         cols = cpu_conv.im2col(x, self.kernel, self.stride, self.pads(), self._buffer("cols", (k, n, ho, wo)))
-        with self._products():
-            gemm = np.matmul(weight.reshape(f, k), cols.reshape(k, -1), out=self._buffer("gemm", (f, n * ho * wo)))
+        gemm = np.matmul(weight.reshape(f, k), cols.reshape(k, -1), out=self._buffer("gemm", (f, n * ho * wo)))
         z = self._buffer("z", (n, f, ho, wo))
         cpu_conv.bias_act(gemm.reshape(f, n, -1), bias, self._fused_relu(), z.reshape(n, f, -1))
         if self.activation is None or self._fused_relu():
@@ -201,10 +189,9 @@ class Conv2D(Layer):
         cpu_conv.grad_to_filters(dz.reshape(n, f, -1), self._a.reshape(n, f, -1), relu, dz_cm.reshape(f, n, -1),
                                  self._grad_array("bias"))
         cols = self._kernel_buffers["cols"]
-        with self._products():
-            np.matmul(dz_cm, cols.reshape(k, -1).T, out=self._grad_array("weight").reshape(f, k))
-            if not need_input_grad:
-                return None
-            dcols = np.matmul(weight.reshape(f, k).T, dz_cm, out=self._buffer("dcols", cols.shape).reshape(k, -1))
+        np.matmul(dz_cm, cols.reshape(k, -1).T, out=self._grad_array("weight").reshape(f, k))
+        if not need_input_grad:
+            return None
+        dcols = np.matmul(weight.reshape(f, k).T, dz_cm, out=self._buffer("dcols", cols.shape).reshape(k, -1))
         return cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, self.pads(),
                                self._buffer("dx", self._x_shape))
