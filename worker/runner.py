@@ -279,9 +279,11 @@ def _finish(settings: Settings, job: JobSnapshot, control: RunControl, net: Any,
     if not result.keeps_model:
         _finish_or_log(settings, job, result.status, **values)
         return
-    model = outcome.model_values(settings, job, net, preprocessor, history, result)
-    model_id = job_store.finish_with_model(settings, job, model, {**values, "best_metrics": model["metrics"]},
-                                           status=result.status)
+    model = job_store.with_db_retries(outcome.model_values, settings, job, net, preprocessor, history, result,
+                                      what=f"job {job.id}: reading its best epoch")
+    model_id = job_store.with_db_retries(job_store.finish_with_model, settings, job, model,
+                                         {**values, "best_metrics": model["metrics"]}, status=result.status,
+                                         what=f"job {job.id}: recording its model")
     log.info("job %s attempt %d: %s", job.id, job.attempt, f"{result.stop_reason}, model {model_id}"
              if model_id else "lost")
 

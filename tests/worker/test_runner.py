@@ -232,3 +232,28 @@ def test_a_regression_target_beyond_float32_fails_the_job_naming_row_and_column(
     run_job(job_id, settings=settings, worker_id="w1")
     job = job_row(settings, job_id)
     assert job.status == "failed" and "row 20, target 'y'" in job.error and "float32" in job.error
+
+
+def test_a_database_lost_while_recording_the_model_is_retried_and_the_job_succeeds(settings, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from worker import job_store, outcome
+
+    def failing_once(real):  # noqa: ANN001, ANN202
+        calls = []
+
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls.append(1)
+            if len(calls) == 1:
+                raise OperationalError("INSERT INTO models", {}, Exception("terminating connection"))
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(job_store, "DB_RETRY_DELAYS_S", (0.01,))
+    monkeypatch.setattr(job_store, "finish_with_model", failing_once(job_store.finish_with_model))
+    monkeypatch.setattr(outcome, "model_values", failing_once(outcome.model_values))
+    job_id = add_job(settings, classifier_spec(epochs=2))
+    run_job(job_id, settings=settings, worker_id="w1")
+    job = job_row(settings, job_id)
+    assert (job.status, job.error) == ("succeeded", None) and job.model_id is not None
+    assert count(settings, Model) == 1
