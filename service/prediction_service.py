@@ -19,7 +19,7 @@ from bps.models import Dataset, Model, Prediction, PredictionChunk
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
-from service.predict import get_model, get_prediction
+from service.predict import get_model, get_prediction, referenced_dataset
 
 DOWNLOAD_FORMATS = ("csv", "parquet")
 STREAM_BLOCK_BYTES = 1 << 20
@@ -83,9 +83,7 @@ def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, 
                             settings: Settings) -> Prediction:
     """The queued Prediction (flushed; the caller commits, then publishes)."""
     model = get_model(session=session, tenant_id=tenant_id, model_id=model_id)
-    dataset = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
-    if dataset is None:
-        raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"])
+    dataset = referenced_dataset(session, tenant_id, dataset_id)
     _check_dataset_fits(Preprocessor.from_json(model.preprocessing), dataset)
     check_tenant_quota(session, tenant_id, settings, table=Prediction, noun="asynchronous predictions")
     row = Prediction(tenant_id=tenant_id, model_id=model.id, n=dataset.n_rows, predictions=[], probabilities=None,

@@ -37,8 +37,8 @@ class GpuStep:
                 "norms": self.xp.zeros(self.n_params, "float64"), "squares": self.squares}
 
     def batch(self, X: Any, y: Any, order: Any, start: int, stop: int) -> tuple[Any, Any]:
-        if order is None:
-            return X[start:stop], y[start:stop]
+        """Rows order[start:stop] gathered into the reused buffers (the fit loop slices unshuffled
+        epochs itself)."""
         if self._xb is None:
             self._xb = self.xp.empty((self.batch_size, *X.shape[1:]), X.dtype)
             self._yb = self.xp.empty((self.batch_size, *y.shape[1:]), y.dtype)

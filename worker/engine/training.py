@@ -242,9 +242,9 @@ class _Loop:
     def _batch(self, order: Any, start: int, stop: int) -> tuple[Any, Any]:
         if order is None:
             return self.X[start:stop], self.y[start:stop]
-        idx, xp = order[start:stop], self.xp
-        if xp is not np:
+        if self.xp is not np:
             return self._gpu.batch(self.X, self.y, order, start, stop)
+        idx = order[start:stop]
         if self._xb is None:
             bs = self.spec["batch_size"]
             self._xb, self._yb = (np.empty((bs, *a.shape[1:]), a.dtype) for a in (self.X, self.y))
