@@ -34,6 +34,9 @@ def test_docs_shows_the_examples_and_tries_a_call_with_a_key(page: Any, service:
     page.wait_for_selector("#operations-jobs-submitJob", timeout=TIMEOUT_MS)
 
     page.click("#operations-jobs-submitJob .opblock-summary")
+    # the operation's body renders after the click: wait for it, not for a fixed time
+    page.wait_for_selector("#operations-jobs-submitJob .examples-select select option", state="attached",
+                           timeout=TIMEOUT_MS)
     options = page.locator("#operations-jobs-submitJob .examples-select select option").all_inner_texts()
     assert any("examples/digits.parquet" in option for option in options), options
     body = page.locator("#operations-jobs-submitJob .opblock-section-request-body").inner_text()
