@@ -36,6 +36,8 @@ FINISH_RETRIES = 5
 # A process-shared event, created before a prefork pool forks: the pool's children, where the
 # jobs run, see it too (a threading.Event would be a copy, and a prefork worker stopped by
 # `docker compose stop` would train on until the grace period ran out and it was killed).
+# Reading it takes a lock shared between processes, so the run's watcher thread copies it into
+# the run's own stop event and the per-batch check reads memory only.
 SHUTDOWN = multiprocessing.get_context("fork").Event()
 
 
@@ -44,10 +46,12 @@ class JobAbandoned(Exception):
 
 
 class RunControl:
-    """Shared by the training thread and the heartbeat thread: when to stop, and why."""
+    """Shared by the training thread and the watcher thread: when to stop, and why."""
 
     def __init__(self, time_limit_s: float, elapsed_s: float = 0.0, last_epoch: int = 0) -> None:
         self.stop = threading.Event()
+        if SHUTDOWN.is_set():  # the watcher's first look comes a tick later
+            self.stop.set()
         self.lost = False  # the job was taken from us: write nothing more
         self.cancel_requested = False
         self.time_limit_s = time_limit_s
@@ -56,7 +60,7 @@ class RunControl:
         self.progress: Progress | None = None  # set once training starts
 
     def should_stop(self) -> bool:
-        return self.stop.is_set() or SHUTDOWN.is_set() or time.monotonic() > self.deadline
+        return self.stop.is_set() or time.monotonic() > self.deadline
 
     def timed_out(self) -> bool:
         return time.monotonic() > self.deadline
@@ -70,43 +74,40 @@ class RunControl:
 
 
 class Heartbeat(threading.Thread):
-    """Refreshes heartbeat_at every `heartbeat_interval_s` and sets the stop event when the
-    job's cancel is requested or the job is no longer ours. `beat(settings, id, attempt)` ->
-    (still_owned, cancel_requested): job_store.heartbeat, or an asynchronous prediction's."""
+    """The run's one periodic thread. Every `cancel_poll_interval_s` it copies SHUTDOWN into the
+    stop event and, given `poll`, reads the cancel flag and ownership (job_store.run_flags, a
+    read-only SELECT): a cancel is honoured at the next batch, within a fraction of a second,
+    without a database round trip per batch. Every `heartbeat_interval_s` it refreshes
+    heartbeat_at with `beat` (job_store.heartbeat, or an asynchronous prediction's). Both
+    `beat` and `poll(settings, id, attempt)` -> (still_owned, cancel_requested)."""
 
-    def __init__(self, settings: Settings, job: Any, control: RunControl, beat: Any = job_store.heartbeat) -> None:
+    def __init__(self, settings: Settings, job: Any, control: RunControl, beat: Any = job_store.heartbeat,
+                 poll: Any = None) -> None:
         super().__init__(name=f"heartbeat-{job.id}", daemon=True)
-        self.settings, self.job, self.control, self.beat = settings, job, control, beat
+        self.settings, self.job, self.control, self.beat, self.poll = settings, job, control, beat, poll
         self.done = threading.Event()
         self.log_context = contextvars.copy_context()  # its lines name the job like the run's
 
     def run(self) -> None:
-        self.log_context.run(self._beat)
+        self.log_context.run(self._watch)
 
-    def _beat(self) -> None:
-        while not self.done.wait(self.settings.heartbeat_interval_s):
-            try:
-                self.control.observe(*self.beat(self.settings, self.job.id, self.job.attempt))
-            except Exception:  # noqa: BLE001  (a lost heartbeat is retried; training goes on)
-                log.warning("job %s: heartbeat failed", self.job.id, exc_info=True)
+    def _watch(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        next_beat = time.monotonic() + interval
+        while not self.done.wait(min(self.settings.cancel_poll_interval_s, interval)):
+            if SHUTDOWN.is_set():
+                self.control.stop.set()
+            if time.monotonic() >= next_beat:
+                self._observe(self.beat, "heartbeat failed", logging.WARNING)  # a lost one is retried
+                next_beat = time.monotonic() + interval
+            elif self.poll is not None and not self.control.stop.is_set():
+                self._observe(self.poll, "cancel poll failed", logging.DEBUG)  # the next poll tries again
 
-
-class CancelWatch(threading.Thread):
-    """Reads the job's cancel flag and ownership every `cancel_poll_interval_s` (a read-only
-    SELECT) and sets the stop event that the batch loop checks: a cancel is honoured at the
-    next batch, within a fraction of a second, without a database round trip per batch."""
-
-    def __init__(self, settings: Settings, job: JobSnapshot, control: RunControl) -> None:
-        super().__init__(name=f"cancel-watch-{job.id}", daemon=True)
-        self.settings, self.job, self.control = settings, job, control
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.settings.cancel_poll_interval_s) and not self.control.stop.is_set():
-            try:
-                self.control.observe(*job_store.run_flags(self.settings, self.job.id, self.job.attempt))
-            except Exception:  # noqa: BLE001  (the next poll tries again; the heartbeat also looks)
-                log.debug("job %s: cancel poll failed", self.job.id, exc_info=True)
+    def _observe(self, read: Any, failure: str, level: int) -> None:
+        try:
+            self.control.observe(*read(self.settings, self.job.id, self.job.attempt))
+        except Exception:  # noqa: BLE001  (training goes on)
+            log.log(level, "job %s: %s", self.job.id, failure, exc_info=True)
 
 
 def default_worker_id() -> str:
@@ -123,9 +124,8 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
     bind_log_context(attempt=job.attempt)
     log.info("job %s attempt %d: claimed by %s", job.id, job.attempt, worker_id or default_worker_id())
     control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
-    beat, watch = Heartbeat(settings, job, control, beat=_job_beat(control)), CancelWatch(settings, job, control)
-    beat.start()
-    watch.start()
+    watcher = Heartbeat(settings, job, control, beat=_job_beat(control), poll=job_store.run_flags)
+    watcher.start()
     try:
         _train(settings, job, control)
     except JobAbandoned:
@@ -137,8 +137,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
         log.exception("job %s attempt %d failed", job.id, job.attempt)
         _finish_or_log(settings, job, "failed", **_error_values(exc))
     finally:
-        beat.done.set()
-        watch.done.set()
+        watcher.done.set()
         release_gpu_memory()
 
 
