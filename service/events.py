@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from bps.config import Settings
@@ -32,8 +33,6 @@ from service.schemas import JobOut
 KEEPALIVE_S = 15.0  # a comment line this often: proxies keep the connection, a gone client is noticed
 STREAM_RETRY_AFTER_S = 5
 _CURSOR = re.compile(r"^(\d{1,9})\.([a-z]*)$")
-_slots: dict[int, threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
 
 
 @dataclass
@@ -56,14 +55,10 @@ def parse_cursor(last_event_id: str | None) -> Cursor:
     return Cursor(int(match[1]), match[2])
 
 
-def _slot(limit: int) -> threading.BoundedSemaphore:
-    with _slots_lock:
-        return _slots.setdefault(limit, threading.BoundedSemaphore(limit))
-
-
 def _take_slot(limit: int) -> Callable[[], None]:
-    """The release function of one of the process's `limit` stream slots, or 503."""
-    slot = _slot(limit)
+    """The release function of one of the process's `limit` stream slots, or 503. The slots are
+    the app's (one app per API process), a semaphore made at its first stream."""
+    slot = current_app.extensions.setdefault("bps.event_streams", threading.BoundedSemaphore(limit))
     if not slot.acquire(blocking=False):
         raise ServiceUnavailable(
             f"this API process already serves {limit} event streams (MAX_EVENT_STREAMS); retry later "
