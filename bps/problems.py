@@ -6,7 +6,8 @@ from typing import Any
 
 
 class ProblemError(Exception):
-    """`errors` is a list of {"loc": [...], "msg": "..."}; `headers` extra response headers."""
+    """`errors` is a list of {"loc": [...], "msg": "..."}; `headers` extra response headers;
+    `members` extra members of the problem body (RFC 9457 extensions a client can read)."""
 
     status = 400
     title = "Bad Request"
@@ -19,6 +20,7 @@ class ProblemError(Exception):
         loc: list[Any] | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        members: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -28,6 +30,7 @@ class ProblemError(Exception):
             errors = [{"loc": list(loc) if loc is not None else [], "msg": detail}]
         self.errors = errors
         self.headers = headers or {}
+        self.members = members or {}
 
 
 class BadRequest(ProblemError):

@@ -20,9 +20,10 @@ DATABASE_RETRY_AFTER_S = 5
 
 def problem_response(
     status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None, members: dict[str, Any] | None = None,
 ) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "errors": errors or []}
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "errors": errors or [],
+            **(members or {})}
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIME)
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -41,7 +42,7 @@ def validation_errors(exc: ValidationError, prefix: str = "body") -> list[dict[s
 
 
 def _handle_problem(exc: ProblemError) -> Response:
-    return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+    return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers, exc.members)
 
 
 def _handle_validation(exc: ValidationError) -> Response:

@@ -24,7 +24,8 @@ def _rows_and_labels(session: Session, tenant_id: str, prep: Preprocessor, reque
     if request.dataset_id is None:
         if len(request.instances or []) > max_rows:
             raise PayloadTooLarge(f"{len(request.instances or [])} rows is more than the {max_rows} an evaluation "
-                                  "takes (MAX_PREDICTION_ROWS): evaluate a sample", loc=["body", "instances"])
+                                  "takes (MAX_PREDICTION_ROWS): evaluate a sample", loc=["body", "instances"],
+                                  members={"max_rows": max_rows})
         X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=request.instances, records=None,
                          dataset_id=None)
         return X, np.asarray(request.targets, dtype=object), ["body", "targets"]

@@ -215,12 +215,13 @@ def create_prediction(*, session: Session, tenant_id: str, model_id: str, instan
     given = len(instances or records or [])
     if given > max_rows:
         raise PayloadTooLarge(f"{given} rows is more than the {max_rows} a synchronous prediction takes "
-                              "(MAX_PREDICTION_ROWS): split the request", loc=["body"])
+                              "(MAX_PREDICTION_ROWS): split the request", loc=["body"], members={"max_rows": max_rows})
     X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=instances, records=records,
                      dataset_id=dataset_id)
     if len(X) > max_rows:
         raise PayloadTooLarge(f"the dataset has {len(X)} rows, more than the {max_rows} a synchronous "
-                              "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"])
+                              "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"],
+                              members={"max_rows": max_rows})
     predictions, probabilities = prep.decode(checked_outputs(net, prep, X, _source_loc(instances, records)))
     row = Prediction(tenant_id=tenant_id, model_id=model_id, n=len(predictions), predictions=predictions,
                      probabilities=probabilities, created_at=started, started_at=started, finished_at=utcnow())

@@ -299,3 +299,5 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ErrorItem] = Field(default_factory=list)
+    max_rows: int | None = Field(None, description="in a 413 for too many rows: the most a synchronous prediction "
+                                                   "takes (MAX_PREDICTION_ROWS)")

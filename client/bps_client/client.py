@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from bps_client.transport import Transport, path_id
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHUNK_ROWS = 1000
-_LIMIT_IN_DETAIL = re.compile(r"more than the (\d+)")
 
 
 def dev_key(url: str) -> str | None:
@@ -124,7 +122,7 @@ class Client:
 
     def predict_chunks(self, model_id: str, chunks: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[dict]:
         """One Prediction per piece of each chunk of rows, each piece at most `chunk_rows` rows;
-        a 413 (MAX_PREDICTION_ROWS) shrinks the pieces to the server's limit and retries."""
+        a 413 (MAX_PREDICTION_ROWS) shrinks the pieces to the problem's `max_rows` and retries."""
         for chunk in chunks:
             start = 0
             while start < tables.n_rows(chunk):
@@ -149,7 +147,8 @@ class Client:
 
 
 def _limit_from(error: ApiError, current: int) -> int:
-    """The row limit a 413 names ("... more than the N ..."), else half the current size."""
-    match = _LIMIT_IN_DETAIL.search(str(error.problem.get("detail") or ""))
-    limit = int(match[1]) if match else current // 2
+    """The row limit the 413 problem gives in `max_rows`, else half the current size."""
+    limit = error.problem.get("max_rows")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = current // 2
     return max(1, min(limit, current - 1))

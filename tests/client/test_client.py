@@ -2,6 +2,7 @@
 bar, JobFailed, ApiError with the 422 problem, chunked predictions, stream and polling waits."""
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -153,6 +154,35 @@ def test_predict_chunks_splits_rows_beyond_max_prediction_rows(client, trained):
     joined = [label for p in pieces for label in p["predictions"]]
     assert joined == client.predict(trained["model_id"], frame.iloc[:7])["predictions"] + joined[7:]
     assert joined[21:28] == client.predict(trained["model_id"], frame.iloc[21:28])["predictions"]
+
+
+def row_limited_client(limit: int, *, names_it: bool) -> tuple[Client, list[int]]:
+    """A scripted API that predicts at most `limit` rows, its 413 giving `max_rows` or only a
+    sentence; the sizes of the requests it got."""
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = len(json.loads(request.content)["instances"])
+        sizes.append(n)
+        if n > limit:
+            problem = {"title": "Payload Too Large", "status": 413, "detail": f"{n} rows is more than the {limit}"}
+            return httpx.Response(413, json={**problem, **({"max_rows": limit} if names_it else {})})
+        return httpx.Response(201, json={"n": n, "predictions": [0] * n})
+
+    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
+    return Client("http://bps.test", "k", http=http, retries=0), sizes
+
+
+def test_predict_chunks_shrinks_its_pieces_to_the_413s_max_rows():
+    client, sizes = row_limited_client(3, names_it=True)
+    pieces = list(client.predict_chunks("m", [[[1.0]] * 10], chunk_rows=8))
+    assert [p["n"] for p in pieces] == [3, 3, 3, 1] and sizes == [8, 3, 3, 3, 1]
+
+
+def test_predict_chunks_halves_its_pieces_on_a_413_without_max_rows():
+    client, sizes = row_limited_client(3, names_it=False)
+    pieces = list(client.predict_chunks("m", [[[1.0]] * 10], chunk_rows=8))
+    assert [p["n"] for p in pieces] == [2, 2, 2, 2, 2] and sizes[:3] == [8, 4, 2]
 
 
 def test_download_npz_and_apierror_for_an_unknown_format(client, trained, tmp_path):

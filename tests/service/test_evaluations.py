@@ -104,8 +104,9 @@ def test_row_limits(client, auth, classifier) -> None:  # noqa: ANN001
     dataset_id = held_out(client, auth, n=51)[0]
     assert_problem(evaluate(client, auth, classifier, dataset_id=dataset_id), 422, "MAX_PREDICTION_ROWS", "51")
     rows = [[0.0, 0.0]] * 51
-    assert_problem(evaluate(client, auth, classifier, instances=rows, targets=["yes"] * 51), 413,
-                   "MAX_PREDICTION_ROWS")
+    too_many = assert_problem(evaluate(client, auth, classifier, instances=rows, targets=["yes"] * 51), 413,
+                              "MAX_PREDICTION_ROWS")
+    assert too_many["max_rows"] == 50
 
 
 @pytest.mark.parametrize(("body", "needle"), [

@@ -104,6 +104,13 @@ def test_prediction_errors(client, auth, model_id, body, status, needles) -> Non
     assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth, json=body), status, *needles)
 
 
+def test_too_many_rows_name_the_limit_in_the_problems_max_rows(client, auth, model_id) -> None:  # noqa: ANN001
+    """The app under test has MAX_PREDICTION_ROWS = 50: a client shrinks its pieces to max_rows."""
+    body = {"instances": [[1.0, "dark"]] * 51}
+    problem = assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth, json=body), 413)
+    assert problem["max_rows"] == 50
+
+
 @pytest.mark.parametrize(("body", "loc"), [
     ({"instances": [[1.0]]}, ["body", "instances"]),
     ({"dataset_id": "missing"}, ["body", "dataset_id"]),
