@@ -10,7 +10,7 @@ from typing import IO, Any
 import httpx
 
 from bps_client.errors import ApiError, JobFailed
-from bps_client.transport import Transport, path_id, sse_events
+from bps_client.transport import Transport, path_id, retry_delay, sse_events
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 RECONNECTS = 5
@@ -119,8 +119,8 @@ class Watcher:
                 return None
             except httpx.TransportError:
                 self._check_deadline()
+            time.sleep(retry_delay(None, failures, self.client.transport.backoff_s))  # as the client's retries
             failures += 1
-            time.sleep(min(0.5 * 2 ** failures, 10.0))
         return None
 
     def _poll(self) -> dict:

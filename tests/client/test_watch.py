@@ -48,6 +48,22 @@ def test_a_job_gone_on_reconnect_raises_its_404(monkeypatch):
     assert error.value.status == 404
 
 
+def test_a_stream_that_keeps_dropping_is_reconnected_with_the_clients_backoff_then_polled(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(watch.time, "sleep", sleeps.append)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=SUCCEEDED)
+
+    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
+    client = Client("http://bps.test", "k", http=http, retries=0, backoff_s=0.25)
+    assert client.wait("j") == SUCCEEDED
+    # the same exponential backoff as Client's retries (transport.retry_delay): backoff_s * 2**attempt
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0] and len(sleeps) == watch.RECONNECTS + 1
+
+
 def test_the_bar_of_an_ended_job_names_its_status_once():
     import io
 
