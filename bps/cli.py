@@ -100,6 +100,9 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
+MAX_REQUEST_LINE = 8190
+
+
 def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
     return [
@@ -110,6 +113,8 @@ def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
         "--threads", str(int(os.environ.get("GUNICORN_THREADS", "4")) + settings.max_event_streams),
         "--timeout", os.environ.get("GUNICORN_TIMEOUT", "120"),
         "--graceful-timeout", "10",
+        # gunicorn's maximum (default 4094): a longer request line gets its plain-text 400, not problem+json.
+        "--limit-request-line", str(MAX_REQUEST_LINE),
         "--config", "python:bps.gunicorn_config",
         "service.app:create_app()",
     ]

@@ -145,6 +145,16 @@ def test_api_binds_host_and_port():
     assert argv[argv.index("--workers") + 1] == "3" and argv[-1] == "service.app:create_app()"
 
 
+def test_api_takes_request_lines_up_to_gunicorns_maximum():
+    from gunicorn.config import Config  # noqa: PLC0415
+
+    argv = gunicorn_argv(Settings(database_url="sqlite://", broker_url="memory://"))
+    config = Config()
+    parsed = config.parser().parse_args(argv[3:])
+    config.set("limit_request_line", parsed.limit_request_line)  # validated as gunicorn validates it
+    assert config.limit_request_line == 8190
+
+
 def wait_for(predicate, timeout: float = 30.0) -> bool:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

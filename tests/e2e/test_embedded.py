@@ -3,11 +3,13 @@ gunicorn + one Celery worker on SQLite and the serverless broker) as a real proc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,18 @@ def test_make_run_topology_trains_and_predicts_then_stops_on_ctrl_c(dev_service)
     assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
     with pytest.raises(urllib.error.URLError):  # the API is gone too
         Client(base_url).request("GET", "/healthz")
+
+
+def test_a_6000_byte_request_line_reaches_the_app_and_gets_its_problem(dev_service):
+    """gunicorn's default limit (4,094 bytes) would answer a plain-text 400 itself; `bps api`
+    raises it to 8,190, so the app answers: here 400 problem+json naming the parameter."""
+    process, base_url, var_dir, _ = dev_service
+    wait_healthy(Client(base_url), alive=lambda: process.poll() is None)
+    key = (var_dir / "dev-api-key").read_text().strip()
+    request = urllib.request.Request(f"{base_url}/v1/jobs?status={'x' * 6000}",
+                                     headers={"Authorization": f"Bearer {key}"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=30)
+    assert answer.value.code == 400 and answer.value.headers["Content-Type"] == "application/problem+json"
+    assert json.loads(answer.value.read())["errors"][0]["loc"] == ["query", "status"]
+
