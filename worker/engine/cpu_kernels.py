@@ -210,12 +210,15 @@ def _relu_backward_bias(grad, a, grad_bias):
     n, f = grad.shape
     for block in prange((f + COLUMN_BLOCK - 1) // COLUMN_BLOCK):  # each column's sum in row order
         lo, hi = block * COLUMN_BLOCK, min(block * COLUMN_BLOCK + COLUMN_BLOCK, f)
-        grad_bias[lo:hi] = zero
+        sums = grad_bias[lo:hi]
+        sums[:] = zero
         for r in range(n):
-            for j in range(lo, hi):
-                d = grad[r, j] if a[r, j] > zero else grad[r, j] * zero
-                grad[r, j] = d
-                grad_bias[j] += d
+            # 1-D row slices: LLVM vectorises this loop; indexing grad[r, j] it ran scalar (6-8x slower)
+            row, active = grad[r, lo:hi], a[r, lo:hi]
+            for j in range(hi - lo):
+                d = row[j] if active[j] > zero else row[j] * zero
+                row[j] = d
+                sums[j] += d
 
 
 _RELU_BACKWARD_BIAS = jit_pair(_relu_backward_bias)
