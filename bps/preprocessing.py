@@ -71,6 +71,7 @@ def _feature_spec(name: str, column: pd.Series, impute: str | None, fit_rows: np
             "mean": float(finite.mean()) if finite.size else 0.0,
             "std": std if std > 1e-12 else 1.0,
             "fill": fill_value(values, impute),
+            "boolean": bool(pd.api.types.is_bool_dtype(column.dtype)),  # only then is true a value
         }
     categories = sorted({str(v) for v in column.dropna()})
     return {"name": name, "kind": "categorical", "categories": categories}

@@ -57,6 +57,32 @@ def fill_value(values: np.ndarray, impute: str | None) -> float | None:
 UNFILLED = "clean the data, or train with \"impute\": \"mean\" | \"median\" | \"zero\" (a model trained so fills them)"
 
 
+def _boolean_rows(column: pd.Series) -> np.ndarray:
+    """Which values of `column` are booleans (JSON true/false, a boolean column)."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return np.ones(len(column), dtype=bool)
+    if column.dtype != object:
+        return np.zeros(len(column), dtype=bool)
+    return np.fromiter((isinstance(v, (bool, np.bool_)) for v in column), dtype=bool, count=len(column))
+
+
+def first_boolean(value: Any, at: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """The index path of the first boolean in nested lists, None when there is none."""
+    if isinstance(value, (bool, np.bool_)):
+        return at
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = first_boolean(item, (*at, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_boolean(at: tuple[int, ...]) -> None:
+    raise Unprocessable(f"instances{''.join(f'[{i}]' for i in at)} is a boolean where a number belongs: "
+                        "send a number", loc=["instances", *at])
+
+
 @dataclass
 class Preprocessor:
     source: str  # "tabular" (CSV/Parquet) | "array" (.npz)
@@ -93,6 +119,12 @@ class Preprocessor:
 
     # ---- features ----------------------------------------------------------------
     def _numeric_column(self, spec: dict[str, Any], column: pd.Series) -> np.ndarray:
+        if spec.get("boolean") is False:  # a model from before the flag reads true as 1, as it did
+            booleans = _boolean_rows(column)
+            if booleans.any():
+                row = int(np.argmax(booleans))
+                raise Unprocessable(f"column {spec['name']!r} takes numbers (the model was trained on numbers); "
+                                    f"row {row} holds {str(bool(column.iloc[row])).lower()}, a boolean", loc=[spec["name"]])
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         bad_text = column.notna().to_numpy() & np.isnan(values)
         if bad_text.any():
@@ -168,6 +200,8 @@ class Preprocessor:
     def transform_instances(self, instances: list[Any]) -> np.ndarray:
         """Rows of raw feature values in feature order, or nested arrays of input_shape."""
         if self.source == "array":
+            if (at := first_boolean(instances)) is not None:
+                _refuse_boolean(at)
             try:
                 return self.transform_arrays(np.asarray(instances, dtype=np.float64))
             except (TypeError, ValueError):
@@ -178,6 +212,9 @@ class Preprocessor:
         ):
             flat_rows = instances
         else:
+            at = first_boolean(instances)
+            if at is not None and any(encoder.get("boolean") is False for encoder in self.encoders):
+                _refuse_boolean(at)
             try:
                 flat_rows = np.asarray(instances, dtype=np.float64).reshape(len(instances), -1)
             except (TypeError, ValueError):

@@ -107,3 +107,41 @@ def test_standardisation_and_imputation_are_fitted_on_the_training_rows_only() -
     np.testing.assert_allclose(X[[0, 2], 1], (z_train[:2] - z_train.mean()) / z_train.std())
     assert X[1, 1] == 0.0  # the NaN, imputed with the training mean, standardises to 0
     assert X.shape[1] == 4  # x, z and both colours: "b" occurs only in validation rows, still one-hot
+
+
+def test_a_boolean_where_a_number_belongs_is_refused_naming_row_and_column() -> None:
+    _X, _y, prep = prepare_training_data(CSV, "csv", target="label", features=None, input_shape=None,
+                                         task="cross_entropy")
+    with pytest.raises(Unprocessable) as refused:
+        prep.transform_instances([[1, "red"], [True, "blue"]])
+    assert "'num'" in refused.value.detail and "row 1" in refused.value.detail and "boolean" in refused.value.detail
+    assert refused.value.errors[0]["loc"] == ["num"]
+    import pandas as pd  # noqa: PLC0415
+
+    with pytest.raises(Unprocessable, match="row 0 holds false, a boolean"):  # records: a column of booleans
+        prep.transform_frame(pd.DataFrame.from_records([{"num": False, "colour": "red"}]))
+
+
+def test_a_model_trained_on_a_boolean_column_takes_booleans_and_older_models_still_do() -> None:
+    flags = b"flag,num,label\nTrue,1,yes\nFalse,2,no\nTrue,3,yes\nFalse,6,no\n"
+    X, _y, prep = prepare_training_data(flags, "csv", target="label", features=None, input_shape=None,
+                                        task="cross_entropy")
+    assert [e["boolean"] for e in prep.encoders] == [True, False]
+    np.testing.assert_allclose(prep.transform_instances([[True, 1], [False, 2]]), X[:2])
+    legacy = prep.to_json()
+    for encoder in legacy["encoders"]:
+        del encoder["boolean"]  # a model stored before the flag: true reads as 1, as it did
+    np.testing.assert_allclose(Preprocessor.from_json(legacy).transform_instances([[True, True]]),
+                               prep.transform_instances([[True, 1]]))
+
+
+@pytest.mark.parametrize("instances", [[[[1.0, 2.0], [True, 0.0]]], [[1.0, 2.0, 0.0, False]]])
+def test_a_boolean_in_an_array_models_instances_is_refused_naming_its_position(instances) -> None:  # noqa: ANN001
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, X=rng.normal(size=(8, 2, 2)), y=np.arange(8) % 2)
+    _X, _y, prep = prepare_training_data(buffer.getvalue(), "npz", target=None, features=None, input_shape=None,
+                                         task="cross_entropy")
+    with pytest.raises(Unprocessable, match="boolean where a number belongs") as refused:
+        prep.transform_instances(instances)
+    assert refused.value.errors[0]["loc"] == ["instances", 0, *((1, 0) if len(instances[0]) == 2 else (3,))]

@@ -95,6 +95,8 @@ def test_regression_on_npz(client, auth, settings) -> None:  # noqa: ANN001
     ({"records": [{"x": 1.0}]}, 422, ["shade"]),
     ({"records": [{"x": "abc", "shade": "dark"}]}, 422, ["'x'", "numeric"]),
     ({"instances": [[1.0, "dark"]] * 51}, 413, ["MAX_PREDICTION_ROWS"]),
+    ({"instances": [[1.0, "dark"], [True, "dark"]]}, 422, ["'x'", "row 1", "true, a boolean"]),
+    ({"records": [{"x": False, "shade": "dark"}]}, 422, ["'x'", "row 0", "false, a boolean"]),
     ({"instances": [[1.0, "dark"]], "records": [{"x": 1}]}, 422, ["exactly one"]),
     ({}, 422, ["exactly one"]),
     ({"dataset_id": "missing"}, 422, ["dataset missing not found"]),
@@ -114,6 +116,8 @@ def test_too_many_rows_name_the_limit_in_the_problems_max_rows(client, auth, mod
 @pytest.mark.parametrize(("body", "loc"), [
     ({"instances": [[1.0]]}, ["body", "instances"]),
     ({"dataset_id": "missing"}, ["body", "dataset_id"]),
+    ({"instances": [[True, "dark"]]}, ["body", "instances", "x"]),
+    ({"records": [{"x": True, "shade": "dark"}]}, ["body", "records", "x"]),
 ])
 def test_prediction_errors_name_where_in_the_body(client, auth, model_id, body, loc) -> None:  # noqa: ANN001
     errors = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json=body).get_json()["errors"]
