@@ -13,12 +13,8 @@ BPS_BENCH_REDIS_URL (default redis://127.0.0.1:6379/15) is skipped when unreacha
 """
 from __future__ import annotations
 
-import http.client
 import io
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from bench.service_processes import free_port, http_call, http_call_multipart, redis_url, setup, start, stop, wait_http
 
 N_FEATURES, N_ROWS = 16, 4000
 SPEC = {"layers": [{"type": "dense", "units": 64, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
@@ -46,21 +44,6 @@ def make_csv(n_rows: int = N_ROWS) -> bytes:
     lines = [",".join([f"f{i}" for i in range(N_FEATURES)] + ["label"])]
     lines += [",".join(f"{v:.5f}" for v in row) + f",{label}" for row, label in zip(X, y, strict=True)]
     return ("\n".join(lines) + "\n").encode()
-
-
-def setup(tmp: Path):  # noqa: ANN201
-    from bps.config import load_settings
-    from bps.db import make_engine, session_scope
-    from bps.models import Base
-    from bps.tenants import create_api_key
-
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp}/bps.db", "BROKER_URL": f"sqla+sqlite:///{tmp}/broker.db",
-           "BPS_VAR_DIR": str(tmp), "RATE_LIMIT_PER_MINUTE": "0", "JOB_HEARTBEAT_TIMEOUT_S": "60"}
-    settings = load_settings(env)
-    Base.metadata.create_all(make_engine(settings.database_url))
-    with session_scope(settings.database_url) as session:
-        key = create_api_key(session=session, tenant_name="bench")
-    return settings, env, {"Authorization": f"Bearer {key}"}
 
 
 def train_model(client, auth, settings, dataset_id: str) -> tuple[str, object]:  # noqa: ANN001
@@ -101,52 +84,6 @@ def time_calls(call, n: int) -> list[float]:  # noqa: ANN001
         call()
         times.append(time.perf_counter() - start)
     return times
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_call(port: int, method: str, path: str, headers: dict, body: bytes | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request(method, path, body=body, headers={**headers, "Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def http_call_multipart(port: int, headers: dict, raw: bytes) -> tuple[int, bytes]:
-    boundary = "bpsbenchboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n\r\n"
-            .encode() + raw + f"\r\n--{boundary}--\r\n".encode())
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request("POST", "/v1/datasets", body=body,
-                           headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bps.cli", *args], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_http(port: int, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            if http_call(port, "GET", "/healthz", {})[0] in (200, 503):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the API did not start on port {port}")
 
 
 def bench_predictions(client, auth, model_id: str, engine, port: int | None) -> None:  # noqa: ANN001
@@ -281,26 +218,6 @@ def bench_overhead(port: int, auth: dict, target_s: float = 10.0, n_rows: int = 
     print(f"  of which epochs as timed by the worker {in_worker:6.2f} s ({in_worker / epochs * 1000:.1f} ms each); "
           f"bookkeeping and start-up {end_to_end - in_worker:5.2f} s = {(end_to_end - in_worker) / engine_s:5.3f} "
           f"of the engine fit, {(end_to_end - in_worker) / epochs * 1000:.1f} ms per epoch")
-
-
-def redis_url() -> str | None:
-    import redis
-
-    url = os.environ.get("BPS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return url
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def run_with_workers(settings, env: dict, auth: dict, dataset_id: str, tmp: Path, broker: str, label: str,  # noqa: ANN001

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_service import (N_FEATURES, free_port, http_call, pct, setup_with_model, start, stop, time_calls,
-                                 wait_http)
+from bench.bench_service import N_FEATURES, pct, setup_with_model, time_calls
+from bench.service_processes import free_port, http_call, start, stop, wait_http
 
 STREAM_COUNTS = (0, 32, 64, 96, 128, 160)  # as shipped: 2 processes x MAX_EVENT_STREAMS=64
 # The cap raised to find where the streams' polling itself slows predictions down.
