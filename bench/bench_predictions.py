@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_mlp import SIZES, SPEC
-from bench.bench_service import free_port, http_call, setup, start, stop, wait_http
+from bench.service_processes import free_port, http_call, setup, start, stop, wait_http
 
 FEATURES = SIZES[0]
 BLOCK_ROWS = 50_000
