@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, select
@@ -15,13 +14,10 @@ from bps.config import Settings
 from bps.db import session_scope
 from bps.models import Base, Job, Tenant, WorkerRecord
 from bps.tenants import authenticate
-
-BPS = Path(sys.executable).with_name("bps")
-
+from tests.faults.harness import bps_command
 
 def bps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
-    return subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(bps_command(*args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -180,8 +176,7 @@ def test_a_worker_process_registers_and_runs_published_jobs(env):
         session.flush()
         job_id = job.id
     publish_job(settings, job_id, "cpu")
-    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
-    worker = subprocess.Popen(command + ["worker", "--queues", "cpu"], env=env,
+    worker = subprocess.Popen(bps_command("worker", "--queues", "cpu"), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def finished() -> bool:

@@ -7,16 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.flow import Client, free_port, train_and_predict, wait_healthy
+from tests.faults.harness import bps_command
 
-BPS = Path(sys.executable).with_name("bps")
 pytestmark = pytest.mark.slow
 
 
@@ -26,11 +24,10 @@ def dev_service(tmp_path):  # noqa: ANN001
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
     env.update(BPS_VAR_DIR=str(tmp_path / "var"), HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1",
                LOG_LEVEL="WARNING")
-    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
     log_path = tmp_path / "dev.log"
     with open(log_path, "wb") as log:
         # Its own process group: a failed test must not leave the API or the worker running.
-        process = subprocess.Popen(command + ["dev"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(bps_command("dev"), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
             yield process, f"http://127.0.0.1:{port}", tmp_path / "var", log_path

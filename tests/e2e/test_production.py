@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.flow import Client, free_port, train_and_predict, wait_healthy
+from tests.faults.harness import bps_command, stop_processes
 
-BPS = Path(sys.executable).with_name("bps")
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-
-
-def bps_command(*args: str) -> list[str]:
-    return ([str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]) + list(args)
 
 
 @pytest.fixture
@@ -50,14 +44,8 @@ def test_production_topology_trains_and_predicts(production_env, tmp_path):
         job = train_and_predict(Client(base_url, key))
         assert job["device"] == "cpu"
     finally:
-        for process in processes.values():
-            process.terminate()
-        for name, process in processes.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            logs[name].close()
+        stop_processes(list(processes.values()), grace_s=30)
+        for log in logs.values():
+            log.close()
     assert all(p.returncode == 0 for p in processes.values()), {
         name: (tmp_path / f"{name}.log").read_text()[-2000:] for name in processes}

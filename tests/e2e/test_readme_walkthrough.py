@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.flow import Client, free_port, wait_healthy
 from tests.examples.test_examples import CASES
-from tests.faults.harness import bps_command
+from tests.faults.harness import bps_command, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -70,14 +70,7 @@ def embedded_checkout(tmp_path_factory):  # noqa: ANN001
         wait_healthy(Client(base_url), alive=lambda: all(p.poll() is None for p in processes))
         yield tmp_path, base_url
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes, grace_s=30)
         for log in logs.values():
             log.close()
 

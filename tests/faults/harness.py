@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from sqlalchemy import func, select
 from bps.config import Settings
 from bps.db import session_scope
 from bps.models import TERMINAL_STATUSES, Epoch, Job
+from tests.e2e.flow import free_port
 from tests.worker.test_runner import add_job, blobs_csv, classifier_spec
 
 BPS = Path(sys.executable).with_name("bps")
@@ -31,12 +31,6 @@ FAST_RECOVERY_ENV = {"JOB_HEARTBEAT_TIMEOUT_S": "3", "HEARTBEAT_INTERVAL_S": "0.
 
 def bps_command(*args: str) -> list[str]:
     return ([str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]) + list(args)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Workers:

@@ -17,7 +17,7 @@ from bps.models import Epoch, Job, Model
 from bps.tenants import create_api_key
 from tests.e2e.flow import Client, wait_healthy
 from tests.faults.harness import (
-    bps_command, duplicated_epoch_rows, free_port, publish, wait_terminal,
+    bps_command, duplicated_epoch_rows, free_port, publish, stop_processes, wait_terminal,
 )
 from tests.worker.test_runner import blobs_csv
 
@@ -41,11 +41,7 @@ def api(fault_settings, tmp_path):  # noqa: ANN001
         wait_healthy(Client(base_url), alive=lambda: process.poll() is None)
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_processes([process])
 
 
 def client_session(settings, base_url: str, number: int) -> list[tuple[int, str | None]]:  # noqa: ANN001

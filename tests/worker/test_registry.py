@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from kombu import Connection
 from sqlalchemy import update
 
 from bps.db import session_scope
 from bps.models import Job, utcnow
+from tests.faults.harness import bps_command
 from tests.worker.test_runner import add_job, classifier_spec, epoch_numbers, job_row
 from worker.registry import reap
 
-BPS = Path(sys.executable).with_name("bps")
 
 
 def queued_messages(settings, queue: str = "cpu") -> int:  # noqa: ANN001
@@ -53,8 +51,7 @@ def test_a_stopping_worker_requeues_its_running_job(settings, tmp_path):
     publish_job(settings, job_id, "cpu")
     env = dict(os.environ, DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url,
                BPS_VAR_DIR=str(tmp_path), LOG_LEVEL="WARNING")
-    command = [str(BPS)] if BPS.exists() else [sys.executable, "-m", "bps.cli"]
-    worker = subprocess.Popen(command + ["worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(bps_command("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while len(epoch_numbers(settings, job_id)) < 2 and time.monotonic() < deadline:
