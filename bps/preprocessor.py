@@ -248,20 +248,36 @@ class Preprocessor:
             return codes.astype(np.float64).reshape(-1, 1)
         return codes
 
-    def decode(self, outputs: np.ndarray) -> tuple[list[Any], list[list[float | None]] | None]:
-        """Network.predict's outputs (N, n_outputs) -> (predictions as uploaded, probabilities or
+    def decode_arrays(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Network.predict's outputs (N, n_outputs) -> (predictions: labels as uploaded (objects),
+        0/1 per output (multi-label) or values, (N,) or (N, k); probabilities (N, k) float64 or
         None). Classification outputs are already probabilities (softmax or sigmoid applied)."""
         outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
         if self.mode == "regression":
-            values = [[finite_or_none(v) for v in row] for row in outputs]
-            return ([row[0] for row in values] if outputs.shape[1] == 1 else values), None
+            return (outputs[:, 0] if outputs.shape[1] == 1 else outputs), None
         if self.mode == "multiclass":
-            probs = outputs
-            preds = [self.classes[int(i)] for i in np.argmax(probs, axis=1)]
-            return preds, [[finite_or_none(p) for p in row] for row in probs]
-        probs = outputs
+            return self._labels(np.argmax(outputs, axis=1)), outputs
         if self.classes is not None:
-            positive = probs[:, 0]
-            preds = [self.classes[int(p >= 0.5)] for p in positive]
-            return preds, [[finite_or_none(1 - p), finite_or_none(p)] for p in positive]
-        return (probs >= 0.5).astype(int).tolist(), [[finite_or_none(p) for p in row] for row in probs]
+            positive = outputs[:, 0]
+            return self._labels((positive >= 0.5).astype(np.intp)), np.stack([1 - positive, positive], axis=1)
+        return (outputs >= 0.5).astype(int), outputs
+
+    def _labels(self, codes: np.ndarray) -> np.ndarray:
+        labels = np.empty(len(self.classes or []), dtype=object)
+        labels[:] = self.classes or []  # each label keeps its Python type
+        return labels[codes]
+
+    def decode(self, outputs: np.ndarray) -> tuple[list[Any], list[list[float | None]] | None]:
+        """decode_arrays as JSON values: lists, a non-finite float as None."""
+        predictions, probabilities = self.decode_arrays(outputs)
+        if self.mode == "regression":
+            return _json_floats(predictions), None
+        return predictions.tolist(), _json_floats(probabilities)
+
+
+def _json_floats(values: np.ndarray) -> list[Any]:
+    if np.isfinite(values).all():
+        return values.tolist()
+    if values.ndim == 1:
+        return [finite_or_none(v) for v in values]
+    return [[finite_or_none(v) for v in row] for row in values]

@@ -33,7 +33,7 @@ def _rows_and_labels(session: Session, tenant_id: str, prep: Preprocessor, reque
     if dataset.n_rows > max_rows:
         raise Unprocessable(f"the dataset has {dataset.n_rows} rows, more than the {max_rows} an evaluation takes "
                             "(MAX_PREDICTION_ROWS): upload a sample of it", loc=["body", "dataset_id"])
-    X, labels = dataset_rows(session, tenant_id, dataset.id, prep)
+    X, labels = dataset_rows(session, dataset, prep)
     if labels is None:
         raise Unprocessable(f"the dataset has no column {prep.target!r}, the model's target: an evaluation needs "
                             "the true labels", loc=["body", "dataset_id", str(prep.target)])

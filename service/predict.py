@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bps.dataset_files import read_npz_arrays, read_table
-from bps.datasets import get_dataset, load_dataset_bytes
+from bps.datasets import load_dataset_bytes
 from bps.input_range import check_inputs_fit, check_outputs_finite
 from bps.models import Dataset, Model, Prediction, utcnow
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
@@ -111,32 +111,53 @@ def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> P
     return get_owned(session, Prediction, tenant_id, prediction_id, "prediction")
 
 
-def referenced_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
-    """The tenant's dataset named in a request body (a missing one is a 422 there, as POST /v1/jobs answers)."""
-    try:
-        return get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    except NotFound:
-        raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"]) from None
+def tenant_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
+    """The tenant's dataset `dataset_id`; None for another tenant's or a missing one."""
+    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
 
 
-def dataset_rows(session: Session, tenant_id: str, dataset_id: str, prep: Preprocessor) -> tuple[np.ndarray, Any]:
-    """The model's X from one of the tenant's datasets, and the dataset's labels: its .npz y, or
-    the model's target column (None when the CSV/Parquet file has no such column)."""
-    dataset = referenced_dataset(session, tenant_id, dataset_id)
+def referenced_dataset(session: Session, tenant_id: str, dataset_id: str, found: Dataset | None = None) -> Dataset:
+    """The tenant's dataset named in a request body (`found`: the row when the caller has already
+    looked it up); a missing one is a 422 there, as POST /v1/jobs answers."""
+    dataset = found if found is not None else tenant_dataset(session, tenant_id, dataset_id)
+    if dataset is None:
+        raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"])
+    return dataset
+
+
+_FORMAT_NAMES = {"npz": ".npz", "csv": "CSV", "parquet": "Parquet"}
+
+
+def check_input_kind(prep: Preprocessor, given: str, loc: list[Any], dataset_id: str | None = None) -> None:
+    """The one rule of which rows a model takes: one trained on an .npz dataset takes arrays
+    (instances or an .npz dataset); one trained on named columns takes those columns (records, a
+    CSV or Parquet dataset) or instances. `given`: "records" or a dataset's format."""
+    if (given == "npz") == (prep.source == "array"):
+        return
+    what = "records" if given == "records" else f"a{'n' if given == 'npz' else ''} {_FORMAT_NAMES[given]} dataset"
+    what += f" ({dataset_id})" if dataset_id else ""
+    if prep.source == "array":
+        raise Unprocessable(f"this model was trained on an .npz dataset: give instances or an .npz dataset, "
+                            f"not {what}", loc=loc)
+    raise Unprocessable(f"this model was trained on named columns: give records, instances or a CSV or Parquet "
+                        f"dataset, not {what}", loc=loc)
+
+
+def dataset_rows(session: Session, dataset: Dataset, prep: Preprocessor) -> tuple[np.ndarray, Any]:
+    """The model's X from `dataset` (the tenant's, looked up by the caller), and the dataset's
+    labels: its .npz y, or the model's target column (None when the CSV/Parquet file has no such
+    column)."""
+    loc = ["body", "dataset_id"]
+    check_input_kind(prep, dataset.format, loc)
     raw = load_dataset_bytes(session=session, dataset_id=dataset.id)
     try:
         if dataset.format == "npz":
-            if prep.source != "array":
-                raise Unprocessable("this model was trained on named columns; give a CSV or Parquet dataset", loc=[])
             X, y = read_npz_arrays(raw, max_array_bytes=UNBOUNDED_ARRAY_BYTES)
             return prep.transform_arrays(X), y
-        if prep.source == "array":
-            raise Unprocessable("this model was trained on an .npz dataset; give instances or an .npz dataset",
-                                loc=[])
         frame = read_table(raw, dataset.format)
         return prep.transform_frame(frame), (frame[prep.target] if prep.target in frame.columns else None)
     except Unprocessable as exc:
-        raise _with_loc(exc, ["body", "dataset_id"]) from None
+        raise _with_loc(exc, loc) from None
 
 
 def numeric_instances(prep: Preprocessor, instances: list[Any]) -> np.ndarray | None:
@@ -176,19 +197,20 @@ def _with_loc(exc: Unprocessable, prefix: list[Any]) -> Unprocessable:
 
 
 def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instances: list[Any] | None,
-                 records: list[dict[str, Any]] | None, dataset_id: str | None) -> np.ndarray:
-    """The model's X (N, *input_shape) from exactly one of the three sources."""
+                 records: list[dict[str, Any]] | None, dataset_id: str | None,
+                 dataset: Dataset | None = None) -> np.ndarray:
+    """The model's X (N, *input_shape) from exactly one of the three sources (`dataset`: the
+    row of `dataset_id` when the caller has already looked it up)."""
     try:
         if instances is not None:
             fast = numeric_instances(prep, instances)
             return fast if fast is not None else prep.transform_instances(instances)
         if records is not None:
-            if prep.source == "array":
-                raise Unprocessable("this model was trained on an .npz dataset: send instances", loc=[])
+            check_input_kind(prep, "records", [])
             return prep.transform_frame(pd.DataFrame.from_records(records))
     except Unprocessable as exc:
         raise _with_loc(exc, ["body", "instances" if instances is not None else "records"]) from None
-    return dataset_rows(session, tenant_id, str(dataset_id), prep)[0]
+    return dataset_rows(session, referenced_dataset(session, tenant_id, str(dataset_id), dataset), prep)[0]
 
 
 def _source_loc(instances: list[Any] | None, records: list[Any] | None) -> list[Any]:
@@ -207,9 +229,10 @@ def checked_outputs(net: SerialNetwork, prep: Preprocessor, X: np.ndarray, loc: 
 
 def create_prediction(*, session: Session, tenant_id: str, model_id: str, instances: list[Any] | None = None,
                       records: list[dict[str, Any]] | None = None, dataset_id: str | None = None,
-                      max_rows: int) -> Prediction:
+                      dataset: Dataset | None = None, max_rows: int) -> Prediction:
     """Predict synchronously (at most `max_rows` rows: 413 beyond) and store the result, created,
-    started and finished as it ran (as an asynchronous prediction's)."""
+    started and finished as it ran (as an asynchronous prediction's). `dataset`: the row of
+    `dataset_id` when the caller has already looked it up."""
     started = utcnow()
     net, prep = warm_runtime(session=session, tenant_id=tenant_id, model_id=model_id)
     given = len(instances or records or [])
@@ -217,7 +240,7 @@ def create_prediction(*, session: Session, tenant_id: str, model_id: str, instan
         raise PayloadTooLarge(f"{given} rows is more than the {max_rows} a synchronous prediction takes "
                               "(MAX_PREDICTION_ROWS): split the request", loc=["body"], members={"max_rows": max_rows})
     X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=instances, records=records,
-                     dataset_id=dataset_id)
+                     dataset_id=dataset_id, dataset=dataset)
     if len(X) > max_rows:
         raise PayloadTooLarge(f"the dataset has {len(X)} rows, more than the {max_rows} a synchronous "
                               "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"],

@@ -19,7 +19,7 @@ from bps.models import Dataset, Model, Prediction, PredictionChunk
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
-from service.predict import get_model, get_prediction, referenced_dataset
+from service.predict import check_input_kind, get_model, get_prediction, referenced_dataset
 
 DOWNLOAD_FORMATS = ("csv", "parquet")
 STREAM_BLOCK_BYTES = 1 << 20
@@ -28,10 +28,7 @@ STREAM_BLOCK_BYTES = 1 << 20
 def _check_dataset_fits(prep: Preprocessor, dataset: Dataset) -> None:
     """The same refusals as a synchronous dataset prediction, made before anything is queued."""
     loc = ["body", "dataset_id"]
-    if (dataset.format == "npz") != (prep.source == "array"):
-        trained_on = "an .npz dataset" if prep.source == "array" else "named columns (CSV or Parquet)"
-        raise Unprocessable(f"this model was trained on {trained_on}; dataset {dataset.id} is {dataset.format}",
-                            loc=loc)
+    check_input_kind(prep, dataset.format, loc, dataset.id)
     names = {column.get("name") for column in dataset.columns or []}
     missing = [name for name in prep.features if name not in names]
     if prep.source == "tabular" and missing:
@@ -72,18 +69,18 @@ def _queue_for(session: Session, model: Model, settings: Settings) -> str:
                             max_age_s=settings.worker_heartbeat_timeout_s)
 
 
-def over_sync_limit(*, session: Session, tenant_id: str, dataset_id: str, max_rows: int) -> bool:
-    """Whether the tenant's dataset has more rows than a synchronous prediction takes (another
-    tenant's or a missing one: False, and the synchronous path answers its 422)."""
-    n_rows = session.scalar(select(Dataset.n_rows).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
-    return n_rows is not None and n_rows > max_rows
+def over_sync_limit(dataset: Dataset | None, max_rows: int) -> bool:
+    """Whether the tenant's dataset (tenant_dataset's row) has more rows than a synchronous
+    prediction takes (another tenant's or a missing one: False, and the synchronous path answers its 422)."""
+    return dataset is not None and dataset.n_rows > max_rows
 
 
-def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, dataset_id: str,
-                            settings: Settings) -> Prediction:
-    """The queued Prediction (flushed; the caller commits, then publishes)."""
+def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, dataset_id: str, settings: Settings,
+                            dataset: Dataset | None = None) -> Prediction:
+    """The queued Prediction (flushed; the caller commits, then publishes). `dataset`: the row of
+    `dataset_id` when the caller has already looked it up."""
     model = get_model(session=session, tenant_id=tenant_id, model_id=model_id)
-    dataset = referenced_dataset(session, tenant_id, dataset_id)
+    dataset = referenced_dataset(session, tenant_id, dataset_id, dataset)
     _check_dataset_fits(Preprocessor.from_json(model.preprocessing), dataset)
     check_tenant_quota(session, tenant_id, settings, table=Prediction, noun="asynchronous predictions")
     row = Prediction(tenant_id=tenant_id, model_id=model.id, n=dataset.n_rows, predictions=[], probabilities=None,
@@ -110,13 +107,8 @@ def decoded_rows(prep: Preprocessor, outputs: np.ndarray) -> list[list[Any]]:
     return [row + probs for row, probs in zip(flat, probabilities, strict=True)] if probabilities else flat
 
 
-def _row_blocks(database_url: str, prediction: Prediction, prep: Preprocessor) -> Iterator[list[list[Any]]]:
-    """The prediction's rows, one stored chunk at a time (a synchronous one: its JSON rows)."""
-    if prediction.status == "succeeded" and not prediction.dataset_id:
-        predictions = [p if isinstance(p, list) else [p] for p in prediction.predictions]
-        yield [row + probs for row, probs in zip(predictions, prediction.probabilities or [[]] * len(predictions),
-                                                 strict=True)]
-        return
+def _stored_outputs(database_url: str, prediction: Prediction) -> Iterator[np.ndarray]:
+    """An asynchronous prediction's outputs, one stored chunk at a time."""
     seq = 0
     while True:
         with session_scope(database_url) as session:
@@ -124,21 +116,74 @@ def _row_blocks(database_url: str, prediction: Prediction, prep: Preprocessor) -
                 PredictionChunk.prediction_id == prediction.id, PredictionChunk.seq == seq))
         if data is None:
             return
-        yield decoded_rows(prep, np.load(io.BytesIO(data), allow_pickle=False))
+        yield np.load(io.BytesIO(data), allow_pickle=False)
         seq += 1
 
 
-def csv_stream(database_url: str, prediction: Prediction, prep: Preprocessor) -> Iterator[bytes]:
+def _synchronous(prediction: Prediction) -> bool:
+    return prediction.status == "succeeded" and not prediction.dataset_id
+
+
+def _row_blocks(database_url: str, prediction: Prediction, prep: Preprocessor) -> Iterator[list[list[Any]]]:
+    """The prediction's rows, one stored chunk at a time (a synchronous one: its JSON rows)."""
+    if _synchronous(prediction):
+        predictions = [p if isinstance(p, list) else [p] for p in prediction.predictions]
+        yield [row + probs for row, probs in zip(predictions, prediction.probabilities or [[]] * len(predictions),
+                                                 strict=True)]
+        return
+    for outputs in _stored_outputs(database_url, prediction):
+        yield decoded_rows(prep, outputs)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (OWASP's CSV injection list: it
+    starts with = + - @, a tab or a carriage return) prefixed with a single quote; numbers and
+    other text as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    """Rows as csv's writer writes them (a float as its repr), text cells made spreadsheet_safe."""
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(column_names(prep))
-    for block in _row_blocks(database_url, prediction, prep):
-        writer.writerows(block)
-        yield text.getvalue().encode()
-        text.seek(0)
-        text.truncate()
-    if text.tell():
-        yield text.getvalue().encode()
+    csv.writer(text, lineterminator="\n").writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
+    return text.getvalue()
+
+
+class _LabelCells(dict):
+    """Each label's CSV cell (quoted as csv quotes it, spreadsheet_safe), made once."""
+
+    def __missing__(self, label: Any) -> str:
+        self[label] = cell = _csv_text([[label]])[:-1]
+        return cell
+
+
+def _chunk_csv(prep: Preprocessor, outputs: np.ndarray, labels: _LabelCells) -> str:
+    """One stored chunk's rows, a column at a time: the same text as _csv_text of its decoded
+    rows (pinned by a test), without a Python list per row and a writer call per cell."""
+    predictions, probabilities = prep.decode_arrays(outputs)
+    if not np.isfinite(outputs).all():  # never stored by a worker; the writer's empty cells if it were
+        return _csv_text(decoded_rows(prep, outputs))
+    columns = []
+    for block in (predictions, probabilities):
+        block = block.reshape(len(block), -1) if block is not None else np.zeros((0, 0))
+        for values in block.T:
+            cells = labels.__getitem__ if block.dtype == object else repr if block.dtype.kind == "f" else str
+            columns.append(map(cells, values.tolist()))
+    return "".join(f"{','.join(row)}\n" for row in zip(*columns))
+
+
+def csv_stream(database_url: str, prediction: Prediction, prep: Preprocessor) -> Iterator[bytes]:
+    yield _csv_text([column_names(prep)]).encode()
+    if _synchronous(prediction):
+        for block in _row_blocks(database_url, prediction, prep):
+            yield _csv_text(block).encode()
+        return
+    labels = _LabelCells()
+    for outputs in _stored_outputs(database_url, prediction):
+        yield _chunk_csv(prep, outputs, labels).encode()
 
 
 def parquet_stream(database_url: str, prediction: Prediction, prep: Preprocessor) -> Iterator[bytes]:

@@ -54,17 +54,85 @@ def test_npz_X_in_batches_equals_the_array(settings, order: str) -> None:  # noq
     np.testing.assert_array_equal(np.concatenate(batches), X)
 
 
+def seek_and_read(stream: StoredBytes, raw: bytes) -> None:
+    assert stream.read() == raw
+    stream.seek(-150, io.SEEK_END)
+    assert stream.read(120) == raw[-150:-30]
+    stream.seek(95)
+    assert stream.read(10) == raw[95:105] and stream.tell() == 105
+
+
 @pytest.mark.parametrize("window_bytes", [1, 97, 3 * 97 + 5, 10**6])
 def test_stored_bytes_seek_and_read_across_chunks(settings, monkeypatch, window_bytes: int) -> None:  # noqa: ANN001
-    """Every read window (one chunk, several, the whole dataset), read forwards and backwards."""
+    """Every read window of the query reader (one chunk, several, the whole dataset), read
+    forwards and backwards."""
     monkeypatch.setattr("bps.dataset_batches.WINDOW_BYTES", window_bytes)
     raw = frame().to_csv(index=False).encode()
+    with StoredBytes(settings.database_url, stored(settings, raw, "d.csv"), blobs=False) as stream:
+        seek_and_read(stream, raw)
+
+
+@pytest.mark.parametrize(("piece_bytes", "span_bytes"), [(1, 1), (7, 200), (1 << 20, 64 << 20)])
+def test_sqlite_blob_reads_across_chunks_and_remaps(settings, monkeypatch, piece_bytes: int,  # noqa: ANN001
+                                                     span_bytes: int) -> None:
+    """SQLite's Blob reader: pieces smaller than a chunk, larger than all of it, and a map
+    dropped and set again after every byte or every few chunks."""
+    monkeypatch.setattr("bps.dataset_batches.PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr("bps.dataset_batches.MAP_SPAN_BYTES", span_bytes)
+    raw = frame().to_csv(index=False).encode()
     with StoredBytes(settings.database_url, stored(settings, raw, "d.csv")) as stream:
-        assert stream.read() == raw
-        stream.seek(-150, io.SEEK_END)
-        assert stream.read(120) == raw[-150:-30]
-        stream.seek(95)
-        assert stream.read(10) == raw[95:105] and stream.tell() == 105
+        assert stream.blobs
+        seek_and_read(stream, raw)
+
+
+@pytest.mark.parametrize("blobs", [True, False])
+def test_the_connection_is_held_from_the_first_read_to_close(settings, blobs: bool) -> None:  # noqa: ANN001
+    from bps.db import session_factory  # noqa: PLC0415
+
+    raw = frame().to_csv(index=False).encode()
+    dataset_id = stored(settings, raw, "d.csv")
+    pool = session_factory(settings.database_url).kw["bind"].pool
+    stream = StoredBytes(settings.database_url, dataset_id, blobs=blobs)
+    assert pool.checkedout() == 0
+    assert stream.read(200) == raw[:200]
+    assert pool.checkedout() == (1 if blobs else 0)  # the query reader's connection: one per window
+    stream.close()
+    assert pool.checkedout() == 0 and stream.closed
+    with pytest.raises(ValueError, match="closed"):
+        stream.read(1)
+
+
+@pytest.mark.parametrize("blobs", [True, False])
+def test_a_dataset_deleted_while_read_says_so(settings, monkeypatch, blobs: bool) -> None:  # noqa: ANN001
+    from sqlalchemy import delete  # noqa: PLC0415
+
+    from bps.dataset_batches import DatasetGone  # noqa: PLC0415
+    from bps.models import DatasetChunk  # noqa: PLC0415
+
+    monkeypatch.setattr("bps.dataset_batches.WINDOW_BYTES", 1)
+    raw = frame().to_csv(index=False).encode()
+    dataset_id = stored(settings, raw, "d.csv")
+    with StoredBytes(settings.database_url, dataset_id, blobs=blobs) as stream:
+        assert stream.read(50) == raw[:50]
+        with session_scope(settings.database_url) as session:
+            session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id))
+        with pytest.raises(DatasetGone, match=f"dataset {dataset_id} was deleted"):
+            stream.read()
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_through_windows(postgres_settings, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr("bps.dataset_batches.WINDOW_BYTES", 3 * 97 + 5)
+    raw = frame().to_csv(index=False).encode()
+    X = np.asarray(np.random.default_rng(2).normal(size=(30, 4)), np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X, y=np.arange(30))
+    with StoredBytes(postgres_settings.database_url, stored(postgres_settings, raw, "d.csv")) as stream:
+        assert not stream.blobs
+        seek_and_read(stream, raw)
+    batches = dataset_batches(postgres_settings.database_url, stored(postgres_settings, buffer.getvalue(), "e.npz"),
+                              "npz", ROWS)
+    np.testing.assert_array_equal(np.concatenate(list(batches)), X)
 
 
 def test_prefetched_keeps_the_order_and_raises_the_readers_error_in_place() -> None:
@@ -80,3 +148,25 @@ def test_prefetched_keeps_the_order_and_raises_the_readers_error_in_place() -> N
             seen.append(item)
     assert seen == [0, 1, 2, 3, 4]
     assert list(prefetched(iter(range(100)), depth=1)) == list(range(100))
+
+
+def test_prefetched_reads_at_most_depth_ahead() -> None:
+    """Memory stays bounded: the reader thread has made at most `depth` batches beyond the one
+    the consumer holds (plus the one it is blocked handing over), whatever the consumer's pace."""
+    import time  # noqa: PLC0415
+
+    from bps.dataset_batches import prefetched  # noqa: PLC0415
+
+    made = []
+
+    def source():  # noqa: ANN202
+        for i in range(20):
+            made.append(i)
+            yield i
+
+    for depth in (1, 2, 3):
+        made.clear()
+        for k, item in enumerate(prefetched(source(), depth=depth)):
+            time.sleep(0.005)  # a slow consumer: the reader runs as far ahead as it may
+            assert item == k and len(made) <= k + 1 + depth + 1
+        assert made == list(range(20))
