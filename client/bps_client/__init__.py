@@ -4,15 +4,17 @@
     c = Client()                          # BPS_URL / BPS_API_KEY, or the `make run` development key
     ds = c.upload("examples/iris.csv")
     job = c.wait(c.submit(ds["id"], spec, target="species")["id"], progress=True)
+    p = c.wait_prediction(c.predict_async(job["model_id"], ds["id"])["id"], progress=True)
+    c.download_prediction(p["id"], "predictions.csv")
 """
 from __future__ import annotations
 
 from typing import Any
 
 from bps_client.client import DEFAULT_URL, Client
-from bps_client.errors import ApiError, JobFailed
+from bps_client.errors import ApiError, JobFailed, PredictionFailed
 
-__all__ = ["DEFAULT_URL", "ApiError", "Client", "JobFailed", "torch_module"]
+__all__ = ["DEFAULT_URL", "ApiError", "Client", "JobFailed", "PredictionFailed", "torch_module"]
 
 
 def torch_module(path: Any) -> Any:

@@ -1,8 +1,8 @@
 """`bpsc`: the Backprop Service on the command line (CONTRACT §5).
 
 Ids are printed as the last line of stdout (so `ID=$(bpsc upload f.csv | tail -1)` works);
-`--json` prints the resource instead. Exit status: 0 success, 1 a job failed or was cancelled,
-2 a usage or HTTP error (the problem's detail on stderr). BPS_URL and BPS_API_KEY configure
+`--json` prints the resource instead. Exit status: 0 success, 1 a job failed or was cancelled
+or an asynchronous prediction failed, 2 a usage or HTTP error (the problem's detail on stderr). BPS_URL and BPS_API_KEY configure
 the server and key; on the default URL without a key, the key `make run` wrote is used."""
 from __future__ import annotations
 
@@ -15,8 +15,13 @@ from typing import Any
 
 import httpx
 
-from bps_client.client import DEFAULT_CHUNK_ROWS, Client
-from bps_client.errors import ApiError, JobFailed
+from bps_client import cli_resources
+from bps_client.cli_base import command as _command
+from bps_client.cli_base import out as _out
+from bps_client.cli_base import out_items
+from bps_client.client import DEFAULT_CHUNK_ROWS, MODEL_SUFFIXES, Client
+from bps_client.downloads import pick_format
+from bps_client.errors import ApiError, JobFailed, PredictionFailed
 
 EXAMPLES = """examples:
   export BPS_URL=http://127.0.0.1:8000 BPS_API_KEY=bps_...
@@ -25,15 +30,10 @@ EXAMPLES = """examples:
   bpsc epochs $(bpsc jobs | head -1 | cut -d' ' -f1) --csv > epochs.csv
   bpsc predict $MODEL examples/iris.csv -o predictions.csv
   bpsc download $MODEL --format onnx -o iris.onnx
+  bpsc predict $MODEL --async $DS -o predictions.parquet
+  bpsc evaluate $MODEL $HELD_OUT_DS
+  bpsc delete model $MODEL
 """
-
-
-def _out(args: argparse.Namespace, resource: Any, lines: list[str]) -> None:
-    """--json: the resource; else the human lines (the id last)."""
-    if args.json:
-        print(json.dumps(resource, indent=2))
-    else:
-        print("\n".join(lines))
 
 
 def _job_line(job: dict) -> str:
@@ -52,8 +52,7 @@ def cmd_upload(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(c: Client, args: argparse.Namespace) -> None:
-    items = c.datasets()
-    _out(args, items, [f"{d['id']} {d['name']} {d['n_rows']} rows" for d in items])
+    out_items(args, c.iter_datasets(), lambda d: f"{d['id']} {d['name']} {d['n_rows']} rows")
 
 
 def _int_list(text: str) -> list[int]:
@@ -82,8 +81,7 @@ def cmd_watch(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_jobs(c: Client, args: argparse.Namespace) -> None:
-    items = c.jobs(status=args.status)
-    _out(args, items, [_job_line(j) for j in items])
+    out_items(args, c.iter_jobs(status=args.status), _job_line)
 
 
 def cmd_job(c: Client, args: argparse.Namespace) -> None:
@@ -110,13 +108,15 @@ def cmd_cancel(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_models(c: Client, args: argparse.Namespace) -> None:
-    items = c.models()
-    _out(args, items, [f"{m['id']} {m['task']} job {m['job_id']}" for m in items])
+    out_items(args, c.iter_models(), lambda m: f"{m['id']} {m['task']} job {m['job_id']}")
 
 
 def cmd_predict(c: Client, args: argparse.Namespace) -> None:
     from bps_client.predict_file import predict_file  # noqa: PLC0415
 
+    if args.async_dataset is not None or args.file is None:
+        cli_resources.predict_async(c, args)
+        return
     if args.output:
         with open(args.output, "w", newline="") as out:
             result = predict_file(c, args.model_id, args.file, out, args.chunk_rows)
@@ -128,17 +128,9 @@ def cmd_predict(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_download(c: Client, args: argparse.Namespace) -> None:
-    path = c.download(args.model_id, args.output, format=args.format)
-    _out(args, {"model_id": args.model_id, "format": args.format, "path": str(path)}, [str(path)])
-
-
-def _command(commands: Any, name: str, func: Any, help_text: str, example: str) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print the resource as JSON instead of lines")
-    parser = commands.add_parser(name, help=help_text, description=help_text, parents=[common],
-                                 epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(func=func)
-    return parser
+    fmt = pick_format(args.output, args.format, MODEL_SUFFIXES, "npz")
+    path = c.download(args.model_id, args.output, format=fmt)
+    _out(args, {"model_id": args.model_id, "format": fmt, "path": str(path)}, [str(path)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_job_commands(commands)
     _add_model_commands(commands)
+    cli_resources.add_commands(commands)
     return parser
 
 
@@ -186,15 +179,19 @@ def _add_model_commands(commands: Any) -> None:
     _command(commands, "models", cmd_models, "list your models", "bpsc models")
     p = _command(commands, "predict", cmd_predict, "predict every row of a CSV/Parquet file (any size: sent in "
                  "pieces under the server's MAX_PREDICTION_ROWS); CSV out: the id column if any, prediction, "
-                 "probability_<label> per class", "bpsc predict $MODEL examples/iris.csv -o predictions.csv")
+                 "probability_<label> per class. --async DATASET_ID: every row of a stored dataset, predicted "
+                 "by the workers (a progress bar, then the rows downloaded to -o)",
+                 "bpsc predict $MODEL examples/iris.csv -o predictions.csv\n  bpsc predict $MODEL --async $DS "
+                 "-o predictions.parquet")
     p.add_argument("model_id")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", help="the CSV to write (default: stdout)")
+    p.add_argument("file", nargs="?", help="a CSV or Parquet file (or --async DATASET_ID)")
+    p.add_argument("-o", "--output", help="the file to write (default: stdout; --async: prediction-<id>.<format>)")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per request (default %(default)s)")
+    cli_resources.add_async_options(p)
     p = _command(commands, "download", cmd_download, "download a model; prints the file's path",
                  "bpsc download $MODEL --format onnx -o model.onnx")
     p.add_argument("model_id")
-    p.add_argument("--format", choices=("npz", "onnx"), default="npz")
+    p.add_argument("--format", choices=("npz", "onnx"), help="default: the -o file's suffix, else npz")
     p.add_argument("-o", "--output", help="the file (default: model-<id>.<format>)")
 
 
@@ -210,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(args.url, args.api_key) as client:
             args.func(client, args)
-    except JobFailed as failed:
+    except (JobFailed, PredictionFailed) as failed:
         if getattr(args, "json", False):
-            print(json.dumps(failed.job, indent=2))
+            print(json.dumps(failed.job if isinstance(failed, JobFailed) else failed.prediction, indent=2))
         print(f"bpsc: {failed}", file=sys.stderr)
         return 1
     except ApiError as error:

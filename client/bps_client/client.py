@@ -1,4 +1,4 @@
-"""`Client`: one method per resource of the Backprop Service API (CONTRACT §2, §5)."""
+"""`Client`: one method per resource of the Backprop Service API (CONTRACT §2, §5, §7)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,15 @@ from typing import Any
 import httpx
 
 from bps_client import tables
+from bps_client.downloads import Target, pick_format, save
 from bps_client.errors import ApiError
+from bps_client.pages import DEFAULT_PAGE_SIZE, each_item
 from bps_client.transport import Transport, path_id
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHUNK_ROWS = 1000
+MODEL_SUFFIXES = {".npz": "npz", ".onnx": "onnx"}
+ROWS_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def dev_key(url: str) -> str | None:
@@ -59,7 +63,11 @@ class Client:
         return self.transport.json("POST", "/v1/datasets", files={"file": (filename, raw)}, data=form)
 
     def datasets(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+        """One page, newest first (the server's `limit`, default 100, and `offset`); every page: iter_datasets."""
         return self._get("/v1/datasets", limit=limit, offset=offset)
+
+    def iter_datasets(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict]:
+        return each_item(self.transport, "/v1/datasets", {}, page_size)
 
     def dataset(self, dataset_id: str) -> dict:
         return self._get(f"/v1/datasets/{path_id(dataset_id)}")
@@ -79,11 +87,19 @@ class Client:
         """Newest first (the server's page: `limit`, `offset`)."""
         return self._get("/v1/jobs", status=status, limit=limit, offset=offset)
 
+    def iter_jobs(self, *, status: str | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict]:
+        """Every job (of `status`), newest first, a page at a time (the Link header's next)."""
+        return each_item(self.transport, "/v1/jobs", {"status": status}, page_size)
+
     def job(self, job_id: str) -> dict:
         return self._get(f"/v1/jobs/{path_id(job_id)}")
 
     def cancel(self, job_id: str) -> dict:
         return self.transport.json("POST", f"/v1/jobs/{path_id(job_id)}/cancel")
+
+    def delete_job(self, job_id: str) -> None:
+        """A finished job with its epochs (its model stays); ApiError 409 while queued or running."""
+        self.transport.request("DELETE", f"/v1/jobs/{path_id(job_id)}")
 
     def epochs(self, job_id: str, *, since: int | None = None, as_frame: bool = False) -> Any:
         """The job's Epoch dicts in order (only those after epoch `since`); as_frame=True: a
@@ -109,10 +125,30 @@ class Client:
 
     # ---- models and predictions ----------------------------------------------------------
     def models(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+        """One page, newest first; every page: iter_models."""
         return self._get("/v1/models", limit=limit, offset=offset)
+
+    def iter_models(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict]:
+        return each_item(self.transport, "/v1/models", {}, page_size)
 
     def model(self, model_id: str) -> dict:
         return self._get(f"/v1/models/{path_id(model_id)}")
+
+    def delete_model(self, model_id: str) -> None:
+        """The model and its predictions; ApiError 409 while an asynchronous prediction of it runs."""
+        self.transport.request("DELETE", f"/v1/models/{path_id(model_id)}")
+
+    def evaluate(self, model_id: str, *, dataset_id: str | None = None, instances: Any = None,
+                 targets: Any = None) -> dict:
+        """The model scored on rows holding the truth: one of your datasets (with the model's
+        target column), or `instances` (lists or an ndarray in the model's feature order) with
+        one target each -> the Evaluation (loss; accuracy and confusion_matrix, or r2, mae, rmse)."""
+        body: dict[str, Any] = {"dataset_id": dataset_id}
+        if instances is not None or targets is not None:
+            body["instances"] = None if instances is None else tables.json_rows(instances)
+            body["targets"] = None if targets is None else tables.json_rows(targets)
+        return self.transport.json("POST", f"/v1/models/{path_id(model_id)}/evaluations",
+                                   json={k: v for k, v in body.items() if v is not None})
 
     def predict(self, model_id: str, rows: Any) -> dict:
         """rows: a list of lists (feature order), a list of dicts, a DataFrame or an ndarray ->
@@ -137,14 +173,54 @@ class Client:
                 start += tables.n_rows(piece)
                 yield prediction
 
-    def download(self, model_id: str, path: str | os.PathLike | None = None, *, format: str = "npz") -> Path:  # noqa: A002
-        """Saves the model (npz or onnx) to `path` (default model-<id>.<format>); returns the path."""
-        target = Path(path or f"model-{model_id}.{format}")
-        response = self.transport.request("GET", f"/v1/models/{path_id(model_id)}/download",
-                                          params={"format": format})
-        target.write_bytes(response.content)
-        return target
+    def download(self, model_id: str, path: Target | None = None, *, format: str | None = None) -> Any:  # noqa: A002
+        """Saves the model, streamed, to `path` (a path or a binary file; default
+        model-<id>.<format>) as "npz" or "onnx" (default: the path's suffix, else npz); returns
+        the path (the file object when given one)."""
+        fmt = pick_format(path, format, MODEL_SUFFIXES, "npz")
+        return save(self.transport, f"/v1/models/{path_id(model_id)}/download", {"format": fmt},
+                    f"model-{model_id}.{fmt}" if path is None else path)
 
+    # ---- asynchronous predictions --------------------------------------------------------
+    def predict_async(self, model_id: str, dataset_id: str) -> dict:
+        """Every row of one of your datasets, predicted by the workers -> the queued Prediction
+        (202); follow it with wait_prediction, then download_prediction."""
+        return self.transport.json("POST", f"/v1/models/{path_id(model_id)}/predictions",
+                                   json={"dataset_id": dataset_id, "async": True})
+
+    def prediction(self, prediction_id: str) -> dict:
+        return self._get(f"/v1/predictions/{path_id(prediction_id)}")
+
+    def predictions(self, *, model_id: str | None = None, limit: int | None = None,
+                    offset: int | None = None) -> list[dict]:
+        """One page of summaries (no rows), newest first; `model_id` keeps one model's."""
+        return self._get("/v1/predictions", model_id=model_id, limit=limit, offset=offset)
+
+    def iter_predictions(self, *, model_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict]:
+        return each_item(self.transport, "/v1/predictions", {"model_id": model_id}, page_size)
+
+    def delete_prediction(self, prediction_id: str) -> None:
+        """ApiError 409 while an asynchronous prediction is queued or running."""
+        self.transport.request("DELETE", f"/v1/predictions/{path_id(prediction_id)}")
+
+    def wait_prediction(self, prediction_id: str, *, progress: bool = False, timeout: float | None = None,
+                        poll_interval: float = 2.0) -> dict:
+        """Blocks until the prediction ends and returns it; PredictionFailed (with the server's
+        reason) if it failed. Polls at intervals growing as the retries' backoff, up to
+        `poll_interval` s; progress=True draws a bar of the rows predicted on stderr."""
+        from bps_client.prediction_wait import wait_prediction  # noqa: PLC0415
+
+        return wait_prediction(self, prediction_id, progress=progress, timeout=timeout, poll_interval=poll_interval)
+
+    def download_prediction(self, prediction_id: str, path: Target | None = None, *,
+                            format: str | None = None) -> Any:  # noqa: A002
+        """Every row of a succeeded prediction, streamed to `path` (a path or a binary file;
+        default prediction-<id>.<format>) as "csv" or "parquet" (default: the path's suffix,
+        else csv): `prediction` (or prediction_<i>) and probability_<label> per class. ApiError
+        409 until it has succeeded. Returns the path (the file object when given one)."""
+        fmt = pick_format(path, format, ROWS_SUFFIXES, "csv")
+        return save(self.transport, f"/v1/predictions/{path_id(prediction_id)}/download", {"format": fmt},
+                    f"prediction-{prediction_id}.{fmt}" if path is None else path)
 
 def _limit_from(error: ApiError, current: int) -> int:
     """The row limit the 413 problem gives in `max_rows`, else half the current size."""

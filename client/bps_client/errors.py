@@ -1,4 +1,5 @@
-"""The client's exceptions: an HTTP error with its problem+json, and a job that did not succeed."""
+"""The client's exceptions: an HTTP error with its problem+json, and a job or an asynchronous
+prediction that did not succeed."""
 from __future__ import annotations
 
 from typing import Any
@@ -28,3 +29,13 @@ class JobFailed(Exception):
         self.job, self.status = job, job.get("status")
         self.error = job.get("error") or f"the job was {self.status}"
         super().__init__(f"job {job.get('id')} {self.status}: {self.error}")
+
+
+class PredictionFailed(Exception):
+    """`wait_prediction` on an asynchronous prediction that ended failed; `prediction` is the final
+    Prediction, `error` the server's reason (e.g. the dataset row it could not predict)."""
+
+    def __init__(self, prediction: dict[str, Any]) -> None:
+        self.prediction, self.status = prediction, prediction.get("status")
+        self.error = prediction.get("error") or f"the prediction was {self.status}"
+        super().__init__(f"prediction {prediction.get('id')} {self.status}: {self.error}")

@@ -53,6 +53,15 @@ def prediction_body(rows: Any) -> dict[str, Any]:
     return {"instances": [_nested_json(row) for row in rows]}
 
 
+def json_rows(rows: Any) -> list[Any]:
+    """Rows (or targets) as JSON lists: a DataFrame's or dicts' values in column order, a Series,
+    lists and arrays as they are; NaN and infinities as null."""
+    if _is_frame(rows) or (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
+        rows = as_instances(rows)
+    rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
+    return [_nested_json(row) for row in rows]
+
+
 def _nested_json(value: Any) -> Any:
     """Lists (of lists) of values with NaN/inf as null: JSON has no NaN."""
     if isinstance(value, (list, tuple)):

@@ -55,22 +55,28 @@ class Transport:
     def close(self) -> None:
         self.http.close()
 
-    def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
-        """The answer of a 2xx; ApiError otherwise (after the retries, when `retry`)."""
+    def request(self, method: str, path: str, *, retry: bool = True, stream: bool = False,
+                **kwargs: Any) -> httpx.Response:
+        """The answer of a 2xx; ApiError otherwise (after the retries, when `retry`). stream=True:
+        its body is left unread, for the caller to iterate and close."""
         retries = self.retries if retry else 0
         for attempt in range(retries + 1):
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = self.http.send(self.http.build_request(method, path, **kwargs), stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout):  # never reached the server: safe to repeat
                 if attempt == retries:
                     raise
                 time.sleep(retry_delay(None, attempt, self.backoff_s))
                 continue
             if response.status_code in RETRY_STATUSES and attempt < retries:
+                response.close()
                 time.sleep(retry_delay(response, attempt, self.backoff_s))
                 continue
             if response.is_error:
-                raise ApiError(response.status_code, problem_of(response))
+                try:
+                    raise ApiError(response.status_code, problem_of(response))
+                finally:
+                    response.close()
             return response
         raise AssertionError("unreachable")
 
