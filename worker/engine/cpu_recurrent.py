@@ -1,9 +1,11 @@
-"""CPU kernels (Numba) for the backward time loops of lstm and gru in training: each step's gate
+"""CPU kernels (Numba) for the time loops of lstm and gru in training: each backward step's gate
 gradients in one pass over (N, units) instead of about ten NumPy calls, with no precomputed
 derivative arrays (the derivatives come from the saved activations in the same pass); rows run
 in parallel when the budget allows (kernel_jit.variant). The recurrent products stay NumPy
-matmuls. The forward loops stay NumPy: their exp/tanh are NumPy's vectorised loops, which
-Numba's scalar libm calls are several times slower than.
+matmuls. In the forward loop only the LSTM's cell update is a kernel (`lstm_cell`): the tanh
+stays NumPy's vectorised loop, which Numba's scalar libm calls are several times slower than.
+The loops run over a row range lo:hi of the batch (one part of batch_split), with their dh/dc
+state in the layer's scratch arrays.
 
 Each equals the array formulation in layers/recurrent.py (still used for CuPy and with
 `use_kernels` off) up to rounding order.
@@ -59,30 +61,56 @@ def _gru_step(gates, h_prev, hp_n, dh, d_in, d_hid):
             h_row[j] = h * z
 
 
-_LSTM_STEP, _GRU_STEP = jit_pair(_lstm_step), jit_pair(_gru_step)
+def _lstm_cell(gates, c_prev, c_next):
+    """gates (N, 4u): i, f, o as tanh of half their pre-activations, made sigmoid(pre) =
+    (tanh + 1) / 2 in place; g already tanh. c_next = f * c_prev + i * g."""
+    n_, u = c_prev.shape
+    half = np.full(1, 0.5, gates.dtype)[0]
+    for r in prange(n_):
+        row, c_row, out = gates[r], c_prev[r], c_next[r]
+        for j in range(3 * u):
+            row[j] = row[j] * half + half
+        for j in range(u):
+            out[j] = row[u + j] * c_row[j] + row[j] * row[3 * u + j]
 
 
-def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray) -> np.ndarray:
-    """The LSTM's backward time loop (layer: its saved forward state) -> dgates (T, N, 4u)."""
-    gates, cs, tanh_c, w_hh = layer._gates, layer._cs, layer._tanh_c, layer._w("weight_hh_l0")
-    steps, n, _ = gates.shape
-    dh, dc = np.zeros((n, layer.units), layer.dtype), np.zeros((n, layer.units), layer.dtype)
+_LSTM_STEP, _GRU_STEP, _LSTM_CELL = jit_pair(_lstm_step), jit_pair(_gru_step), jit_pair(_lstm_cell)
+
+
+def lstm_cell(gates: np.ndarray, c_prev: np.ndarray, c_next: np.ndarray) -> None:
+    variant(_LSTM_CELL, gates.size)(gates, c_prev, c_next)
+
+
+def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
+    """The part's (rows, units) loop state arrays, zeroed."""
+    arrays = [layer.scratch(f"{name}{part}", (rows, layer.units)) for name in names.split()]
+    for array in arrays:
+        array[...] = 0
+    return arrays
+
+
+def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, lo: int, hi: int, part: int) -> None:
+    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state) ->
+    dgates[:, lo:hi] (T, rows, 4u)."""
+    gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
+    w_hh, dgates = layer._w("weight_hh_l0"), dgates[:, lo:hi]
+    dh, dc = _state(layer, part, hi - lo, "dh dc")
     kernel = variant(_LSTM_STEP, dgates[0].size)
-    for t in range(steps - 1, -1, -1):
-        layer._add_upstream(dh, grad_out, t)
+    for t in range(gates.shape[0] - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t, lo)
         kernel(gates[t], cs[t], tanh_c[t], dh, dc, dgates[t])
         np.matmul(dgates[t], w_hh, out=dh)
-    return dgates
 
 
-def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarray) -> None:
-    """The GRU's backward time loop -> d_in, d_hid (T, N, 3u)."""
-    gates, hs, hp_n, w_hh = layer._gates, layer._hs, layer._hp_n, layer._p("weight_hh_l0")
-    steps, n, _ = gates.shape
-    dh, through = np.zeros((n, layer.units), layer.dtype), np.empty((n, layer.units), layer.dtype)
+def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarray, lo: int, hi: int,
+             part: int) -> None:
+    """The GRU's backward time loop over batch rows lo:hi -> d_in, d_hid[:, lo:hi] (T, rows, 3u)."""
+    gates, hs, hp_n = layer._gates[:, lo:hi], layer._hs[:, lo:hi], layer._hp_n[:, lo:hi]
+    w_hh, d_in, d_hid = layer._p("weight_hh_l0"), d_in[:, lo:hi], d_hid[:, lo:hi]
+    dh, through = _state(layer, part, hi - lo, "dh through")
     kernel = variant(_GRU_STEP, d_in[0].size)
-    for t in range(steps - 1, -1, -1):
-        layer._add_upstream(dh, grad_out, t)
+    for t in range(gates.shape[0] - 1, -1, -1):
+        layer._add_upstream(dh, grad_out, t, lo)
         kernel(gates[t], hs[t], hp_n[t], dh, d_in[t], d_hid[t])
         dh += np.matmul(d_hid[t], w_hh, out=through)
 
@@ -94,3 +122,4 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     for k in range(variants):
         _LSTM_STEP[k](four, one, one, one.copy(), one.copy(), four.copy())
         _GRU_STEP[k](four[:, :3], one, one, one.copy(), four[:, :3].copy(), four[:, :3].copy())
+        _LSTM_CELL[k](four.copy(), one, one.copy())

@@ -161,8 +161,8 @@ def lstm_run(layer: Any, proj: Any) -> Any:
     """LSTM._run: proj (T, N, 4u) pre-activations (loop gate order) -> hs (T+1, N, u)."""
     steps, n, gh = proj.shape
     u = layer.units
-    hs, cs = layer._buf("hs", (steps + 1, n, u)), layer._buf("cs", (steps + 1, n, u))
-    tanh_c, tmp = layer._buf("tanh_c", (steps, n, u)), layer._buf("tmp", (n, gh))
+    hs, cs = layer.scratch("hs", (steps + 1, n, u)), layer.scratch("cs", (steps + 1, n, u))
+    tanh_c, tmp = layer.scratch("tanh_c", (steps, n, u)), layer.scratch("tmp", (n, gh))
     hs[0], cs[0] = 0, 0
     w_hh_t = layer._w("weight_hh_l0").T
     for t in range(steps):
@@ -206,7 +206,7 @@ def gru_bptt(layer: Any, grad_out: Any, d_in: Any, d_hid: Any) -> None:
 def rnn_run(layer: Any, proj: Any) -> Any:
     """SimpleRNN._run -> hs (T+1, N, u)."""
     steps, n, u = proj.shape
-    hs, tmp = layer._buf("hs", (steps + 1, n, u)), layer._buf("tmp", (n, u))
+    hs, tmp = layer.scratch("hs", (steps + 1, n, u)), layer.scratch("tmp", (n, u))
     hs[0] = 0
     w_hh_t = layer._p("weight_hh_l0").T
     for t in range(steps):
@@ -218,7 +218,7 @@ def rnn_bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
     """SimpleRNN._bptt -> (dz, dz) (T, N, u)."""
     xp, hs, w_hh = layer.xp, layer._hs, layer._p("weight_hh_l0")
     steps, n, u = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    dz, dh = layer._buf("dz", (steps, n, u)), xp.zeros((n, u), dtype=layer.dtype)
+    dz, dh = layer.scratch("dz", (steps, n, u)), xp.zeros((n, u), dtype=layer.dtype)
     for t in range(steps - 1, -1, -1):
         layer._add_upstream(dh, grad_out, t)
         rnn_backward(dh, hs[t + 1], dz[t])
@@ -236,10 +236,10 @@ def bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
     steps, n = layer._hs.shape[0] - 1, layer._hs.shape[1]
     shape = (steps, n, layer.gates * layer.units)
     if layer.kind == "lstm":
-        dgates = lstm_bptt(layer, grad_out, layer._buf("dgates", shape))
+        dgates = lstm_bptt(layer, grad_out, layer.scratch("dgates", shape))
         return dgates, dgates
     if layer.kind == "gru":
-        d_in, d_hid = layer._buf("d_in", shape), layer._buf("d_hid", shape)
+        d_in, d_hid = layer.scratch("d_in", shape), layer.scratch("d_hid", shape)
         gru_bptt(layer, grad_out, d_in, d_hid)
         return d_in, d_hid
     return rnn_bptt(layer, grad_out)

@@ -95,6 +95,7 @@ def test_the_gpu_time_loops_with_reference_steps_equal_the_layers_own_loops(monk
     """The loops around the step kernels (state, buffers, recurrence products) on NumPy, each
     kernel replaced by its reference: the layer's outputs, dL/dx and weight gradients match."""
     from worker.engine.layers import BuildContext, layer_class  # noqa: PLC0415
+    from worker.engine.layers.recurrent import _Recurrent  # noqa: PLC0415
 
     _kernels_by_their_references(monkeypatch)
     rng = np.random.default_rng(40)
@@ -107,6 +108,8 @@ def test_the_gpu_time_loops_with_reference_steps_equal_the_layers_own_loops(monk
         if on_gpu_loops:
             monkeypatch.setattr(layer, "_run", lambda proj, layer=layer: gpu_recurrent.run(layer, proj))
             monkeypatch.setattr(layer, "_bptt", lambda grad, layer=layer: gpu_recurrent.bptt(layer, grad))
+            # the plain projection, as on CuPy (the LSTM's NumPy loop takes its sigmoid rows halved)
+            monkeypatch.setattr(layer, "_projection", lambda layer=layer: _Recurrent._projection(layer))
         out = layer.forward(x, True).copy()
         dx = layer.backward(np.random.default_rng(41).normal(size=out.shape), True)
         results.append((out, dx, {k: g.copy() for k, g in layer.grads.items()}))

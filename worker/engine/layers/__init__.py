@@ -25,6 +25,7 @@ from worker.engine.layers import (  # noqa: E402, F401
     dense,
     dropout,
     flatten,
+    gated,
     pooling,
     recurrent,
 )

@@ -75,6 +75,15 @@ class Layer:
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         raise NotImplementedError
 
+    def scratch(self, key: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        """A work array of this layer reused across batches of the same shape (contents
+        undefined), allocated with the layer's xp and dtype unless `dtype` says otherwise."""
+        buffers = self.__dict__.setdefault("_scratch", {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != tuple(shape):
+            buf = buffers[key] = self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+        return buf
+
     def n_params(self, input_shape: tuple[int, ...]) -> int:
         """Trainable parameter count for `input_shape`, without allocating (service limits)."""
         return 0

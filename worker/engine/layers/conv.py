@@ -2,8 +2,10 @@
 
 Training on NumPy runs the CPU kernels of cpu_conv (im2col straight from the input, the GEMM's
 result moved to NCHW with the bias and ReLU in the same pass, the reverse in backward, col2im per
-sample), into buffers reused across batches and into the network's gradient views; prediction
-and CuPy use the array formulation below (`forward`/`backward` with `_kernels` false).
+sample), into buffers reused across batches and into the network's gradient views, on the parts
+of the batch at once when the thread budget allows (batch_split: each part its own columns and
+products, the weight and bias gradients summed over the parts); prediction and CuPy use the
+array formulation below (`forward`/`backward` with `_kernels` false).
 """
 from __future__ import annotations
 
@@ -41,7 +43,6 @@ class Conv2D(Layer):
         self.padding = config.get("padding", 0)
         self.activation_name = config.get("activation") or "linear"
         self._cols = self._xpad = self._ones = None
-        self._kernel_buffers: dict[str, Any] = {}
         self._kernels = False  # whether the last forward ran the CPU kernels (then backward does too)
 
     def _where(self) -> str:
@@ -140,28 +141,27 @@ class Conv2D(Layer):
         return col2im(xp, self.layout, dcols, self._x_shape, self.kernel, self.stride, self.pads(),
                       self.out_shape[1:])
 
-    # --- training on NumPy: the CPU kernels (cpu_conv) -------------------------------------
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        buf = self._kernel_buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = self._kernel_buffers[key] = np.empty(shape, self.dtype)
-        return buf
-
+    # --- training on NumPy: the CPU kernels (cpu_conv), on parts of the batch at once (batch_split)
     def _fused_relu(self) -> bool:
         return self.activation is not None and self.activation.name == "relu"
 
     def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
-        from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
+        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
 
         weight, bias = self.params[self.name("weight")], self.params[self.name("bias")]
         n, (_, ho, wo), f = x.shape[0], self.out_shape, self.filters
-        k = weight[0].size
-        self._x_shape = x.shape
-        cols = cpu_conv.im2col(x, self.kernel, self.stride, self.pads(), self._buffer("cols", (k, n, ho, wo)))
-        gemm = np.matmul(weight.reshape(f, k), cols.reshape(k, -1), out=self._buffer("gemm", (f, n * ho * wo)))
-        z = self._buffer("z", (n, f, ho, wo))
-        cpu_conv.bias_act(gemm.reshape(f, n, -1), bias, self._fused_relu(), z.reshape(n, f, -1))
-        if self.activation is None or self._fused_relu():
+        k, relu, pads = weight[0].size, self._fused_relu(), self.pads()
+        w2, z = weight.reshape(f, k), self.scratch("z", (n, f, ho, wo))
+        self._x_shape, self._parts = x.shape, batch_split.parts_for(n)
+
+        def rows(lo: int, hi: int, part: int) -> None:
+            cols = cpu_conv.im2col(x[lo:hi], self.kernel, self.stride, pads,
+                                   self.scratch(f"cols{part}", (k, hi - lo, ho, wo)))
+            gemm = np.matmul(w2, cols.reshape(k, -1), out=self.scratch(f"gemm{part}", (f, cols[0].size)))
+            cpu_conv.bias_act(gemm.reshape(f, hi - lo, -1), bias, relu, z[lo:hi].reshape(hi - lo, f, -1))
+
+        batch_split.run(n, rows, self._parts)
+        if self.activation is None or relu:
             self._z = self._a = z
         elif self.activation.needs_z:
             self._z, self._a = z, self.activation.forward(z)
@@ -178,20 +178,30 @@ class Conv2D(Layer):
         return grad
 
     def _backward_kernels(self, grad_out: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
-        from worker.engine import cpu_conv  # noqa: PLC0415
+        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415
 
         weight = self.params[self.name("weight")]
         n, f, k = grad_out.shape[0], self.filters, weight[0].size
         relu = self._fused_relu()
         dz = grad_out if self.activation is None or relu else self.activation.backward(
             grad_out, self._z, self._a, out=grad_out)
-        dz_cm = self._buffer("dz_cm", (f, dz[0].size // f * n))
-        cpu_conv.grad_to_filters(dz.reshape(n, f, -1), self._a.reshape(n, f, -1), relu, dz_cm.reshape(f, n, -1),
-                                 self._grad_array("bias"))
-        cols = self._kernel_buffers["cols"]
-        np.matmul(dz_cm, cols.reshape(k, -1).T, out=self._grad_array("weight").reshape(f, k))
-        if not need_input_grad:
-            return None
-        dcols = np.matmul(weight.reshape(f, k).T, dz_cm, out=self._buffer("dcols", cols.shape).reshape(k, -1))
-        return cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, self.pads(),
-                               self._buffer("dx", self._x_shape))
+        w2, pads = weight.reshape(f, k), self.pads()
+        grad_w, grad_b = self._grad_array("weight").reshape(f, k), self._grad_array("bias")
+        dx = self.scratch("dx", self._x_shape) if need_input_grad else None
+
+        def rows(lo: int, hi: int, part: int) -> None:  # part 0 writes the gradients, the others their shares
+            cols = self.scratch(f"cols{part}", (k, hi - lo, *self.out_shape[1:]))
+            dz_cm = self.scratch(f"dz_cm{part}", (f, cols[0].size))
+            cpu_conv.grad_to_filters(dz[lo:hi].reshape(hi - lo, f, -1), self._a[lo:hi].reshape(hi - lo, f, -1),
+                                     relu, dz_cm.reshape(f, hi - lo, -1),
+                                     grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))
+            np.matmul(dz_cm, cols.reshape(k, -1).T, out=grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))
+            if dx is not None:
+                dcols = np.matmul(w2.T, dz_cm, out=self.scratch(f"dcols{part}", (k, cols[0].size)))
+                cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, pads, dx[lo:hi])
+
+        batch_split.run(n, rows, self._parts)
+        for part in range(1, self._parts):
+            grad_w += self.scratch(f"grad_w{part}", (f, k))
+            grad_b += self.scratch(f"grad_b{part}", (f,))
+        return dx

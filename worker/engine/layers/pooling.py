@@ -3,7 +3,8 @@
 Each of the ph*pw window offsets is one strided view of the input; the pooled value is an
 elementwise reduction over those views, so no window tensor is ever materialised. Max pooling in
 training on NumPy runs cpu_conv's kernels instead: one pass that keeps each window's argmax, and
-one scatter of the gradient to it.
+one scatter of the gradient to it, on the parts of the batch at once when the thread budget
+allows (batch_split).
 """
 from __future__ import annotations
 
@@ -78,10 +79,7 @@ class MaxPool2D(_Pool2D):
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         """The gradient goes to the first maximum of each window (PyTorch's tie rule)."""
         if self._kernels:
-            from worker.engine import cpu_conv  # noqa: PLC0415
-
-            dx = self._buffer("dx", self._x_shape)
-            return cpu_conv.maxpool_backward(grad_out, self._arg, self.pool, self.stride, dx)
+            return self._backward_kernels(grad_out)
         xp, x, out = self.xp, self._x, self._out
         dx = xp.zeros_like(x)
         is_max = xp.empty(out.shape, dtype=bool)
@@ -104,19 +102,23 @@ class MaxPool2D(_Pool2D):
         return dx
 
 
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        buffers = self.__dict__.setdefault("_kernel_buffers", {})
-        buf = buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = buffers[key] = np.empty(shape, self.dtype if key != "arg" else np.int64)
-        return buf
-
     def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
-        from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
+        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
 
-        shape = (x.shape[0], *self.out_shape)
-        self._x_shape, self._arg = x.shape, self._buffer("arg", shape)
-        return cpu_conv.maxpool(x, self.pool, self.stride, self._buffer("out", shape), self._arg)
+        n = x.shape[0]
+        out, arg = self.scratch("out", (n, *self.out_shape)), self.scratch("arg", (n, *self.out_shape), np.int64)
+        self._x_shape, self._arg, self._parts = x.shape, arg, batch_split.parts_for(n)
+        batch_split.run(n, lambda lo, hi, _: cpu_conv.maxpool(x[lo:hi], self.pool, self.stride, out[lo:hi],
+                                                              arg[lo:hi]), self._parts)
+        return out
+
+    def _backward_kernels(self, grad_out: np.ndarray) -> np.ndarray:
+        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415
+
+        dx, arg = self.scratch("dx", self._x_shape), self._arg
+        batch_split.run(dx.shape[0], lambda lo, hi, _: cpu_conv.maxpool_backward(
+            grad_out[lo:hi], arg[lo:hi], self.pool, self.stride, dx[lo:hi]), self._parts)
+        return dx
 
 
 @register

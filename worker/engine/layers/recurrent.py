@@ -1,4 +1,5 @@
-"""rnn (tanh), lstm, gru: nn.RNN / nn.LSTM / nn.GRU, batch_first, one layer, full BPTT.
+"""rnn (tanh), and the base of lstm and gru (layers/gated.py): nn.RNN / nn.LSTM / nn.GRU,
+batch_first, one layer, full BPTT.
 
 Parameters are PyTorch's: weight_ih_l0 (G*H, F), weight_hh_l0 (G*H, H), bias_ih_l0, bias_hh_l0
 (G*H,), gate blocks stacked in PyTorch's order (LSTM i, f, g, o; GRU r, z, n). Zero initial state.
@@ -6,7 +7,9 @@ Parameters are PyTorch's: weight_ih_l0 (G*H, F), weight_hh_l0 (G*H, H), bias_ih_
 Speed: the input projection of all T steps is one (T*N, F) @ (F, G*H) product before the time
 loop; the loop only does the (N, H) @ (H, G*H) recurrence. The backward loop writes each step's
 pre-activation gradients into a preallocated (T, N, G*H) buffer, and the weight gradients and
-dL/dx are then single large products over all T*N rows.
+dL/dx are then single large products over all T*N rows. In training on NumPy, lstm and gru run
+their time loops on the parts of the batch at once when the thread budget allows (batch_split:
+sequences are independent, so one split per loop, each part its own rows of every buffer).
 """
 from __future__ import annotations
 
@@ -44,7 +47,6 @@ class _Recurrent(Layer):
         super().__init__(config, index)
         self.units = int(config["units"])
         self.return_sequences = bool(config.get("return_sequences", False))
-        self._buffers: dict[str, Any] = {}
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 2:
@@ -71,15 +73,12 @@ class _Recurrent(Layer):
     def _p(self, suffix: str) -> Any:
         return self.params[self.name(suffix)]
 
-    def _buf(self, key: str, shape: tuple[int, ...]) -> Any:
-        """A scratch array reused across batches of the same shape (contents undefined)."""
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = self._buffers[key] = self.xp.empty(shape, dtype=self.dtype)
-        return buf
-
     def _input_bias(self) -> Any:
         return self._w("bias_ih_l0") + self._w("bias_hh_l0")
+
+    def _projection(self) -> tuple[Any, Any]:
+        """(W_ih, bias) of the input projection before the time loop (the LSTM scales rows on NumPy)."""
+        return self._w("weight_ih_l0"), self._input_bias()
 
     def _w(self, suffix: str) -> Any:
         """A parameter in the gate order the loops use (PyTorch's, unless a subclass reorders)."""
@@ -95,8 +94,9 @@ class _Recurrent(Layer):
         self._kernels = training and xp is np and self.use_kernels
         n, steps, features = x.shape
         self._xt = xp.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, N, F)
-        proj = self._xt.reshape(steps * n, features) @ self._w("weight_ih_l0").T
-        proj += self._input_bias()
+        w_ih, bias = self._projection()
+        proj = self._xt.reshape(steps * n, features) @ w_ih.T
+        proj += bias
         run = self._run if xp is np else partial(gpu_recurrent.run, self)  # CuPy: fused step kernels
         with np.errstate(over="ignore"):  # see sigmoid_
             self._hs = run(proj.reshape(steps, n, -1))  # (T+1, N, H), hs[0] = 0
@@ -105,17 +105,19 @@ class _Recurrent(Layer):
         return self._hs[steps].copy()
 
     def _ones(self, rows: int) -> Any:
-        ones = self._buffers.get("ones")
-        if ones is None or ones.shape[0] != rows:
-            ones = self._buffers["ones"] = self.xp.ones(rows, dtype=self.dtype)
+        ones = self.scratch("ones", (rows,))
+        if getattr(self, "_ones_filled", None) is not ones:
+            ones[...], self._ones_filled = 1, ones
         return ones
 
-    def _add_upstream(self, dh: Any, grad_out: Any, t: int) -> None:
-        """dh += dL/dh_t coming from above (every step with return_sequences, else the last)."""
+    def _add_upstream(self, dh: Any, grad_out: Any, t: int, lo: int = 0) -> None:
+        """dh += dL/dh_t coming from above (every step with return_sequences, else the last), for
+        the batch rows lo:lo+len(dh)."""
+        rows = slice(lo, lo + dh.shape[0])
         if self.return_sequences:
-            dh += grad_out[:, t]
+            dh += grad_out[rows, t]
         elif t == self._hs.shape[0] - 2:
-            dh += grad_out
+            dh += grad_out[rows]
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         """grad_out (N, T, H) or (N, H) -> dL/dx (N, T, F); fills the four parameter grads."""
@@ -149,7 +151,7 @@ class SimpleRNN(_Recurrent):
 
     def _run(self, proj: Any) -> Any:
         xp, (steps, n, units) = self.xp, proj.shape
-        hs, tmp = self._buf("hs", (steps + 1, n, units)), self._buf("tmp", (n, units))
+        hs, tmp = self.scratch("hs", (steps + 1, n, units)), self.scratch("tmp", (n, units))
         hs[0] = 0
         w_hh_t = self._p("weight_hh_l0").T
         for t in range(steps):
@@ -162,167 +164,13 @@ class SimpleRNN(_Recurrent):
     def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
         xp, hs = self.xp, self._hs
         steps, n, units = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        deriv = self._buf("deriv", (steps, n, units))
+        deriv = self.scratch("deriv", (steps, n, units))
         xp.multiply(hs[1:], hs[1:], out=deriv)
         xp.subtract(1, deriv, out=deriv)  # tanh' = 1 - h^2
-        dz, w_hh = self._buf("dz", (steps, n, units)), self._p("weight_hh_l0")
+        dz, w_hh = self.scratch("dz", (steps, n, units)), self._p("weight_hh_l0")
         dh = xp.zeros((n, units), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
             xp.multiply(dh, deriv[t], out=dz[t])
             xp.matmul(dz[t], w_hh, out=dh)
         return dz, dz
-
-
-@register
-class LSTM(_Recurrent):
-    """Gates i, f, g, o; c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t).
-
-    The loops keep the gates as (i, f, o, g) so that one sigmoid call covers the three sigmoid
-    gates; parameters and gradients stay in PyTorch's (i, f, g, o) order.
-    """
-
-    kind = "lstm"
-    gates = 4
-
-    def _order(self) -> Any:
-        """Row indices taking PyTorch's gate order (i, f, g, o) to the loops' (i, f, o, g)."""
-        if "order" not in self._buffers:
-            u = self.units
-            self._buffers["order"] = np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
-        return self._buffers["order"]
-
-    def _w(self, suffix: str) -> Any:
-        return self._p(suffix)[self._order()]
-
-    def _to_api(self, rows: Any) -> Any:
-        out = self.xp.empty_like(rows)
-        out[self._order()] = rows
-        return out
-
-    def _run(self, proj: Any) -> Any:
-        xp, (steps, n, gh) = self.xp, proj.shape
-        u = self.units
-        hs, cs = self._buf("hs", (steps + 1, n, u)), self._buf("cs", (steps + 1, n, u))
-        tanh_c, tmp, ig = self._buf("tanh_c", (steps, n, u)), self._buf("tmp", (n, gh)), self._buf("ig", (n, u))
-        hs[0], cs[0] = 0, 0
-        w_hh_t = self._w("weight_hh_l0").T
-        for t in range(steps):
-            g = proj[t]  # becomes the activated gates (i, f, o, g) of step t, kept for backward
-            if t:
-                xp.matmul(hs[t], w_hh_t, out=tmp)
-                g += tmp
-            sigmoid_(xp, g[:, :3 * u])
-            xp.tanh(g[:, 3 * u:], out=g[:, 3 * u:])
-            xp.multiply(g[:, u:2 * u], cs[t], out=cs[t + 1])
-            xp.multiply(g[:, :u], g[:, 3 * u:], out=ig)
-            cs[t + 1] += ig
-            xp.tanh(cs[t + 1], out=tanh_c[t])
-            xp.multiply(g[:, 2 * u:3 * u], tanh_c[t], out=hs[t + 1])
-        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
-        return hs
-
-    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
-        xp, gates, u = self.xp, self._gates, self.units
-        steps, n, gh = gates.shape
-        if self._kernels:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415  (Numba: only where training runs)
-
-            dgates = cpu_recurrent.lstm_bptt(self, grad_out, self._buf("dgates", (steps, n, gh)))
-            return dgates, dgates
-        deriv = self._buf("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
-        xp.subtract(1, gates, out=deriv)
-        deriv *= gates
-        xp.multiply(gates[:, :, 3 * u:], gates[:, :, 3 * u:], out=deriv[:, :, 3 * u:])
-        xp.subtract(1, deriv[:, :, 3 * u:], out=deriv[:, :, 3 * u:])
-        d_tanh_c = self._buf("d_tanh_c", self._tanh_c.shape)
-        xp.multiply(self._tanh_c, self._tanh_c, out=d_tanh_c)
-        xp.subtract(1, d_tanh_c, out=d_tanh_c)
-        dgates, w_hh = self._buf("dgates", (steps, n, gh)), self._w("weight_hh_l0")
-        dh, dc = xp.zeros((n, u), dtype=self.dtype), xp.zeros((n, u), dtype=self.dtype)
-        for t in range(steps - 1, -1, -1):
-            self._add_upstream(dh, grad_out, t)
-            i, f, o, g = (gates[t, :, k * u:(k + 1) * u] for k in range(4))
-            dg = dgates[t]
-            xp.multiply(dh, self._tanh_c[t], out=dg[:, 2 * u:3 * u])  # dL/do
-            xp.multiply(dh, o, out=dh)  # dh is rebuilt by the matmul below: use it as scratch
-            dh *= d_tanh_c[t]
-            dc += dh
-            xp.multiply(dc, g, out=dg[:, :u])  # dL/di
-            xp.multiply(dc, self._cs[t], out=dg[:, u:2 * u])  # dL/df
-            xp.multiply(dc, i, out=dg[:, 3 * u:])  # dL/dg
-            dc *= f
-            dg *= deriv[t]
-            xp.matmul(dg, w_hh, out=dh)
-        return dgates, dgates
-
-
-@register
-class GRU(_Recurrent):
-    """r, z = sigmoid(..); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h."""
-
-    kind = "gru"
-    gates = 3
-
-    def _input_bias(self) -> Any:
-        return self._p("bias_ih_l0")  # b_hh enters inside the loop: r multiplies W_hn h + b_hn
-
-    def loop_state(self, proj: Any) -> tuple[Any, ...]:
-        """(hs with hs[0] = 0, hp_n, tmp, b_hh, W_hh^T) for the time loop over proj (T, N, 3u)."""
-        steps, n, gh = proj.shape
-        hs, hp_n = self._buf("hs", (steps + 1, n, self.units)), self._buf("hp_n", (steps, n, self.units))
-        hs[0] = 0
-        return hs, hp_n, self._buf("tmp", (n, gh)), self._p("bias_hh_l0"), self._p("weight_hh_l0").T
-
-    def _run(self, proj: Any) -> Any:
-        xp, steps, u = self.xp, proj.shape[0], self.units
-        hs, hp_n, tmp, b_hh, w_hh_t = self.loop_state(proj)
-        for t in range(steps):
-            g = proj[t]  # becomes r, z, n of step t
-            if t:
-                xp.matmul(hs[t], w_hh_t, out=tmp)
-                tmp += b_hh
-            else:
-                tmp[...] = b_hh
-            g[:, :2 * u] += tmp[:, :2 * u]
-            sigmoid_(xp, g[:, :2 * u])
-            hp_n[t] = tmp[:, 2 * u:]
-            g[:, 2 * u:] += g[:, :u] * hp_n[t]
-            xp.tanh(g[:, 2 * u:], out=g[:, 2 * u:])
-            xp.subtract(hs[t], g[:, 2 * u:], out=hs[t + 1])
-            hs[t + 1] *= g[:, u:2 * u]
-            hs[t + 1] += g[:, 2 * u:]
-        self._gates, self._hp_n = proj, hp_n
-        return hs
-
-    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
-        xp, gates, hs, u = self.xp, self._gates, self._hs, self.units
-        steps, n, gh = gates.shape
-        d_in, d_hid = self._buf("d_in", (steps, n, gh)), self._buf("d_hid", (steps, n, gh))
-        if self._kernels:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415
-
-            cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid)
-            return d_in, d_hid
-        deriv = self._buf("deriv", (steps, n, gh))
-        xp.subtract(1, gates, out=deriv)
-        deriv *= gates
-        xp.multiply(gates[:, :, 2 * u:], gates[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
-        xp.subtract(1, deriv[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
-        w_hh, dh = self._p("weight_hh_l0"), xp.zeros((n, u), dtype=self.dtype)
-        for t in range(steps - 1, -1, -1):
-            self._add_upstream(dh, grad_out, t)
-            r, z, new = (gates[t, :, k * u:(k + 1) * u] for k in range(3))
-            di, dhid = d_in[t], d_hid[t]
-            xp.subtract(hs[t], new, out=di[:, u:2 * u])
-            di[:, u:2 * u] *= dh  # dL/dz
-            xp.subtract(1, z, out=di[:, 2 * u:])
-            di[:, 2 * u:] *= dh  # dL/dn
-            di[:, 2 * u:] *= deriv[t, :, 2 * u:]  # dL/d(n pre-activation)
-            xp.multiply(di[:, 2 * u:], self._hp_n[t], out=di[:, :u])  # dL/dr
-            di[:, :2 * u] *= deriv[t, :, :2 * u]
-            dhid[:, :2 * u] = di[:, :2 * u]
-            xp.multiply(di[:, 2 * u:], r, out=dhid[:, 2 * u:])
-            dh *= z  # the direct path h_{t-1} -> h_t
-            dh += dhid @ w_hh
-        return d_in, d_hid

@@ -1,0 +1,214 @@
+"""lstm and gru: nn.LSTM / nn.GRU on the base of layers/recurrent.py (parameters, projection,
+weight gradients); here the time loops.
+
+LSTM on NumPy: the three sigmoid gates come from one tanh over all four gates, sigmoid(x) =
+(tanh(x/2) + 1) / 2, with the halving folded into the weights and biases of their rows (exact:
+a power of two) and the rest in one pass with the cell update (cpu_recurrent.lstm_cell in
+training; its array formulation otherwise): NumPy's negate, exp, add and reciprocal over the
+strided (N, 3u) block took about 3x as long as the one tanh (bench_cnn_rnn). Below about 3e-8
+(float32) a sigmoid gate comes out 0, as 1 - tanh rounds to 0 (the exp formulation keeps a tiny
+value); nothing downstream depends on such a gate being nonzero.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from worker.engine import batch_split
+from worker.engine.layers import register
+from worker.engine.layers.recurrent import _Recurrent, sigmoid_
+
+
+def _loop(layer: _Recurrent, rows: Any, n: int) -> None:
+    """rows(lo, hi, part) over the batch: on its parts at once in training on NumPy."""
+    if layer._kernels:
+        batch_split.run(n, rows)
+    else:
+        rows(0, n, 0)
+
+
+@register
+class LSTM(_Recurrent):
+    """Gates i, f, g, o; c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t).
+
+    The loops keep the gates as (i, f, o, g) so that the three sigmoid gates are one block;
+    parameters and gradients stay in PyTorch's (i, f, g, o) order.
+    """
+
+    kind = "lstm"
+    gates = 4
+
+    def _order(self) -> Any:
+        """Row indices taking PyTorch's gate order (i, f, g, o) to the loops' (i, f, o, g)."""
+        u = self.units
+        order = self.__dict__.get("_gate_order")
+        if order is None or order.size != 4 * u:
+            order = self._gate_order = np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
+        return order
+
+    def _w(self, suffix: str) -> Any:
+        return self._p(suffix)[self._order()]
+
+    def _to_api(self, rows: Any) -> Any:
+        out = self.xp.empty_like(rows)
+        out[self._order()] = rows
+        return out
+
+    def _halved(self, rows: Any) -> Any:
+        """Loop-order rows with the sigmoid gates' (the first 3u) halved (NumPy's loop)."""
+        rows[:3 * self.units] *= 0.5
+        return rows
+
+    def _projection(self) -> tuple[Any, Any]:
+        if self.xp is not np:  # CuPy: gpu_recurrent's fused steps take the plain pre-activations
+            return super()._projection()
+        return self._halved(self._w("weight_ih_l0")), self._halved(self._input_bias())
+
+    def _run(self, proj: Any) -> Any:
+        steps, n, gh = proj.shape
+        u = self.units
+        hs, cs = self.scratch("hs", (steps + 1, n, u)), self.scratch("cs", (steps + 1, n, u))
+        tanh_c = self.scratch("tanh_c", (steps, n, u))
+        hs[0], cs[0] = 0, 0
+        w_hh_t, cell = self._halved(self._w("weight_hh_l0")).T, self._cell()
+
+        def rows(lo: int, hi: int, part: int) -> None:
+            tmp = self.scratch(f"tmp{part}", (hi - lo, gh))
+            h, c, tc = hs[:, lo:hi], cs[:, lo:hi], tanh_c[:, lo:hi]
+            for t in range(steps):
+                g = proj[t, lo:hi]  # becomes the activated gates (i, f, o, g) of step t, kept for backward
+                if t:
+                    np.matmul(h[t], w_hh_t, out=tmp)
+                    g += tmp
+                np.tanh(g, out=g)
+                cell(g, c[t], c[t + 1], part)
+                np.tanh(c[t + 1], out=tc[t])
+                np.multiply(g[:, 2 * u:3 * u], tc[t], out=h[t + 1])
+
+        _loop(self, rows, n)
+        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
+        return hs
+
+    def _cell(self) -> Any:
+        """cell(g, c_prev, c_next, part): the sigmoid gates of g from their tanh, then c_next."""
+        if self._kernels:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415  (Numba: only where training runs)
+
+            return lambda g, c_prev, c_next, part: cpu_recurrent.lstm_cell(g, c_prev, c_next)
+        u = self.units
+
+        def cell(g: Any, c_prev: Any, c_next: Any, part: int) -> None:
+            g[:, :3 * u] *= 0.5
+            g[:, :3 * u] += 0.5
+            np.multiply(g[:, u:2 * u], c_prev, out=c_next)
+            ig = self.scratch(f"ig{part}", c_next.shape)
+            np.multiply(g[:, :u], g[:, 3 * u:], out=ig)
+            c_next += ig
+        return cell
+
+    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
+        xp, gates, u = self.xp, self._gates, self.units
+        steps, n, gh = gates.shape
+        dgates = self.scratch("dgates", (steps, n, gh))
+        if self._kernels:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, lo, hi, part))
+            return dgates, dgates
+        deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
+        xp.subtract(1, gates, out=deriv)
+        deriv *= gates
+        xp.multiply(gates[:, :, 3 * u:], gates[:, :, 3 * u:], out=deriv[:, :, 3 * u:])
+        xp.subtract(1, deriv[:, :, 3 * u:], out=deriv[:, :, 3 * u:])
+        d_tanh_c = self.scratch("d_tanh_c", self._tanh_c.shape)
+        xp.multiply(self._tanh_c, self._tanh_c, out=d_tanh_c)
+        xp.subtract(1, d_tanh_c, out=d_tanh_c)
+        w_hh = self._w("weight_hh_l0")
+        dh, dc = xp.zeros((n, u), dtype=self.dtype), xp.zeros((n, u), dtype=self.dtype)
+        for t in range(steps - 1, -1, -1):
+            self._add_upstream(dh, grad_out, t)
+            i, f, o, g = (gates[t, :, k * u:(k + 1) * u] for k in range(4))
+            dg = dgates[t]
+            xp.multiply(dh, self._tanh_c[t], out=dg[:, 2 * u:3 * u])  # dL/do
+            xp.multiply(dh, o, out=dh)  # dh is rebuilt by the matmul below: use it as scratch
+            dh *= d_tanh_c[t]
+            dc += dh
+            xp.multiply(dc, g, out=dg[:, :u])  # dL/di
+            xp.multiply(dc, self._cs[t], out=dg[:, u:2 * u])  # dL/df
+            xp.multiply(dc, i, out=dg[:, 3 * u:])  # dL/dg
+            dc *= f
+            dg *= deriv[t]
+            xp.matmul(dg, w_hh, out=dh)
+        return dgates, dgates
+
+
+@register
+class GRU(_Recurrent):
+    """r, z = sigmoid(..); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h."""
+
+    kind = "gru"
+    gates = 3
+
+    def _input_bias(self) -> Any:
+        return self._p("bias_ih_l0")  # b_hh enters inside the loop: r multiplies W_hn h + b_hn
+
+    def loop_state(self, proj: Any) -> tuple[Any, ...]:
+        """(hs with hs[0] = 0, hp_n, tmp, b_hh, W_hh^T) for the time loop over proj (T, N, 3u)."""
+        steps, n, gh = proj.shape
+        hs, hp_n = self.scratch("hs", (steps + 1, n, self.units)), self.scratch("hp_n", (steps, n, self.units))
+        hs[0] = 0
+        return hs, hp_n, self.scratch("tmp", (n, gh)), self._p("bias_hh_l0"), self._p("weight_hh_l0").T
+
+    def _run(self, proj: Any) -> Any:
+        xp, steps, u = self.xp, proj.shape[0], self.units
+        hs, hp_n, tmp, b_hh, w_hh_t = self.loop_state(proj)
+        for t in range(steps):
+            g = proj[t]  # becomes r, z, n of step t
+            if t:
+                xp.matmul(hs[t], w_hh_t, out=tmp)
+                tmp += b_hh
+            else:
+                tmp[...] = b_hh
+            g[:, :2 * u] += tmp[:, :2 * u]
+            sigmoid_(xp, g[:, :2 * u])
+            hp_n[t] = tmp[:, 2 * u:]
+            g[:, 2 * u:] += g[:, :u] * hp_n[t]
+            xp.tanh(g[:, 2 * u:], out=g[:, 2 * u:])
+            xp.subtract(hs[t], g[:, 2 * u:], out=hs[t + 1])
+            hs[t + 1] *= g[:, u:2 * u]
+            hs[t + 1] += g[:, 2 * u:]
+        self._gates, self._hp_n = proj, hp_n
+        return hs
+
+    def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
+        xp, gates, hs, u = self.xp, self._gates, self._hs, self.units
+        steps, n, gh = gates.shape
+        d_in, d_hid = self.scratch("d_in", (steps, n, gh)), self.scratch("d_hid", (steps, n, gh))
+        if self._kernels:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part))
+            return d_in, d_hid
+        deriv = self.scratch("deriv", (steps, n, gh))
+        xp.subtract(1, gates, out=deriv)
+        deriv *= gates
+        xp.multiply(gates[:, :, 2 * u:], gates[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
+        xp.subtract(1, deriv[:, :, 2 * u:], out=deriv[:, :, 2 * u:])
+        w_hh, dh = self._p("weight_hh_l0"), xp.zeros((n, u), dtype=self.dtype)
+        for t in range(steps - 1, -1, -1):
+            self._add_upstream(dh, grad_out, t)
+            r, z, new = (gates[t, :, k * u:(k + 1) * u] for k in range(3))
+            di, dhid = d_in[t], d_hid[t]
+            xp.subtract(hs[t], new, out=di[:, u:2 * u])
+            di[:, u:2 * u] *= dh  # dL/dz
+            xp.subtract(1, z, out=di[:, 2 * u:])
+            di[:, 2 * u:] *= dh  # dL/dn
+            di[:, 2 * u:] *= deriv[t, :, 2 * u:]  # dL/d(n pre-activation)
+            xp.multiply(di[:, 2 * u:], self._hp_n[t], out=di[:, :u])  # dL/dr
+            di[:, :2 * u] *= deriv[t, :, :2 * u]
+            dhid[:, :2 * u] = di[:, :2 * u]
+            xp.multiply(di[:, 2 * u:], r, out=dhid[:, 2 * u:])
+            dh *= z  # the direct path h_{t-1} -> h_t
+            dh += dhid @ w_hh
+        return d_in, d_hid
