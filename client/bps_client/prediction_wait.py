@@ -21,7 +21,7 @@ class RowBar:
         from tqdm import tqdm  # noqa: PLC0415
 
         self.bar = tqdm(total=prediction.get("n") or None, desc=f"prediction {prediction['id'][:8]}", unit="row",
-                        file=file or sys.stderr, mininterval=0, miniters=1, dynamic_ncols=True, unit_scale=True)
+                        file=file or sys.stderr, mininterval=0, miniters=1, dynamic_ncols=True)
 
     def update(self, prediction: dict) -> None:
         done = round(float(prediction.get("progress") or 0.0) * (prediction.get("n") or 0))

@@ -89,3 +89,18 @@ def trained(client) -> dict:  # noqa: ANN001
     dataset = client.upload(IRIS, name="iris")
     job = client.submit(dataset["id"], SPEC, target="species")
     return client.wait(job["id"], timeout=120)
+
+
+@pytest.fixture
+def bpsc(service, capsys):  # noqa: ANN001, ANN201
+    """Runs `bpsc ARGS` in-process: (exit status, stdout lines, stderr)."""
+    from bps_client.cli import main
+
+    def run(*args: str) -> tuple[int, list[str], str]:
+        try:
+            status = main(["--url", service.url, "--api-key", service.key, *args])
+        except SystemExit as exit_:  # argparse's usage errors
+            status = exit_.code
+        out, err = capsys.readouterr()
+        return status, out.splitlines(), err
+    return run

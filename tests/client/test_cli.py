@@ -18,19 +18,6 @@ pytestmark = pytest.mark.slow
 BPSC = Path(sys.executable).with_name("bpsc")
 
 
-@pytest.fixture
-def bpsc(service, capsys):  # noqa: ANN001, ANN201
-    """Runs `bpsc ARGS` in-process: (exit status, stdout lines, stderr)."""
-    def run(*args: str) -> tuple[int, list[str], str]:
-        try:
-            status = main(["--url", service.url, "--api-key", service.key, *args])
-        except SystemExit as exit_:  # argparse's usage errors
-            status = exit_.code
-        out, err = capsys.readouterr()
-        return status, out.splitlines(), err
-    return run
-
-
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory) -> str:  # noqa: ANN001
     path = tmp_path_factory.mktemp("spec") / "spec.json"
@@ -41,7 +28,7 @@ def spec_file(tmp_path_factory) -> str:  # noqa: ANN001
 def test_help_of_every_command_has_text_and_an_example():
     out = subprocess.run([str(BPSC), "--help"], capture_output=True, text=True, check=True).stdout
     commands = ["upload", "datasets", "train", "watch", "jobs", "job", "epochs", "cancel", "models", "predict",
-                "download"]
+                "download", "predictions", "prediction", "evaluate", "delete"]
     for command in commands:
         assert command in out
         help_text = subprocess.run([str(BPSC), command, "--help"], capture_output=True, text=True, check=True).stdout

@@ -71,7 +71,7 @@ def test_a_failed_async_prediction_raises_with_the_servers_reason(client, traine
         client.wait_prediction(queued["id"], timeout=120)
     reason = client.prediction(queued["id"])["error"]
     assert failed.value.status == "failed" and failed.value.error == reason
-    assert "row 5" in reason and "petal length (cm)" in reason and reason in str(failed.value)
+    assert "row 5" in reason and reason in str(failed.value)
     with pytest.raises(ApiError) as conflict:
         client.download_prediction(queued["id"], tmp_path / "rows.csv")
     assert conflict.value.status == 409 and reason in str(conflict.value)
