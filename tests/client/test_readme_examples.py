@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
+import pandas as pd
 import pytest
 
 from tests.client.conftest import ROOT
@@ -18,10 +20,13 @@ from tests.client.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def readme_block(section: str, language: str) -> str:
+def readme_block(section: str, language: str, nth: int = 0) -> str:
+    """The `nth` (from 0) ```language block after the heading `section`."""
     text = (ROOT / "README.md").read_text()
     body = text[text.index(f"## {section}\n"):]
-    start = body.index(f"```{language}\n") + len(f"```{language}\n")
+    start = -1
+    for _ in range(nth + 1):
+        start = body.index(f"```{language}\n", start + 1) + len(f"```{language}\n")
     return body[start:body.index("```", start)]
 
 
@@ -35,7 +40,8 @@ def checkout(service, tmp_path) -> tuple[Path, dict[str, str]]:  # noqa: ANN001
 
 def test_python_client_example(checkout):
     cwd, env = checkout
-    done = subprocess.run([sys.executable, "-c", readme_block("Python client", "python")], cwd=cwd, env=env,
+    session = readme_block("Python client", "python") + readme_block("Python client", "python", 1)  # the second continues it
+    done = subprocess.run([sys.executable, "-c", session], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -45,6 +51,9 @@ def test_python_client_example(checkout):
     assert float(served[1]) == pytest.approx(float(from_torch[1]), rel=1e-3), out
     assert "Unprocessable Content" in out and "['spec', 'layers', 0, 'units']" in out
     assert (cwd / "iris.npz").exists()
+    assert "150/150" in done.stderr and "\n150\n" in out and out.rstrip().endswith("404"), out
+    assert re.search(r"\n[01](\.\d+)? \[\[\d, \d, \d\], ", out), out  # accuracy and the confusion matrix
+    onnx.checker.check_model(onnx.load(str(cwd / "iris.onnx")))
 
 
 def test_command_line_example(checkout):
@@ -60,3 +69,7 @@ def test_command_line_example(checkout):
                                                  "probability_class_2"}
     assert (cwd / "epochs.csv").read_text().startswith("epoch,loss,val_loss")
     assert any(line.startswith("BpsModel(") for line in out) and (cwd / "wine.npz").exists()
+    assert len(pd.read_parquet(cwd / "wine-predictions.parquet")) == 178 and "178/178" in done.stderr
+    assert any(line.startswith("7 rows: cross_entropy=") for line in out) and "true/predicted" in done.stdout
+    assert any(line.startswith("deleted prediction ") for line in out)
+    onnx.checker.check_model(onnx.load(str(cwd / "wine.onnx")))
