@@ -2,8 +2,9 @@
 
 Ids are printed as the last line of stdout (so `ID=$(bpsc upload f.csv | tail -1)` works);
 `--json` prints the resource instead. Exit status: 0 success, 1 a job failed or was cancelled
-or an asynchronous prediction failed, 2 a usage or HTTP error (the problem's detail on stderr). BPS_URL and BPS_API_KEY configure
-the server and key; on the default URL without a key, the key `make run` wrote is used."""
+or an asynchronous prediction failed, 2 a usage or HTTP error (the problem's detail on
+stderr). BPS_URL and BPS_API_KEY configure the server and key; on the default URL without a
+key, the key `make run` wrote is used."""
 from __future__ import annotations
 
 import argparse

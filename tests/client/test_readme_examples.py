@@ -40,7 +40,7 @@ def checkout(service, tmp_path) -> tuple[Path, dict[str, str]]:  # noqa: ANN001
 
 def test_python_client_example(checkout):
     cwd, env = checkout
-    session = readme_block("Python client", "python") + readme_block("Python client", "python", 1)  # the second continues it
+    session = readme_block("Python client", "python") + readme_block("Python client", "python", 1)  # one session
     done = subprocess.run([sys.executable, "-c", session], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
