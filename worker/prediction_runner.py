@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bps.config import Settings
-from bps.dataset_batches import background_priority, dataset_batches, prefetched
+from bps.dataset_batches import read_ahead
 from bps.db import session_scope
 from bps.models import Dataset, Model, Prediction
 from bps.preprocessor import Preprocessor
@@ -118,7 +118,6 @@ class ChunkWriter(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
-        background_priority()
         while (item := self.pending.get()) is not None:
             if self.failure is not None or self.lost:
                 continue
@@ -167,8 +166,7 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
     net, prep, fmt, finite = model
     rows, done = settings.prediction_chunk_rows, job.rows_done
-    batches = dataset_batches(settings.database_url, job.dataset_id, fmt, rows)
-    for seq, batch in enumerate(prefetched(batches, background=True)):
+    for seq, batch in enumerate(read_ahead(settings.database_url, job.dataset_id, fmt, rows)):
         if seq < job.chunks_done:
             continue
         if control.should_stop():
