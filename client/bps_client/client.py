@@ -142,9 +142,12 @@ class Client:
                  targets: Any = None) -> dict:
         """The model scored on rows holding the truth: one of your datasets (with the model's
         target column), or `instances` (lists or an ndarray in the model's feature order) with
-        one target each -> the Evaluation (loss; accuracy and confusion_matrix, or r2, mae, rmse)."""
+        one target each -> the Evaluation (loss; accuracy and confusion_matrix, or r2, mae, rmse).
+        A DataFrame's (or dicts') columns are sent in the model's feature order, by name."""
         body: dict[str, Any] = {"dataset_id": dataset_id}
         if instances is not None or targets is not None:
+            if instances is not None and tables.has_names(instances):
+                instances = tables.in_feature_order(instances, self.model(model_id).get("features"))
             body["instances"] = None if instances is None else tables.json_rows(instances)
             body["targets"] = None if targets is None else tables.json_rows(targets)
         return self.transport.json("POST", f"/v1/models/{path_id(model_id)}/evaluations",

@@ -53,10 +53,15 @@ def prediction_body(rows: Any) -> dict[str, Any]:
     return {"instances": [_nested_json(row) for row in rows]}
 
 
+def has_names(rows: Any) -> bool:
+    """A DataFrame, or a non-empty list of dicts: values named by their columns."""
+    return _is_frame(rows) or (isinstance(rows, list) and bool(rows) and all(isinstance(row, dict) for row in rows))
+
+
 def json_rows(rows: Any) -> list[Any]:
     """Rows (or targets) as JSON lists: a DataFrame's or dicts' values in column order, a Series,
     lists and arrays as they are; NaN and infinities as null."""
-    if _is_frame(rows) or (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
+    if has_names(rows):
         rows = as_instances(rows)
     rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
     return [_nested_json(row) for row in rows]
@@ -144,6 +149,17 @@ def select_columns(rows: Any, names: list[str]) -> Any:
     if _is_frame(rows):
         return rows[names]
     return [{name: row.get(name) for name in names} for row in rows]
+
+
+def in_feature_order(rows: Any, features: list[str] | None) -> Any:
+    """Named rows (a DataFrame, dicts) as lists of values in the model's `features` order
+    (ValueError naming any it lacks); a model without named features: in column order."""
+    if features:
+        missing = [name for name in features if name not in columns_of(rows)]
+        if missing:
+            raise ValueError(f"the rows lack the model's features {missing}")
+        rows = select_columns(rows, features)
+    return as_instances(rows)
 
 
 def as_instances(rows: Any) -> Any:

@@ -185,6 +185,27 @@ def test_predict_chunks_halves_its_pieces_on_a_413_without_max_rows():
     assert [p["n"] for p in pieces] == [2, 2, 2, 2, 2] and sizes[:3] == [8, 4, 2]
 
 
+def test_evaluate_sends_named_columns_in_the_models_feature_order():
+    """evaluate's instances are positional: a DataFrame or dicts with the columns in another
+    order must not score feature `b` as feature `a`."""
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": "m", "features": ["a", "b"]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json={"n": len(bodies[-1]["instances"])})
+
+    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
+    client = Client("http://bps.test", "k", http=http, retries=0)
+    client.evaluate("m", instances=pd.DataFrame({"b": [2.0, 4.0], "a": [1.0, 3.0]}), targets=["x", "y"])
+    client.evaluate("m", instances=[{"b": 2.0, "a": 1.0, "extra": 9}], targets=["x"])
+    client.evaluate("m", instances=[[1.0, 2.0]], targets=["x"])  # lists: already in feature order
+    assert [body["instances"] for body in bodies] == [[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0]], [[1.0, 2.0]]]
+    with pytest.raises(ValueError, match=r"\['a'\]"):
+        client.evaluate("m", instances=pd.DataFrame({"b": [2.0]}), targets=["x"])
+
+
 def test_download_npz_and_apierror_for_an_unknown_format(client, trained, tmp_path):
     path = client.download(trained["model_id"], tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as saved:
