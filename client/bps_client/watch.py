@@ -119,7 +119,10 @@ class Watcher:
                 return None
             except httpx.TransportError:
                 self._check_deadline()
-            time.sleep(retry_delay(None, failures, self.client.transport.backoff_s))  # as the client's retries
+            if failures == RECONNECTS:  # no reconnect follows: poll at once
+                break
+            # the client's retry backoff, never past the caller's timeout
+            time.sleep(min(retry_delay(None, failures, self.client.transport.backoff_s), self._check_deadline()))
             failures += 1
         return None
 

@@ -61,7 +61,21 @@ def test_a_stream_that_keeps_dropping_is_reconnected_with_the_clients_backoff_th
     client = Client("http://bps.test", "k", http=http, retries=0, backoff_s=0.25)
     assert client.wait("j") == SUCCEEDED
     # the same exponential backoff as Client's retries (transport.retry_delay): backoff_s * 2**attempt
-    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0] and len(sleeps) == watch.RECONNECTS + 1
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0] and len(sleeps) == watch.RECONNECTS  # no sleep before polling
+
+
+def test_a_reconnect_never_sleeps_past_the_timeout(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(watch.time, "sleep", sleeps.append)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
+    client = Client("http://bps.test", "k", http=http, retries=0, backoff_s=100.0)
+    with pytest.raises(httpx.ConnectError):  # polling after the reconnects: the server is gone
+        client.wait("j", timeout=30)
+    assert sleeps and all(delay <= 30 for delay in sleeps), sleeps
 
 
 def test_the_bar_of_an_ended_job_names_its_status_once():
