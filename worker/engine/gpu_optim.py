@@ -15,6 +15,7 @@ the device, no host sync.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,13 @@ def chunk_table(bounds: np.ndarray, xp: Any, size: int = CHUNK) -> Any:
     return xp.asarray(np.asarray(rows, np.int64).reshape(-1, 3))
 
 
+@lru_cache(maxsize=None)
+def _source(c_type_name: str) -> str:
+    """OPT_STEP for one C type, formatted once: the same string object every step, whose hash
+    Python keeps, so raw_kernel's cache lookup does not rehash the whole source."""
+    return OPT_STEP.format(T=c_type_name)
+
+
 def _rule(optimizer: Any, lr: float) -> tuple[int, list[float], float]:
     """(rule, [lr, h1..h6], eps) for the kernel, from the optimizer's cfg and step count."""
     cfg, kind = optimizer.cfg, optimizer.cfg["type"]
@@ -105,7 +113,7 @@ def step(optimizer: Any, flat_grads: Any, lr: float, table: Any, squares: Any, c
     p = optimizer.flat
     rule, scalars, eps = _rule(optimizer, lr)
     slots = [optimizer.flat_state[s] for s in optimizer.slots] + [p, p]  # unused slots: any array
-    kernel = raw_kernel(OPT_STEP.format(T=c_type(p.dtype)), "opt_step")
+    kernel = raw_kernel(_source(c_type(p.dtype)), "opt_step")
     dt, n_params = p.dtype.type, np.int32(squares.shape[0])
     blocks = (table.shape[0],)
 

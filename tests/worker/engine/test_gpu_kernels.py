@@ -211,6 +211,18 @@ class _SignatureCheck:
         self.launched.append(self.name)
 
 
+def test_the_optimizer_step_formats_its_source_once_per_dtype(monkeypatch):
+    seen = []
+    monkeypatch.setattr(gpu_optim, "raw_kernel", lambda source, name: seen.append(source) or (lambda *_: None))
+    for dtype in (np.float32, np.float64, np.float32):
+        flat = np.ones(BOUNDS[-1], dtype)
+        optimizer = make_optimizer(OPTIMIZERS["adam"], {"all": flat}, flat)
+        for _ in range(2):
+            gpu_optim.step(optimizer, flat.copy(), 0.1, gpu_optim.chunk_table(BOUNDS, np), np.zeros(4), None)
+    assert seen[0] is seen[1] is seen[4] is seen[5] and seen[2] is seen[3]  # the same string object each step
+    assert seen[0] == gpu_optim.OPT_STEP.format(T="float") and seen[2] == gpu_optim.OPT_STEP.format(T="double")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_launch_passes_its_kernels_parameters_in_type(monkeypatch, dtype):
     for module in (gpu_kernels, gpu_optim, gpu_recurrent):
