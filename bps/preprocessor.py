@@ -71,6 +71,9 @@ def first_boolean(value: Any, at: tuple[int, ...] = ()) -> tuple[int, ...] | Non
     if isinstance(value, (bool, np.bool_)):
         return at
     if isinstance(value, list):
+        types = set(map(type, value))  # a list of plain numbers is passed over at C speed
+        if list not in types and bool not in types and np.bool_ not in types:
+            return None
         for i, item in enumerate(value):
             found = first_boolean(item, (*at, i))
             if found is not None:
