@@ -16,6 +16,7 @@ from bps.models import Base, Job, Tenant, WorkerRecord
 from bps.tenants import authenticate
 from tests.faults.harness import bps_command
 
+
 def bps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(bps_command(*args), env=env, capture_output=True, text=True, timeout=timeout)
 

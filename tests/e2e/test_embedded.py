@@ -66,4 +66,3 @@ def test_a_6000_byte_request_line_reaches_the_app_and_gets_its_problem(dev_servi
         urllib.request.urlopen(request, timeout=30)
     assert answer.value.code == 400 and answer.value.headers["Content-Type"] == "application/problem+json"
     assert json.loads(answer.value.read())["errors"][0]["loc"] == ["query", "status"]
-

@@ -18,7 +18,6 @@ from tests.worker.test_runner import add_job, classifier_spec, epoch_numbers, jo
 from worker.registry import reap
 
 
-
 def queued_messages(settings, queue: str = "cpu") -> int:  # noqa: ANN001
     with Connection(settings.broker_url) as connection:
         return connection.SimpleQueue(queue).qsize()
