@@ -68,7 +68,8 @@ def wait_http(port: int, deadline_s: float = 30.0) -> None:
             if http_call(port, "GET", "/healthz", {})[0] in (200, 503):
                 return
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)  # also after another status: no busy loop against the starting API
     raise RuntimeError(f"the API did not start on port {port}")
 
 
