@@ -239,3 +239,32 @@ def test_async_must_be_a_json_boolean(client, auth, model_id, big_dataset, flag)
                            json={"dataset_id": big_dataset[0], "async": flag})
     assert_problem(response, 422)
     assert ["body", "async"] in [error["loc"] for error in response.get_json()["errors"]]
+
+
+def test_a_dataset_prediction_or_evaluation_selects_the_dataset_row_once(client, auth, model_id, big_dataset,  # noqa: ANN001
+                                                                          published, settings) -> None:
+    """The route looks the Dataset up once and hands the row down (its column profile can be
+    megabytes for a wide dataset): synchronous, over the limit, "async", and an evaluation."""
+    from sqlalchemy import event  # noqa: PLC0415
+
+    from bps.db import session_factory  # noqa: PLC0415
+
+    small = upload(client, auth, tabular_csv(12)).get_json()["id"]
+    engine = session_factory(settings.database_url).kw["bind"]
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for path, body, status in (("predictions", {"dataset_id": small}, 201),
+                                   ("predictions", {"dataset_id": big_dataset[0]}, 202),
+                                   ("predictions", {"dataset_id": small, "async": True}, 202),
+                                   ("evaluations", {"dataset_id": small}, 200)):
+            statements.clear()
+            response = client.post(f"/v1/models/{model_id}/{path}", headers=auth, json=body)
+            assert response.status_code == status, response.get_json()
+            assert sum("FROM datasets" in statement for statement in statements) == 1, (path, body)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
