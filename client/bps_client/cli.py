@@ -20,7 +20,7 @@ from bps_client import cli_resources
 from bps_client.cli_base import command as _command
 from bps_client.cli_base import out as _out
 from bps_client.cli_base import out_items
-from bps_client.client import DEFAULT_CHUNK_ROWS, MODEL_SUFFIXES, Client
+from bps_client.client import DEFAULT_CHUNK_ROWS, MODEL_SUFFIXES, ROWS_SUFFIXES, Client
 from bps_client.downloads import pick_format
 from bps_client.errors import ApiError, JobFailed, PredictionFailed
 
@@ -118,6 +118,9 @@ def cmd_predict(c: Client, args: argparse.Namespace) -> None:
     if args.async_dataset is not None or args.file is None:
         cli_resources.predict_async(c, args)
         return
+    if args.no_wait or pick_format(args.output, args.format, ROWS_SUFFIXES, "csv") != "csv":
+        raise ValueError("a file's predictions are written as CSV: --format parquet, a Parquet -o and --no-wait "
+                         "go with --async DATASET_ID")
     if args.output:
         with open(args.output, "w", newline="") as out:
             result = predict_file(c, args.model_id, args.file, out, args.chunk_rows)
