@@ -6,8 +6,8 @@ one core. `run(rows, work)` instead calls `work(lo, hi, part)` for contiguous ro
 batch, part 0 in the calling thread and the others in persistent helper threads, with OpenBLAS
 on one thread for the duration (each part's products run in its own thread); the Numba kernels
 are compiled nogil and NumPy's matmul and ufuncs release the GIL, so the parts overlap. One
-hand-off each way per call: a layer splits once per forward or backward (a recurrent layer its
-whole time loop), never per step.
+hand-off each way per call (spin.Signal: a few µs where a lock's wake-up took tens): a layer
+splits once per forward or backward (a recurrent layer its whole time loop), never per step.
 
 Used while the budget (`kernel_jit.threads_in_use`) is 2 or 3 threads, the caller is the main
 thread and each part gets at least MIN_PART_ROWS rows; from PARALLEL_MIN_THREADS threads the
@@ -28,31 +28,34 @@ _state: dict[str, Any] = {"helpers": [], "blas": None, "forced": None}
 
 
 class _Helper:
-    """A daemon thread that runs one job at a time, handed over through two locks."""
+    """A daemon thread that runs one job at a time, handed over through two spin.Signals."""
 
     def __init__(self) -> None:
-        self._go, self._done = threading.Lock(), threading.Lock()
-        self._go.acquire()
-        self._done.acquire()
+        from worker.engine.spin import Signal  # noqa: PLC0415  (Numba: only where training runs)
+
+        self._go, self._done, self._jobs = Signal(), Signal(), 0
         self._job: Callable[[], None] | None = None
         self.error: BaseException | None = None
         threading.Thread(target=self._loop, name="bps-batch-split", daemon=True).start()
 
     def _loop(self) -> None:
+        jobs = 0
         while True:
-            self._go.acquire()
+            jobs += 1
+            self._go.wait_for(jobs)
             try:
                 self._job()
             except BaseException as error:  # noqa: BLE001  (re-raised in the caller's thread)
                 self.error = error
-            self._done.release()
+            self._done.raise_to(jobs)
 
     def start(self, job: Callable[[], None]) -> None:
         self._job, self.error = job, None
-        self._go.release()
+        self._jobs += 1
+        self._go.raise_to(self._jobs)
 
     def wait(self) -> None:
-        self._done.acquire()
+        self._done.wait_for(self._jobs)
 
 
 def _forget_helpers() -> None:

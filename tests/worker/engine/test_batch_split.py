@@ -101,3 +101,18 @@ def test_an_error_in_a_helper_part_reaches_the_caller_after_every_part_ended():
         batch_split.run(4, work, 2)
     assert ended == [0]
     assert batch_split.run(4, lambda lo, hi, part: ended.append(part), 2) == 2  # the helper lives on
+
+
+def test_a_signal_wakes_a_waiter_that_stopped_spinning_and_went_to_sleep(monkeypatch):
+    from worker.engine import spin  # noqa: PLC0415
+
+    monkeypatch.setattr(spin, "SPIN_LOADS", 10)
+    signal, seen = spin.Signal(), []
+    waiter = threading.Thread(target=lambda: (signal.wait_for(1), seen.append(1), signal.wait_for(2), seen.append(2)))
+    waiter.start()
+    while not spin._GET(signal._cells, spin.SLEEPING):  # the waiter is asleep on its Event
+        threading.Event().wait(0.001)
+    signal.raise_to(1)
+    signal.raise_to(2)
+    waiter.join(timeout=10)
+    assert seen == [1, 2] and not waiter.is_alive()
