@@ -1,5 +1,6 @@
 """HTTP under the client: the base URL and key, timeouts, and retries with backoff on 429 and
-503 (honouring Retry-After) and on connections that could not be made."""
+503 (honouring Retry-After), on 502 and 504 for requests safe to repeat, and on connections that
+could not be made."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,9 @@ import httpx
 from bps_client.errors import ApiError
 
 RETRY_STATUSES = (429, 502, 503, 504)
+# A proxy's 502/504 may come after the server acted: a POST repeated then could queue a second job.
+NOT_ACTED_STATUSES = (429, 503)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_RETRY_AFTER_S = 60.0
 
 
@@ -32,6 +36,11 @@ def problem_of(response: httpx.Response) -> dict[str, Any]:
         return body
     return {"title": response.reason_phrase or f"HTTP {response.status_code}", "status": response.status_code,
             "detail": response.text[:300] if response.text else None, "errors": []}
+
+
+def retryable(method: str, status: int) -> bool:
+    """Whether an answer of `status` to `method` may be repeated without acting twice."""
+    return status in (RETRY_STATUSES if method.upper() in IDEMPOTENT_METHODS else NOT_ACTED_STATUSES)
 
 
 def retry_delay(response: httpx.Response | None, attempt: int, backoff_s: float) -> float:
@@ -68,7 +77,7 @@ class Transport:
                     raise
                 time.sleep(retry_delay(None, attempt, self.backoff_s))
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < retries:
+            if retryable(method, response.status_code) and attempt < retries:
                 response.close()
                 time.sleep(retry_delay(response, attempt, self.backoff_s))
                 continue

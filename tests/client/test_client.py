@@ -265,3 +265,20 @@ def test_progress_bar_of_a_job_that_has_already_ended_shows_its_epochs(client, t
     err = capfd.readouterr().err
     assert final["id"] == trained["id"]
     assert f"epoch {SPEC['epochs']}/{SPEC['epochs']}" in err and "succeeded" in err, err
+
+
+@pytest.mark.parametrize(("method", "status", "attempts"), [
+    ("GET", 502, 3), ("GET", 504, 3), ("DELETE", 502, 3),
+    ("POST", 502, 1), ("POST", 504, 1), ("POST", 503, 3), ("POST", 429, 3)])
+def test_a_post_is_repeated_only_on_answers_that_say_nothing_was_done(method, status, attempts):
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(status, headers={"Retry-After": "0"}, json={"title": "upstream"})
+
+    with Client("http://bps.test", "k", retries=2, backoff_s=0, http=httpx.Client(
+            base_url="http://bps.test", transport=httpx.MockTransport(handler))) as c:
+        with pytest.raises(ApiError) as error:
+            c.transport.request(method, "/v1/jobs")
+    assert error.value.status == status and seen == [method] * attempts
