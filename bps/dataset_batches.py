@@ -82,8 +82,8 @@ class _SqliteBlobs:
         if index != self.index:
             self.close_blob()
             try:
-                self.blob = self.raw.driver_connection.blobopen("dataset_chunks", "data", self.rowids[index],
-                                                                readonly=True)
+                self.blob = self.raw.driver_connection.blobopen(DatasetChunk.__tablename__, "data",
+                                                                self.rowids[index], readonly=True)
             except sqlite3.OperationalError:
                 raise DatasetGone(self.dataset_id) from None
             self.index = index
