@@ -118,18 +118,18 @@ def _maxpool_backward(grad, arg, ph, pw, sh, sw, dx):
     for n in prange(n_):
         dx[n] = zero
         for c in range(c_):
-            plane = dx[n, c].reshape(-1)
-            for oh in range(ho - 1, -1, -1):  # overlapping windows: each input's shares summed in
-                for ow in range(wo - 1, -1, -1):  # the array formulation's order (window offset (i, j))
-                    g, at = grad[n, c, oh, ow], arg[n, c, oh, ow]
-                    if g - g == zero:  # finite: only the argmax receives it
-                        if at >= 0:
-                            plane[at] += g
-                        continue
-                    for i in range(ph):  # inf or NaN: g * 0 = NaN reaches the whole window
-                        for j in range(pw):
-                            pos = (oh * sh + i) * w_ + ow * sw + j
-                            plane[pos] += g if pos == at else g * zero
+            plane, g_plane, a_plane = dx[n, c].reshape(-1), grad[n, c].reshape(-1), arg[n, c].reshape(-1)
+            for k in range(ho * wo - 1, -1, -1):  # overlapping windows: each input's shares summed in
+                g, at = g_plane[k], a_plane[k]  # the array formulation's order (window offset (i, j))
+                if g - g == zero:  # finite: only the argmax receives it
+                    if at >= 0:
+                        plane[at] += g
+                    continue
+                oh, ow = k // wo, k % wo
+                for i in range(ph):  # inf or NaN: g * 0 = NaN reaches the whole window
+                    for j in range(pw):
+                        pos = (oh * sh + i) * w_ + ow * sw + j
+                        plane[pos] += g if pos == at else g * zero
 
 
 _IM2COL, _COL2IM = jit_pair(_im2col), jit_pair(_col2im)
