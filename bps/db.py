@@ -12,6 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
 _factories: dict[tuple[str, int], sessionmaker[Session]] = {}
+# A new SQLite file's page size. A dataset chunk is a chain of overflow pages that SQLite reads
+# with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
+# (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
+SQLITE_PAGE_SIZE = 65536
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -26,7 +30,8 @@ def make_engine(url: str) -> Engine:
     """An Engine for `url`. SQLite gets WAL and a busy timeout so the API and a worker
     process can share one file, and `synchronous=NORMAL`: in WAL mode that is still
     crash-safe for the database (a power loss may drop the last commits, never corrupt the
-    file), and a commit no longer waits for an fsync (milliseconds per request)."""
+    file), and a commit no longer waits for an fsync (milliseconds per request). The page size
+    must come first: it only applies while the file is still empty (journal_mode=WAL writes it)."""
     _ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -34,6 +39,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
             cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")

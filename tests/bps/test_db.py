@@ -1,9 +1,14 @@
-"""bps/db.py: SQLite connections share one file safely (WAL) without an fsync per commit."""
+"""bps/db.py: SQLite connections share one file safely (WAL) without an fsync per commit, and a
+new file gets large pages."""
 from __future__ import annotations
+
+import contextlib
+import sqlite3
 
 from sqlalchemy import text
 
-from bps.db import make_engine
+from bps.db import SQLITE_PAGE_SIZE, make_engine
+from bps.models import Base
 
 
 def test_sqlite_runs_in_wal_mode_with_normal_synchronous(tmp_path) -> None:  # noqa: ANN001
@@ -12,4 +17,29 @@ def test_sqlite_runs_in_wal_mode_with_normal_synchronous(tmp_path) -> None:  # n
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL: safe with WAL
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_new_sqlite_file_gets_the_large_page_size(tmp_path) -> None:  # noqa: ANN001
+    engine = make_engine(f"sqlite:///{tmp_path}/new.db")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "new.db")) as raw:  # read by a plain connection
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == SQLITE_PAGE_SIZE != 4096
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_existing_sqlite_file_keeps_its_page_size_and_its_rows(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute("PRAGMA page_size=4096")
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("CREATE TABLE t (x INTEGER)")
+        raw.execute("INSERT INTO t VALUES (7)")
+        raw.commit()
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO t VALUES (8)"))
+        assert connection.execute(text("PRAGMA page_size")).scalar() == 4096
+        assert connection.execute(text("SELECT group_concat(x) FROM t")).scalar() == "7,8"
     engine.dispose()
