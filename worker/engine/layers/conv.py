@@ -195,7 +195,9 @@ class Conv2D(Layer):
             cpu_conv.grad_to_filters(dz[lo:hi].reshape(hi - lo, f, -1), self._a[lo:hi].reshape(hi - lo, f, -1),
                                      relu, dz_cm.reshape(f, hi - lo, -1),
                                      grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))
-            np.matmul(dz_cm, cols.reshape(k, -1).T, out=grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))
+            # as cols @ dz_cm.T, transposed after: OpenBLAS took 1.1-1.25x as long for dz_cm @ cols.T
+            grad_w_t = np.matmul(cols.reshape(k, -1), dz_cm.T, out=self.scratch(f"grad_w_t{part}", (k, f)))
+            (grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))[...] = grad_w_t.T
             if dx is not None:
                 dcols = np.matmul(w2.T, dz_cm, out=self.scratch(f"dcols{part}", (k, cols[0].size)))
                 cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, pads, dx[lo:hi])
