@@ -9,10 +9,10 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from bps.config import Settings
-from bps.db import session_scope
+from bps.db import connection_scope, session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
 from worker.job_store import fence, takeover_condition
 
@@ -68,18 +68,17 @@ def encode_outputs(outputs: np.ndarray) -> bytes:
 
 def record_chunk(settings: Settings, job: PredictionSnapshot, seq: int, outputs: np.ndarray, rows_done: int) -> bool:
     """Store chunk `seq` and move the progress, in one fenced transaction; False (nothing
-    written) when this attempt no longer owns the prediction."""
-    with session_scope(settings.database_url) as session:
-        owned = session.execute(
+    written) when this attempt no longer owns the prediction. Core statements: no ORM unit of
+    work per chunk."""
+    with connection_scope(settings.database_url) as connection:
+        owned = connection.execute(
             update(Prediction).where(fence(Prediction, job.id, job.attempt)).values(
                 rows_done=rows_done, progress=min(rows_done / max(job.n, 1), 1.0), heartbeat_at=utcnow())
         ).rowcount == 1
-        if not owned:
-            session.rollback()
-            return False
-        session.add(PredictionChunk(prediction_id=job.id, seq=seq, n_rows=len(outputs),
-                                    outputs=encode_outputs(outputs)))
-        return True
+        if owned:  # else the UPDATE changed nothing and nothing else is written
+            connection.execute(insert(PredictionChunk).values(prediction_id=job.id, seq=seq, n_rows=len(outputs),
+                                                              outputs=encode_outputs(outputs)))
+        return owned
 
 
 def finish_prediction(settings: Settings, prediction_id: str, attempt: int, status: str, **values: object) -> bool:
