@@ -2,8 +2,8 @@
 should hold at once: the stored chunks are read as one seekable stream (a piece of a chunk or a
 window of chunks in memory at a time), which CSV is parsed from in order and Parquet and .npz
 are read from a batch at a time.
-Batch k always holds rows [k * rows, (k + 1) * rows), so a run that takes over can skip the
-batches already done."""
+Batches may start at any row (`start`): a run that takes over reads on from its first row not
+yet done (.npz seeks straight to it; CSV and Parquet read and drop the rows before it)."""
 from __future__ import annotations
 
 import bisect
@@ -172,21 +172,24 @@ def _parquet_batches(source: IO[bytes], rows: int) -> Iterator[pd.DataFrame]:
         yield batch.to_pandas()
 
 
-def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0) -> Iterator[np.ndarray]:
-    """Rows of a C-order .npy stream, `rows` at a time (the header was checked at upload).
+def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """Rows `start`, ... of a C-order .npy stream, `rows` at a time (the header was checked at upload).
     `ring` > 0: the batches are read into that many arrays, reused in turn (no fresh pages to
     fault in per batch: on the measured VM, a tenth of the read's CPU)."""
     version = np.lib.format.read_magic(handle)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(handle)
-    if fortran:  # column-major: rows are not contiguous, so read it whole
-        whole = np.frombuffer(handle.read(), dtype=dtype).reshape(shape[::-1]).T
-        yield from np.split(whole, range(rows, shape[0], rows))
+    if fortran:  # column-major: rows are not contiguous, so read it whole (and no further: y may follow)
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        whole = np.frombuffer(handle.read(size), dtype=dtype).reshape(shape[::-1]).T
+        yield from (whole[first:first + rows] for first in range(start, shape[0], rows))
         return
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    if start:
+        handle.seek(min(start, shape[0]) * row_bytes, io.SEEK_CUR)
     arrays: list[np.ndarray] = []
-    for k, start in enumerate(range(0, shape[0], rows)):
-        n = min(rows, shape[0] - start)
+    for k, first in enumerate(range(start, shape[0], rows)):
+        n = min(rows, shape[0] - first)
         if not ring:
             batch = np.empty((n, *shape[1:]), dtype)
         else:
@@ -197,12 +200,12 @@ def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0) -> Iterator[np.ndarra
         while filled < len(view):  # straight into the array: no intermediate bytes object
             got = handle.readinto(view[filled:])
             if not got:
-                raise ValueError(f"X.npy ends after {start + filled // max(row_bytes, 1)} of {shape[0]} rows")
+                raise ValueError(f"X.npy ends after {first + filled // max(row_bytes, 1)} of {shape[0]} rows")
             filled += got
         yield batch
 
 
-def _npz_batches(source: IO[bytes], rows: int, ring: int = 0) -> Iterator[np.ndarray]:
+def _npz_batches(source: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
     """X's rows. An uncompressed member (np.savez) is read straight from `source`, without
     zipfile's extra copy and CRC pass (the file was checked at upload)."""
     buffered = io.BufferedReader(source, 1 << 20)
@@ -210,24 +213,36 @@ def _npz_batches(source: IO[bytes], rows: int, ring: int = 0) -> Iterator[np.nda
         info = archive.getinfo("X.npy")
         if info.compress_type != zipfile.ZIP_STORED:
             with archive.open(info) as handle:
-                yield from _npy_rows(handle, rows, ring)
+                yield from _npy_rows(handle, rows, ring, start)
             return
     buffered.detach()  # `source` is read directly below: the buffer's end must not close it
     source.seek(info.header_offset)
     local = source.read(zipfile.sizeFileHeader)  # fixed part; then the name and the extra field
     name_length, extra_length = struct.unpack("<HH", local[26:30])
     source.seek(info.header_offset + zipfile.sizeFileHeader + name_length + extra_length)
-    yield from _npy_rows(source, rows, ring)
+    yield from _npy_rows(source, rows, ring, start)
 
 
-def dataset_batches(database_url: str, dataset_id: str, fmt: str, rows: int, ring: int = 0) -> Iterator[Any]:
-    """DataFrames (CSV, Parquet) or X arrays (.npz) of `rows` rows each, in order. `ring` > 0:
-    .npz rows go into that many arrays in turn (a batch is overwritten `ring` batches later)."""
+def _from_row(frames: Iterator[pd.DataFrame], start: int) -> Iterator[pd.DataFrame]:
+    """`frames` without their first `start` rows."""
+    for frame in frames:
+        if start < len(frame):
+            yield frame.iloc[start:] if start else frame
+            start = 0
+        else:
+            start -= len(frame)
+
+
+def dataset_batches(database_url: str, dataset_id: str, fmt: str, rows: int, ring: int = 0,
+                    start: int = 0) -> Iterator[Any]:
+    """DataFrames (CSV, Parquet) or X arrays (.npz) of the rows from `start` on, in order, `rows`
+    rows each (a table's first batch after `start` may be shorter). `ring` > 0: .npz rows go
+    into that many arrays in turn (a batch is overwritten `ring` batches later)."""
     with StoredBytes(database_url, dataset_id) as source:
         if fmt == "npz":
-            yield from _npz_batches(source, rows, ring)
+            yield from _npz_batches(source, rows, ring, start)
         else:
-            yield from {"csv": _csv_batches, "parquet": _parquet_batches}[fmt](source, rows)
+            yield from _from_row({"csv": _csv_batches, "parquet": _parquet_batches}[fmt](source, rows), start)
 
 
 _END = object()
@@ -262,8 +277,9 @@ def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             ready.get_nowait()
 
 
-def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2) -> Iterator[Any]:
+def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2,
+               start: int = 0) -> Iterator[Any]:
     """dataset_batches `prefetched` `depth` ahead, .npz rows in a ring of depth + 2 arrays: at
     most depth + 2 batches exist at once (one being read, `depth` queued, the caller's), so a
     batch stays intact until the caller asks for the one after it."""
-    return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2), depth)
+    return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2, start=start), depth)

@@ -165,13 +165,12 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
                     writer: ChunkWriter) -> int | None:
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
     net, prep, fmt, finite = model
-    rows, done = settings.prediction_chunk_rows, job.rows_done
-    for seq, batch in enumerate(read_ahead(settings.database_url, job.dataset_id, fmt, rows)):
-        if seq < job.chunks_done:
-            continue
+    done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
+    batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
+    for seq, batch in enumerate(batches, start=job.chunks_done):
         if control.should_stop():
             return None
-        outputs = chunk_outputs(net, prep, batch, seq * rows, finite)
+        outputs = chunk_outputs(net, prep, batch, done, finite)
         done += len(outputs)
         writer.put(seq, outputs, done)
     return done

@@ -1,8 +1,8 @@
 """An asynchronous prediction's database writes, fenced like a job's (worker/job_store.py):
 claimed by one conditional UPDATE, every later write conditional on `attempt`, each result
-chunk inserted with the progress in ONE fenced transaction. Chunk k holds the rows
-[k * PREDICTION_CHUNK_ROWS, ...), so a run that takes over continues after the last chunk
-written and every row is stored exactly once."""
+chunk inserted with the progress in ONE fenced transaction. The chunks hold consecutive rows in
+`seq` order, so a run that takes over continues at the row after the stored chunks' rows (their
+sum, read when it claims) with the next `seq`, and every row is stored exactly once."""
 from __future__ import annotations
 
 import io

@@ -54,6 +54,26 @@ def test_npz_X_in_batches_equals_the_array(settings, order: str) -> None:  # noq
     np.testing.assert_array_equal(np.concatenate(batches), X)
 
 
+@pytest.mark.parametrize("start", [9, 14, 29, 30])
+@pytest.mark.parametrize("kind", ["csv", "parquet", "npz", "npz-compressed", "npz-fortran"])
+def test_batches_from_a_row_hold_every_row_from_it_on(settings, kind: str, start: int) -> None:  # noqa: ANN001
+    X = np.asarray(np.random.default_rng(2).normal(size=(30, 2, 3)), order="F" if kind == "npz-fortran" else "C")
+    buffer, fmt = io.BytesIO(), kind.split("-")[0]
+    if fmt == "npz":
+        (np.savez_compressed if kind == "npz-compressed" else np.savez)(buffer, X=X, y=np.arange(30))
+    else:
+        frame().to_csv(buffer, index=False) if fmt == "csv" else frame().to_parquet(buffer, index=False)
+    dataset_id = stored(settings, buffer.getvalue(), f"d.{fmt}")
+    batches = list(dataset_batches(settings.database_url, dataset_id, fmt, ROWS, start=start))
+    assert sum(len(b) for b in batches) == 30 - start and all(0 < len(b) <= ROWS for b in batches)
+    if fmt == "npz":
+        np.testing.assert_array_equal(np.concatenate([X[:0], *batches]), X[start:])
+    else:
+        expected = frame().iloc[start:].reset_index(drop=True)
+        pd.testing.assert_frame_equal(pd.concat([expected.iloc[:0], *batches], ignore_index=True), expected,
+                                      check_dtype=False)
+
+
 def seek_and_read(stream: StoredBytes, raw: bytes) -> None:
     assert stream.read() == raw
     stream.seek(-150, io.SEEK_END)

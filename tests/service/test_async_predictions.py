@@ -196,13 +196,23 @@ def test_a_run_that_stopped_midway_is_taken_over_and_every_row_stored_once(clien
     with session_scope(worker_settings.database_url) as session:  # its heartbeat went silent long ago
         session.execute(update(Prediction).where(Prediction.id == body["id"]).values(heartbeat_at=utcnow().replace(
             year=2000)))
-    run_prediction(body["id"], settings=worker_settings, worker_id="second")
+    # the next worker cuts other chunks: it reads on from row 80, the first one not stored
+    run_prediction(body["id"], settings=replace(worker_settings, prediction_chunk_rows=25), worker_id="second")
     row = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
     assert row["status"] == "succeeded" and row["n"] == 130
     with session_scope(worker_settings.database_url) as session:
         prediction = session.get(Prediction, body["id"])
         assert prediction.attempt == 2 and prediction.worker_id == "second"
-    assert len(download_rows(client, auth, body["id"])) == 130
+        sizes = session.execute(select(PredictionChunk.seq, PredictionChunk.n_rows)
+                                .where(PredictionChunk.prediction_id == body["id"]).order_by(PredictionChunk.seq)).all()
+    assert [tuple(s) for s in sizes] == [(0, 40), (1, 40), (2, 20), (3, 25), (4, 5)]  # CSV: batch 3 of 25 cut at row 80
+    rows, records = download_rows(client, auth, body["id"]), big_dataset[1]
+    sample = [0, 39, 40, 79, 80, 99, 100, 124, 125, 129]  # each side of both attempts' chunk edges
+    sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"records": [records[i] for i in sample]}).get_json()
+    assert len(rows) == 130
+    assert [rows[i]["prediction"] for i in sample] == sync["predictions"]
+    assert [[float(rows[i][f"probability_{c}"]) for c in ("high", "low", "mid")] for i in sample] == sync["probabilities"]
 
 
 def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_id, big_dataset, published,  # noqa: ANN001
