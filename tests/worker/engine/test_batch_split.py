@@ -116,3 +116,18 @@ def test_a_signal_wakes_a_waiter_that_stopped_spinning_and_went_to_sleep(monkeyp
     signal.raise_to(2)
     waiter.join(timeout=10)
     assert seen == [1, 2] and not waiter.is_alive()
+
+
+def test_a_forked_child_makes_its_own_helpers():
+    import multiprocessing  # noqa: PLC0415
+
+    batch_split.run(4, lambda lo, hi, part: None, 2)  # the parent has a helper before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        parts = pool.apply(_split_in_child)
+    assert parts == [(0, 2, 0), (2, 4, 1)]
+
+
+def _split_in_child():
+    seen = []
+    batch_split.run(4, lambda lo, hi, part: seen.append((lo, hi, part)), 2)
+    return sorted(seen)
