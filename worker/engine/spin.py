@@ -85,3 +85,11 @@ class Signal:
             if _GET(self._cells, COUNT) >= value:
                 break
         _PUT(self._cells, SLEEPING, 0)
+
+
+def warm_up() -> None:
+    """Compiles, or loads from Numba's disk cache, the spin loops (a worker's parent, before it
+    forks, as cpu_kernels.warm_up)."""
+    cells = np.zeros(2, np.int64)
+    _PUT(cells, COUNT, 1)
+    _SPIN(cells, _GET(cells, COUNT), 1)
