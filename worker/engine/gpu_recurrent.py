@@ -1,7 +1,7 @@
 """Fused CUDA gate kernels (CuPy) for one time step of lstm, gru and rnn, forward and backward.
 
 Each step is one cuBLAS product (h_{t-1} @ W_hh^T) plus one launch here, instead of six to ten
-elementwise launches (layers/recurrent.py's array formulation, still used on NumPy). Layouts
+elementwise launches (the array formulation of layers/recurrent.py and gated.py). Layouts
 are the layer's: LSTM gates in its loop order (i, f, o, g), GRU (r, z, n), all (N, G*u) rows.
 
     lstm_forward(gates, hh, c_prev, c, tanh_c, h)   # gates: pre-activations in, activated out
@@ -245,7 +245,7 @@ def bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
     return rnn_bptt(layer, grad_out)
 
 
-# --- NumPy references: the layer's per-step formulation (layers/recurrent.py) ----------------
+# --- NumPy references: the layer's per-step formulation (layers/gated.py) -------------------
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
