@@ -32,9 +32,16 @@ def dev_service(tmp_path):  # noqa: ANN001
         try:
             yield process, f"http://127.0.0.1:{port}", tmp_path / "var", log_path
         finally:
+            # `bps dev` runs the API and the worker in sessions of their own: only its own stop
+            # (SIGTERM) ends them; the group's SIGKILL is for a parent that does not stop.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+                process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def test_make_run_topology_trains_and_predicts_then_stops_on_ctrl_c(dev_service):
