@@ -215,9 +215,6 @@ class Preprocessor:
         ):
             flat_rows = instances
         else:
-            at = first_boolean(instances)
-            if at is not None and any(encoder.get("boolean") is False for encoder in self.encoders):
-                _refuse_boolean(at)
             try:
                 flat_rows = np.asarray(instances, dtype=np.float64).reshape(len(instances), -1)
             except (TypeError, ValueError):
@@ -228,7 +225,10 @@ class Preprocessor:
                     f"(or a nested array of shape {self.input_shape})",
                     loc=["instances"],
                 )
-            flat_rows = flat_rows.tolist()
+            # With a boolean inside, the values go on as they are, so that each column's own
+            # rule (booleans only where it was trained on them) decides, as for flat rows.
+            source = np.asarray(instances, dtype=object) if first_boolean(instances) is not None else flat_rows
+            flat_rows = source.reshape(len(instances), -1).tolist()
         return self.transform_frame(pd.DataFrame(flat_rows, columns=self.feature_names))
 
     # ---- labels ------------------------------------------------------------------

@@ -135,6 +135,18 @@ def test_a_model_trained_on_a_boolean_column_takes_booleans_and_older_models_sti
                                prep.transform_instances([[True, 1]]))
 
 
+def test_nested_instances_with_booleans_follow_each_columns_rule_after_the_width_check() -> None:
+    flags = b"flag,num,label\nTrue,1,yes\nFalse,2,no\nTrue,3,yes\nFalse,6,no\n"
+    X, _y, prep = prepare_training_data(flags, "csv", target="label", features=None, input_shape=None,
+                                        task="cross_entropy")
+    np.testing.assert_allclose(prep.transform_instances([[[True, 1]], [[False, 2]]]), X[:2])
+    with pytest.raises(Unprocessable) as refused:
+        prep.transform_instances([[[True, False]]])
+    assert refused.value.errors[0]["loc"] == ["num"] and "boolean" in refused.value.detail
+    with pytest.raises(Unprocessable, match="each instance must be a list of the 2 features"):
+        prep.transform_instances([[[True, 1, 2]]])
+
+
 @pytest.mark.parametrize("instances", [[[[1.0, 2.0], [True, 0.0]]], [[1.0, 2.0, 0.0, False]]])
 def test_a_boolean_in_an_array_models_instances_is_refused_naming_its_position(instances) -> None:  # noqa: ANN001
     buffer = io.BytesIO()
