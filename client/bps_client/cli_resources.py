@@ -26,9 +26,9 @@ def _summary(p: dict) -> str:
     return f"{p['id']} {p['status']} {p['n']} rows model {p['model_id']} {p.get('created_at', '')}"
 
 
-def _wait_and_download(c: Client, args: argparse.Namespace, prediction: dict) -> None:
+def _wait_and_download(c: Client, args: argparse.Namespace, prediction_id: str) -> None:
     """Waits (a bar of rows on stderr), then streams the rows to -o; the path is the last line."""
-    final = c.wait_prediction(prediction["id"], progress=not args.no_progress)
+    final = c.wait_prediction(prediction_id, progress=not args.no_progress)
     path = c.download_prediction(final["id"], args.output, format=args.format)
     out(args, {**final, "path": str(path)}, [f"prediction {final['id']} succeeded: {final['n']} rows", str(path)])
 
@@ -42,7 +42,7 @@ def predict_async(c: Client, args: argparse.Namespace) -> None:
                                prediction["id"]])
         return
     print(f"prediction {prediction['id']} {prediction['status']}: {prediction['n']} rows", file=sys.stderr)
-    _wait_and_download(c, args, prediction)
+    _wait_and_download(c, args, prediction["id"])
 
 
 def cmd_predictions(c: Client, args: argparse.Namespace) -> None:
@@ -50,10 +50,10 @@ def cmd_predictions(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_prediction(c: Client, args: argparse.Namespace) -> None:
-    prediction = c.prediction(args.prediction_id)
-    if args.output:
-        _wait_and_download(c, args, prediction)
+    if args.output:  # wait_prediction's first GET is the one needed
+        _wait_and_download(c, args, args.prediction_id)
         return
+    prediction = c.prediction(args.prediction_id)
     shown = {k: v for k, v in prediction.items() if k not in ("predictions", "probabilities")}
     extra = [f"error: {prediction['error']}"] if prediction.get("error") else []
     out(args, prediction, [f"{_summary(shown)} progress {prediction.get('progress', 0):.0%}", *extra,
