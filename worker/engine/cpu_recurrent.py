@@ -89,11 +89,12 @@ def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
     return arrays
 
 
-def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, lo: int, hi: int, part: int) -> None:
-    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state) ->
-    dgates[:, lo:hi] (T, rows, 4u)."""
+def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.ndarray, lo: int, hi: int,
+              part: int) -> None:
+    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; w_hh:
+    W_hh in loop gate order, reordered once for all parts) -> dgates[:, lo:hi] (T, rows, 4u)."""
     gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
-    w_hh, dgates = layer._w("weight_hh_l0"), dgates[:, lo:hi]
+    dgates = dgates[:, lo:hi]
     dh, dc = _state(layer, part, hi - lo, "dh dc")
     kernel = variant(_LSTM_STEP, dgates[0].size)
     for t in range(gates.shape[0] - 1, -1, -1):

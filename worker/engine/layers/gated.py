@@ -110,11 +110,12 @@ class LSTM(_Recurrent):
     def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
         xp, gates, u = self.xp, self._gates, self.units
         steps, n, gh = gates.shape
-        dgates = self.scratch("dgates", (steps, n, gh))
+        dgates, w_hh = self.scratch("dgates", (steps, n, gh)), self._w("weight_hh_l0")
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, lo, hi, part))
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, w_hh, lo, hi,
+                                                                            part))
             return dgates, dgates
         deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
@@ -124,7 +125,6 @@ class LSTM(_Recurrent):
         d_tanh_c = self.scratch("d_tanh_c", self._tanh_c.shape)
         xp.multiply(self._tanh_c, self._tanh_c, out=d_tanh_c)
         xp.subtract(1, d_tanh_c, out=d_tanh_c)
-        w_hh = self._w("weight_hh_l0")
         dh, dc = xp.zeros((n, u), dtype=self.dtype), xp.zeros((n, u), dtype=self.dtype)
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
