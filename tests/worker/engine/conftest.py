@@ -13,6 +13,12 @@ def mlp_spec(*hidden: tuple[int, str], out_activation: str = "softmax", loss: st
 
 
 @pytest.fixture
+def cp():
+    """CuPy, or the test is skipped (the `gpu`-marked kernel tests)."""
+    return pytest.importorskip("cupy")
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 

@@ -84,11 +84,6 @@ def test_every_kernel_source_compiles_with_nvrtc_without_a_device():
 
 
 # --- on a GPU -------------------------------------------------------------------------------
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", sorted(gpu_kernels.FORWARD))

@@ -10,11 +10,6 @@ from tests.worker.engine.gpu_helpers import DTYPES, close, sample
 from worker.engine import gpu_recurrent
 
 
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("first", [True, False])
