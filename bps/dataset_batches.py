@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, func, literal_column, select
 
-from bps.db import connection_scope, session_factory, session_scope
+from bps.db import connection_scope, engine, session_scope
 from bps.models import DatasetChunk
 from bps.problems import Unprocessable
 
@@ -75,7 +75,7 @@ class _SqliteBlobs:
 
     def __init__(self, database_url: str, dataset_id: str, rowids: list[int]) -> None:
         self.dataset_id, self.rowids = dataset_id, rowids
-        self.raw = session_factory(database_url).kw["bind"].raw_connection()
+        self.raw = engine(database_url).raw_connection()
         self.blob, self.index = None, -1
 
     def copy(self, index: int, offset: int, view: memoryview) -> int:

@@ -75,9 +75,14 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
+def engine(url: str) -> Engine:
+    """The Engine behind session_factory(url)."""
+    return session_factory(url).kw["bind"]
+
+
 def connection_scope(url: str) -> contextlib.AbstractContextManager[Connection]:
     """A short Core transaction (no ORM session): for hot, prebuilt statements."""
-    return session_factory(url).kw["bind"].begin()
+    return engine(url).begin()
 
 
 def dispose_all() -> None:
