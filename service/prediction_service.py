@@ -163,9 +163,9 @@ class _LabelCells(dict):
 def _chunk_csv(prep: Preprocessor, outputs: np.ndarray, labels: _LabelCells) -> str:
     """One stored chunk's rows, a column at a time: the same text as _csv_text of its decoded
     rows (pinned by a test), without a Python list per row and a writer call per cell."""
-    predictions, probabilities = prep.decode_arrays(outputs)
     if not np.isfinite(outputs).all():  # never stored by a worker; the writer's empty cells if it were
         return _csv_text(decoded_rows(prep, outputs))
+    predictions, probabilities = prep.decode_arrays(outputs)
     columns = []
     for block in (predictions, probabilities):
         block = block.reshape(len(block), -1) if block is not None else np.zeros((0, 0))
