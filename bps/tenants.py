@@ -95,10 +95,15 @@ def tenant_of_key_hash(*, session: Session, key_hash: str) -> str | None:
     return session.scalar(select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
 
 
+def find_owned(session: Session, model: type[T], tenant_id: str, row_id: str) -> T | None:
+    """The tenant's row of `model` with id `row_id`; None for another tenant's or a missing one."""
+    return session.scalar(select(model).where(model.id == row_id, model.tenant_id == tenant_id))
+
+
 def get_owned(session: Session, model: type[T], tenant_id: str, row_id: str, what: str) -> T:
     """The tenant's row of `model` with id `row_id`; another tenant's id is a 404 exactly like
     a missing one (CONTRACT §2). `what` names it in the message and the loc (path `{what}_id`)."""
-    row = session.scalar(select(model).where(model.id == row_id, model.tenant_id == tenant_id))
+    row = find_owned(session, model, tenant_id, row_id)
     if row is None:
         raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
     return row

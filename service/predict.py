@@ -18,7 +18,7 @@ from bps.datasets import load_dataset_bytes
 from bps.input_range import check_inputs_fit, check_outputs_finite
 from bps.models import Dataset, Model, Prediction, utcnow
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
-from bps.tenants import get_owned
+from bps.tenants import find_owned, get_owned
 from bps.problems import NotFound, PayloadTooLarge, Unprocessable
 
 CACHE_SIZE = 32
@@ -113,7 +113,7 @@ def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> P
 
 def tenant_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
     """The tenant's dataset `dataset_id`; None for another tenant's or a missing one."""
-    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
+    return find_owned(session, Dataset, tenant_id, dataset_id)
 
 
 def referenced_dataset(session: Session, tenant_id: str, dataset_id: str, found: Dataset | None = None) -> Dataset:
