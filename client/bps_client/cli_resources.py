@@ -54,9 +54,8 @@ def cmd_prediction(c: Client, args: argparse.Namespace) -> None:
         _wait_and_download(c, args, args.prediction_id)
         return
     prediction = c.prediction(args.prediction_id)
-    shown = {k: v for k, v in prediction.items() if k not in ("predictions", "probabilities")}
     extra = [f"error: {prediction['error']}"] if prediction.get("error") else []
-    out(args, prediction, [f"{_summary(shown)} progress {prediction.get('progress', 0):.0%}", *extra,
+    out(args, prediction, [f"{_summary(prediction)} progress {prediction.get('progress', 0):.0%}", *extra,
                            prediction["id"]])
 
 
