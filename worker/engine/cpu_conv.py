@@ -177,9 +177,6 @@ def maxpool_backward(grad, arg, pool, stride, dx):  # noqa: ANN001, ANN201
 def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     """Compiles or loads the serial (and with variants=2 the parallel) variant of every kernel
     for `dtype` (see cpu_kernels.warm_up)."""
-    from worker.engine import spin  # noqa: PLC0415
-
-    spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
     x = np.ones((1, 1, 2, 2), dtype)
     cols, dx = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), dtype)
     one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int64)
