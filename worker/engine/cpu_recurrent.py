@@ -108,7 +108,7 @@ def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarr
     """The GRU's backward time loop over batch rows lo:hi -> d_in, d_hid[:, lo:hi] (T, rows, 3u)."""
     gates, hs, hp_n = layer._gates[:, lo:hi], layer._hs[:, lo:hi], layer._hp_n[:, lo:hi]
     w_hh, d_in, d_hid = layer._p("weight_hh_l0"), d_in[:, lo:hi], d_hid[:, lo:hi]
-    dh, through = _state(layer, part, hi - lo, "dh through")
+    (dh,), through = _state(layer, part, hi - lo, "dh"), layer.scratch(f"through{part}", (hi - lo, layer.units))
     kernel = variant(_GRU_STEP, d_in[0].size)
     for t in range(gates.shape[0] - 1, -1, -1):
         layer._add_upstream(dh, grad_out, t, lo)
