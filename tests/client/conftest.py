@@ -24,6 +24,14 @@ SPEC = {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type"
         "batch_size": 16, "validation_split": 0.2, "seed": 0, "device": "cpu"}
 
 
+def mock_client(handler, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    """A Client whose every request goes to `handler` (httpx.MockTransport) instead of a server."""
+    from bps_client import Client
+
+    transport = httpx.MockTransport(handler)
+    return Client("http://bps.test", "k", http=httpx.Client(base_url="http://bps.test", transport=transport), **kwargs)
+
+
 @dataclass
 class Service:
     url: str

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bps_client import ApiError, Client, JobFailed
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
 
 pytestmark = pytest.mark.slow
 
@@ -169,8 +169,7 @@ def row_limited_client(limit: int, *, names_it: bool) -> tuple[Client, list[int]
             return httpx.Response(413, json={**problem, **({"max_rows": limit} if names_it else {})})
         return httpx.Response(201, json={"n": n, "predictions": [0] * n})
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    return Client("http://bps.test", "k", http=http, retries=0), sizes
+    return mock_client(handler, retries=0), sizes
 
 
 def test_predict_chunks_shrinks_its_pieces_to_the_413s_max_rows():
@@ -196,8 +195,7 @@ def test_evaluate_sends_named_columns_in_the_models_feature_order():
         bodies.append(json.loads(request.content))
         return httpx.Response(201, json={"n": len(bodies[-1]["instances"])})
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    client = Client("http://bps.test", "k", http=http, retries=0)
+    client = mock_client(handler, retries=0)
     client.evaluate("m", instances=pd.DataFrame({"b": [2.0, 4.0], "a": [1.0, 3.0]}), targets=["x", "y"])
     client.evaluate("m", instances=[{"b": 2.0, "a": 1.0, "extra": 9}], targets=["x"])
     client.evaluate("m", instances=[[1.0, 2.0]], targets=["x"])  # lists: already in feature order
@@ -277,8 +275,7 @@ def test_a_post_is_repeated_only_on_answers_that_say_nothing_was_done(method, st
         seen.append(request.method)
         return httpx.Response(status, headers={"Retry-After": "0"}, json={"title": "upstream"})
 
-    with Client("http://bps.test", "k", retries=2, backoff_s=0, http=httpx.Client(
-            base_url="http://bps.test", transport=httpx.MockTransport(handler))) as c:
+    with mock_client(handler, retries=2, backoff_s=0) as c:
         with pytest.raises(ApiError) as error:
             c.transport.request(method, "/v1/jobs")
     assert error.value.status == status and seen == [method] * attempts

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bps_client import ApiError, Client, PredictionFailed
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
 
 pytestmark = pytest.mark.slow
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -87,9 +87,8 @@ def test_wait_prediction_gives_up_at_its_timeout(capfd):
         polls.append(request.url.path)
         return httpx.Response(200, json={"id": "p", "status": "running", "n": 10, "progress": 0.3})
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
     with pytest.raises(TimeoutError):
-        Client("http://bps.test", "k", http=http, backoff_s=0.01).wait_prediction("p", timeout=0.3, progress=True)
+        mock_client(handler, backoff_s=0.01).wait_prediction("p", timeout=0.3, progress=True)
     assert len(polls) > 1 and set(polls) == {"/v1/predictions/p"}
     assert "3/10" in capfd.readouterr().err
 
@@ -189,9 +188,8 @@ def test_a_download_cut_off_midway_leaves_no_file(tmp_path):
             raise httpx.ReadError("connection reset", request=request)
         return httpx.Response(200, content=body())
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
     with pytest.raises(httpx.ReadError):
-        Client("http://bps.test", "k", http=http).download_prediction("p", tmp_path / "rows.csv")
+        mock_client(handler).download_prediction("p", tmp_path / "rows.csv")
     assert not list(tmp_path.iterdir())
 
 
@@ -206,7 +204,6 @@ def test_a_503_before_the_body_is_retried_for_a_download(tmp_path):
         seen.append(str(request.url))
         return answers[len(seen) - 1]
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    path = Client("http://bps.test", "k", http=http).download_prediction("p", tmp_path / "rows.csv")
+    path = mock_client(handler).download_prediction("p", tmp_path / "rows.csv")
     assert list(csv.reader(path.open())) == [["prediction"], ["setosa"]]
     assert seen == ["http://bps.test/v1/predictions/p/download?format=csv"] * 2

@@ -7,6 +7,7 @@ import pytest
 
 from bps_client import ApiError, Client
 from bps_client import watch
+from tests.client.conftest import mock_client
 
 EPOCH_EVENT = b'event: epoch\nid: 1.running\ndata: {"epoch": 1, "loss": 0.5, "val_loss": 0.6}\n\n'
 SUCCEEDED = {"id": "j", "status": "succeeded", "epoch": 2, "epochs": 2}
@@ -25,8 +26,7 @@ def scripted_client(reconnect: httpx.Response) -> tuple[Client, list[httpx.Reque
             return reconnect
         return httpx.Response(200, json=SUCCEEDED)
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    return Client("http://bps.test", "k", http=http, retries=0), requests
+    return mock_client(handler, retries=0), requests
 
 
 def test_a_full_stream_on_reconnect_falls_back_to_polling(monkeypatch):
@@ -57,8 +57,7 @@ def test_a_stream_that_keeps_dropping_is_reconnected_with_the_clients_backoff_th
             raise httpx.ConnectError("connection refused", request=request)
         return httpx.Response(200, json=SUCCEEDED)
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    client = Client("http://bps.test", "k", http=http, retries=0, backoff_s=0.25)
+    client = mock_client(handler, retries=0, backoff_s=0.25)
     assert client.wait("j") == SUCCEEDED
     # the same exponential backoff as Client's retries (transport.retry_delay): backoff_s * 2**attempt
     assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0] and len(sleeps) == watch.RECONNECTS  # no sleep before polling
@@ -71,8 +70,7 @@ def test_a_reconnect_never_sleeps_past_the_timeout(monkeypatch):
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    client = Client("http://bps.test", "k", http=http, retries=0, backoff_s=100.0)
+    client = mock_client(handler, retries=0, backoff_s=100.0)
     with pytest.raises(httpx.ConnectError):  # polling after the reconnects: the server is gone
         client.wait("j", timeout=30)
     assert sleeps and all(delay <= 30 for delay in sleeps), sleeps
