@@ -2,7 +2,6 @@
 gunicorn + one Celery worker on SQLite and the serverless broker) as a real process."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.flow import Client, free_port, train_and_predict, wait_healthy
-from tests.faults.harness import bps_command
+from tests.faults.harness import bps_command, stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +33,7 @@ def dev_service(tmp_path):  # noqa: ANN001
         finally:
             # `bps dev` runs the API and the worker in sessions of their own: only its own stop
             # (SIGTERM) ends them; the group's SIGKILL is for a parent that does not stop.
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_groups([process], grace_s=30)
 
 
 def test_make_run_topology_trains_and_predicts_then_stops_on_ctrl_c(dev_service):
