@@ -22,7 +22,7 @@ from bps_client.cli_base import out as _out
 from bps_client.cli_base import out_items
 from bps_client.client import DEFAULT_CHUNK_ROWS, MODEL_SUFFIXES, ROWS_SUFFIXES, Client
 from bps_client.downloads import pick_format
-from bps_client.errors import ApiError, JobFailed, PredictionFailed
+from bps_client.errors import ApiError, Unsuccessful
 
 EXAMPLES = """examples:
   export BPS_URL=http://127.0.0.1:8000 BPS_API_KEY=bps_...
@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(args.url, args.api_key) as client:
             args.func(client, args)
-    except (JobFailed, PredictionFailed) as failed:
+    except Unsuccessful as failed:
         if getattr(args, "json", False):
-            print(json.dumps(failed.job if isinstance(failed, JobFailed) else failed.prediction, indent=2))
+            print(json.dumps(failed.resource, indent=2))
         print(f"bpsc: {failed}", file=sys.stderr)
         return 1
     except ApiError as error:

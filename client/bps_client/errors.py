@@ -22,20 +22,28 @@ class ApiError(Exception):
         return f"{title}: {detail}" if detail else title
 
 
-class JobFailed(Exception):
+class Unsuccessful(Exception):
+    """A job or asynchronous prediction that ended without succeeding: `resource` is its final
+    state, `status` and `error` (the server's reason, else "the <kind> was <status>") from it."""
+
+    def __init__(self, kind: str, resource: dict[str, Any]) -> None:
+        self.resource, self.status = resource, resource.get("status")
+        self.error = resource.get("error") or f"the {kind} was {self.status}"
+        super().__init__(f"{kind} {resource.get('id')} {self.status}: {self.error}")
+
+
+class JobFailed(Unsuccessful):
     """`wait` on a job that ended failed or cancelled; `job` is the final Job, `error` its reason."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        self.job, self.status = job, job.get("status")
-        self.error = job.get("error") or f"the job was {self.status}"
-        super().__init__(f"job {job.get('id')} {self.status}: {self.error}")
+        self.job = job
+        super().__init__("job", job)
 
 
-class PredictionFailed(Exception):
+class PredictionFailed(Unsuccessful):
     """`wait_prediction` on an asynchronous prediction that ended failed; `prediction` is the final
     Prediction, `error` the server's reason (e.g. the dataset row it could not predict)."""
 
     def __init__(self, prediction: dict[str, Any]) -> None:
-        self.prediction, self.status = prediction, prediction.get("status")
-        self.error = prediction.get("error") or f"the prediction was {self.status}"
-        super().__init__(f"prediction {prediction.get('id')} {self.status}: {self.error}")
+        self.prediction = prediction
+        super().__init__("prediction", prediction)
