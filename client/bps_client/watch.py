@@ -99,7 +99,7 @@ class Watcher:
     def _follow_stream(self) -> dict | None:
         """The final Job from the event stream, or None where the stream is unavailable."""
         last_id, failures = None, 0
-        while failures <= RECONNECTS:
+        while True:  # ends by the break after the last reconnect
             read_timeout = self._check_deadline()  # a stream silent past the deadline times out, then this raises
             try:
                 for event, event_id, data in self.client.events(self.job_id, last_id, read_timeout):
