@@ -26,10 +26,9 @@ def _rows_and_labels(session: Session, tenant_id: str, prep: Preprocessor, reque
             raise PayloadTooLarge(f"{len(request.instances or [])} rows is more than the {max_rows} an evaluation "
                                   "takes (MAX_PREDICTION_ROWS): evaluate a sample", loc=["body", "instances"],
                                   members={"max_rows": max_rows})
-        X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=request.instances, records=None,
-                         dataset_id=None)
+        X = build_inputs(session=session, prep=prep, instances=request.instances, records=None, dataset=None)
         return X, np.asarray(request.targets, dtype=object), ["body", "targets"]
-    dataset = referenced_dataset(session, tenant_id, request.dataset_id)
+    dataset = referenced_dataset(session=session, tenant_id=tenant_id, dataset_id=request.dataset_id)
     if dataset.n_rows > max_rows:
         raise Unprocessable(f"the dataset has {dataset.n_rows} rows, more than the {max_rows} an evaluation takes "
                             "(MAX_PREDICTION_ROWS): upload a sample of it", loc=["body", "dataset_id"])

@@ -89,25 +89,25 @@ def download_model(model_id: str) -> Response:
 def create_prediction(model_id: str):  # noqa: ANN201
     body = parse_body(PredictionCreate)
     session = db()
-    dataset = None if body.dataset_id is None else predict_service.tenant_dataset(session, tenant_id(),
-                                                                                  body.dataset_id)
-    if body.dataset_id is not None and (
+    dataset = None if body.dataset_id is None else predict_service.referenced_dataset(
+        session=session, tenant_id=tenant_id(), dataset_id=body.dataset_id, model_id=model_id)
+    if dataset is not None and (
             body.run_async or prediction_service.over_sync_limit(dataset, settings().max_prediction_rows)):
-        return _create_async_prediction(session, model_id, body.dataset_id, dataset)
+        return _create_async_prediction(session, model_id, dataset)
     if body.run_async:
         raise Unprocessable('"async" needs a dataset_id: instances and records are predicted at once',
                             loc=["body", "async"])
     row = predict_service.create_prediction(
         session=session, tenant_id=tenant_id(), model_id=model_id, instances=body.instances,
-        records=body.records, dataset_id=body.dataset_id, dataset=dataset, max_rows=settings().max_prediction_rows,
+        records=body.records, dataset=dataset, max_rows=settings().max_prediction_rows,
     )
     session.commit()
     return created(PredictionOut, row, 201, "v1.predictions.get_prediction", prediction_id=row.id)
 
 
-def _create_async_prediction(session, model_id: str, dataset_id: str, dataset):  # noqa: ANN001, ANN202
+def _create_async_prediction(session, model_id: str, dataset):  # noqa: ANN001, ANN202
     row = prediction_service.create_async_prediction(session=session, tenant_id=tenant_id(), model_id=model_id,
-                                                     dataset_id=dataset_id, settings=settings(), dataset=dataset)
+                                                     dataset=dataset, settings=settings())
     session.commit()
     job_service.publish(settings(), row, publisher="publish_prediction")
     session.refresh(row)

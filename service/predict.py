@@ -85,10 +85,15 @@ def model_runtime(model: Model) -> tuple[SerialNetwork, Preprocessor]:
 def warm_runtime(*, session: Session, tenant_id: str, model_id: str) -> tuple[SerialNetwork, Preprocessor]:
     """`model_runtime` of the tenant's model (404 otherwise). A cached model costs one indexed
     id lookup; only a miss loads the Model row, its weights included."""
+    _check_model_exists(session, tenant_id, model_id)
+    return _cached(model_id) or model_runtime(get_model(session=session, tenant_id=tenant_id, model_id=model_id))
+
+
+def _check_model_exists(session: Session, tenant_id: str, model_id: str) -> None:
+    """404 unless the tenant has model `model_id` (one indexed id lookup, not the weights)."""
     exists = session.scalar(select(Model.id).where(Model.id == model_id, Model.tenant_id == tenant_id))
     if exists is None:
         raise NotFound(f"model {model_id} not found", loc=["path", "model_id"])
-    return _cached(model_id) or model_runtime(get_model(session=session, tenant_id=tenant_id, model_id=model_id))
 
 
 def clear_cache() -> None:
@@ -116,11 +121,13 @@ def tenant_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset
     return find_owned(session, Dataset, tenant_id, dataset_id)
 
 
-def referenced_dataset(session: Session, tenant_id: str, dataset_id: str, found: Dataset | None = None) -> Dataset:
-    """The tenant's dataset named in a request body (`found`: the row when the caller has already
-    looked it up); a missing one is a 422 there, as POST /v1/jobs answers."""
-    dataset = found if found is not None else tenant_dataset(session, tenant_id, dataset_id)
+def referenced_dataset(*, session: Session, tenant_id: str, dataset_id: str, model_id: str | None = None) -> Dataset:
+    """The tenant's dataset named in a request body; a missing one is a 422 there, as POST /v1/jobs
+    answers, unless the path's model `model_id` is missing too: that 404 comes first."""
+    dataset = tenant_dataset(session, tenant_id, dataset_id)
     if dataset is None:
+        if model_id is not None:
+            _check_model_exists(session, tenant_id, model_id)
         raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"])
     return dataset
 
@@ -196,11 +203,10 @@ def _with_loc(exc: Unprocessable, prefix: list[Any]) -> Unprocessable:
     return exc
 
 
-def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instances: list[Any] | None,
-                 records: list[dict[str, Any]] | None, dataset_id: str | None,
-                 dataset: Dataset | None = None) -> np.ndarray:
+def build_inputs(*, session: Session, prep: Preprocessor, instances: list[Any] | None,
+                 records: list[dict[str, Any]] | None, dataset: Dataset | None) -> np.ndarray:
     """The model's X (N, *input_shape) from exactly one of the three sources (`dataset`: the
-    row of `dataset_id` when the caller has already looked it up)."""
+    tenant's row, looked up by the caller)."""
     try:
         if instances is not None:
             fast = numeric_instances(prep, instances)
@@ -210,7 +216,7 @@ def build_inputs(*, session: Session, tenant_id: str, prep: Preprocessor, instan
             return prep.transform_frame(pd.DataFrame.from_records(records))
     except Unprocessable as exc:
         raise _with_loc(exc, ["body", "instances" if instances is not None else "records"]) from None
-    return dataset_rows(session, referenced_dataset(session, tenant_id, str(dataset_id), dataset), prep)[0]
+    return dataset_rows(session, dataset, prep)[0]
 
 
 def _source_loc(instances: list[Any] | None, records: list[Any] | None) -> list[Any]:
@@ -228,19 +234,18 @@ def checked_outputs(net: SerialNetwork, prep: Preprocessor, X: np.ndarray, loc: 
 
 
 def create_prediction(*, session: Session, tenant_id: str, model_id: str, instances: list[Any] | None = None,
-                      records: list[dict[str, Any]] | None = None, dataset_id: str | None = None,
-                      dataset: Dataset | None = None, max_rows: int) -> Prediction:
+                      records: list[dict[str, Any]] | None = None, dataset: Dataset | None = None,
+                      max_rows: int) -> Prediction:
     """Predict synchronously (at most `max_rows` rows: 413 beyond) and store the result, created,
-    started and finished as it ran (as an asynchronous prediction's). `dataset`: the row of
-    `dataset_id` when the caller has already looked it up."""
+    started and finished as it ran (as an asynchronous prediction's). `dataset`: the tenant's row
+    (referenced_dataset's), looked up by the caller."""
     started = utcnow()
     net, prep = warm_runtime(session=session, tenant_id=tenant_id, model_id=model_id)
     given = len(instances or records or [])
     if given > max_rows:
         raise PayloadTooLarge(f"{given} rows is more than the {max_rows} a synchronous prediction takes "
                               "(MAX_PREDICTION_ROWS): split the request", loc=["body"], members={"max_rows": max_rows})
-    X = build_inputs(session=session, tenant_id=tenant_id, prep=prep, instances=instances, records=records,
-                     dataset_id=dataset_id, dataset=dataset)
+    X = build_inputs(session=session, prep=prep, instances=instances, records=records, dataset=dataset)
     if len(X) > max_rows:
         raise PayloadTooLarge(f"the dataset has {len(X)} rows, more than the {max_rows} a synchronous "
                               "prediction takes (MAX_PREDICTION_ROWS)", loc=["body", "dataset_id"],

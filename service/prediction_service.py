@@ -19,7 +19,7 @@ from bps.models import Dataset, Model, Prediction, PredictionChunk
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
 from service.job_service import check_tenant_quota
-from service.predict import check_input_kind, get_model, get_prediction, referenced_dataset
+from service.predict import check_input_kind, get_model, get_prediction
 
 DOWNLOAD_FORMATS = ("csv", "parquet")
 STREAM_BLOCK_BYTES = 1 << 20
@@ -69,18 +69,16 @@ def _queue_for(session: Session, model: Model, settings: Settings) -> str:
                             max_age_s=settings.worker_heartbeat_timeout_s)
 
 
-def over_sync_limit(dataset: Dataset | None, max_rows: int) -> bool:
-    """Whether the tenant's dataset (tenant_dataset's row) has more rows than a synchronous
-    prediction takes (another tenant's or a missing one: False, and the synchronous path answers its 422)."""
-    return dataset is not None and dataset.n_rows > max_rows
+def over_sync_limit(dataset: Dataset, max_rows: int) -> bool:
+    """Whether the dataset has more rows than a synchronous prediction takes."""
+    return dataset.n_rows > max_rows
 
 
-def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, dataset_id: str, settings: Settings,
-                            dataset: Dataset | None = None) -> Prediction:
-    """The queued Prediction (flushed; the caller commits, then publishes). `dataset`: the row of
-    `dataset_id` when the caller has already looked it up."""
+def create_async_prediction(*, session: Session, tenant_id: str, model_id: str, dataset: Dataset,
+                            settings: Settings) -> Prediction:
+    """The queued Prediction (flushed; the caller commits, then publishes). `dataset`: the tenant's
+    row (referenced_dataset's), looked up by the caller."""
     model = get_model(session=session, tenant_id=tenant_id, model_id=model_id)
-    dataset = referenced_dataset(session, tenant_id, dataset_id, dataset)
     _check_dataset_fits(Preprocessor.from_json(model.preprocessing), dataset)
     check_tenant_quota(session, tenant_id, settings, table=Prediction, noun="asynchronous predictions")
     row = Prediction(tenant_id=tenant_id, model_id=model.id, n=dataset.n_rows, predictions=[], probabilities=None,

@@ -158,8 +158,10 @@ def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, m
     run_prediction(body["id"], settings=worker_settings)
     assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth_b), 404)
     assert_problem(client.get(f"/v1/predictions/{body['id']}", headers=auth_b), 404)
-    assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth_b,
-                               json={"dataset_id": big_dataset[0]}), 404)
+    for body in ({"dataset_id": big_dataset[0]}, {"dataset_id": big_dataset[0], "async": True}):
+        # another tenant's model and dataset: the path's model answers first (404, not the dataset's 422)
+        assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth_b, json=body), 404,
+                       f"model {model_id} not found")
 
 
 def test_a_dataset_deleted_while_queued_fails_clearly_and_its_model_cannot_be(client, auth, model_id, big_dataset, published,  # noqa: ANN001
