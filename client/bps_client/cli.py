@@ -112,15 +112,24 @@ def cmd_models(c: Client, args: argparse.Namespace) -> None:
     out_items(args, c.iter_models(), lambda m: f"{m['id']} {m['task']} job {m['job_id']}")
 
 
+def _check_predict_arguments(args: argparse.Namespace) -> None:
+    """Every usage error of `bpsc predict`, before any request: a FILE or --async DATASET_ID, and
+    a file's rows only as CSV."""
+    if (args.file is None) == (args.async_dataset is None):
+        raise ValueError("give a FILE to predict, or --async DATASET_ID (not both)")
+    rows_format = pick_format(args.output, args.format, ROWS_SUFFIXES, "csv")
+    if args.file is not None and (args.no_wait or rows_format != "csv"):
+        raise ValueError("a file's predictions are written as CSV: --format parquet, a Parquet -o and --no-wait "
+                         "go with --async DATASET_ID")
+
+
 def cmd_predict(c: Client, args: argparse.Namespace) -> None:
     from bps_client.predict_file import predict_file  # noqa: PLC0415
 
-    if args.async_dataset is not None or args.file is None:
+    _check_predict_arguments(args)
+    if args.async_dataset is not None:
         cli_resources.predict_async(c, args)
         return
-    if args.no_wait or pick_format(args.output, args.format, ROWS_SUFFIXES, "csv") != "csv":
-        raise ValueError("a file's predictions are written as CSV: --format parquet, a Parquet -o and --no-wait "
-                         "go with --async DATASET_ID")
     if args.output:
         with open(args.output, "w", newline="") as out:
             result = predict_file(c, args.model_id, args.file, out, args.chunk_rows)

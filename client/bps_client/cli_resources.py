@@ -34,8 +34,7 @@ def _wait_and_download(c: Client, args: argparse.Namespace, prediction_id: str) 
 
 
 def predict_async(c: Client, args: argparse.Namespace) -> None:
-    if (args.file is None) == (args.async_dataset is None):
-        raise ValueError("give a FILE to predict, or --async DATASET_ID (not both)")
+    """`bpsc predict MODEL --async DATASET_ID` (its arguments checked by cli.cmd_predict)."""
     prediction = c.predict_async(args.model_id, args.async_dataset)
     if args.no_wait:
         out(args, prediction, [f"prediction {prediction['id']} {prediction['status']}: {prediction['n']} rows",

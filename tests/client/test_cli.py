@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from bps_client.cli import main
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
 
 pytestmark = pytest.mark.slow
 BPSC = Path(sys.executable).with_name("bpsc")
@@ -139,3 +140,24 @@ def test_a_malformed_input_shape_is_a_usage_error_naming_it(capsys):
         main(["train", "some-dataset", "--spec", "spec.json", "--input-shape", "1,x"])
     assert exit_.value.code == 2
     assert "'1,x' is not a comma-separated list of integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ([], "give a FILE to predict, or --async DATASET_ID"),
+    ([str(IRIS), "--async", "some-dataset"], "not both"),
+    ([str(IRIS), "--format", "parquet"], "a file's predictions are written as CSV"),  # a file's rows: CSV only
+    ([str(IRIS), "-o", "rows.parquet"], "a file's predictions are written as CSV"),
+    ([str(IRIS), "--no-wait"], "a file's predictions are written as CSV"),
+])
+def test_predicts_usage_errors_exit_2_before_any_request(arguments, message, capsys, monkeypatch):
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
+        return httpx.Response(500, json={"title": "unexpected"})
+
+    monkeypatch.setattr("bps_client.cli.Client", lambda *_args: mock_client(handler, retries=0))
+    assert main(["predict", "some-model", *arguments]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and "--async DATASET_ID" in err
+    assert requests == []

@@ -70,13 +70,6 @@ def test_delete_then_404_and_usage_errors_exit_2(bpsc, client, trained):
     assert status == 2 and "no-such-model" in err
     status, _, err = bpsc("delete", "table", "x")
     assert status == 2 and "invalid choice" in err
-    status, _, err = bpsc("predict", trained["model_id"])
-    assert status == 2 and "--async" in err
-    status, _, err = bpsc("predict", trained["model_id"], str(IRIS), "--async", trained["dataset_id"])
-    assert status == 2 and "not both" in err
-    for options in (["--format", "parquet"], ["-o", "rows.parquet"], ["--no-wait"]):  # a file's rows: CSV only
-        status, out, err = bpsc("predict", trained["model_id"], str(IRIS), *options)
-        assert status == 2 and out == [] and "--async" in err, options
 
 
 def test_download_onnx_by_flag_and_by_suffix(bpsc, trained, tmp_path):
