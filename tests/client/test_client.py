@@ -185,21 +185,31 @@ def test_predict_chunks_halves_its_pieces_on_a_413_without_max_rows():
 
 
 def test_evaluate_sends_named_columns_in_the_models_feature_order():
-    """evaluate's instances are positional: a DataFrame or dicts with the columns in another
-    order must not score feature `b` as feature `a`."""
+    """evaluate's instances are positional (the endpoint takes no records, and the Evaluation
+    does not name the features): a DataFrame or dicts with the columns in another order must not
+    score feature `b` as feature `a`. Only named rows cost the GET of the model's features."""
     bodies: list[dict] = []
+    requests: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
         if request.method == "GET":
             return httpx.Response(200, json={"id": "m", "features": ["a", "b"]})
         bodies.append(json.loads(request.content))
-        return httpx.Response(201, json={"n": len(bodies[-1]["instances"])})
+        return httpx.Response(200, json={"n": len(bodies[-1].get("instances", []))})
 
     client = mock_client(handler, retries=0)
     client.evaluate("m", instances=pd.DataFrame({"b": [2.0, 4.0], "a": [1.0, 3.0]}), targets=["x", "y"])
     client.evaluate("m", instances=[{"b": 2.0, "a": 1.0, "extra": 9}], targets=["x"])
+    assert requests == ["GET /v1/models/m", "POST /v1/models/m/evaluations"] * 2
+    requests.clear()
     client.evaluate("m", instances=[[1.0, 2.0]], targets=["x"])  # lists: already in feature order
-    assert [body["instances"] for body in bodies] == [[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0]], [[1.0, 2.0]]]
+    client.evaluate("m", instances=np.array([[1.0, 2.0]]), targets=["x"])
+    client.evaluate("m", dataset_id="d")
+    assert requests == ["POST /v1/models/m/evaluations"] * 3
+    assert [body.get("instances") for body in bodies] == [[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0]], [[1.0, 2.0]],
+                                                          [[1.0, 2.0]], None]
+    assert bodies[-1] == {"dataset_id": "d"}
     with pytest.raises(ValueError, match=r"\['a'\]"):
         client.evaluate("m", instances=pd.DataFrame({"b": [2.0]}), targets=["x"])
 
