@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bps.config import Settings
-from bps.db import session_scope
+from bps.db import engine
 from bps.models import Dataset, Model, Prediction, PredictionChunk
 from bps.preprocessor import Preprocessor
 from bps.problems import Conflict, Unprocessable
@@ -106,16 +106,14 @@ def decoded_rows(prep: Preprocessor, outputs: np.ndarray) -> list[list[Any]]:
 
 
 def _stored_outputs(database_url: str, prediction: Prediction) -> Iterator[np.ndarray]:
-    """An asynchronous prediction's outputs, one stored chunk at a time."""
-    seq = 0
-    while True:
-        with session_scope(database_url) as session:
-            data = session.scalar(select(PredictionChunk.outputs).where(
-                PredictionChunk.prediction_id == prediction.id, PredictionChunk.seq == seq))
-        if data is None:
-            return
-        yield np.load(io.BytesIO(data), allow_pickle=False)
-        seq += 1
+    """An asynchronous prediction's outputs in seq order: one query whose rows are streamed (a
+    server-side cursor on PostgreSQL, SQLite steps on demand), one stored chunk in memory at a
+    time. The connection is held until the download ends or the client goes away."""
+    query = (select(PredictionChunk.outputs).where(PredictionChunk.prediction_id == prediction.id)
+             .order_by(PredictionChunk.seq))
+    with engine(database_url).connect() as connection:
+        for data in connection.execution_options(yield_per=1).scalars(query):
+            yield np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _synchronous(prediction: Prediction) -> bool:

@@ -280,3 +280,29 @@ def test_a_dataset_prediction_or_evaluation_selects_the_dataset_row_once(client,
             assert sum("FROM datasets" in statement for statement in statements) == 1, (path, body)
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_download_reads_its_chunks_with_one_query(client, auth, model_id, big_dataset, published,  # noqa: ANN001
+                                                    worker_settings) -> None:
+    """Four stored chunks, one SELECT of prediction_chunks (its rows streamed), rows in seq order."""
+    from sqlalchemy import event  # noqa: PLC0415
+
+    from bps.db import engine  # noqa: PLC0415
+
+    body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"dataset_id": big_dataset[0]}).get_json()
+    run_prediction(body["id"], settings=worker_settings)
+    sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
+                       json={"records": big_dataset[1][-40:]}).get_json()
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine(worker_settings.database_url), "before_cursor_execute", record)
+    try:
+        rows = download_rows(client, auth, body["id"])
+    finally:
+        event.remove(engine(worker_settings.database_url), "before_cursor_execute", record)
+    assert sum("FROM prediction_chunks" in statement for statement in statements) == 1, statements
+    assert len(rows) == 130 and [row["prediction"] for row in rows[-40:]] == sync["predictions"]
