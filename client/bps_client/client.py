@@ -62,7 +62,7 @@ class Client:
         form = {"name": name} if name else None
         return self.transport.json("POST", "/v1/datasets", files={"file": (filename, raw)}, data=form)
 
-    def datasets(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+    def datasets(self, *, limit: int | None = None, offset: int | None = None) -> list[dict]:
         """One page, newest first (the server's `limit`, default 100, and `offset`); every page: iter_datasets."""
         return self._get("/v1/datasets", limit=limit, offset=offset)
 
@@ -83,7 +83,7 @@ class Client:
                 "input_shape": input_shape, "impute": impute}
         return self.transport.json("POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None})
 
-    def jobs(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> list[dict]:
+    def jobs(self, *, status: str | None = None, limit: int | None = None, offset: int | None = None) -> list[dict]:
         """Newest first (the server's page: `limit`, `offset`)."""
         return self._get("/v1/jobs", status=status, limit=limit, offset=offset)
 
@@ -124,7 +124,7 @@ class Client:
         return Watcher(self, job_id, progress=progress, timeout=timeout, poll_interval=poll_interval).run()
 
     # ---- models and predictions ----------------------------------------------------------
-    def models(self, limit: int | None = None, offset: int | None = None) -> list[dict]:
+    def models(self, *, limit: int | None = None, offset: int | None = None) -> list[dict]:
         """One page, newest first; every page: iter_models."""
         return self._get("/v1/models", limit=limit, offset=offset)
 

@@ -139,6 +139,30 @@ def test_iteration_returns_every_item_once_across_pages(client, trained, feature
         assert len(listed) == len(set(listed)) and listed == [item["id"] for item in one_page(limit=1000)]
 
 
+def test_one_page_of_a_list_takes_its_filter_limit_and_offset_by_keyword_only():
+    import httpx
+
+    queries = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries.append((request.url.path, dict(request.url.params)))
+        return httpx.Response(200, json=[])
+
+    client = mock_client(handler, retries=0)
+    client.datasets(limit=5, offset=10)
+    client.jobs(status="running", limit=5)
+    client.models(offset=3)
+    client.predictions(model_id="m", limit=2, offset=4)
+    assert queries == [("/v1/datasets", {"limit": "5", "offset": "10"}),
+                       ("/v1/jobs", {"status": "running", "limit": "5"}), ("/v1/models", {"offset": "3"}),
+                       ("/v1/predictions", {"model_id": "m", "limit": "2", "offset": "4"})]
+    for one_page, first in ((client.datasets, 5), (client.jobs, "running"), (client.models, 5),
+                            (client.predictions, "m")):
+        with pytest.raises(TypeError):
+            one_page(first)
+    assert len(queries) == 4
+
+
 def test_a_new_item_while_paging_is_not_yielded_twice(client, trained, features):
     for k in range(3):
         client.predict(trained["model_id"], features.iloc[k:k + 1])
