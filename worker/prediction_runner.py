@@ -1,6 +1,6 @@
 """Run one asynchronous prediction: claim it, read its dataset a chunk of rows at a time, store
 each chunk's outputs (worker/prediction_store.py), finish. The job machinery is reused: the
-same RunControl and Heartbeat thread, the same fencing, retries, requeue on shutdown, and the
+same RunControl and RunWatcher thread, the same fencing, retries, requeue on shutdown, and the
 reaper republishes a lost one. Memory holds a few chunks of PREDICTION_CHUNK_ROWS rows, whatever
 the dataset's size: the one predicted, two read ahead and at most two waiting to be stored."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from worker import prediction_store
 from worker.gpu import release_gpu_memory
 from worker.job_store import requeue_job, with_db_retries
 from worker.prediction_store import PredictionSnapshot
-from worker.runner import SHUTDOWN, Heartbeat, JobAbandoned, RunControl, default_worker_id, describe_error
+from worker.runner import SHUTDOWN, JobAbandoned, RunControl, RunWatcher, default_worker_id, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | N
         log.info("prediction %s: not claimable (taken, finished or missing)", prediction_id)
         return
     control = RunControl(settings.job_time_limit_s)
-    beat = Heartbeat(settings, job, control, beat=prediction_store.heartbeat)
+    beat = RunWatcher(settings, job, control, beat=prediction_store.heartbeat)
     beat.start()
     try:
         _run(settings, job, control)

@@ -7,7 +7,7 @@ import time
 
 class Progress:
     """Fed by the engine's `on_batch(epoch, batches_done, batches_per_epoch)` hook (a few
-    attribute writes per batch); read by the heartbeat thread."""
+    attribute writes per batch); read by the run watcher thread."""
 
     def __init__(self, total_epochs: int, epochs_done: int = 0) -> None:
         self.total_epochs = max(int(total_epochs), 1)

@@ -73,17 +73,16 @@ class RunControl:
             self.stop.set()
 
 
-class Heartbeat(threading.Thread):
+class RunWatcher(threading.Thread):
     """The run's one periodic thread. Every `cancel_poll_interval_s` it copies SHUTDOWN into the
-    stop event and, given `poll`, reads the cancel flag and ownership (job_store.run_flags, a
-    read-only SELECT): a cancel is honoured at the next batch, within a fraction of a second,
-    without a database round trip per batch. Every `heartbeat_interval_s` it refreshes
-    heartbeat_at with `beat` (job_store.heartbeat, or an asynchronous prediction's). Both
-    `beat` and `poll(settings, id, attempt)` -> (still_owned, cancel_requested)."""
+    stop event and, given `poll` (job_store.run_flags, a read-only SELECT), reads the cancel flag
+    and ownership: a cancel is honoured at the next batch, without a database round trip per
+    batch. Every `heartbeat_interval_s` it refreshes heartbeat_at with `beat` (job_store.heartbeat,
+    or a prediction's). Both `beat` and `poll(settings, id, attempt)` -> (owned, cancel_requested)."""
 
     def __init__(self, settings: Settings, job: Any, control: RunControl, beat: Any = job_store.heartbeat,
                  poll: Any = None) -> None:
-        super().__init__(name=f"heartbeat-{job.id}", daemon=True)
+        super().__init__(name=f"run-watcher-{job.id}", daemon=True)
         self.settings, self.job, self.control, self.beat, self.poll = settings, job, control, beat, poll
         self.done = threading.Event()
         self.log_context = contextvars.copy_context()  # its lines name the job like the run's
@@ -124,7 +123,7 @@ def run_job(job_id: str, *, settings: Settings, worker_id: str | None = None) ->
     bind_log_context(attempt=job.attempt)
     log.info("job %s attempt %d: claimed by %s", job.id, job.attempt, worker_id or default_worker_id())
     control = RunControl(time_limit_of(settings, job), job.elapsed_s, job.resume_epoch)
-    watcher = Heartbeat(settings, job, control, beat=_job_beat(control), poll=job_store.run_flags)
+    watcher = RunWatcher(settings, job, control, beat=_job_beat(control), poll=job_store.run_flags)
     watcher.start()
     try:
         _train(settings, job, control)

@@ -1,5 +1,5 @@
 """LOG_FORMAT=json: one JSON object per line, with the job id, attempt and worker on every line
-about a job (also from the heartbeat thread and from Celery's own task lines) and the request
+about a job (also from the run watcher thread and from Celery's own task lines) and the request
 id on every line of an API request."""
 from __future__ import annotations
 
@@ -43,12 +43,12 @@ def test_every_line_of_a_job_run_names_the_job_the_attempt_and_the_worker(settin
 
     real_now = job_store.utcnow
 
-    def now_but_not_in_the_heartbeat_thread():  # noqa: ANN202  (so the heartbeat thread logs a warning)
-        if threading.current_thread().name.startswith("heartbeat-"):
+    def now_but_not_in_the_watcher_thread():  # noqa: ANN202  (so the watcher thread logs a failed heartbeat)
+        if threading.current_thread().name.startswith("run-watcher-"):
             raise RuntimeError("no heartbeat")
         return real_now()
 
-    monkeypatch.setattr(job_store, "utcnow", now_but_not_in_the_heartbeat_thread)
+    monkeypatch.setattr(job_store, "utcnow", now_but_not_in_the_watcher_thread)
     job_id = add_job(settings, classifier_spec(epochs=3))
     with log_context(job_id=job_id, worker="bps-cpu-1@host"):
         run_job(job_id, settings=replace(settings, heartbeat_interval_s=0.001), worker_id="bps-cpu-1@host")

@@ -1,4 +1,4 @@
-"""The run's one watcher thread (worker/runner.py Heartbeat): it heartbeats, polls the cancel
+"""The run's one watcher thread (worker/runner.py RunWatcher): it heartbeats, polls the cancel
 flag, and copies the worker's SHUTDOWN into the run's stop event, so that the per-batch
 should_stop reads memory only."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from worker import runner
-from worker.runner import Heartbeat, RunControl
+from worker.runner import RunControl, RunWatcher
 
 JOB = SimpleNamespace(id="job-1", attempt=2)
 
@@ -34,13 +34,13 @@ def fast(settings):  # noqa: ANN001
     return replace(settings, heartbeat_interval_s=0.05, cancel_poll_interval_s=0.01)
 
 
-def watch(settings, control: RunControl, beat: Reads, poll: Reads | None = None) -> Heartbeat:  # noqa: ANN001
-    watcher = Heartbeat(settings, JOB, control, beat=beat, poll=poll)
+def watch(settings, control: RunControl, beat: Reads, poll: Reads | None = None) -> RunWatcher:  # noqa: ANN001
+    watcher = RunWatcher(settings, JOB, control, beat=beat, poll=poll)
     watcher.start()
     return watcher
 
 
-def stop_watching(watcher: Heartbeat) -> None:
+def stop_watching(watcher: RunWatcher) -> None:
     watcher.done.set()
     watcher.join(timeout=10)
     assert not watcher.is_alive()
