@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import httpx
 
-from bps_client import Client
 from bps_client.transport import path_id
+from tests.client.conftest import mock_client
 
 
 def test_an_id_stays_one_path_segment():
@@ -14,8 +14,7 @@ def test_an_id_stays_one_path_segment():
         paths.append(request.url.raw_path.decode())
         return httpx.Response(200, json={})
 
-    http = httpx.Client(base_url="http://bps.test", transport=httpx.MockTransport(handler))
-    with Client("http://bps.test", "k", http=http) as client:
+    with mock_client(handler) as client:
         client.job("a/b?c#d")
         client.model("../datasets")
     assert paths == ["/v1/jobs/a%2Fb%3Fc%23d", "/v1/models/..%2Fdatasets"]
