@@ -1,12 +1,14 @@
 """Real processes for the browser tests: `bps migrate`, `bps keys create`, `bps api` and one
 `bps worker` on the embedded topology (SQLite file database, SQLite file broker), and Debian's
-Chromium driven by Playwright. Skipped, with the reason, where Chromium or Playwright is missing."""
+Chromium driven by Playwright. Skipped, with the reason, where Chromium or Playwright is missing.
+Below the fixtures, the helpers of the web page's tests (jobs through the API, the page's views)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,3 +129,51 @@ def page(browser: Any, service: Service, console_errors: list[str]) -> Iterator[
     yield tab
     context.close()
     assert console_errors == [], "JavaScript console errors on the page"
+
+
+# ---- the web page's tests: jobs through the API (tests.e2e.flow.Client), then the page's views
+def upload(client: Client, filename: str, data: bytes, name: str | None = None) -> dict[str, Any]:
+    status, dataset = client.upload(filename, data, name)
+    assert status == 201, dataset
+    return dataset
+
+
+def submit(client: Client, dataset_id: str, target: str, spec: dict[str, Any]) -> str:
+    status, job = client.json("POST", "/v1/jobs", {"dataset_id": dataset_id, "target": target, "spec": spec})
+    assert status == 202, job
+    return job["id"]
+
+
+def wait_job(client: Client, job_id: str, until: Any, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job = client.json("GET", f"/v1/jobs/{job_id}")
+        assert status == 200, job
+        if until(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job}")
+
+
+def finished(client: Client, job_id: str) -> dict[str, Any]:
+    job = wait_job(client, job_id, lambda j: j["status"] not in ("queued", "running"))
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def sign_in(page: Any, service: Service, tenant: str = "alice") -> None:
+    page.goto(service.base_url + "/")
+    page.fill("#api-key", service.keys[tenant])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#page[data-ready]")
+
+
+def fresh_view(page: Any, action: Any) -> None:
+    """Runs `action` (a click, a navigation) and waits until the view it opens has loaded."""
+    page.evaluate("document.getElementById('page')?.setAttribute('data-stale', '1')")
+    action()
+    page.wait_for_selector("#page[data-ready]:not([data-stale])")
+
+
+def open_view(page: Any, hash_path: str) -> None:
+    fresh_view(page, lambda: page.evaluate("(h) => { location.hash = h; }", hash_path))

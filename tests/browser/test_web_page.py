@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Service
-from tests.e2e.flow import LABELS, Client, blobs, csv_bytes
+from tests.browser.conftest import Service, finished, fresh_view, open_view, sign_in, submit, upload, wait_job
+from tests.e2e.flow import LABELS, blobs, csv_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,35 +36,6 @@ DEEP_SPEC = {**SPEC, "layers": [{"type": "dense", "units": 8, "activation": "sig
 POINTS = "#chart-{name} .scatterlayer .trace:nth-child({n}) .points path"
 
 
-def upload(client: Client, filename: str, data: bytes, name: str | None = None) -> dict[str, Any]:
-    status, dataset = client.upload(filename, data, name)
-    assert status == 201, dataset
-    return dataset
-
-
-def submit(client: Client, dataset_id: str, target: str, spec: dict[str, Any]) -> str:
-    status, job = client.json("POST", "/v1/jobs", {"dataset_id": dataset_id, "target": target, "spec": spec})
-    assert status == 202, job
-    return job["id"]
-
-
-def wait_job(client: Client, job_id: str, until: Any, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, job = client.json("GET", f"/v1/jobs/{job_id}")
-        assert status == 200, job
-        if until(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job}")
-
-
-def finished(client: Client, job_id: str) -> dict[str, Any]:
-    job = wait_job(client, job_id, lambda j: j["status"] not in ("queued", "running"))
-    assert job["status"] == "succeeded", job
-    return job
-
-
 def csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
@@ -85,24 +55,6 @@ def trained(service: Service) -> dict[str, Any]:
     assert hostile["name"] == XSS_NAME
     hostile_job = finished(client, submit(client, hostile["id"], "label", {**SPEC, "epochs": 3}))
     return {"flowers": flowers, "job": job, "deep": deep, "hostile": hostile, "hostile_job": hostile_job}
-
-
-def sign_in(page: Any, service: Service, tenant: str = "alice") -> None:
-    page.goto(service.base_url + "/")
-    page.fill("#api-key", service.keys[tenant])
-    page.click("#sign-in button[type=submit]")
-    page.wait_for_selector("#page[data-ready]")
-
-
-def fresh_view(page: Any, action: Any) -> None:
-    """Runs `action` (a click, a navigation) and waits until the view it opens has loaded."""
-    page.evaluate("document.getElementById('page')?.setAttribute('data-stale', '1')")
-    action()
-    page.wait_for_selector("#page[data-ready]:not([data-stale])")
-
-
-def open_view(page: Any, hash_path: str) -> None:
-    fresh_view(page, lambda: page.evaluate("(h) => { location.hash = h; }", hash_path))
 
 
 def points(page: Any, chart: str, trace: int = 1) -> int:
