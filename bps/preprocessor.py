@@ -215,20 +215,22 @@ class Preprocessor:
         ):
             flat_rows = instances
         else:
+            # With a boolean inside, the values go on as they are (objects), so that each column's
+            # own rule (booleans only where it was trained on them) decides, as for flat rows;
+            # their float64 view only checks that they are numbers in a regular shape.
+            has_boolean = first_boolean(instances) is not None
             try:
-                flat_rows = np.asarray(instances, dtype=np.float64).reshape(len(instances), -1)
+                values = np.asarray(instances, dtype=object if has_boolean else np.float64)
+                width = values.astype(np.float64, copy=False).reshape(len(instances), -1).shape[1]
             except (TypeError, ValueError):
-                flat_rows = None
-            if flat_rows is None or flat_rows.shape[1] != n_features:
+                width = None
+            if width != n_features:
                 raise Unprocessable(
                     f"each instance must be a list of the {n_features} features {self.feature_names} "
                     f"(or a nested array of shape {self.input_shape})",
                     loc=["instances"],
                 )
-            # With a boolean inside, the values go on as they are, so that each column's own
-            # rule (booleans only where it was trained on them) decides, as for flat rows.
-            source = np.asarray(instances, dtype=object) if first_boolean(instances) is not None else flat_rows
-            flat_rows = source.reshape(len(instances), -1).tolist()
+            flat_rows = values.reshape(len(instances), -1).tolist()
         return self.transform_frame(pd.DataFrame(flat_rows, columns=self.feature_names))
 
     # ---- labels ------------------------------------------------------------------
