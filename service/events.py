@@ -32,6 +32,7 @@ from service.schemas import JobOut
 
 KEEPALIVE_S = 15.0  # a comment line this often: proxies keep the connection, a gone client is noticed
 STREAM_RETRY_AFTER_S = 5
+EVENT_STREAM_SLOTS = "bps.event_streams"  # the app.extensions key of its stream semaphore
 _CURSOR = re.compile(r"^(\d{1,9})\.([a-z]*)$")
 
 
@@ -58,7 +59,9 @@ def parse_cursor(last_event_id: str | None) -> Cursor:
 def _take_slot(limit: int) -> Callable[[], None]:
     """The release function of one of the process's `limit` stream slots, or 503. The slots are
     the app's (one app per API process), a semaphore made at its first stream."""
-    slot = current_app.extensions.setdefault("bps.event_streams", threading.BoundedSemaphore(limit))
+    slot = current_app.extensions.get(EVENT_STREAM_SLOTS)
+    if slot is None:  # setdefault: of two first streams at once, both get the one stored
+        slot = current_app.extensions.setdefault(EVENT_STREAM_SLOTS, threading.BoundedSemaphore(limit))
     if not slot.acquire(blocking=False):
         raise ServiceUnavailable(
             f"this API process already serves {limit} event streams (MAX_EVENT_STREAMS); retry later "

@@ -152,3 +152,20 @@ def keys_pg(postgres_settings) -> str:  # noqa: ANN001
 
     with session_scope(postgres_settings.database_url) as session:
         return create_api_key(session=session, tenant_name="alice")
+
+
+def test_the_stream_slots_are_one_semaphore_made_at_the_first_stream(client, auth, job_id, monkeypatch):
+    import service.events  # noqa: PLC0415
+
+    made, real = [], threading.BoundedSemaphore
+
+    def counting_semaphore(limit: int) -> threading.BoundedSemaphore:
+        made.append(limit)
+        return real(limit)
+
+    monkeypatch.setattr(service.events.threading, "BoundedSemaphore", counting_semaphore)
+    for _ in range(3):
+        response = stream(client, job_id, auth)
+        assert next(iter(response.response))
+        response.close()
+    assert made == [2]
