@@ -69,17 +69,26 @@ def check_inputs_fit(X: np.ndarray, prep: Preprocessor, dtype: Any, loc: list[An
         loc=[*loc, row, name])
 
 
-def check_outputs_finite(outputs: np.ndarray, X: np.ndarray, prep: Preprocessor, loc: list[Any]) -> None:
-    """422 when the network's output for a row is not finite (its inputs overflowed inside the
-    network): names the row and its largest input column."""
+def first_non_finite_output(outputs: np.ndarray, X: np.ndarray, prep: Preprocessor) -> tuple[int, str, float] | None:
+    """(row, name of its largest input column, that input as sent) of the first row whose output
+    is not finite (its inputs overflowed inside the network), else None."""
     bad_rows = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
     if not bad_rows.any():
-        return
+        return None
     row = int(np.argmax(bad_rows))
     flat = X.reshape(len(X), -1)[row]
-    column = int(np.argmax(np.abs(flat))) if flat.size else 0
-    name = column_name(prep, column) if flat.size else "?"
-    value = raw_value(prep, column, float(flat[column])) if flat.size else float("nan")
+    if not flat.size:
+        return row, "?", float("nan")
+    column = int(np.argmax(np.abs(flat)))
+    return row, column_name(prep, column), raw_value(prep, column, float(flat[column]))
+
+
+def check_outputs_finite(outputs: np.ndarray, X: np.ndarray, prep: Preprocessor, loc: list[Any]) -> None:
+    """422 when the network's output for a row is not finite: names the row and its largest input column."""
+    found = first_non_finite_output(outputs, X, prep)
+    if found is None:
+        return
+    row, name, value = found
     raise Unprocessable(
         f"row {row}: the model's output overflows (inf/NaN) for this row; its largest input is column "
         f"{name!r} ({value:.4g}): send values of a realistic magnitude", loc=[*loc, row, name])

@@ -16,6 +16,7 @@ import numpy as np
 from bps.config import Settings
 from bps.dataset_batches import read_ahead
 from bps.db import session_scope
+from bps.input_range import first_non_finite_output
 from bps.models import Dataset, Model, Prediction
 from bps.preprocessor import Preprocessor
 from bps.problems import Unprocessable
@@ -99,10 +100,11 @@ def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_fi
     except Unprocessable as exc:
         raise Unprocessable(f"in rows {start}..{start + len(batch) - 1}: {exc.detail}") from None
     outputs = np.asarray(net.predict(X))
-    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
-    if bad.any():
-        raise Unprocessable(f"row {start + int(np.argmax(bad))} gives a non-finite output: its values are beyond "
-                            "what the model handles; remove or fix the row")
+    found = first_non_finite_output(outputs, X, prep)
+    if found is not None:
+        row, name, value = found
+        raise Unprocessable(f"row {start + row} gives a non-finite output: its values are beyond what the model "
+                            f"handles (its largest input is column {name!r}, {value:.4g}); remove or fix the row")
     return outputs
 
 

@@ -67,6 +67,20 @@ def test_an_output_that_overflows_inside_the_network_is_a_422(client, auth, mode
     assert body["errors"][0]["loc"][:3] == ["body", "instances", 1]
 
 
+def test_an_asynchronous_prediction_names_the_row_and_column_as_the_synchronous_422(client, auth, models, settings,  # noqa: ANN001
+                                                                                   published) -> None:
+    from worker.prediction_runner import run_prediction  # noqa: PLC0415
+
+    dataset_id = upload(client, auth, b"sepal,petal\n0.0,1.0\n1.0,0.5\n3e38,-3e38\n").get_json()["id"]
+    sync = assert_problem(predict(client, auth, models["regressor"], dataset_id=dataset_id), 422, "overflows")
+    row, column = sync["errors"][0]["loc"][2:]
+    queued = predict(client, auth, models["regressor"], dataset_id=dataset_id, **{"async": True}).get_json()
+    run_prediction(queued["id"], settings=settings)
+    failed = client.get(f"/v1/predictions/{queued['id']}", headers=auth).get_json()
+    assert failed["status"] == "failed"
+    assert f"row {row} " in failed["error"] and f"column {column!r}" in failed["error"], failed["error"]
+
+
 def test_submission_refuses_a_regression_target_or_npz_x_beyond_the_spec_dtype(client, auth, published) -> None:  # noqa: ANN001
     raw = b"sepal,petal,label\n1,2,a\n3,4e39,b\n5,6,a\n7,8,b\n"
     dataset_id = upload(client, auth, raw).get_json()["id"]

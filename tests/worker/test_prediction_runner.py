@@ -74,3 +74,26 @@ def test_the_upload_profile_says_whether_the_rows_need_the_finite_check(settings
     gaps = stored_npz(settings, tenant_id, X, y)
     known = {dataset_id: load_inputs(settings, replace(model, dataset_id=dataset_id))[3] for dataset_id in (finite, gaps)}
     assert known == {finite: True, gaps: False}
+
+
+class _OverflowingNetwork:
+    """A network whose output for row `bad_row` is infinite (as an overflow inside one gives)."""
+
+    def __init__(self, bad_row: int) -> None:
+        self.bad_row = bad_row
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        outputs = np.zeros((len(X), 1))
+        outputs[self.bad_row] = np.inf
+        return outputs
+
+
+def test_a_non_finite_output_names_the_dataset_row_and_its_largest_input_column() -> None:
+    from bps.problems import Unprocessable  # noqa: PLC0415
+    from worker.prediction_runner import chunk_outputs  # noqa: PLC0415
+
+    batch = np.ones((4, 6), np.float32)
+    batch[2, 4] = -3e38  # row 2 of the batch, input_shape (2, 3): X[1, 1]
+    with pytest.raises(Unprocessable) as refused:
+        chunk_outputs(_OverflowingNetwork(bad_row=2), preprocessor(None), batch, start=40)
+    assert "row 42 " in refused.value.detail and "column 'X[1, 1]', -3e+38" in refused.value.detail
