@@ -19,115 +19,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from worker.engine.activations import ACTIVATIONS
-
-Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
-PosInt = Annotated[int, Field(gt=0, strict=True)]
-NonNegInt = Annotated[int, Field(ge=0, strict=True)]
-
-
-def _to_pair(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value, value]
-    return value
-
-
-# The schema shows what a request may hold: one int (for both sides) or an [h, w] pair.
-_PosPair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
-_NonNegPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]
-Pair = Annotated[_PosPair, BeforeValidator(_to_pair, json_schema_input_type=PosInt | _PosPair)]
-NonNegPair = Annotated[_NonNegPair, BeforeValidator(_to_pair, json_schema_input_type=NonNegInt | _NonNegPair)]
-
-
-def _valid_padding(value: Any) -> Any:
-    return [0, 0] if value == "valid" else value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class DenseSpec(_Strict):
-    """nn.Linear; `units` may be left out on the last dense layer only (then: classes or target columns)."""
-
-    type: Literal["dense"]
-    units: PosInt | None = None
-    activation: Activation = "linear"
-
-
-class Conv2dSpec(_Strict):
-    """nn.Conv2d on NCHW input; sizes are an int or [h, w]; padding also "same" (stride 1) or "valid"."""
-
-    type: Literal["conv2d"]
-    filters: PosInt
-    kernel_size: Pair
-    stride: Pair = [1, 1]
-    padding: Annotated[Literal["same"] | NonNegPair, BeforeValidator(
-        _valid_padding, json_schema_input_type=Literal["same", "valid"] | NonNegInt | _NonNegPair)] = [0, 0]
-    activation: Activation = "linear"
-
-    @model_validator(mode="after")
-    def _same_needs_stride_one(self) -> Conv2dSpec:
-        if self.padding == "same" and self.stride != [1, 1]:
-            raise ValueError("padding 'same' needs stride 1 (as in PyTorch)")
-        return self
-
-
-class Pool2dSpec(_Strict):
-    """nn.MaxPool2d / nn.AvgPool2d; `stride` defaults to `pool_size`."""
-
-    type: Literal["maxpool2d", "avgpool2d"]
-    pool_size: Pair
-    stride: Pair | None = None
-
-    @model_validator(mode="after")
-    def _default_stride(self) -> Pool2dSpec:
-        if self.stride is None:
-            self.stride = list(self.pool_size)
-        return self
-
-
-class FlattenSpec(_Strict):
-    """nn.Flatten (C order)."""
-
-    type: Literal["flatten"]
-
-
-class RecurrentSpec(_Strict):
-    """nn.RNN (tanh) / nn.LSTM / nn.GRU, batch_first, one layer; without return_sequences the last step goes on."""
-
-    type: Literal["rnn", "lstm", "gru"]
-    units: PosInt
-    return_sequences: bool = False
-
-
-class BatchNormSpec(_Strict):
-    """nn.BatchNorm1d / nn.BatchNorm2d by input rank (PyTorch's momentum convention)."""
-
-    type: Literal["batchnorm"]
-    momentum: float = Field(0.1, ge=0.0, le=1.0)
-    eps: float = Field(1e-5, gt=0.0)
-
-
-class DropoutSpec(_Strict):
-    """Inverted dropout with drop probability `rate`; off at prediction."""
-
-    type: Literal["dropout"]
-    rate: float = Field(ge=0.0, lt=1.0)
-
-
-LAYER_SPECS: dict[str, type[_Strict]] = {
-    "dense": DenseSpec, "conv2d": Conv2dSpec, "maxpool2d": Pool2dSpec, "avgpool2d": Pool2dSpec,
-    "flatten": FlattenSpec, "rnn": RecurrentSpec, "lstm": RecurrentSpec, "gru": RecurrentSpec,
-    "batchnorm": BatchNormSpec, "dropout": DropoutSpec,
-}
+from worker.engine.spec_layers import (  # noqa: F401  (Activation, Pair, NonNegPair: re-exported, public here too)
+    LAYER_SPECS,
+    Activation,
+    BatchNormSpec,
+    Conv2dSpec,
+    DenseSpec,
+    DropoutSpec,
+    FlattenSpec,
+    NonNegInt,
+    NonNegPair,
+    Pair,
+    Pool2dSpec,
+    PosInt,
+    RecurrentSpec,
+    StrictPart,
+)
 
 LR = Annotated[float, Field(gt=0.0)]
 
 
-class SGDSpec(_Strict):
+class SGDSpec(StrictPart):
     """torch.optim.SGD."""
 
     type: Literal["sgd"]
@@ -142,7 +56,7 @@ class SGDSpec(_Strict):
         return self
 
 
-class AdamSpec(_Strict):
+class AdamSpec(StrictPart):
     """torch.optim.Adam."""
 
     type: Literal["adam"]
@@ -159,7 +73,7 @@ class AdamWSpec(AdamSpec):
     weight_decay: float = Field(0.01, ge=0.0)
 
 
-class RMSpropSpec(_Strict):
+class RMSpropSpec(StrictPart):
     """torch.optim.RMSprop (`rho` is PyTorch's `alpha`)."""
 
     type: Literal["rmsprop"]
@@ -168,7 +82,7 @@ class RMSpropSpec(_Strict):
     eps: float = Field(1e-8, gt=0.0)
 
 
-class AdagradSpec(_Strict):
+class AdagradSpec(StrictPart):
     """torch.optim.Adagrad."""
 
     type: Literal["adagrad"]
@@ -176,12 +90,12 @@ class AdagradSpec(_Strict):
     eps: float = Field(1e-10, gt=0.0)
 
 
-OPTIMIZER_SPECS: dict[str, type[_Strict]] = {
+OPTIMIZER_SPECS: dict[str, type[StrictPart]] = {
     "sgd": SGDSpec, "adam": AdamSpec, "adamw": AdamWSpec, "rmsprop": RMSpropSpec, "adagrad": AdagradSpec,
 }
 
 
-class StepLRSpec(_Strict):
+class StepLRSpec(StrictPart):
     """StepLR: the learning rate times `gamma` every `step_size` epochs."""
 
     type: Literal["step"]
@@ -189,14 +103,14 @@ class StepLRSpec(_Strict):
     gamma: float = Field(0.1, gt=0.0)
 
 
-class ExponentialLRSpec(_Strict):
+class ExponentialLRSpec(StrictPart):
     """ExponentialLR: the learning rate times `gamma` every epoch."""
 
     type: Literal["exponential"]
     gamma: float = Field(gt=0.0)
 
 
-class CosineLRSpec(_Strict):
+class CosineLRSpec(StrictPart):
     """CosineAnnealingLR over `t_max` epochs down to `eta_min`."""
 
     type: Literal["cosine"]
@@ -204,7 +118,7 @@ class CosineLRSpec(_Strict):
     eta_min: float = Field(0.0, ge=0.0)
 
 
-class PlateauLRSpec(_Strict):
+class PlateauLRSpec(StrictPart):
     """ReduceLROnPlateau; `monitor` null means val_loss with a validation split, else loss."""
 
     type: Literal["plateau"]
@@ -215,12 +129,12 @@ class PlateauLRSpec(_Strict):
     monitor: Literal["loss", "val_loss"] | None = None
 
 
-SCHEDULE_SPECS: dict[str, type[_Strict]] = {
+SCHEDULE_SPECS: dict[str, type[StrictPart]] = {
     "step": StepLRSpec, "exponential": ExponentialLRSpec, "cosine": CosineLRSpec, "plateau": PlateauLRSpec,
 }
 
 
-class EarlyStoppingSpec(_Strict):
+class EarlyStoppingSpec(StrictPart):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
 
     monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy"] = "val_loss"
@@ -232,7 +146,7 @@ class EarlyStoppingSpec(_Strict):
 LOSSES = ("mse", "mae", "huber", "cross_entropy", "binary_cross_entropy")
 
 
-class TopSpec(_Strict):
+class TopSpec(StrictPart):
     """Everything but the layers, optimizer and schedule, which are checked one by one."""
 
     layers: list[Any] = Field(min_length=1)
