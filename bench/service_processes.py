@@ -57,8 +57,11 @@ def http_call_multipart(port: int, headers: dict, raw: bytes) -> tuple[int, byte
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bps.cli", *args], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    """`bps <args>` in a session of its own, its output to `log` (the child keeps the file open,
+    this process closes its copy)."""
+    with log.open("wb") as output:
+        return subprocess.Popen([sys.executable, "-m", "bps.cli", *args], env=env, stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_http(port: int, deadline_s: float = 30.0) -> None:
