@@ -172,13 +172,18 @@ def _parquet_batches(source: IO[bytes], rows: int) -> Iterator[pd.DataFrame]:
         yield batch.to_pandas()
 
 
+def npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) of the .npy stream at `handle`, which is left at its data."""
+    version = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(handle)
+
+
 def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
     """Rows `start`, ... of a C-order .npy stream, `rows` at a time (the header was checked at upload).
     `ring` > 0: the batches are read into that many arrays, reused in turn (no fresh pages to
     fault in per batch: on the measured VM, a tenth of the read's CPU)."""
-    version = np.lib.format.read_magic(handle)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(handle)
+    shape, fortran, dtype = npy_header(handle)
     if fortran:  # column-major: rows are not contiguous, so read it whole (and no further: y may follow)
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         whole = np.frombuffer(handle.read(size), dtype=dtype).reshape(shape[::-1]).T
@@ -205,21 +210,29 @@ def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> It
         yield batch
 
 
-def _npz_batches(source: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
-    """X's rows. An uncompressed member (np.savez) is read straight from `source`, without
-    zipfile's extra copy and CRC pass (the file was checked at upload)."""
+def stored_member_start(source: IO[bytes]) -> int | None:
+    """Where X.npy starts in an .npz stream when it is stored uncompressed (np.savez), else None."""
     buffered = io.BufferedReader(source, 1 << 20)
     with zipfile.ZipFile(buffered) as archive:
         info = archive.getinfo("X.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            with archive.open(info) as handle:
-                yield from _npy_rows(handle, rows, ring, start)
-            return
     buffered.detach()  # `source` is read directly below: the buffer's end must not close it
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
     source.seek(info.header_offset)
     local = source.read(zipfile.sizeFileHeader)  # fixed part; then the name and the extra field
     name_length, extra_length = struct.unpack("<HH", local[26:30])
-    source.seek(info.header_offset + zipfile.sizeFileHeader + name_length + extra_length)
+    return info.header_offset + zipfile.sizeFileHeader + name_length + extra_length
+
+
+def _npz_batches(source: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """X's rows. An uncompressed member (np.savez) is read straight from `source`, without
+    zipfile's extra copy and CRC pass (the file was checked at upload)."""
+    member = stored_member_start(source)
+    if member is None:
+        with zipfile.ZipFile(io.BufferedReader(source, 1 << 20)) as archive, archive.open("X.npy") as handle:
+            yield from _npy_rows(handle, rows, ring, start)
+        return
+    source.seek(member)
     yield from _npy_rows(source, rows, ring, start)
 
 
@@ -275,11 +288,3 @@ def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         stop.set()
         while not ready.empty():  # unblock a reader waiting on a full queue
             ready.get_nowait()
-
-
-def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2,
-               start: int = 0) -> Iterator[Any]:
-    """dataset_batches `prefetched` `depth` ahead, .npz rows in a ring of depth + 2 arrays: at
-    most depth + 2 batches exist at once (one being read, `depth` queued, the caller's), so a
-    batch stays intact until the caller asks for the one after it."""
-    return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2, start=start), depth)

@@ -2,7 +2,8 @@
 each chunk's outputs (worker/prediction_store.py), finish. The job machinery is reused: the
 same RunControl and RunWatcher thread, the same fencing, retries, requeue on shutdown, and the
 reaper republishes a lost one. Memory holds a few chunks of PREDICTION_CHUNK_ROWS rows, whatever
-the dataset's size: the one predicted, two read ahead and at most two waiting to be stored."""
+the dataset's size: the one predicted, two read ahead (none for an .npz on SQLite, read between
+chunks by both cores: bps.prediction_rows) and at most two waiting to be stored."""
 from __future__ import annotations
 
 import io
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bps.config import Settings
-from bps.dataset_batches import read_ahead
+from bps.prediction_rows import read_ahead
 from bps.db import session_scope
 from bps.input_range import first_non_finite_output
 from bps.models import Dataset, Model, Prediction

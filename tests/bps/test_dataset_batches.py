@@ -187,25 +187,3 @@ def test_prefetched_reads_at_most_depth_ahead() -> None:
             time.sleep(0.005)  # a slow consumer: the reader runs as far ahead as it may
             assert item == k and len(made) <= k + 1 + depth + 1
         assert made == list(range(20))
-
-
-def test_read_ahead_gives_every_batch_once_in_order_from_a_bounded_ring(settings) -> None:  # noqa: ANN001
-    """.npz rows through read_ahead: each batch holds its rows while the caller works on it (a
-    slow caller lets the reader fill the whole ring), and no more than depth + 2 arrays exist."""
-    import time  # noqa: PLC0415
-
-    from bps.dataset_batches import read_ahead  # noqa: PLC0415
-
-    X = np.asarray(np.random.default_rng(4).normal(size=(61, 3)), np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, X=X, y=np.arange(61))
-    dataset_id = stored(settings, buffer.getvalue(), "d.npz")
-    for depth in (1, 2):
-        seen, addresses = [], set()
-        for k, batch in enumerate(read_ahead(settings.database_url, dataset_id, "npz", 4, depth=depth)):
-            time.sleep(0.01)
-            np.testing.assert_array_equal(batch, X[4 * k:4 * k + 4])  # still intact after the reader ran ahead
-            seen.append(len(batch))
-            addresses.add(batch.__array_interface__["data"][0])
-        assert seen == [4] * 15 + [1]
-        assert len(addresses) == depth + 2

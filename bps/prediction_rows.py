@@ -1,0 +1,110 @@
+"""The rows an asynchronous prediction reads, a batch at a time (`read_ahead`).
+
+An uncompressed, C-order .npz on SQLite (the large case) is read between the caller's batches,
+not under them: each batch by both cores at once, `SPLIT_WAYS` byte ranges of it through as
+many connections. Read in a thread of its own during the products instead, the reader took
+one core from one of the two BLAS threads, and a product waits for its slowest thread: the
+read cost about its whole CPU time in wall time, where split it costs about half
+(`python -m bench predictions`). Everything else (CSV, Parquet, compressed or Fortran-order
+.npz, other databases, whose reads may wait on I/O that a thread hides) is read ahead in a thread.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bps.dataset_batches import StoredBytes, dataset_batches, npy_header, prefetched, stored_member_start
+
+SPLIT_WAYS = 2  # the machines this was measured on have two cores
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where X's rows lie in an uncompressed, C-order .npz stream."""
+    first_row_at: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+def npz_row_layout(database_url: str, dataset_id: str) -> RowLayout | None:
+    """X's layout in a stored .npz; None when X is compressed or in Fortran order."""
+    with StoredBytes(database_url, dataset_id) as source:
+        member = stored_member_start(source)
+        if member is None:
+            return None
+        source.seek(member)
+        shape, fortran, dtype = npy_header(source)
+        return None if fortran else RowLayout(source.tell(), shape, dtype)
+
+
+def _fill(source: StoredBytes, position: int, view: memoryview) -> int:
+    source.seek(position)
+    filled = 0
+    while filled < len(view) and (got := source.readinto(view[filled:])):
+        filled += got
+    return filled
+
+
+class SplitReader:
+    """Fills byte ranges of a stored dataset `ways` parts at once, each through a StoredBytes
+    (a connection) of its own: the calling thread reads the first part, helper threads the rest."""
+
+    def __init__(self, database_url: str, dataset_id: str, ways: int = SPLIT_WAYS) -> None:
+        self.sources = [StoredBytes(database_url, dataset_id) for _ in range(ways)]
+        self.helpers = ThreadPoolExecutor(max(ways - 1, 1), thread_name_prefix="dataset-read")
+
+    def fill(self, position: int, view: memoryview) -> int:
+        """Bytes read into `view` from `position` on (fewer only at the end of the data)."""
+        part = -(-len(view) // len(self.sources))
+        parts = [(source, position + k * part, view[k * part:(k + 1) * part]) for k, source in enumerate(self.sources)]
+        helping = [self.helpers.submit(_fill, *args) for args in parts[1:]]
+        try:
+            filled = _fill(*parts[0])
+        finally:
+            wait(helping)  # also before an error goes up: no part may still be written
+        return filled + sum(future.result() for future in helping)
+
+    def close(self) -> None:
+        self.helpers.shutdown()
+        for source in self.sources:
+            source.close()
+
+
+def split_rows(database_url: str, dataset_id: str, layout: RowLayout, rows: int, start: int = 0,
+               ways: int = SPLIT_WAYS) -> Iterator[np.ndarray]:
+    """X's rows from `start` on, `rows` at a time, each batch read by `ways` threads when the
+    caller asks for it, into one array: a batch is overwritten when the next one is asked for."""
+    total = layout.shape[0]
+    reader = SplitReader(database_url, dataset_id, ways)
+    try:
+        batch = np.empty((max(min(rows, total - start), 0), *layout.shape[1:]), layout.dtype)
+        for first in range(start, total, rows):
+            n = min(rows, total - first)
+            view = memoryview(batch[:n]).cast("B")
+            filled = reader.fill(layout.first_row_at + first * layout.row_bytes, view)
+            if filled < len(view):
+                raise ValueError(f"X.npy ends after {first + filled // max(layout.row_bytes, 1)} of {total} rows")
+            yield batch[:n]
+    finally:
+        reader.close()
+
+
+def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2,
+               start: int = 0) -> Iterator[Any]:
+    """The batches of `rows` rows from row `start` on, as dataset_batches gives them. A batch
+    stays intact until the caller asks for the one after it, and memory holds at most depth + 2
+    batches: `split_rows`' one, or dataset_batches `prefetched` `depth` ahead with .npz rows in
+    a ring of depth + 2 arrays (one being read, `depth` queued, the caller's)."""
+    if fmt == "npz" and database_url.startswith("sqlite"):
+        layout = npz_row_layout(database_url, dataset_id)
+        if layout is not None:
+            return split_rows(database_url, dataset_id, layout, rows, start)
+    return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2, start=start), depth)

@@ -1,0 +1,102 @@
+"""bps.prediction_rows: read_ahead's batches are the dataset's rows, once each and in order,
+whether split between threads (an uncompressed, C-order .npz on SQLite) or read ahead in a
+thread (everything else), with at most a few batches in memory."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, func, select
+
+from bps.dataset_batches import DatasetGone
+from bps.db import session_factory, session_scope
+from bps.models import DatasetChunk
+from bps.prediction_rows import npz_row_layout, read_ahead, split_rows
+from tests.bps.test_dataset_batches import frame, stored
+
+ROWS = 61
+
+
+def npz(X: np.ndarray, compressed: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, X=X, y=np.arange(len(X)))
+    return buffer.getvalue()
+
+
+def rows(order: str = "C") -> np.ndarray:
+    return np.asarray(np.random.default_rng(4).normal(size=(ROWS, 3, 2)), np.float32, order=order)
+
+
+def test_the_layout_says_where_the_rows_are_and_none_for_compressed_or_fortran_order(settings) -> None:  # noqa: ANN001
+    X = rows()
+    layout = npz_row_layout(settings.database_url, stored(settings, npz(X), "d.npz"))
+    assert layout.shape == X.shape and layout.dtype == X.dtype and layout.row_bytes == 24
+    assert npz_row_layout(settings.database_url, stored(settings, npz(X, compressed=True), "c.npz")) is None
+    assert npz_row_layout(settings.database_url, stored(settings, npz(rows("F")), "f.npz")) is None
+
+
+@pytest.mark.parametrize("ways", [1, 2, 3])
+@pytest.mark.parametrize("start", [0, 9, 60, 61])
+def test_split_batches_hold_every_row_from_start_in_one_reused_array(settings, ways: int, start: int) -> None:  # noqa: ANN001
+    """Rows of 24 bytes in chunks of 97: every batch's parts cross chunk boundaries."""
+    X = rows()
+    dataset_id = stored(settings, npz(X), "d.npz")
+    layout = npz_row_layout(settings.database_url, dataset_id)
+    seen, addresses = [], set()
+    for batch in split_rows(settings.database_url, dataset_id, layout, 4, start=start, ways=ways):
+        seen.append(batch.copy())
+        addresses.add(batch.__array_interface__["data"][0])
+    np.testing.assert_array_equal(np.concatenate([X[:0], *seen]), X[start:])
+    assert [len(b) for b in seen] == [4] * ((ROWS - start) // 4) + ([(ROWS - start) % 4] if (ROWS - start) % 4 else [])
+    assert len(addresses) <= 1
+    assert session_factory(settings.database_url).kw["bind"].pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("kind", ["npz", "npz-compressed", "npz-fortran"])
+def test_read_ahead_gives_every_batch_once_in_order_from_a_bounded_ring(settings, kind: str) -> None:  # noqa: ANN001
+    """Each batch holds its rows while the caller works on it (a slow caller lets a reader
+    thread fill its whole ring): split, one array; read ahead, no more than depth + 2 (a
+    Fortran-order X is read whole: its batches are views of one array)."""
+    X = rows("F" if kind == "npz-fortran" else "C")
+    dataset_id = stored(settings, npz(X, compressed=kind == "npz-compressed"), "d.npz")
+    for depth in (1, 2):
+        seen, addresses = [], set()
+        for k, batch in enumerate(read_ahead(settings.database_url, dataset_id, "npz", 4, depth=depth)):
+            time.sleep(0.01)
+            np.testing.assert_array_equal(batch, X[4 * k:4 * k + 4])  # still intact after a reader ran ahead
+            seen.append(len(batch))
+            addresses.add(batch.__array_interface__["data"][0])
+        assert seen == [4] * 15 + [1]
+        if kind != "npz-fortran":
+            assert len(addresses) == (1 if kind == "npz" else depth + 2)
+
+
+def test_read_ahead_reads_tables_from_a_row(settings) -> None:  # noqa: ANN001
+    buffer = io.BytesIO()
+    frame().to_csv(buffer, index=False)
+    dataset_id = stored(settings, buffer.getvalue(), "d.csv")
+    batches = list(read_ahead(settings.database_url, dataset_id, "csv", 7, start=9))
+    assert [len(b) for b in batches] == [5, 7, 7, 2]
+    assert list(batches[0].index) == list(range(9, 14))
+
+
+def test_rows_missing_at_the_end_and_a_dataset_deleted_while_read_say_so(settings) -> None:  # noqa: ANN001
+    X = rows()
+    dataset_id = stored(settings, npz(X), "d.npz")
+    layout = npz_row_layout(settings.database_url, dataset_id)
+    with session_scope(settings.database_url) as session:  # X's last rows (and y) gone
+        last = session.scalar(select(func.max(DatasetChunk.seq)).where(DatasetChunk.dataset_id == dataset_id))
+        session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id,
+                                                   DatasetChunk.seq > (layout.first_row_at + 40 * 24) // 97))
+    assert last > (layout.first_row_at + 40 * 24) // 97
+    with pytest.raises(ValueError, match=f"X.npy ends after 4[0-9] of {ROWS} rows"):
+        list(split_rows(settings.database_url, dataset_id, layout, 16))
+    batches = split_rows(settings.database_url, dataset_id, layout, 16)
+    np.testing.assert_array_equal(next(batches), X[:16])
+    with session_scope(settings.database_url) as session:
+        session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id))
+    with pytest.raises(DatasetGone, match=f"dataset {dataset_id} was deleted"):
+        next(batches)
+    assert session_factory(settings.database_url).kw["bind"].pool.checkedout() == 0
