@@ -235,9 +235,10 @@ def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
     and the parallel ones too unless `parallel` is false (a worker whose jobs get fewer threads
     than kernel_jit.PARALLEL_MIN_THREADS never runs them; compiling them cold takes tens of
     seconds). Workers call it at start, so that a first job does not wait for the compiler."""
-    from worker.engine import cpu_conv, cpu_recurrent, spin  # noqa: PLC0415
+    from worker.engine import cpu_conv, cpu_gather, cpu_recurrent, spin  # noqa: PLC0415
 
     spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
+    cpu_gather.warm_up(dtype)  # the fit loop's batch gather
     variants = 2 if parallel else 1
     one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)

@@ -248,11 +248,10 @@ class _Loop:
         if self._xb is None:
             bs = self.spec["batch_size"]
             self._xb, self._yb = (np.empty((bs, *a.shape[1:]), a.dtype) for a in (self.X, self.y))
-        # mode="clip": NumPy buffers take(out=) in its default mode="raise" (a second copy);
-        # the indices are a permutation of the rows, so none is ever clipped
+        from worker.engine.cpu_gather import gather_rows  # noqa: PLC0415  (Numba: only where training runs)
+
         m = stop - start
-        return (np.take(self.X, idx, axis=0, out=self._xb[:m], mode="clip"),
-                np.take(self.y, idx, axis=0, out=self._yb[:m], mode="clip"))
+        return gather_rows(self.X, idx, self._xb[:m]), gather_rows(self.y, idx, self._yb[:m])
 
     def _step(self, xb: Any, yb: Any, lr: float, sums: dict) -> Any:
         """One optimizer step on a batch; adds to `sums` on the device, returns the loss (0-d)."""

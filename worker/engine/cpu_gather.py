@@ -1,0 +1,84 @@
+"""The fit loop's batch gather on the CPU: rows idx of X copied into the batch buffer.
+
+The rows of a shuffled batch lie anywhere in X (188 MB for bench_mlp's 60,000 x 784 float32
+rows: out of every cache), and NumPy's take copies them one after the other, so each row's copy
+starts with a full memory latency. This loop asks for row r + ROWS_AHEAD's cache lines (a
+prefetch hint) before copying row r, so the fetches of several rows overlap: for a batch of 128
+such rows, `np.take` took 30 µs alone and 43 µs inside a training step, this loop 21 µs alone,
+and an epoch of bench_mlp on 2 threads went from 1.17x to 1.15x the GEMM floor
+(`python -m bench mlp`). Same values as `np.take(X, idx, axis=0)`, bit for bit (a copy).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from worker.engine.kernel_jit import jit
+
+ROWS_AHEAD = 8  # measured on the bench_mlp epoch: 4, 8 and 16 about alike, 32 and 0 worse
+CACHE_LINE = 64
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, column):  # noqa: ANN001, ANN202, ARG001
+    """A read prefetch hint for array[row, column]'s cache line, kept in every cache level."""
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+        byte_pointer = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
+        prefetch = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # (address, read, locality 3: keep in all levels, data cache)
+        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), ir.Constant(int32, 0), ir.Constant(int32, 3),
+                                ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+    return types.void(array, row, column), codegen
+
+
+def _prefetch_row(X, row, step):
+    for column in range(0, X.shape[1], step):
+        _prefetch(X, row, column)
+
+
+_PREFETCH_ROW = jit(_prefetch_row)
+
+
+def _gather(X, idx, out, ahead):
+    n, step = X.shape[0], max(1, CACHE_LINE // X.itemsize)
+    for r in range(idx.shape[0]):
+        if idx[r] < 0 or idx[r] >= n:  # Numba does not check bounds: never read outside X
+            raise IndexError("a row index is outside X")
+    for r in range(min(ahead, idx.shape[0])):
+        _PREFETCH_ROW(X, idx[r], step)
+    for r in range(idx.shape[0]):
+        if r + ahead < idx.shape[0]:
+            _PREFETCH_ROW(X, idx[r + ahead], step)
+        source, target = X[idx[r]], out[r]
+        for j in range(X.shape[1]):
+            target[j] = source[j]
+
+
+_GATHER = jit(_gather)
+
+
+def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[:] = X[idx] for X of any rank (rows along axis 0), integer idx (m,) and out of shape
+    (m, *X.shape[1:]); returns out. np.take unless both arrays are C-contiguous (a reshape
+    would copy them)."""
+    if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
+        return np.take(X, idx, axis=0, out=out)
+    _GATHER(X.reshape(X.shape[0], -1), idx, out.reshape(idx.shape[0], -1), ROWS_AHEAD)
+    return out
+
+
+def warm_up(dtype: type = np.float32) -> None:
+    """Compiles, or loads from Numba's disk cache, the gather for `dtype` rows and for int64
+    class labels (cpu_kernels.warm_up)."""
+    for kind in (dtype, np.int64):
+        rows = np.zeros((2, 3), kind)
+        _GATHER(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)
