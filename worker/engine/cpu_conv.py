@@ -7,7 +7,9 @@ conv2d keeps the column matrix as (C*kh*kw, N, Ho, Wo), so that one GEMM covers 
 applying ReLU (one pass instead of a transpose, an add and a maximum); `grad_to_filters` is the
 reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the weight GEMM, and the
 bias gradient, in one pass; `col2im` sums the columns' gradients back into dx, sample by sample.
-maxpool2d records each window's argmax in forward, so backward is one scatter.
+maxpool2d records each window's argmax (int32) in forward, so backward is one scatter; 2x2
+windows at stride 2, the common case, run unrolled on row views (forward 3-4x, backward on
+small planes 2x as fast as the general loop, which serves every other window per plane).
 
 Each equals the NumPy formulation of the layer it serves (im2col.py, conv.py, pooling.py), NaN
 and infinity included: a window holding a NaN pools to NaN and passes no gradient, and a
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from worker.engine.kernel_jit import jit_pair, variant
+from worker.engine.kernel_jit import jit, jit_pair, variant
 
 
 def _im2col(x, kh, kw, sh, sw, top, left, cols):
@@ -85,53 +87,92 @@ def _grad_to_filters(grad, a, relu, dz_cm, grad_bias):
         grad_bias[f] = total
 
 
+def _pool_plane(x, ph, pw, sh, sw, out, arg):
+    """One (H, W) plane, any window: strict compares (the first maximum wins; a NaN sticks)."""
+    w_ = x.shape[1]
+    for oh in range(out.shape[0]):
+        for ow in range(out.shape[1]):
+            r0, c0 = oh * sh, ow * sw
+            best, at = x[r0, c0], r0 * w_ + c0
+            for i in range(ph):
+                for j in range(pw):
+                    v = x[r0 + i, c0 + j]
+                    if v > best or v != v:
+                        best, at = v, (r0 + i) * w_ + c0 + j
+            out[oh, ow] = best
+            arg[oh, ow] = at if best == best else -1
+
+
 def _maxpool(x, ph, pw, sh, sw, out, arg):
     n_, c_, _, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
     for n in prange(n_):
         for c in range(c_):
-            for oh in range(ho):
-                for ow in range(wo):
-                    r0, c0 = oh * sh, ow * sw
-                    best, at = x[n, c, r0, c0], r0 * w_ + c0
-                    if ph == 2 and pw == 2:  # the common window, unrolled: about 2x faster
-                        for i, j in ((0, 1), (1, 0), (1, 1)):
-                            v = x[n, c, r0 + i, c0 + j]
-                            if v > best or v != v:
-                                best, at = v, (r0 + i) * w_ + c0 + j
-                        out[n, c, oh, ow] = best
-                        arg[n, c, oh, ow] = at if best == best else -1
-                        continue
-                    for i in range(ph):
-                        for j in range(pw):
-                            v = x[n, c, r0 + i, c0 + j]
-                            if v > best or v != v:  # strict: the first maximum wins; a NaN sticks
-                                best, at = v, (r0 + i) * w_ + c0 + j
-                    out[n, c, oh, ow] = best
-                    arg[n, c, oh, ow] = at if best == best else -1
+            if not ph == pw == sh == sw == 2:
+                _POOL_PLANE(x[n, c], ph, pw, sh, sw, out[n, c], arg[n, c])
+                continue
+            for oh in range(out.shape[2]):  # the common window, inline on row views: 3-4x faster
+                r0, top, bottom = 2 * oh, x[n, c, 2 * oh], x[n, c, 2 * oh + 1]
+                pooled, where = out[n, c, oh], arg[n, c, oh]
+                for ow in range(out.shape[3]):
+                    c0 = 2 * ow
+                    best, k = top[c0], 0
+                    v = top[c0 + 1]
+                    if v > best or v != v:
+                        best, k = v, 1
+                    v = bottom[c0]
+                    if v > best or v != v:
+                        best, k = v, 2
+                    v = bottom[c0 + 1]
+                    if v > best or v != v:
+                        best, k = v, 3
+                    pooled[ow] = best
+                    where[ow] = (r0 + (k >> 1)) * w_ + c0 + (k & 1) if best == best else -1
+
+
+def _unpool_plane(grad, arg, ph, pw, sh, sw, dx):
+    """One plane, any windows (overlapping ones too): each input's shares summed in the array
+    formulation's order (window offset (i, j)); inf or NaN (g * 0 = NaN) reaches the whole window."""
+    w_, wo = dx.shape[1], grad.shape[1]
+    zero = np.zeros(1, dx.dtype)[0]
+    dx[:] = zero
+    plane, g_plane, a_plane = dx.reshape(-1), grad.reshape(-1), arg.reshape(-1)
+    for k in range(g_plane.size - 1, -1, -1):
+        g, at = g_plane[k], a_plane[k]
+        if g - g == zero:  # finite: only the argmax receives it
+            if at >= 0:
+                plane[at] += g
+            continue
+        oh, ow = k // wo, k % wo
+        for i in range(ph):
+            for j in range(pw):
+                pos = (oh * sh + i) * w_ + ow * sw + j
+                plane[pos] += g if pos == at else g * zero
 
 
 def _maxpool_backward(grad, arg, ph, pw, sh, sw, dx):
-    n_, c_, _, w_ = dx.shape
+    n_, c_, h_, w_ = dx.shape
     ho, wo = grad.shape[2], grad.shape[3]
     zero = np.zeros(1, dx.dtype)[0]
     for n in prange(n_):
-        dx[n] = zero
         for c in range(c_):
-            plane, g_plane, a_plane = dx[n, c].reshape(-1), grad[n, c].reshape(-1), arg[n, c].reshape(-1)
-            for k in range(ho * wo - 1, -1, -1):  # overlapping windows: each input's shares summed in
-                g, at = g_plane[k], a_plane[k]  # the array formulation's order (window offset (i, j))
-                if g - g == zero:  # finite: only the argmax receives it
-                    if at >= 0:
-                        plane[at] += g
-                    continue
-                oh, ow = k // wo, k % wo
-                for i in range(ph):  # inf or NaN: g * 0 = NaN reaches the whole window
-                    for j in range(pw):
-                        pos = (oh * sh + i) * w_ + ow * sw + j
-                        plane[pos] += g if pos == at else g * zero
+            if not ph == pw == sh == sw == 2:
+                _UNPOOL_PLANE(grad[n, c], arg[n, c], ph, pw, sh, sw, dx[n, c])
+                continue
+            if 2 * ho != h_ or 2 * wo != w_:
+                dx[n, c] = zero  # the rows and columns no window covers
+            for oh in range(ho):  # disjoint 2x2 windows: every input written once, g * 0 beside the argmax
+                r0, top, bottom = 2 * oh, dx[n, c, 2 * oh], dx[n, c, 2 * oh + 1]
+                grads, where = grad[n, c, oh], arg[n, c, oh]
+                for ow in range(wo):
+                    g, at = grads[ow], where[ow] - r0 * w_ - 2 * ow
+                    ignored = g * zero  # NaN for inf or NaN, as the array formulation's g * mask
+                    top[2 * ow] = g if at == 0 else ignored
+                    top[2 * ow + 1] = g if at == 1 else ignored
+                    bottom[2 * ow] = g if at == w_ else ignored
+                    bottom[2 * ow + 1] = g if at == w_ + 1 else ignored
 
 
+_POOL_PLANE, _UNPOOL_PLANE = jit(_pool_plane), jit(_unpool_plane)
 _IM2COL, _COL2IM = jit_pair(_im2col), jit_pair(_col2im)
 _BIAS_ACT, _GRAD_TO_FILTERS = jit_pair(_bias_act), jit_pair(_grad_to_filters)
 _MAXPOOL, _MAXPOOL_BACKWARD = jit_pair(_maxpool), jit_pair(_maxpool_backward)
@@ -163,8 +204,8 @@ def grad_to_filters(grad, a, relu, dz_cm, grad_bias):  # noqa: ANN001, ANN201
 
 
 def maxpool(x, pool, stride, out, arg):  # noqa: ANN001, ANN201
-    """out (N, C, Ho, Wo) the window maxima of x, arg the flat (h * W + w) index of each, -1 for
-    a window holding a NaN (its maximum is NaN)."""
+    """out (N, C, Ho, Wo) the window maxima of x, arg (int32) the flat (h * W + w) index of each,
+    -1 for a window holding a NaN (its maximum is NaN)."""
     variant(_MAXPOOL, x.size)(x, *pool, *stride, out, arg)
     return out
 
@@ -179,7 +220,7 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     for `dtype` (see cpu_kernels.warm_up)."""
     x = np.ones((1, 1, 2, 2), dtype)
     cols, dx = np.empty((1, 1, 2, 2), dtype), np.empty((1, 1, 2, 2), dtype)
-    one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int64)
+    one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int32)
     for k in range(variants):
         _IM2COL[k](x, 1, 1, 1, 1, 0, 0, cols)
         _COL2IM[k](cols, 1, 1, 1, 1, 0, 0, dx)

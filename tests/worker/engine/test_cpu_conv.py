@@ -17,7 +17,8 @@ CONVS = [
     ({"filters": 2, "kernel_size": 2, "stride": [1, 2], "padding": [0, 1], "activation": "tanh"}, (2, 5, 6)),
     ({"filters": 2, "kernel_size": 3, "activation": "gelu"}, (1, 5, 5)),
 ]
-POOLS = [({"pool_size": 2}, (3, 6, 6)), ({"pool_size": 3, "stride": 2}, (2, 7, 7)),
+POOLS = [({"pool_size": 2}, (3, 6, 6)), ({"pool_size": 2}, (2, 7, 5)),  # 2x2: the unrolled kernels
+         ({"pool_size": 3, "stride": 2}, (2, 7, 7)),
          ({"pool_size": [2, 3], "stride": [1, 2]}, (2, 5, 7))]
 
 

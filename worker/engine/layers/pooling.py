@@ -106,7 +106,8 @@ class MaxPool2D(_Pool2D):
         from worker.engine import batch_split, cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
 
         n = x.shape[0]
-        out, arg = self.scratch("out", (n, *self.out_shape)), self.scratch("arg", (n, *self.out_shape), np.int64)
+        index = np.int32 if x.shape[2] * x.shape[3] < 2**31 else np.int64  # int32: the 2x2 kernel vectorizes
+        out, arg = self.scratch("out", (n, *self.out_shape)), self.scratch("arg", (n, *self.out_shape), index)
         self._x_shape, self._arg, self._parts = x.shape, arg, batch_split.parts_for(n)
         batch_split.run(n, lambda lo, hi, _: cpu_conv.maxpool(x[lo:hi], self.pool, self.stride, out[lo:hi],
                                                               arg[lo:hi]), self._parts)
