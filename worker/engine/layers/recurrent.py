@@ -105,10 +105,11 @@ class _Recurrent(Layer):
         return self._hs[steps].copy()
 
     def _ones(self, rows: int) -> Any:
-        ones = self.scratch("ones", (rows,))
-        if getattr(self, "_ones_filled", None) is not ones:
-            ones[...], self._ones_filled = 1, ones
-        return ones
+        """`rows` ones (the bias gradients' GEMV), from one array grown to the largest batch."""
+        ones = self.__dict__.get("_ones_array")
+        if ones is None or ones.shape[0] < rows:
+            ones = self._ones_array = self.xp.ones(rows, dtype=self.dtype)
+        return ones[:rows]
 
     def _add_upstream(self, dh: Any, grad_out: Any, t: int, lo: int = 0) -> None:
         """dh += dL/dh_t coming from above (every step with return_sequences, else the last), for
