@@ -1,16 +1,23 @@
 """Issue 2's workload: one epoch of a 784-256-128-10 ReLU MLP, softmax cross-entropy, SGD with
 momentum 0.9, batch 128, on 60,000 x 784 float32 synthetic rows (10 classes).
 
-Prints seconds per epoch (best of --repeats) for: the GEMM floor (the 8 matrix products per
-batch in NumPy and nothing else), our engine, PyTorch CPU (same model and optimizer, same
-thread count; each epoch its own randperm, batch gather, forward, backward and step) and
-scikit-learn's MLPClassifier (sgd, batch 128, momentum 0.9 without Nesterov, alpha=0, max_iter=1:
-one full epoch, checked), then the ratios. scikit-learn computes in its input's dtype: the ratio
-uses the same float32 rows; a float64 run (its default for a float matrix) is printed beside it.
-`--quick` uses 10,000 rows. Without --threads, the floor, the engine and PyTorch run on one
-thread each, then on every core each, then each at its defaults (bench/thread_counts.py; the
-floor at the engine's count); scikit-learn runs once, on every core. Other processes on the
-machine make the numbers noisy: compare the ratios.
+Prints seconds per epoch (best of --repeats, by tenths: below) for: the GEMM floor (the 8
+matrix products per batch in NumPy and nothing else), our engine, PyTorch CPU (same model and
+optimizer, same thread count; each epoch its own randperm, batch gather, forward, backward and
+step) and scikit-learn's MLPClassifier (sgd, batch 128, momentum 0.9 without Nesterov, alpha=0,
+max_iter=1: one full epoch, checked), then the ratios. scikit-learn computes in its input's
+dtype: the ratio uses the same float32 rows; a float64 run (its default for a float matrix) is
+printed beside it. `--quick` uses 10,000 rows. Without --threads, the floor, the engine and
+PyTorch run on one thread each, then on every core each, then each at its defaults
+(bench/thread_counts.py; the floor at the engine's count); scikit-learn runs once, on every
+core. Other processes on the machine make the numbers noisy: compare the ratios.
+
+By tenths: the floor, the engine and PyTorch run their epochs in turn, each epoch timed in
+tenths of its batches (the engine's through fit's on_batch; its last tenth ends when fit
+returns, so it holds the epoch's own end), and a side's figure is the sum over the tenths of
+each tenth's best time. A burst of other work on the machine then spoils one tenth of one epoch
+instead of a whole one; every side is timed the same way, and each side's best whole epoch is
+printed beside it.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import argparse
 import os
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -31,6 +39,46 @@ SPEC = {"layers": [{"type": "dense", "units": 256, "activation": "relu"},
                    {"type": "dense", "units": 10, "activation": "softmax"}],
         "loss": "cross_entropy", "optimizer": {"type": "sgd", "learning_rate": LR, "momentum": MOMENTUM},
         "epochs": 1, "batch_size": BATCH, "shuffle": True, "seed": 0, "dtype": "float32", "device": "cpu"}
+
+
+TENTHS = 10
+
+
+class Best(NamedTuple):
+    tenths: float  # the sum over the tenths of an epoch of each tenth's best time
+    epoch: float  # the best whole epoch
+
+
+class Tenths:
+    """perf_counter marks at the start of an epoch, after each of its first nine tenths of
+    batches and at its end: `start()`, `batch_done(k)` after the k-th batch (the engine's
+    on_batch), `stop()`."""
+
+    def __init__(self, rows: int) -> None:
+        batches = -(-rows // BATCH)
+        self.ends = {batches * k // TENTHS for k in range(1, TENTHS)}
+        self.marks: list[float] = []
+
+    def start(self) -> None:
+        self.marks = [time.perf_counter()]
+
+    def batch_done(self, batches: int) -> None:
+        if batches in self.ends:
+            self.marks.append(time.perf_counter())
+
+    def stop(self) -> float:
+        self.marks.append(time.perf_counter())
+        return self.marks[-1] - self.marks[0]
+
+    def durations(self) -> np.ndarray:
+        return np.diff(self.marks)
+
+
+def best(runs: list[Tenths]) -> Best:
+    epochs = [run.marks[-1] - run.marks[0] for run in runs]
+    if any(len(run.marks) != TENTHS + 1 for run in runs):  # fewer batches than tenths
+        return Best(min(epochs), min(epochs))
+    return Best(float(np.min([run.durations() for run in runs], axis=0).sum()), min(epochs))
 
 
 def blas_kernels() -> str:
@@ -47,12 +95,13 @@ def make_data(n: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def gemm_floor(X: np.ndarray) -> float:
+def gemm_floor(X: np.ndarray, tenths: Tenths | None = None) -> float:
     """The 3 forward and 5 backward matrix products per batch (no first-layer input grad)."""
     rng = np.random.default_rng(1)
     W = [rng.standard_normal((o, i), dtype=np.float32) * 0.01 for i, o in zip(SIZES[:-1], SIZES[1:], strict=True)]
-    start = time.perf_counter()
-    for s in range(0, X.shape[0], BATCH):
+    tenths = tenths or Tenths(X.shape[0])
+    tenths.start()
+    for batch, s in enumerate(range(0, X.shape[0], BATCH), start=1):
         a0 = X[s:s + BATCH]
         a1 = a0 @ W[0].T
         a2 = a1 @ W[1].T
@@ -62,21 +111,23 @@ def gemm_floor(X: np.ndarray) -> float:
         g1 = g2 @ W[1]
         _ = g2.T @ a1
         _ = g1.T @ a0
-    return time.perf_counter() - start
+        tenths.batch_done(batch)
+    return tenths.stop()
 
 
-def engine(X: np.ndarray, y: np.ndarray, threads: int | None) -> float:
+def engine(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None) -> float:
     """One epoch through Network.fit; threads None: the engine's default policy."""
     from worker.engine import Network  # noqa: PLC0415
 
     net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
     net.n_threads = thread_counts.ours(threads)
-    start = time.perf_counter()
-    net.fit(X, y)
-    return time.perf_counter() - start
+    tenths = tenths or Tenths(X.shape[0])
+    tenths.start()
+    net.fit(X, y, on_batch=lambda epoch, batches, of: tenths.batch_done(batches))
+    return tenths.stop()
 
 
-def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None) -> float:
+def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None) -> float:
     import torch  # noqa: PLC0415
 
     thread_counts.use_torch_threads(threads)
@@ -86,15 +137,17 @@ def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    start = time.perf_counter()
+    tenths = tenths or Tenths(X.shape[0])
+    tenths.start()
     perm = torch.randperm(X.shape[0])
-    for s in range(0, X.shape[0], BATCH):
+    for batch, s in enumerate(range(0, X.shape[0], BATCH), start=1):
         idx = perm[s:s + BATCH]
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(Xt[idx]), yt[idx])
         loss.backward()
         opt.step()
-    return time.perf_counter() - start
+        tenths.batch_done(batch)
+    return tenths.stop()
 
 
 def sklearn(X: np.ndarray, y: np.ndarray) -> float:
@@ -125,18 +178,21 @@ def sklearn_runs(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, flo
     return same, as_float64
 
 
-def interleaved(X: np.ndarray, y: np.ndarray, threads: int | None, repeats: int) -> tuple[float, float, float]:
-    """Best of `repeats` for the floor, the engine and PyTorch, run in turn (floor, engine,
-    PyTorch, floor, ...) so that a drift in the machine's speed reaches all three alike. One
-    engine epoch runs first, untimed: it compiles or loads the fused kernels (cpu_kernels)."""
+def interleaved(X: np.ndarray, y: np.ndarray, threads: int | None, repeats: int) -> tuple[Best, Best, Best]:
+    """Best of `repeats` (by tenths, see the module's doc) for the floor, the engine and
+    PyTorch, run in turn (floor, engine, PyTorch, floor, ...) so that a drift in the machine's
+    speed reaches all three alike. One engine epoch runs first, untimed: it compiles or loads
+    the fused kernels (cpu_kernels)."""
     engine(X[:BATCH * 4], y[:BATCH * 4], threads)
-    times: dict[str, list[float]] = {"floor": [], "engine": [], "pytorch": []}
+    runs: dict[str, list[Tenths]] = {"floor": [], "engine": [], "pytorch": []}
     for _ in range(repeats):
+        for tenths in runs.values():
+            tenths.append(Tenths(X.shape[0]))
         with threadpool_limits(limits=thread_counts.ours(threads), user_api="blas"):
-            times["floor"].append(gemm_floor(X))
-        times["engine"].append(engine(X, y, threads))
-        times["pytorch"].append(pytorch(X, y, threads))
-    return min(times["floor"]), min(times["engine"]), min(times["pytorch"])
+            gemm_floor(X, runs["floor"][-1])
+        engine(X, y, threads, runs["engine"][-1])
+        pytorch(X, y, threads, runs["pytorch"][-1])
+    return best(runs["floor"]), best(runs["engine"]), best(runs["pytorch"])
 
 
 def main(argv: list[str]) -> None:
@@ -152,11 +208,10 @@ def main(argv: list[str]) -> None:
     for threads in thread_counts.counts(args.threads):
         floor, ours, torch_s = interleaved(X, y, threads, args.repeats)
         print(f"-- {thread_counts.label(threads)}")
-        print(f"gemm floor   {floor:8.3f} s/epoch")
-        print(f"engine       {ours:8.3f} s/epoch")
-        print(f"pytorch cpu  {torch_s:8.3f} s/epoch")
-        print(f"engine / floor       {ours / floor:6.2f}x  (target <= 1.15 on 1 thread, <= 1.25 on 2)")
-        print(f"engine / pytorch     {ours / torch_s:6.2f}x  (target <= 0.75 at the defaults on 2 cores)")
+        for name, side in (("gemm floor", floor), ("engine", ours), ("pytorch cpu", torch_s)):
+            print(f"{name:12s} {side.tenths:8.3f} s/epoch  (best whole epoch {side.epoch:.3f})")
+        print(f"engine / floor       {ours.tenths / floor.tenths:6.2f}x  (target <= 1.15 on 1 thread, <= 1.25 on 2)")
+        print(f"engine / pytorch     {ours.tenths / torch_s.tenths:6.2f}x  (target <= 0.75 at the defaults on 2 cores)")
     if not args.no_sklearn:
         cores = thread_counts.ours(args.threads)
         sk, sk64 = sklearn_runs(X, y, cores)

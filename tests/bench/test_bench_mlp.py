@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bench import bench_mlp, thread_counts
 
 
@@ -23,12 +25,27 @@ def test_without_a_count_each_case_runs_on_one_thread_every_core_and_the_default
     assert thread_counts.counts(3) == [3]
     monkeypatch.setattr(thread_counts, "available_cores", lambda: 1)
     assert thread_counts.counts(None) == [1, thread_counts.DEFAULTS]
-    seen = []
-    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, repeats: seen.append(threads) or (1.0, 1.0, 2.0))
+    seen, one, two = [], bench_mlp.Best(1.0, 1.0), bench_mlp.Best(2.0, 2.0)
+    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, repeats: seen.append(threads) or (one, one, two))
     bench_mlp.main(["--quick", "--no-sklearn"])
     out = capsys.readouterr().out
     assert seen == [1, thread_counts.DEFAULTS]
     assert "-- defaults (ours " in out and "engine / pytorch       0.50x" in out
+
+
+def test_each_tenth_of_an_epoch_counts_its_best_run():
+    """Two epochs, each with a different tenth spoiled by other work: the figure is the sum of
+    the clean tenths; the best whole epoch is printed beside it."""
+    runs = []
+    for spoiled in (2, 7):
+        run = bench_mlp.Tenths(bench_mlp.BATCH * 20)
+        assert sorted(run.ends) == list(range(2, 20, 2))
+        run.marks = [0.0]
+        for tenth in range(bench_mlp.TENTHS):
+            run.marks.append(run.marks[-1] + (1.0 if tenth == spoiled else 0.1))
+        runs.append(run)
+    figure = bench_mlp.best(runs)
+    assert figure.tenths == pytest.approx(1.0) and figure.epoch == pytest.approx(1.9)
 
 
 def test_defaults_are_the_engine_policy_and_pytorchs_own(monkeypatch):
