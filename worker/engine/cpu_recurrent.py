@@ -2,7 +2,7 @@
 gradients in one pass over (N, units) instead of about ten NumPy calls, with no precomputed
 derivative arrays (the derivatives come from the saved activations in the same pass); rows run
 in parallel when the budget allows (kernel_jit.variant). The recurrent products stay NumPy
-matmuls. In the forward loop only the LSTM's cell update is a kernel (`lstm_cell`): the tanh
+matmuls. In the forward loop only the LSTM's cell update is a kernel (`lstm_cell_kernel`): the tanh
 stays NumPy's vectorised loop, which Numba's scalar libm calls are several times slower than.
 The loops run over a row range lo:hi of the batch (one part of batch_split), with their dh/dc
 state in the layer's scratch arrays.
@@ -77,8 +77,10 @@ def _lstm_cell(gates, c_prev, c_next):
 _LSTM_STEP, _GRU_STEP, _LSTM_CELL = jit_pair(_lstm_step), jit_pair(_gru_step), jit_pair(_lstm_cell)
 
 
-def lstm_cell(gates: np.ndarray, c_prev: np.ndarray, c_next: np.ndarray) -> None:
-    variant(_LSTM_CELL, gates.size)(gates, c_prev, c_next)
+def lstm_cell_kernel(size: int) -> Any:
+    """The lstm_cell kernel, kernel(gates, c_prev, c_next), for calls over `size` gate values
+    (picked once per time loop, not per step)."""
+    return variant(_LSTM_CELL, size)
 
 
 def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:

@@ -3,7 +3,7 @@ weight gradients); here the time loops.
 
 LSTM on NumPy: the three sigmoid gates come from one tanh over all four gates, sigmoid(x) =
 (tanh(x/2) + 1) / 2, with the halving folded into the weights and biases of their rows (exact:
-a power of two) and the rest in one pass with the cell update (cpu_recurrent.lstm_cell in
+a power of two) and the rest in one pass with the cell update (cpu_recurrent.lstm_cell_kernel in
 training; its array formulation otherwise): NumPy's negate, exp, add and reciprocal over the
 strided (N, 3u) block took about 3x as long as the one tanh (bench_cnn_rnn). Below about 3e-8
 (float32) a sigmoid gate comes out 0, as 1 - tanh rounds to 0 (the exp formulation keeps a tiny
@@ -72,10 +72,10 @@ class LSTM(_Recurrent):
         hs[0], cs[0] = 0, 0
         # W^T stored (u, 4u): OpenBLAS's AVX-512 (SkylakeX) kernels multiply a part's h @ W^T
         # about 1.5x faster than through the transposed view of W; the AVX2 ones equally fast
-        w_hh_t, cell = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T), self._cell()
+        w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
 
         def rows(lo: int, hi: int, part: int) -> None:
-            tmp = self.scratch(f"tmp{part}", (hi - lo, gh))
+            tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
             h, c, tc = hs[:, lo:hi], cs[:, lo:hi], tanh_c[:, lo:hi]
             for t in range(steps):
                 g = proj[t, lo:hi]  # becomes the activated gates (i, f, o, g) of step t, kept for backward
@@ -83,7 +83,7 @@ class LSTM(_Recurrent):
                     np.matmul(h[t], w_hh_t, out=tmp)
                     g += tmp
                 np.tanh(g, out=g)
-                cell(g, c[t], c[t + 1], part)
+                cell(g, c[t], c[t + 1])
                 np.tanh(c[t + 1], out=tc[t])
                 np.multiply(g[:, 2 * u:3 * u], tc[t], out=h[t + 1])
 
@@ -91,19 +91,19 @@ class LSTM(_Recurrent):
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
 
-    def _cell(self) -> Any:
-        """cell(g, c_prev, c_next, part): the sigmoid gates of g from their tanh, then c_next."""
+    def _cell(self, part: int, rows: int) -> Any:
+        """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
+        tanh, then c_next (in training the kernel itself, chosen once per loop)."""
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415  (Numba: only where training runs)
 
-            return lambda g, c_prev, c_next, part: cpu_recurrent.lstm_cell(g, c_prev, c_next)
-        u = self.units
+            return cpu_recurrent.lstm_cell_kernel(rows * self.gates * self.units)
+        u, ig = self.units, self.scratch(f"ig{part}", (rows, self.units))
 
-        def cell(g: Any, c_prev: Any, c_next: Any, part: int) -> None:
+        def cell(g: Any, c_prev: Any, c_next: Any) -> None:
             g[:, :3 * u] *= 0.5
             g[:, :3 * u] += 0.5
             np.multiply(g[:, u:2 * u], c_prev, out=c_next)
-            ig = self.scratch(f"ig{part}", c_next.shape)
             np.multiply(g[:, :u], g[:, 3 * u:], out=ig)
             c_next += ig
         return cell

@@ -154,7 +154,7 @@ class SimpleRNN(_Recurrent):
         xp, (steps, n, units) = self.xp, proj.shape
         hs, tmp = self.scratch("hs", (steps + 1, n, units)), self.scratch("tmp", (n, units))
         hs[0] = 0
-        w_hh_t = self._p("weight_hh_l0").T
+        w_hh_t = np.ascontiguousarray(self._p("weight_hh_l0").T)  # stored, as in LSTM._run (layers/gated.py)
         for t in range(steps):
             if t:
                 xp.matmul(hs[t], w_hh_t, out=tmp)
