@@ -6,7 +6,9 @@ Batch 64, SGD with momentum 0.9, float32, 10,000 synthetic samples, shuffled eac
 CNN: 1x28x28 -> conv 8 5x5 relu -> maxpool 2 -> conv 16 5x5 relu -> maxpool 2 -> flatten
 -> dense 10. Sequences: 50 steps x 16 features -> rnn/lstm/gru 128 units (last step) -> dense 10.
 Ours runs Network.fit (with --manual: the same layers in a plain loop (forward, softmax cross-entropy, backward, momentum update)). Prints each epoch time and
-the ratio ours / PyTorch (lower is better; target <= 1.0). Best of `repeats`, ours and
+the ratio ours / PyTorch (lower is better; target <= 1.0), and for rnn/lstm/gru the GEMM floor
+of our epoch (bench/recurrent_floor.py: our products alone; pytorch/floor below 1 means the
+BLAS in use cannot reach PyTorch's time). Best of `repeats`, ours and
 PyTorch in turn. Without --threads each case runs on one thread each, on every core each, then
 each side at its defaults (bench/thread_counts.py); --threads N runs that count only.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import thread_counts
+from bench import recurrent_floor, thread_counts
 
 BATCH, LR, MOMENTUM, CLASSES = 64, 0.01, 0.9, 10
 CNN_SHAPE, SEQ_SHAPE, UNITS = (1, 28, 28), (50, 16), 128
@@ -154,13 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     for threads in thread_counts.counts(args.threads):
         print(f"-- {thread_counts.label(threads)}", flush=True)
         for model, (x, y) in data.items():
-            times: dict[str, list[float]] = {"ours": [], "torch": []}
+            times: dict[str, list[float]] = {"ours": [], "torch": [], "floor": []}
             for _ in range(args.repeats):
                 times["ours"].append(ours_epoch(model, x, y, args.manual, threads))
                 times["torch"].append(torch_epoch(model, x, y, threads))
+                if model in recurrent_floor.GATES:
+                    times["floor"].append(recurrent_floor.floor_epoch(model, len(x), BATCH, SEQ_SHAPE, UNITS,
+                                                                      thread_counts.ours(threads)))
             ours, torch_s = min(times["ours"]), min(times["torch"])
             print(f"{model:5s} ours {ours:7.2f} s   pytorch {torch_s:7.2f} s   "
                   f"ratio ours/pytorch {ours / torch_s:5.2f}", flush=True)
+            if times["floor"]:
+                floor = min(times["floor"])
+                print(f"      gemm floor {floor:5.2f} s (ours' products only)   ours/floor {ours / floor:5.2f}   "
+                      f"pytorch/floor {torch_s / floor:5.2f}", flush=True)
     return 0
 
 

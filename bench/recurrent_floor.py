@@ -1,0 +1,76 @@
+"""GEMM floor of bench_cnn_rnn's rnn / lstm / gru epochs: only the recurrent layer's matrix
+products, with the engine's shapes and layouts and on its threads, and nothing else (no gate
+math, no dense head, no optimizer). Where the floor takes longer than PyTorch's whole epoch, no
+change outside the products can bring the engine to PyTorch's time with the BLAS in use.
+
+Per batch of n rows, T steps, F features, u units and G gate blocks (as layers/recurrent.py and
+layers/gated.py run them): the input projection (T*n, F) @ (F, G*u); T-1 recurrent products
+(n, u) @ (u, G*u) forward and T (n, G*u) @ (G*u, u) backward; the weight gradients
+(G*u, T*n) @ (T*n, F) and (G*u, T*n) @ (T*n, u), the bias gradients' GEMVs and dL/dx
+(T*n, G*u) @ (G*u, F). The time loops run on the parts of the batch (batch_split) where the
+engine splits them: the LSTM's both ways, the GRU's backward.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+SPLIT = {"rnn": (False, False), "gru": (False, True), "lstm": (True, True)}  # (forward, backward)
+
+
+def _arrays(model: str, n: int, steps: int, features: int, units: int) -> dict[str, Any]:
+    rng, gh = np.random.default_rng(0), GATES[model] * units
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    w_hh = rand(gh, units)
+    w_hh_t = w_hh.T if model == "gru" else np.ascontiguousarray(w_hh.T)  # as each layer's forward
+    return {"x": rand(steps * n, features), "w_ih": rand(gh, features), "w_hh": w_hh, "w_hh_t": w_hh_t,
+            "h": rand(steps, n, units), "d": rand(steps, n, gh), "out_g": np.empty((n, gh), np.float32),
+            "out_h": np.empty((n, units), np.float32), "ones": np.ones(steps * n, np.float32)}
+
+
+def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
+    from worker.engine import batch_split  # noqa: PLC0415
+
+    def rows(lo: int, hi: int, part: int) -> None:
+        out = (a["out_h"] if backward else a["out_g"])[lo:hi]
+        for t in range(a["h"].shape[0]):
+            if backward:
+                np.matmul(a["d"][t, lo:hi], a["w_hh"], out=out)
+            elif t:
+                np.matmul(a["h"][t, lo:hi], a["w_hh_t"], out=out)
+    n = a["h"].shape[1]
+    batch_split.run(n, rows) if split else rows(0, n, 0)
+
+
+def _step(model: str, a: dict[str, Any]) -> None:
+    steps, n, gh = a["d"].shape
+    d2, h2 = a["d"].reshape(steps * n, gh), a["h"].reshape(steps * n, -1)
+    split_forward, split_backward = SPLIT[model]
+    a["x"] @ a["w_ih"].T
+    _loop(a, False, split_forward)
+    _loop(a, True, split_backward)
+    d2.T @ a["x"]
+    d2.T @ h2
+    a["ones"] @ d2
+    if model == "gru":  # its hidden-side bias gradient has its own GEMV
+        a["ones"] @ d2
+    d2 @ a["w_ih"]
+
+
+def floor_epoch(model: str, samples: int, batch: int, seq_shape: tuple[int, int], units: int, threads: int) -> float:
+    """Seconds for the products of one epoch of `samples` rows in batches of `batch`."""
+    from worker.engine.threads import thread_budget  # noqa: PLC0415
+
+    steps, features = seq_shape
+    sizes = [batch] * (samples // batch) + ([samples % batch] if samples % batch else [])
+    arrays = {n: _arrays(model, n, steps, features, units) for n in set(sizes)}
+    with thread_budget(threads, kernels=True):
+        _step(model, arrays[sizes[0]])
+        start = time.perf_counter()
+        for n in sizes:
+            _step(model, arrays[n])
+        return time.perf_counter() - start

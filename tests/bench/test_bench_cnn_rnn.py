@@ -1,0 +1,34 @@
+"""bench_cnn_rnn runs end to end and prints, for a recurrent model, its ratio to PyTorch and its
+GEMM floor (bench/recurrent_floor.py); the figures themselves are never asserted."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from bench import bench_cnn_rnn, recurrent_floor
+
+
+def test_a_recurrent_case_prints_its_ratio_and_its_gemm_floor(capsys):
+    bench_cnn_rnn.main(["--only", "lstm", "--samples", "160", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"^lstm\s+ours\s+\d+\.\d+ s\s+pytorch\s+\d+\.\d+ s\s+ratio ours/pytorch\s+\d+\.\d+$", out,
+                     re.MULTILINE), out
+    assert re.search(r"gemm floor\s+\d+\.\d+ s .*ours/floor\s+\d+\.\d+\s+pytorch/floor\s+\d+\.\d+$", out,
+                     re.MULTILINE), out
+
+
+def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
+    """Every product of one LSTM batch, by shape: the projection, T-1 forward and T backward
+    recurrent products per part of the split batch, the weight and bias gradients and dL/dx."""
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = np.matmul
+
+    def recording(a, b, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        shapes.append((a.shape, b.shape))
+        return real(a, b, **kwargs)
+    arrays = recurrent_floor._arrays("lstm", 16, 5, 3, 4)
+    monkeypatch.setattr(recurrent_floor.np, "matmul", recording)
+    recurrent_floor._loop(arrays, False, split=False)
+    recurrent_floor._loop(arrays, True, split=False)
+    assert shapes == [((16, 4), (4, 16))] * 4 + [((16, 16), (16, 4))] * 5
