@@ -51,6 +51,23 @@ def test_split_layers_equal_the_unsplit_ones(config, in_shape, parts, dtype):
                 np.testing.assert_allclose(grads[name], grad, **TOLERANCE[dtype], err_msg=name)
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("config", [LAYERS[0][0], LAYERS[1][0]])
+def test_a_split_conv_without_input_gradient_sums_the_parts_weight_gradients(config, parts):
+    """The first layer's backward (no dx): each part's share summed into the gradients."""
+    layer, in_shape = build_layer(config, (3, 7, 8)), (3, 7, 8)
+    rng = np.random.default_rng(13)
+    x, upstream = rng.standard_normal((7, *in_shape)), rng.standard_normal((7, *layer.out_shape))
+    grads = []
+    for count in (1, parts):
+        with batch_split.forced(count):
+            layer.forward(x.copy(), True)
+            assert layer.backward(upstream.copy(), need_input_grad=False) is None
+        grads.append({name: grad.copy() for name, grad in layer.grads.items()})
+    for name, grad in grads[0].items():
+        np.testing.assert_allclose(grads[1][name], grad, **TOLERANCE[np.float64], err_msg=name)
+
+
 @pytest.mark.parametrize(("config", "in_shape"), LAYERS)
 def test_split_layers_pass_finite_differences(config, in_shape):
     layer = build_layer(config, in_shape)
