@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, func, literal_column, select
 
+from bps import sqlite_blobs
 from bps.db import connection_scope, engine, session_scope
 from bps.models import DatasetChunk
 from bps.problems import Unprocessable
@@ -29,7 +30,7 @@ _CHUNKS_DATA = (select(DatasetChunk.data).where(DatasetChunk.dataset_id == bindp
                                                  DatasetChunk.seq.between(bindparam("first"), bindparam("last")))
                 .order_by(DatasetChunk.seq))
 WINDOW_BYTES = 16 * 1024 * 1024  # read per query: a few DatasetChunk rows, not one
-PIECE_BYTES = 1 << 20  # SQLite: bytes per Blob.read, copied on while still in the CPU's cache
+PIECE_BYTES = 1 << 18  # sqlite3.Blob: bytes per read, copied on while still in the CPU's cache
 
 
 class DatasetGone(Unprocessable):
@@ -106,7 +107,8 @@ class _SqliteBlobs:
 
 class StoredBytes(io.RawIOBase):
     """The uploaded bytes of a dataset as a read-only, seekable stream, read a piece of its
-    DatasetChunk rows at a time (_SqliteBlobs on SQLite, _Windows elsewhere or when `blobs` is
+    DatasetChunk rows at a time (on SQLite bps.sqlite_blobs' DirectBlobs, with a connection of
+    its own, or where it cannot be had _SqliteBlobs; _Windows elsewhere or when `blobs` is
     False). The database connection is taken at the first read and given back by close()."""
 
     def __init__(self, database_url: str, dataset_id: str, blobs: bool | None = None) -> None:
@@ -143,8 +145,7 @@ class StoredBytes(io.RawIOBase):
         if self.closed:
             raise ValueError("I/O operation on a closed StoredBytes")
         if self.chunks is None:
-            self.chunks = (_SqliteBlobs(self.database_url, self.dataset_id, self.rowids) if self.blobs
-                           else _Windows(self.database_url, self.dataset_id, self.seqs, self.starts))
+            self.chunks = self._reader()
         view, filled = memoryview(target).cast("B"), 0
         while filled < len(view) and self.position < self.starts[-1]:
             index = bisect.bisect_right(self.starts, self.position) - 1
@@ -152,6 +153,15 @@ class StoredBytes(io.RawIOBase):
             filled += size
             self.position += size
         return filled
+
+    def _reader(self) -> Any:
+        if not self.blobs:
+            return _Windows(self.database_url, self.dataset_id, self.seqs, self.starts)
+        lib, path = sqlite_blobs.direct_library(), sqlite_blobs.database_file(self.database_url)
+        if lib is None or path is None:
+            return _SqliteBlobs(self.database_url, self.dataset_id, self.rowids)
+        return sqlite_blobs.DirectBlobs(lib, path, DatasetChunk.__tablename__, "data", self.rowids,
+                                        lambda: DatasetGone(self.dataset_id))
 
     def close(self) -> None:
         if self.chunks is not None:
