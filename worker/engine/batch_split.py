@@ -121,10 +121,13 @@ def forced(parts: int | None) -> Any:
         _state["forced"] = before
 
 
-def parts_for(rows: int) -> int:
-    """How many parts a batch of `rows` is split into now (1: not split)."""
+def parts_for(rows: int, small: bool = False) -> int:
+    """How many parts a batch of `rows` is split into now (1: not split); `small`: the caller's
+    pass is too short to gain from a split (one part unless a test forces them)."""
     if _state["forced"] is not None:
         return max(1, min(_state["forced"], rows))
+    if small:
+        return 1
     from worker.engine import kernel_jit  # noqa: PLC0415
 
     threads = kernel_jit.threads_in_use()
