@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import tempfile
 import threading
 import time
@@ -84,7 +85,19 @@ def store_model_and_dataset(settings, X: np.ndarray, tmp: Path) -> tuple[str, st
     with session_scope(settings.database_url) as session:
         session.get(Dataset, dataset_id).sha256 = digest.hexdigest()
     path.unlink()
+    settle(settings.database_url)
     return model_id, dataset_id, net
+
+
+def settle(database_url: str) -> None:
+    """The 3 GB just written checkpointed out of the WAL and on disk, as an uploaded dataset is
+    long before it is predicted: else the kernel's writeback of it (30 s after the writes)
+    and SQLite's first checkpoint land in the timed prediction, when the run happens to reach them."""
+    from bps.db import engine
+
+    with engine(database_url).connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    os.sync()
 
 
 def wait_for_worker(port: int, timeout_s: float = 300.0) -> None:
