@@ -26,7 +26,7 @@ def test_without_a_count_each_case_runs_on_one_thread_every_core_and_the_default
     monkeypatch.setattr(thread_counts, "available_cores", lambda: 1)
     assert thread_counts.counts(None) == [1, thread_counts.DEFAULTS]
     seen, one, two = [], bench_mlp.Best(1.0, 1.0), bench_mlp.Best(2.0, 2.0)
-    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, repeats: seen.append(threads) or (one, one, two))
+    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, _: seen.append(threads) or (one, one, two))
     bench_mlp.main(["--quick", "--no-sklearn"])
     out = capsys.readouterr().out
     assert seen == [1, thread_counts.DEFAULTS]
