@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bps.config import Settings
@@ -106,14 +107,25 @@ def decoded_rows(prep: Preprocessor, outputs: np.ndarray) -> list[list[Any]]:
 
 
 def _stored_outputs(database_url: str, prediction: Prediction) -> Iterator[np.ndarray]:
-    """An asynchronous prediction's outputs in seq order: one query whose rows are streamed (a
-    server-side cursor on PostgreSQL, SQLite steps on demand), one stored chunk in memory at a
-    time. The connection is held until the download ends or the client goes away."""
-    query = (select(PredictionChunk.outputs).where(PredictionChunk.prediction_id == prediction.id)
-             .order_by(PredictionChunk.seq))
-    with engine(database_url).connect() as connection:
-        for data in connection.execution_options(yield_per=1).scalars(query):
-            yield np.load(io.BytesIO(data), allow_pickle=False)
+    """An asynchronous prediction's outputs in seq order, one stored chunk at a time, each read
+    through a connection of its own: none is held while the client takes a chunk (a slow
+    download would keep one of the pool's connections, and a few such would leave the process's
+    other requests waiting for one). A chunk gone before the prediction's `n` rows came (deleted
+    meanwhile) ends the stream with an error, not a short file that looks complete."""
+    query = select(PredictionChunk.outputs).where(PredictionChunk.prediction_id == prediction.id,
+                                                  PredictionChunk.seq == bindparam("seq"))
+    rows = 0
+    for seq in itertools.count():
+        if rows >= prediction.n:
+            return
+        with engine(database_url).connect() as connection:
+            data = connection.scalar(query, {"seq": seq})
+        if data is None:
+            raise LookupError(f"prediction {prediction.id}: chunk {seq} is gone after {rows} of its "
+                              f"{prediction.n} rows (deleted during the download?)")
+        outputs = np.load(io.BytesIO(data), allow_pickle=False)
+        rows += len(outputs)
+        yield outputs
 
 
 def _synchronous(prediction: Prediction) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from bps.db import session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
@@ -282,11 +282,10 @@ def test_a_dataset_prediction_or_evaluation_selects_the_dataset_row_once(client,
         event.remove(engine, "before_cursor_execute", record)
 
 
-def test_a_download_reads_its_chunks_with_one_query(client, auth, model_id, big_dataset, published,  # noqa: ANN001
-                                                    worker_settings) -> None:
-    """Four stored chunks, one SELECT of prediction_chunks (its rows streamed), rows in seq order."""
-    from sqlalchemy import event  # noqa: PLC0415
-
+def test_a_download_holds_no_connection_between_chunks_and_fails_when_one_is_gone(  # noqa: ANN001
+        client, auth, model_id, big_dataset, published, worker_settings) -> None:
+    """Four stored chunks: the pool lends no connection while the client reads, the rows come in
+    seq order; a chunk deleted mid-download breaks the stream instead of ending it short."""
     from bps.db import engine  # noqa: PLC0415
 
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
@@ -294,15 +293,17 @@ def test_a_download_reads_its_chunks_with_one_query(client, auth, model_id, big_
     run_prediction(body["id"], settings=worker_settings)
     sync = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
                        json={"records": big_dataset[1][-40:]}).get_json()
-    statements: list[str] = []
-
-    def record(_connection, _cursor, statement, *_args) -> None:  # noqa: ANN001
-        statements.append(statement)
-
-    event.listen(engine(worker_settings.database_url), "before_cursor_execute", record)
-    try:
-        rows = download_rows(client, auth, body["id"])
-    finally:
-        event.remove(engine(worker_settings.database_url), "before_cursor_execute", record)
-    assert sum("FROM prediction_chunks" in statement for statement in statements) == 1, statements
+    pool = engine(worker_settings.database_url).pool
+    blocks, lent = [], []
+    for block in client.get(f"/v1/predictions/{body['id']}/download", headers=auth, buffered=False).response:
+        blocks.append(block)
+        lent.append(pool.checkedout())
+    rows = list(csv.DictReader(io.StringIO(b"".join(blocks).decode())))
+    assert len(blocks) == 5 and lent == [0] * 5, lent  # the header, then one block per chunk
     assert len(rows) == 130 and [row["prediction"] for row in rows[-40:]] == sync["predictions"]
+    stream = iter(client.get(f"/v1/predictions/{body['id']}/download", headers=auth, buffered=False).response)
+    next(stream), next(stream)
+    with session_scope(worker_settings.database_url) as session:
+        session.execute(delete(PredictionChunk).where(PredictionChunk.seq == 2))
+    with pytest.raises(LookupError, match="chunk 2 is gone after 80 of its 130 rows"):
+        list(stream)
