@@ -158,9 +158,9 @@ def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, m
     run_prediction(body["id"], settings=worker_settings)
     assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth_b), 404)
     assert_problem(client.get(f"/v1/predictions/{body['id']}", headers=auth_b), 404)
-    for body in ({"dataset_id": big_dataset[0]}, {"dataset_id": big_dataset[0], "async": True}):
+    for request_body in ({"dataset_id": big_dataset[0]}, {"dataset_id": big_dataset[0], "async": True}):
         # another tenant's model and dataset: the path's model answers first (404, not the dataset's 422)
-        assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth_b, json=body), 404,
+        assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth_b, json=request_body), 404,
                        f"model {model_id} not found")
 
 
