@@ -16,6 +16,9 @@ def main(argv: list[str]) -> int:
     if not selected:
         print(f"no benchmark matches {filters}; available: {names}")
         return 1
+    from bench.bench_mlp import blas_kernels  # noqa: PLC0415  (loads NumPy: after bench chose its kernels)
+
+    print(f"NumPy's BLAS: {blas_kernels()}", flush=True)
     for name in selected:
         print(f"== {name}", flush=True)
         importlib.import_module(f"bench.{name}").main(argv)
