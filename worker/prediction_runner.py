@@ -37,8 +37,8 @@ def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | N
         log.info("prediction %s: not claimable (taken, finished or missing)", prediction_id)
         return
     control = RunControl(settings.job_time_limit_s)
-    beat = RunWatcher(settings, job, control, beat=prediction_store.heartbeat)
-    beat.start()
+    watcher = RunWatcher(settings, job, control, beat=prediction_store.heartbeat)
+    watcher.start()
     try:
         _run(settings, job, control)
     except JobAbandoned:
@@ -51,7 +51,7 @@ def run_prediction(prediction_id: str, *, settings: Settings, worker_id: str | N
         error = describe_error(exc).replace("training failed", "the prediction failed")
         with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "failed", error=error)
     finally:
-        beat.done.set()
+        watcher.done.set()
         release_gpu_memory()
 
 
