@@ -10,6 +10,7 @@ read cost about its whole CPU time in wall time, where split it costs about half
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -55,21 +56,41 @@ def _fill(source: StoredBytes, position: int, view: memoryview) -> int:
 
 class SplitReader:
     """Fills byte ranges of a stored dataset `ways` parts at once, each through a StoredBytes
-    (a connection) of its own: the calling thread reads the first part, helper threads the rest."""
+    (a connection) of its own: the calling thread reads the first part, helper threads the rest.
+    The parts are cut at the stored chunks' starts where one lies near, and the source that read
+    a range's last part reads the next range's first: every source reads on from where it was
+    or from a chunk's start. A blob read that starts inside a chunk first walks that chunk's
+    overflow pages up to there, each read whole into SQLite's page cache (2 MB per part and
+    range on average with 4 MiB chunks). The bench's 3 GB in batches of 10,000 rows, alone:
+    median 0.198 -> 0.178 s; the waits for them in a run_prediction: 0.33-0.36 -> 0.31 s."""
 
     def __init__(self, database_url: str, dataset_id: str, ways: int = SPLIT_WAYS) -> None:
         self.sources = [StoredBytes(database_url, dataset_id) for _ in range(ways)]
         self.helpers = ThreadPoolExecutor(max(ways - 1, 1), thread_name_prefix="dataset-read")
 
+    def cuts(self, position: int, size: int) -> list[int]:
+        """Offsets in the range where its parts begin (the first is 0): equal parts, each cut
+        moved to the nearest chunk start within a quarter part of it."""
+        starts, part, cuts = self.sources[0].starts, size / len(self.sources), [0]
+        for k in range(1, len(self.sources)):
+            even = position + round(k * part)
+            at = bisect.bisect_left(starts, even)
+            near = min(starts[max(at - 1, 0):at + 1], key=lambda start: abs(start - even), default=even)
+            cut = near if abs(near - even) <= part / 4 else even
+            cuts.append(min(max(cut - position, cuts[-1]), size))
+        return cuts
+
     def fill(self, position: int, view: memoryview) -> int:
         """Bytes read into `view` from `position` on (fewer only at the end of the data)."""
-        part = -(-len(view) // len(self.sources))
-        parts = [(source, position + k * part, view[k * part:(k + 1) * part]) for k, source in enumerate(self.sources)]
+        bounds = [*self.cuts(position, len(view)), len(view)]
+        parts = [(source, position + first, view[first:end])
+                 for source, first, end in zip(self.sources, bounds, bounds[1:])]
         helping = [self.helpers.submit(_fill, *args) for args in parts[1:]]
         try:
             filled = _fill(*parts[0])
         finally:
             wait(helping)  # also before an error goes up: no part may still be written
+        self.sources.insert(0, self.sources.pop())  # the last part's source reads on next time
         return filled + sum(future.result() for future in helping)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from bps.dataset_batches import DatasetGone
 from bps.db import session_factory, session_scope
 from bps.models import DatasetChunk
+from bps import prediction_rows
 from bps.prediction_rows import npz_row_layout, read_ahead, split_rows
 from tests.bps.test_dataset_batches import frame, stored
 
@@ -52,6 +53,31 @@ def test_split_batches_hold_every_row_from_start_in_one_reused_array(settings, w
     assert [len(b) for b in seen] == [4] * ((ROWS - start) // 4) + ([(ROWS - start) % 4] if (ROWS - start) % 4 else [])
     assert len(addresses) <= 1
     assert session_factory(settings.database_url).kw["bind"].pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("ways", [2, 3])
+def test_every_part_is_read_on_from_where_its_source_stopped_or_from_a_chunk_start(settings, monkeypatch,  # noqa: ANN001
+                                                                                 ways: int) -> None:
+    """Batches of 80 rows (1,920 bytes) over chunks of 97 bytes: a chunk start lies near every
+    even cut, so no part but the very first begins inside a chunk that its source had not reached
+    (where SQLite would walk the chunk's pages up to it first); the rows are all there, in order."""
+    X = np.asarray(np.random.default_rng(5).normal(size=(1000, 3, 2)), np.float32)
+    dataset_id = stored(settings, npz(X), "d.npz")
+    layout = npz_row_layout(settings.database_url, dataset_id)
+    reads, fill = [], prediction_rows._fill
+
+    def recorded(source, position: int, view: memoryview) -> int:  # noqa: ANN001
+        reads.append((source, position, position + len(view), source.starts))
+        return fill(source, position, view)
+
+    monkeypatch.setattr(prediction_rows, "_fill", recorded)
+    seen = [batch.copy() for batch in split_rows(settings.database_url, dataset_id, layout, 80, ways=ways)]
+    np.testing.assert_array_equal(np.concatenate(seen), X)
+    stopped = {}
+    for source, position, end, starts in reads:  # the first batch's first part begins where X does
+        assert position in (stopped.get(id(source)), layout.first_row_at) or position in starts, position
+        stopped[id(source)] = end
+    assert len(reads) == ways * len(seen) and len(stopped) == ways
 
 
 @pytest.mark.parametrize("kind", ["npz", "npz-compressed", "npz-fortran"])
