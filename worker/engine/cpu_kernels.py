@@ -3,10 +3,11 @@
 One optimizer step touches every parameter, its gradient and its state: in NumPy that is four
 to ten full passes over memory plus the gradient-norm dots; here it is one pass that also sums
 each parameter's squared gradient. Softmax cross-entropy on (N, K) logits is ten small NumPy
-calls; here it is one loop that also counts the correct predictions. A ReLU dense layer adds its
-bias and applies ReLU in one pass, and masks its gradient while summing the bias gradient in
-another. Results equal the NumPy formulations (`optimizers.py`, `losses.py`, `activations.py`,
-still used on CuPy) up to rounding order: sums are reassociated for SIMD, multiply-adds may fuse.
+calls; here it is two loops around NumPy's (SIMD) exp, which also count the correct predictions.
+A ReLU dense layer adds its bias and applies ReLU in one pass, and masks its gradient while
+summing the bias gradient in another. Results equal the NumPy formulations (`optimizers.py`,
+`losses.py`, `activations.py`, still used on CuPy) up to rounding order: sums are reassociated
+for SIMD, multiply-adds may fuse.
 
 Each public kernel runs a serial or a parallel compilation (kernel_jit.variant, by size): the
 parallel optimizer step splits the flat buffer into CHUNK-element pieces (each parameter's
