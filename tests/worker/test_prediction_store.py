@@ -3,13 +3,15 @@ published or whose worker went silent (as bps.run_prediction), fails one out of 
 a claim is fenced: a run that lost its prediction stores nothing more."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import numpy as np
 from kombu import Connection
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
 
-from bps.db import session_scope
+from bps.db import engine, session_scope
 from bps.models import Job, Model, Prediction, PredictionChunk, Tenant, utcnow
 from worker import prediction_store
 from worker.registry import reap
@@ -71,3 +73,35 @@ def test_a_run_that_lost_its_prediction_stores_nothing(settings) -> None:  # noq
     assert not prediction_store.finish_prediction(settings, prediction_id, first.attempt, "succeeded")
     with session_scope(settings.database_url) as session:
         assert list(session.scalars(select(PredictionChunk.seq))) == [0]
+
+
+def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings) -> None:  # noqa: ANN001
+    """With a checkpoint due after every commit (wal_autocheckpoint=1), the database file does not
+    grow when a chunk is stored (its pages stay in the WAL), and does at the heartbeat's commit;
+    the connection gets its own setting back for its other users."""
+    prediction_id = add_prediction(settings)
+    job = prediction_store.claim_prediction(settings, prediction_id, "first")
+    bind = engine(settings.database_url)
+    path = make_url(settings.database_url).database
+    with bind.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.commit()
+
+    def checkpoint_every_commit(dbapi_connection, _record, _proxy) -> None:  # noqa: ANN001
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=1")
+
+    event.listen(bind, "checkout", checkpoint_every_commit)
+    try:
+        before = os.path.getsize(path)
+        assert prediction_store.record_chunk(settings, job, 0, np.ones((20_000, 10)), 20_000)
+        assert os.path.getsize(path) == before
+        assert prediction_store.heartbeat(settings, prediction_id, job.attempt) == (True, False)
+        assert os.path.getsize(path) > before + 20_000 * 10 * 4  # the chunk, 1.6 MB
+    finally:
+        event.remove(bind, "checkout", checkpoint_every_commit)
+    with bind.connect() as connection:
+        driver = connection.connection.driver_connection
+        driver.execute("PRAGMA wal_autocheckpoint=5")
+        with prediction_store.no_checkpoint_on_commit(connection):
+            assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 5
