@@ -23,7 +23,7 @@ class Dense(Layer):
         super().__init__(config, index)
         self.units = config.get("units")
         self.activation = get_activation(config.get("activation"))
-        self._capacity = 0
+        self._capacity = self._view_rows = 0
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) < 1:
@@ -51,6 +51,7 @@ class Dense(Layer):
     def bind_params(self) -> None:
         self.weight, self.bias = self.params.values()
         self.grad_weight, self.grad_bias = self.grads.values()
+        self._weight_t = self.weight.T  # a view: follows the in-place updates
 
     def set_activation(self, name: str) -> None:
         """Used by the network to run a fused output layer (softmax/sigmoid + loss) on logits."""
@@ -66,27 +67,36 @@ class Dense(Layer):
         self._ones = xp.ones(rows, self.dtype)
         self._capacity = rows
 
+    def _views(self, rows: int) -> tuple[Any, Any, Any, Any]:
+        """(z, a, dx, ones) for `rows` rows, kept while the batch size stays: every batch but an
+        epoch's last one reuses them (slicing four buffers twice a step was a measurable part
+        of a small layer's time)."""
+        if rows != self._view_rows:
+            self._ensure_capacity(rows)
+            z = self._z[:rows]
+            a = z if self._z is self._a else self._a[:rows]  # in place: one view, so the activation sees it
+            self._view, self._view_rows = (z, a, self._dx[:rows], self._ones[:rows]), rows
+        return self._view
+
     def forward(self, x: Any, training: bool) -> Any:
         """x (N, *in_shape) -> (N, *in_shape[:-1], units)."""
         n = x.shape[0]
         rows = n * self._rows_per_sample
-        self._ensure_capacity(rows)
-        x2 = x.reshape(rows, x.shape[-1])
-        z = self._z[:rows]
-        a = z if self._z is self._a else self._a[:rows]  # in place: one view, so the activation sees it
-        self.xp.matmul(x2, self.weight.T, out=z)
+        z, a, _, _ = self._views(rows)
+        x2 = x if x.ndim == 2 else x.reshape(rows, x.shape[-1])
+        self.xp.matmul(x2, self._weight_t, out=z)
         self.activation.forward_biased(z, self.bias, out=a, fused=training)  # predict: no Numba
         self._x, self._zv, self._av, self._n = x2, z, a, n
-        return a.reshape(n, *self.out_shape)
+        return a if x.ndim == 2 else a.reshape(n, *self.out_shape)
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
-        xp, rows = self.xp, self._x.shape[0]
-        g = grad_out.reshape(rows, self.units)
+        rows = self._x.shape[0]
+        _, _, dx, ones = self._views(rows)
+        g = grad_out if grad_out.ndim == 2 else grad_out.reshape(rows, self.units)
         dz = self.activation.backward_bias(g, self._zv if self.activation.needs_z else None, self._av, g,
-                                           self.grad_bias, self._ones[:rows])
-        xp.matmul(dz.T, self._x, out=self.grad_weight)
+                                           self.grad_bias, ones)
+        self.xp.matmul(dz.T, self._x, out=self.grad_weight)
         if not need_input_grad:
             return None
-        dx = self._dx[:rows]
-        xp.matmul(dz, self.weight, out=dx)
-        return dx.reshape(self._n, *self.input_shape)
+        self.xp.matmul(dz, self.weight, out=dx)
+        return dx if len(self.input_shape) == 1 else dx.reshape(self._n, *self.input_shape)
