@@ -91,7 +91,8 @@ def model_inputs(prep: Preprocessor, batch: Any, known_finite: bool = False) -> 
 def _all_finite(batch: np.ndarray) -> bool:
     """Whether every value is finite, from one sum and no mask: a NaN or infinity makes any sum
     non-finite (a sum that overflows only sends finite rows through prep's float64 copy)."""
-    return bool(np.isfinite(np.add.reduce(batch, axis=None)))
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.add.reduce(batch, axis=None)))
 
 
 def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_finite: bool = False) -> np.ndarray:
@@ -100,7 +101,8 @@ def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_fi
         X = model_inputs(prep, batch, known_finite)
     except Unprocessable as exc:
         raise Unprocessable(f"in rows {start}..{start + len(batch) - 1}: {exc.detail}") from None
-    outputs = np.asarray(net.predict(X))
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is refused just below
+        outputs = np.asarray(net.predict(X))
     found = first_non_finite_output(outputs, X, prep)
     if found is not None:
         row, name, value = found

@@ -97,3 +97,25 @@ def test_a_non_finite_output_names_the_dataset_row_and_its_largest_input_column(
     with pytest.raises(Unprocessable) as refused:
         chunk_outputs(_OverflowingNetwork(bad_row=2), preprocessor(None), batch, start=40)
     assert "row 42 " in refused.value.detail and "column 'X[1, 1]', -3e+38" in refused.value.detail
+
+
+def test_an_overflowing_row_is_refused_without_numpy_warnings() -> None:
+    """The refusal names the row; NumPy's overflow warning of the product would only be noise in
+    the worker's log (the synchronous path suppresses it too)."""
+    import warnings  # noqa: PLC0415
+
+    from bps.problems import Unprocessable  # noqa: PLC0415
+    from worker.engine import Network  # noqa: PLC0415
+    from worker.prediction_runner import chunk_outputs  # noqa: PLC0415
+
+    spec = {"layers": ["flatten", {"type": "dense", "units": 4, "activation": "relu"}, {"type": "dense", "units": 1}],
+            "loss": "mse", "dtype": "float32", "device": "cpu"}
+    net = Network.from_spec(spec, input_shape=(2, 3))
+    batch = np.ones((4, 6), np.float32)
+    batch[1] = 3e38
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Unprocessable) as refused:
+            chunk_outputs(net, preprocessor(None), batch, start=10)
+    assert "row 11 " in refused.value.detail
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
