@@ -116,15 +116,10 @@ def get_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> P
     return get_owned(session, Prediction, tenant_id, prediction_id, "prediction")
 
 
-def tenant_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
-    """The tenant's dataset `dataset_id`; None for another tenant's or a missing one."""
-    return find_owned(session, Dataset, tenant_id, dataset_id)
-
-
 def referenced_dataset(*, session: Session, tenant_id: str, dataset_id: str, model_id: str | None = None) -> Dataset:
     """The tenant's dataset named in a request body; a missing one is a 422 there, as POST /v1/jobs
     answers, unless the path's model `model_id` is missing too: that 404 comes first."""
-    dataset = tenant_dataset(session, tenant_id, dataset_id)
+    dataset = find_owned(session, Dataset, tenant_id, dataset_id)
     if dataset is None:
         if model_id is not None:
             _check_model_exists(session, tenant_id, model_id)
