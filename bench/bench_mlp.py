@@ -54,8 +54,8 @@ class Tenths:
     batches and at its end: `start()`, `batch_done(k)` after the k-th batch (the engine's
     on_batch), `stop()`."""
 
-    def __init__(self, rows: int) -> None:
-        batches = -(-rows // BATCH)
+    def __init__(self, rows: int, batch: int = BATCH) -> None:
+        batches = -(-rows // batch)
         self.ends = {batches * k // TENTHS for k in range(1, TENTHS)}
         self.marks: list[float] = []
 
@@ -95,14 +95,14 @@ def make_data(n: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def gemm_floor(X: np.ndarray, tenths: Tenths | None = None) -> float:
+def gemm_floor(X: np.ndarray, tenths: Tenths | None = None, batch: int = BATCH) -> float:
     """The 3 forward and 5 backward matrix products per batch (no first-layer input grad)."""
     rng = np.random.default_rng(1)
     W = [rng.standard_normal((o, i), dtype=np.float32) * 0.01 for i, o in zip(SIZES[:-1], SIZES[1:], strict=True)]
-    tenths = tenths or Tenths(X.shape[0])
+    tenths = tenths or Tenths(X.shape[0], batch)
     tenths.start()
-    for batch, s in enumerate(range(0, X.shape[0], BATCH), start=1):
-        a0 = X[s:s + BATCH]
+    for done, s in enumerate(range(0, X.shape[0], batch), start=1):
+        a0 = X[s:s + batch]
         a1 = a0 @ W[0].T
         a2 = a1 @ W[1].T
         a3 = a2 @ W[2].T
@@ -111,23 +111,25 @@ def gemm_floor(X: np.ndarray, tenths: Tenths | None = None) -> float:
         g1 = g2 @ W[1]
         _ = g2.T @ a1
         _ = g1.T @ a0
-        tenths.batch_done(batch)
+        tenths.batch_done(done)
     return tenths.stop()
 
 
-def engine(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None) -> float:
+def engine(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None,
+           batch: int = BATCH) -> float:
     """One epoch through Network.fit; threads None: the engine's default policy."""
     from worker.engine import Network  # noqa: PLC0415
 
-    net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
+    net = Network.from_spec({**SPEC, "batch_size": batch}, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
     net.n_threads = thread_counts.ours(threads)
-    tenths = tenths or Tenths(X.shape[0])
+    tenths = tenths or Tenths(X.shape[0], batch)
     tenths.start()
     net.fit(X, y, on_batch=lambda epoch, batches, of: tenths.batch_done(batches))
     return tenths.stop()
 
 
-def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None) -> float:
+def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | None = None,
+            batch: int = BATCH) -> float:
     import torch  # noqa: PLC0415
 
     thread_counts.use_torch_threads(threads)
@@ -137,26 +139,26 @@ def pytorch(X: np.ndarray, y: np.ndarray, threads: int | None, tenths: Tenths | 
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    tenths = tenths or Tenths(X.shape[0])
+    tenths = tenths or Tenths(X.shape[0], batch)
     tenths.start()
     perm = torch.randperm(X.shape[0])
-    for batch, s in enumerate(range(0, X.shape[0], BATCH), start=1):
-        idx = perm[s:s + BATCH]
+    for done, s in enumerate(range(0, X.shape[0], batch), start=1):
+        idx = perm[s:s + batch]
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(Xt[idx]), yt[idx])
         loss.backward()
         opt.step()
-        tenths.batch_done(batch)
+        tenths.batch_done(done)
     return tenths.stop()
 
 
-def sklearn(X: np.ndarray, y: np.ndarray) -> float:
+def sklearn(X: np.ndarray, y: np.ndarray, batch: int = BATCH) -> float:
     """One full epoch (max_iter=1: shuffle, 469 batches of forward, backward and SGD momentum
     updates) of MLPClassifier on the same rows. alpha=0: no L2 term, as in the other runs (the
     default 1e-4 adds one). scikit-learn computes in X's dtype: pass float64 for its default."""
     from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
 
-    clf = MLPClassifier(hidden_layer_sizes=SIZES[1:-1], solver="sgd", batch_size=BATCH, learning_rate_init=LR,
+    clf = MLPClassifier(hidden_layer_sizes=SIZES[1:-1], solver="sgd", batch_size=batch, learning_rate_init=LR,
                         momentum=MOMENTUM, nesterovs_momentum=False, alpha=0.0, max_iter=1, shuffle=True,
                         random_state=0)
     start = time.perf_counter()
@@ -169,29 +171,30 @@ def sklearn(X: np.ndarray, y: np.ndarray) -> float:
     return elapsed
 
 
-def sklearn_runs(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, float]:
+def sklearn_runs(X: np.ndarray, y: np.ndarray, threads: int, batch: int = BATCH) -> tuple[float, float]:
     """(float32 s, float64 s): the same float32 rows as every other run, and as float64, what
     MLPClassifier computes in for a plain NumPy/pandas float matrix (the issue's figure)."""
     with threadpool_limits(limits=threads, user_api="blas"):
-        same = sklearn(X, y)
-        as_float64 = sklearn(X.astype(np.float64), y)
+        same = sklearn(X, y, batch)
+        as_float64 = sklearn(X.astype(np.float64), y, batch)
     return same, as_float64
 
 
-def interleaved(X: np.ndarray, y: np.ndarray, threads: int | None, repeats: int) -> tuple[Best, Best, Best]:
+def interleaved(X: np.ndarray, y: np.ndarray, threads: int | None, repeats: int,
+                batch: int = BATCH) -> tuple[Best, Best, Best]:
     """Best of `repeats` (by tenths, see the module's doc) for the floor, the engine and
     PyTorch, run in turn (floor, engine, PyTorch, floor, ...) so that a drift in the machine's
     speed reaches all three alike. One engine epoch runs first, untimed: it compiles or loads
     the fused kernels (cpu_kernels)."""
-    engine(X[:BATCH * 4], y[:BATCH * 4], threads)
+    engine(X[:batch * 4], y[:batch * 4], threads, batch=batch)
     runs: dict[str, list[Tenths]] = {"floor": [], "engine": [], "pytorch": []}
     for _ in range(repeats):
         for tenths in runs.values():
-            tenths.append(Tenths(X.shape[0]))
+            tenths.append(Tenths(X.shape[0], batch))
         with threadpool_limits(limits=thread_counts.ours(threads), user_api="blas"):
-            gemm_floor(X, runs["floor"][-1])
-        engine(X, y, threads, runs["engine"][-1])
-        pytorch(X, y, threads, runs["pytorch"][-1])
+            gemm_floor(X, runs["floor"][-1], batch)
+        engine(X, y, threads, runs["engine"][-1], batch)
+        pytorch(X, y, threads, runs["pytorch"][-1], batch)
     return best(runs["floor"]), best(runs["engine"]), best(runs["pytorch"])
 
 
@@ -201,20 +204,22 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="only this count (default: 1, all, defaults)")
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--batch", type=int, default=BATCH, help="rows per batch (every side; scikit-learn too)")
+    parser.add_argument("--sweep", action="store_true", help="1, 2, 4, ... threads up to every core, then the defaults")
     args, _ = parser.parse_known_args(argv)
     X, y = make_data(10_000 if args.quick else 60_000)
-    print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {BATCH}, SGD momentum, best of {args.repeats}; "
+    print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {args.batch}, SGD momentum, best of {args.repeats}; "
           f"NumPy's BLAS: {blas_kernels()}")
-    for threads in thread_counts.counts(args.threads):
-        floor, ours, torch_s = interleaved(X, y, threads, args.repeats)
+    for threads in thread_counts.counts(args.threads, sweep=args.sweep):
+        floor, ours, torch_s = interleaved(X, y, threads, args.repeats, args.batch)
         print(f"-- {thread_counts.label(threads)}")
         for name, side in (("gemm floor", floor), ("engine", ours), ("pytorch cpu", torch_s)):
             print(f"{name:12s} {side.tenths:8.3f} s/epoch  (best whole epoch {side.epoch:.3f})")
         print(f"engine / floor       {ours.tenths / floor.tenths:6.2f}x  (target <= 1.15 on 1 thread, <= 1.25 on 2)")
-        print(f"engine / pytorch     {ours.tenths / torch_s.tenths:6.2f}x  (target <= 0.75 at the defaults on 2 cores)")
+        print(f"engine / pytorch     {ours.tenths / torch_s.tenths:6.2f}x  (target <= 0.75 at the defaults on 2 cores, <= 0.9 on 16)")
     if not args.no_sklearn:
         cores = thread_counts.ours(args.threads)
-        sk, sk64 = sklearn_runs(X, y, cores)
-        print(f"scikit-learn {sk:8.3f} s/epoch  ({cores} threads; MLPClassifier sgd, batch 128, alpha=0, float32 rows "
+        sk, sk64 = sklearn_runs(X, y, cores, args.batch)
+        print(f"scikit-learn {sk:8.3f} s/epoch  ({cores} threads; MLPClassifier sgd, batch {args.batch}, alpha=0, float32 rows "
               f"as given)")
         print(f"scikit-learn {sk64:8.3f} s/epoch  (the same on float64 rows, its default dtype; not in the ratio)")

@@ -9,11 +9,15 @@ DEFAULTS = None  # each side at its own default
 _torch_default: list[int] = []
 
 
-def counts(requested: int | None) -> list[int | None]:
-    """[requested] when given, else [1, every core, DEFAULTS] (no repeat on one core)."""
+def counts(requested: int | None, sweep: bool = False) -> list[int | None]:
+    """[requested] when given; with `sweep`, 1, 2, 4, ... up to every core, then DEFAULTS;
+    else [1, every core, DEFAULTS] (no repeat on one core)."""
     if requested:
         return [requested]
     cores = available_cores()
+    if sweep:
+        powers = [1 << k for k in range(cores.bit_length()) if 1 << k < cores]
+        return [*powers, cores, DEFAULTS]
     return [1, cores, DEFAULTS] if cores > 1 else [1, DEFAULTS]
 
 

@@ -26,11 +26,31 @@ def test_without_a_count_each_case_runs_on_one_thread_every_core_and_the_default
     monkeypatch.setattr(thread_counts, "available_cores", lambda: 1)
     assert thread_counts.counts(None) == [1, thread_counts.DEFAULTS]
     seen, one, two = [], bench_mlp.Best(1.0, 1.0), bench_mlp.Best(2.0, 2.0)
-    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, _: seen.append(threads) or (one, one, two))
+    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, *_: seen.append(threads) or (one, one, two))
     bench_mlp.main(["--quick", "--no-sklearn"])
     out = capsys.readouterr().out
     assert seen == [1, thread_counts.DEFAULTS]
     assert "-- defaults (ours " in out and "engine / pytorch       0.50x" in out
+
+
+def test_a_sweep_doubles_the_threads_up_to_every_core_then_the_defaults(monkeypatch):
+    monkeypatch.setattr(thread_counts, "available_cores", lambda: 16)
+    assert thread_counts.counts(None, sweep=True) == [1, 2, 4, 8, 16, thread_counts.DEFAULTS]
+    monkeypatch.setattr(thread_counts, "available_cores", lambda: 6)
+    assert thread_counts.counts(None, sweep=True) == [1, 2, 4, 6, thread_counts.DEFAULTS]
+    assert thread_counts.counts(3, sweep=True) == [3]
+
+
+def test_the_batch_size_reaches_every_side(monkeypatch, capsys):
+    batches = []
+    one = bench_mlp.Best(1.0, 1.0)
+    monkeypatch.setattr(bench_mlp, "interleaved", lambda X, y, threads, repeats, batch: batches.append(batch) or (one,) * 3)
+    bench_mlp.main(["--quick", "--no-sklearn", "--threads", "1", "--batch", "1024"])
+    assert batches == [1024] and "batch 1024," in capsys.readouterr().out
+    X, y = bench_mlp.make_data(3000)
+    tenths = bench_mlp.Tenths(3000, 1024)
+    bench_mlp.engine(X, y, 1, tenths, batch=1024)
+    assert len(tenths.marks) == 4  # 3 batches of 1024: the start, after batches 1 and 2, the end
 
 
 def test_each_tenth_of_an_epoch_counts_its_best_run():
