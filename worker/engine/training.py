@@ -138,6 +138,7 @@ class _Loop:
         self._yb: Any = None
         self._epoch_start: tuple[Any, dict[str, Any]] | None = None  # weights before the epoch in progress
         self._gpu = GpuStep(net, self.spec["batch_size"]) if net.xp is not np else None  # fused CUDA step
+        self._gather_rows = _cpu_gather() if net.xp is np else None  # once per fit, not per batch
 
     def run(self, on_epoch: Callable | None, should_stop: Callable | None, on_batch: Callable | None) -> History:
         hist, st = self.history, self.st
@@ -248,9 +249,7 @@ class _Loop:
         if self._xb is None:
             bs = self.spec["batch_size"]
             self._xb, self._yb = (np.empty((bs, *a.shape[1:]), a.dtype) for a in (self.X, self.y))
-        from worker.engine.cpu_gather import gather_rows  # noqa: PLC0415  (Numba: only where training runs)
-
-        m = stop - start
+        m, gather_rows = stop - start, self._gather_rows
         return gather_rows(self.X, idx, self._xb[:m]), gather_rows(self.y, idx, self._yb[:m])
 
     def _step(self, xb: Any, yb: Any, lr: float, sums: dict) -> Any:
@@ -291,6 +290,14 @@ class _Loop:
             if self.classification:
                 correct += float(net.loss.correct(out, yb))
         return _finite(total / n), (_finite(correct / n) if self.classification else None)
+
+
+def _cpu_gather() -> Callable:
+    """cpu_gather.gather_rows, imported by the first CPU fit: importing it loads Numba, which a
+    process that only imports worker.engine (the service validating specs) does not need."""
+    from worker.engine.cpu_gather import gather_rows  # noqa: PLC0415
+
+    return gather_rows
 
 
 def _best_epoch(epochs: list[dict[str, Any]]) -> int | None:

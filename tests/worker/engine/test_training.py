@@ -1,6 +1,7 @@
 """The fit loop: real data, divergence, early stopping, resume, determinism, cancellation."""
 from __future__ import annotations
 
+import builtins
 import math
 import warnings
 
@@ -157,6 +158,20 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(rng):
     assert [r["epoch"] for r in resumed.epochs] == [4, 5, 6]
     for a, b in zip(full.epochs[3:], resumed.epochs, strict=True):
         assert (a["loss"], a["val_loss"], a["learning_rate"]) == (b["loss"], b["val_loss"], b["learning_rate"])
+
+
+def test_the_batch_gather_is_imported_once_per_fit_not_once_per_batch(rng, monkeypatch):
+    real_import, gather_imports = builtins.__import__, []
+
+    def counting_import(name, *args, **kwargs):  # noqa: ANN001, ANN202
+        if name == "worker.engine.cpu_gather":
+            gather_imports.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", counting_import)
+    X, y = _blobs(rng)
+    Network.from_spec(mlp_spec((4, "relu"), epochs=2, batch_size=8)).fit(X, y)  # 24 shuffled batches
+    assert len(gather_imports) == 1
 
 
 def test_same_seed_same_results_other_seed_differs(rng):
