@@ -55,11 +55,14 @@ def retry_delay(response: httpx.Response | None, attempt: int, backoff_s: float)
 
 
 class Transport:
+    """`api_key` goes with every request, as a header of the request rather than of `http`: a
+    caller's own httpx.Client (`http`) sends it too and is left as it was given."""
+
     def __init__(self, url: str, api_key: str | None, *, timeout: float, retries: int, backoff_s: float,
                  http: httpx.Client | None = None) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries, self.backoff_s = retries, backoff_s
-        self.http = http or httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.http = http or httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
@@ -69,6 +72,7 @@ class Transport:
         """The answer of a 2xx; ApiError otherwise (after the retries, when `retry`). stream=True:
         its body is left unread, for the caller to iterate and close."""
         retries = self.retries if retry else 0
+        kwargs["headers"] = {**self.auth, **(kwargs.get("headers") or {})}
         for attempt in range(retries + 1):
             try:
                 response = self.http.send(self.http.build_request(method, path, **kwargs), stream=stream)
@@ -97,7 +101,7 @@ class Transport:
     def stream(self, path: str, headers: dict[str, str], read_timeout: float) -> Iterator[httpx.Response]:
         """A streamed GET (no retries: the caller reconnects or falls back); ApiError on an error."""
         timeout = httpx.Timeout(self.http.timeout.connect or 10.0, read=read_timeout)
-        with self.http.stream("GET", path, headers=headers, timeout=timeout) as response:
+        with self.http.stream("GET", path, headers={**self.auth, **headers}, timeout=timeout) as response:
             if response.is_error:
                 raise ApiError(response.status_code, problem_of(response))
             yield response

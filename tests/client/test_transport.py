@@ -1,4 +1,5 @@
-"""bps_client.transport: ids go into request paths as one segment each."""
+"""bps_client.transport: ids go into request paths as one segment each; the API key goes with
+every request, through a caller's own httpx.Client too."""
 from __future__ import annotations
 
 import httpx
@@ -19,3 +20,33 @@ def test_an_id_stays_one_path_segment():
         client.model("../datasets")
     assert paths == ["/v1/jobs/a%2Fb%3Fc%23d", "/v1/models/..%2Fdatasets"]
     assert path_id("0f9c2d1e-uuid") == "0f9c2d1e-uuid"
+
+
+def sent_authorization(monkeypatch, api_key, http_headers=None):  # noqa: ANN001, ANN201
+    """The Authorization header of a JSON request and of an event stream that a Client with
+    `api_key` sends through an httpx.Client of the caller's (with `http_headers`)."""
+    from bps_client import Client
+
+    monkeypatch.setenv("BPS_API_KEY", "from-env")
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, text="event: job\ndata: {}\n\n", headers={"Content-Type": "text/event-stream"})
+        return httpx.Response(200, json={})
+
+    http = httpx.Client(base_url="http://bps.test", headers=http_headers, transport=httpx.MockTransport(handler))
+    with Client("http://bps.test", api_key, http=http) as client:
+        client.job("j")
+        assert list(client.events("j")) == [("job", None, {})]
+    assert http.headers.get("Authorization") == (http_headers or {}).get("Authorization"), "the caller's client is left as given"
+    assert len(set(seen)) == 1, seen
+    return seen[0]
+
+
+def test_the_api_key_goes_with_the_requests_of_a_given_http_client(monkeypatch):
+    assert sent_authorization(monkeypatch, "k") == "Bearer k"
+    assert sent_authorization(monkeypatch, "k", {"Authorization": "Bearer its-own"}) == "Bearer k"
+    assert sent_authorization(monkeypatch, None) == "Bearer from-env"
+    assert sent_authorization(monkeypatch, None, {"Authorization": "Bearer its-own"}) == "Bearer its-own"
