@@ -100,6 +100,12 @@ def find_owned(session: Session, model: type[T], tenant_id: str, row_id: str) ->
     return session.scalar(select(model).where(model.id == row_id, model.tenant_id == tenant_id))
 
 
+def require_owned(session: Session, model: type, tenant_id: str, row_id: str, what: str) -> None:
+    """get_owned's 404 without loading the row: one indexed id lookup, none of its blobs."""
+    if session.scalar(select(model.id).where(model.id == row_id, model.tenant_id == tenant_id)) is None:
+        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
+
+
 def get_owned(session: Session, model: type[T], tenant_id: str, row_id: str, what: str) -> T:
     """The tenant's row of `model` with id `row_id`; another tenant's id is a 404 exactly like
     a missing one (CONTRACT §2). `what` names it in the message and the loc (path `{what}_id`)."""

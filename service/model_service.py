@@ -9,17 +9,12 @@ from sqlalchemy.orm import Session, defer
 
 from bps.listing import Page, fetch_page
 from bps.models import Model, Prediction
-from bps.problems import Conflict, NotFound
+from bps.problems import Conflict
+from bps.tenants import require_owned
 from service.predict import forget_model
 
 ACTIVE_PREDICTION_STATUSES = ("queued", "running")
 LIST_DEFERRED = (Model.weights, Model.preprocessing, Model.features, Model.spec)  # not in list entries
-
-
-def _require_owned(session: Session, table: Any, tenant_id: str, row_id: str, what: str) -> None:
-    """404 unless the tenant owns row `row_id` of `table` (reads the id only, not the row's blobs)."""
-    if session.scalar(select(table.id).where(table.id == row_id, table.tenant_id == tenant_id)) is None:
-        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
 
 
 def list_models(*, session: Session, tenant_id: str, limit: int, offset: int) -> Page:
@@ -41,7 +36,7 @@ def _refuse_while_predicting(session: Session, where: Any, what: str, loc: list[
 def delete_model(*, session: Session, tenant_id: str, model_id: str) -> None:
     """Delete a model and its predictions (they are its outputs; nothing else refers to them).
     The job that trained it keeps its record and model_id, which then answers 404."""
-    _require_owned(session, Model, tenant_id, model_id, "model")
+    require_owned(session, Model, tenant_id, model_id, "model")
     _refuse_while_predicting(session, Prediction.model_id == model_id, f"model {model_id}", ["path", "model_id"])
     session.execute(delete(Prediction).where(Prediction.model_id == model_id))
     session.execute(delete(Model).where(Model.id == model_id))
@@ -59,7 +54,7 @@ def list_predictions(*, session: Session, tenant_id: str, model_id: str | None, 
 
 
 def delete_prediction(*, session: Session, tenant_id: str, prediction_id: str) -> None:
-    _require_owned(session, Prediction, tenant_id, prediction_id, "prediction")
+    require_owned(session, Prediction, tenant_id, prediction_id, "prediction")
     _refuse_while_predicting(session, Prediction.id == prediction_id, f"prediction {prediction_id}",
                              ["path", "prediction_id"])
     session.execute(delete(Prediction).where(Prediction.id == prediction_id))

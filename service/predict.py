@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bps.dataset_files import read_npz_arrays, read_table
@@ -18,8 +17,8 @@ from bps.datasets import load_dataset_bytes
 from bps.input_range import check_inputs_fit, check_outputs_finite
 from bps.models import Dataset, Model, Prediction, utcnow
 from bps.preprocessing import UNBOUNDED_ARRAY_BYTES, Preprocessor
-from bps.tenants import find_owned, get_owned
-from bps.problems import NotFound, PayloadTooLarge, Unprocessable
+from bps.tenants import find_owned, get_owned, require_owned
+from bps.problems import PayloadTooLarge, Unprocessable
 
 CACHE_SIZE = 32
 LOSS_CHUNK = 4096
@@ -85,15 +84,8 @@ def model_runtime(model: Model) -> tuple[SerialNetwork, Preprocessor]:
 def warm_runtime(*, session: Session, tenant_id: str, model_id: str) -> tuple[SerialNetwork, Preprocessor]:
     """`model_runtime` of the tenant's model (404 otherwise). A cached model costs one indexed
     id lookup; only a miss loads the Model row, its weights included."""
-    _check_model_exists(session, tenant_id, model_id)
+    require_owned(session, Model, tenant_id, model_id, "model")
     return _cached(model_id) or model_runtime(get_model(session=session, tenant_id=tenant_id, model_id=model_id))
-
-
-def _check_model_exists(session: Session, tenant_id: str, model_id: str) -> None:
-    """404 unless the tenant has model `model_id` (one indexed id lookup, not the weights)."""
-    exists = session.scalar(select(Model.id).where(Model.id == model_id, Model.tenant_id == tenant_id))
-    if exists is None:
-        raise NotFound(f"model {model_id} not found", loc=["path", "model_id"])
 
 
 def clear_cache() -> None:
@@ -122,7 +114,7 @@ def referenced_dataset(*, session: Session, tenant_id: str, dataset_id: str, mod
     dataset = find_owned(session, Dataset, tenant_id, dataset_id)
     if dataset is None:
         if model_id is not None:
-            _check_model_exists(session, tenant_id, model_id)
+            require_owned(session, Model, tenant_id, model_id, "model")
         raise Unprocessable(f"dataset {dataset_id} not found", loc=["body", "dataset_id"])
     return dataset
 
