@@ -14,7 +14,7 @@ import struct
 import threading
 import zipfile
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -220,29 +220,38 @@ def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> It
         yield batch
 
 
-def stored_member_start(source: IO[bytes]) -> int | None:
-    """Where X.npy starts in an .npz stream when it is stored uncompressed (np.savez), else None."""
+class NpzMember(NamedTuple):
+    """X.npy's entry in an .npz stream, from one read of its zip directory."""
+    info: zipfile.ZipInfo
+    data_start: int | None  # stored uncompressed (np.savez): where its bytes start in the stream
+    archive: zipfile.ZipFile | None  # compressed: the open archive, to decompress it from
+
+
+def npz_member(source: IO[bytes]) -> NpzMember:
     buffered = io.BufferedReader(source, 1 << 20)
-    with zipfile.ZipFile(buffered) as archive:
-        info = archive.getinfo("X.npy")
-    buffered.detach()  # `source` is read directly below: the buffer's end must not close it
+    archive = zipfile.ZipFile(buffered)
+    info = archive.getinfo("X.npy")
     if info.compress_type != zipfile.ZIP_STORED:
-        return None
+        return NpzMember(info, None, archive)
+    archive.close()
+    buffered.detach()  # `source` is read directly below: the buffer's end must not close it
     source.seek(info.header_offset)
     local = source.read(zipfile.sizeFileHeader)  # fixed part; then the name and the extra field
     name_length, extra_length = struct.unpack("<HH", local[26:30])
-    return info.header_offset + zipfile.sizeFileHeader + name_length + extra_length
+    return NpzMember(info, info.header_offset + zipfile.sizeFileHeader + name_length + extra_length, None)
 
 
-def _npz_batches(source: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
-    """X's rows. An uncompressed member (np.savez) is read straight from `source`, without
-    zipfile's extra copy and CRC pass (the file was checked at upload)."""
-    member = stored_member_start(source)
-    if member is None:
-        with zipfile.ZipFile(io.BufferedReader(source, 1 << 20)) as archive, archive.open("X.npy") as handle:
+def npz_batches(source: IO[bytes], rows: int, ring: int = 0, start: int = 0,
+                member: NpzMember | None = None) -> Iterator[np.ndarray]:
+    """X's rows (`member`: npz_member(source), when the caller has read it). An uncompressed
+    member is read straight from `source`, without zipfile's extra copy and CRC pass (the file
+    was checked at upload)."""
+    member = member or npz_member(source)
+    if member.archive is not None:
+        with member.archive, member.archive.open(member.info) as handle:
             yield from _npy_rows(handle, rows, ring, start)
         return
-    source.seek(member)
+    source.seek(member.data_start)
     yield from _npy_rows(source, rows, ring, start)
 
 
@@ -263,7 +272,7 @@ def dataset_batches(database_url: str, dataset_id: str, fmt: str, rows: int, rin
     into that many arrays in turn (a batch is overwritten `ring` batches later)."""
     with StoredBytes(database_url, dataset_id) as source:
         if fmt == "npz":
-            yield from _npz_batches(source, rows, ring, start)
+            yield from npz_batches(source, rows, ring, start)
         else:
             yield from _from_row({"csv": _csv_batches, "parquet": _parquet_batches}[fmt](source, rows), start)
 

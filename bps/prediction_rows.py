@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bps.dataset_batches import StoredBytes, dataset_batches, npy_header, prefetched, stored_member_start
+from bps.dataset_batches import StoredBytes, dataset_batches, npy_header, npz_member, prefetched
 
 SPLIT_WAYS = 2  # the machines this was measured on have two cores
 
@@ -38,10 +38,10 @@ class RowLayout:
 def npz_row_layout(database_url: str, dataset_id: str) -> RowLayout | None:
     """X's layout in a stored .npz; None when X is compressed or in Fortran order."""
     with StoredBytes(database_url, dataset_id) as source:
-        member = stored_member_start(source)
-        if member is None:
+        start = npz_member(source).data_start
+        if start is None:
             return None
-        source.seek(member)
+        source.seek(start)
         shape, fortran, dtype = npy_header(source)
         return None if fortran else RowLayout(source.tell(), shape, dtype)
 

@@ -222,3 +222,22 @@ def test_prefetched_reads_at_most_depth_ahead() -> None:
             time.sleep(0.005)  # a slow consumer: the reader runs as far ahead as it may
             assert item == k and len(made) <= k + 1 + depth + 1
         assert made == list(range(20))
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_npz_zip_directory_is_read_once(settings, monkeypatch, compressed: bool) -> None:  # noqa: ANN001
+    import zipfile  # noqa: PLC0415
+
+    X = np.arange(60.0).reshape(30, 2)
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, X=X, y=np.arange(30))
+    dataset_id = stored(settings, buffer.getvalue(), "d.npz")
+    reads, read_directory = [], zipfile.ZipFile._RealGetContents
+
+    def counted(archive) -> None:  # noqa: ANN001
+        reads.append(archive)
+        read_directory(archive)
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    np.testing.assert_array_equal(np.concatenate(list(dataset_batches(settings.database_url, dataset_id, "npz", ROWS))), X)
+    assert len(reads) == 1
