@@ -1,28 +1,31 @@
 """Where an MLP training step spends its time beyond the matrix products: per-phase µs per
 step of the engine's own fit loop on the bench_mlp workload, beside the GEMM floor per step.
 
-    .venv/bin/python -m bench.profile_mlp_step [--rows 20000] [--threads 1]
+    .venv/bin/python -m bench.profile_mlp_step [--rows 20000] [--threads 1] [--batch 128] [--kernels auto]
 
 Not run by `make bench` (it reaches into the loop's internals, worker.engine.training._Loop,
 to time each phase); it tells where to look when engine / floor is above its target. The
-optimizer step and the gradient norms are one fused pass (cpu_kernels), timed together."""
+optimizer step and the gradient norms are one fused pass (cpu_kernels), timed together. The
+threads are a fit's budget (threads.thread_budget: OpenBLAS and the fused kernels); `--kernels
+serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant)."""
 from __future__ import annotations
 
 import argparse
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bench.bench_mlp import BATCH, SIZES, SPEC, gemm_floor, make_data
 
+KERNELS = {"auto": None, "serial": 10**9, "parallel": 1}  # kernel_jit.PARALLEL_MIN_THREADS
 
-def profile(rows: int) -> tuple[dict[str, float], float]:
+
+def profile(rows: int, batch: int = BATCH) -> tuple[dict[str, float], float]:
     """(µs per step by phase, floor µs per step)."""
     from worker.engine import Network, training  # noqa: PLC0415
 
     X, y = make_data(rows)
-    net = Network.from_spec(SPEC, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
+    net = Network.from_spec({**SPEC, "batch_size": batch}, input_shape=(SIZES[0],), n_outputs=SIZES[-1])
     net.ensure_built(X, y)
     net.train_state = training.new_train_state(net)
     loop = training._Loop(net, net.inputs(X), net.targets(y), X[:0], y[:0])
@@ -35,16 +38,16 @@ def profile(rows: int) -> tuple[dict[str, float], float]:
         return result
 
     squares = np.empty(len(loop.names))
-    loop._step(*loop._batch(order, 0, BATCH), 0.01, loop.new_sums())  # compiles or loads the kernels
-    for start in range(0, rows, BATCH):
-        xb, yb = timed("gather", loop._batch, order, start, min(start + BATCH, rows))
+    loop._step(*loop._batch(order, 0, batch), 0.01, loop.new_sums())  # compiles or loads the kernels
+    for start in range(0, rows, batch):
+        xb, yb = timed("gather", loop._batch, order, start, min(start + batch, rows))
         out = timed("forward", net.forward, xb, True)
         _, grad, _ = timed("loss + accuracy", net.loss.value_grad_correct, out, yb)
         timed("backward", net.backward, grad)
         timed("step + grad norms", loop.st.optimizer.fused_step, net.flat_grads, 0.01, net.flat_bounds, squares)
         steps += 1
     start = time.perf_counter()
-    gemm_floor(X)
+    gemm_floor(X, batch=batch)
     return {k: v / steps * 1e6 for k, v in totals.items()}, (time.perf_counter() - start) / steps * 1e6
 
 
@@ -52,10 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_mlp_step")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--kernels", choices=KERNELS, default="auto")
     args = parser.parse_args(argv)
-    with threadpool_limits(limits=args.threads, user_api="blas"):
-        phases, floor = profile(args.rows)
-    print(f"MLP 784-256-128-10, batch {BATCH}, {args.threads} thread(s), {args.rows} rows: µs per step")
+    from worker.engine import kernel_jit  # noqa: PLC0415
+    from worker.engine.threads import thread_budget  # noqa: PLC0415
+
+    if KERNELS[args.kernels] is not None:
+        kernel_jit.PARALLEL_MIN_THREADS = KERNELS[args.kernels]
+    with thread_budget(args.threads, kernels=True):
+        phases, floor = profile(args.rows, args.batch)
+    print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels}, "
+          f"{args.rows} rows: µs per step")
     for phase, micros in phases.items():
         print(f"{phase:16s} {micros:8.1f}")
     print(f"{'all phases':16s} {sum(phases.values()):8.1f}   GEMM floor {floor:8.1f}")
