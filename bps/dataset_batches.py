@@ -14,6 +14,7 @@ import struct
 import threading
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -105,25 +106,39 @@ class _SqliteBlobs:
             self.raw.close()  # back to the pool
 
 
+@dataclass(frozen=True)
+class ChunkDirectory:
+    """A dataset's DatasetChunk rows in order: seqs, where each starts in the stream (and the
+    stream's end), and their rowids where they are read as SQLite blobs (else empty)."""
+    seqs: list[int]
+    starts: list[int]
+    rowids: list[int]
+
+
+def chunk_directory(database_url: str, dataset_id: str, rowids: bool) -> ChunkDirectory:
+    columns = [DatasetChunk.seq, func.length(DatasetChunk.data)] + ([literal_column("rowid")] if rowids else [])
+    with session_scope(database_url) as session:
+        rows = session.execute(select(*columns).where(DatasetChunk.dataset_id == dataset_id)
+                               .order_by(DatasetChunk.seq)).all()
+    starts = [0]
+    for row in rows:
+        starts.append(starts[-1] + int(row[1]))
+    return ChunkDirectory([row[0] for row in rows], starts, [row[2] for row in rows] if rowids else [])
+
+
 class StoredBytes(io.RawIOBase):
     """The uploaded bytes of a dataset as a read-only, seekable stream, read a piece of its
     DatasetChunk rows at a time (on SQLite bps.sqlite_blobs' DirectBlobs, with a connection of
     its own, or where it cannot be had _SqliteBlobs; _Windows elsewhere or when `blobs` is
-    False). The database connection is taken at the first read and given back by close()."""
+    False). The database connection is taken at the first read and given back by close().
+    `directory`: the chunk directory another StoredBytes of the dataset (same `blobs`) read."""
 
-    def __init__(self, database_url: str, dataset_id: str, blobs: bool | None = None) -> None:
+    def __init__(self, database_url: str, dataset_id: str, blobs: bool | None = None,
+                 directory: ChunkDirectory | None = None) -> None:
         super().__init__()
         self.database_url, self.dataset_id = database_url, dataset_id
         self.blobs = database_url.startswith("sqlite") if blobs is None else blobs
-        columns = [DatasetChunk.seq, func.length(DatasetChunk.data)] + ([literal_column("rowid")] if self.blobs else [])
-        with session_scope(database_url) as session:
-            directory = session.execute(select(*columns).where(DatasetChunk.dataset_id == dataset_id)
-                                        .order_by(DatasetChunk.seq)).all()
-        self.seqs = [row[0] for row in directory]
-        self.rowids = [row[2] for row in directory] if self.blobs else []
-        self.starts = [0]
-        for row in directory:
-            self.starts.append(self.starts[-1] + int(row[1]))
+        self.directory = directory or chunk_directory(database_url, dataset_id, self.blobs)
         self.position, self.chunks = 0, None
 
     def readable(self) -> bool:
@@ -136,7 +151,7 @@ class StoredBytes(io.RawIOBase):
         return self.position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.starts[-1]}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.directory.starts[-1]}[whence]
         self.position = max(0, base + offset)
         return self.position
 
@@ -147,20 +162,21 @@ class StoredBytes(io.RawIOBase):
         if self.chunks is None:
             self.chunks = self._reader()
         view, filled = memoryview(target).cast("B"), 0
-        while filled < len(view) and self.position < self.starts[-1]:
-            index = bisect.bisect_right(self.starts, self.position) - 1
-            size = self.chunks.copy(index, self.position - self.starts[index], view[filled:])
+        starts = self.directory.starts
+        while filled < len(view) and self.position < starts[-1]:
+            index = bisect.bisect_right(starts, self.position) - 1
+            size = self.chunks.copy(index, self.position - starts[index], view[filled:])
             filled += size
             self.position += size
         return filled
 
     def _reader(self) -> Any:
         if not self.blobs:
-            return _Windows(self.database_url, self.dataset_id, self.seqs, self.starts)
+            return _Windows(self.database_url, self.dataset_id, self.directory.seqs, self.directory.starts)
         lib, path = sqlite_blobs.direct_library(), sqlite_blobs.database_file(self.database_url)
         if lib is None or path is None:
-            return _SqliteBlobs(self.database_url, self.dataset_id, self.rowids)
-        return sqlite_blobs.DirectBlobs(lib, path, DatasetChunk.__tablename__, "data", self.rowids,
+            return _SqliteBlobs(self.database_url, self.dataset_id, self.directory.rowids)
+        return sqlite_blobs.DirectBlobs(lib, path, DatasetChunk.__tablename__, "data", self.directory.rowids,
                                         lambda: DatasetGone(self.dataset_id))
 
     def close(self) -> None:

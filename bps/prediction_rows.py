@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bps.dataset_batches import StoredBytes, dataset_batches, npy_header, npz_member, prefetched
+from bps.dataset_batches import (NpzMember, StoredBytes, dataset_batches, npy_header, npz_batches, npz_member,
+                                 prefetched)
 
 SPLIT_WAYS = 2  # the machines this was measured on have two cores
 
@@ -35,15 +36,14 @@ class RowLayout:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
 
-def npz_row_layout(database_url: str, dataset_id: str) -> RowLayout | None:
-    """X's layout in a stored .npz; None when X is compressed or in Fortran order."""
-    with StoredBytes(database_url, dataset_id) as source:
-        start = npz_member(source).data_start
-        if start is None:
-            return None
-        source.seek(start)
-        shape, fortran, dtype = npy_header(source)
-        return None if fortran else RowLayout(source.tell(), shape, dtype)
+def npz_row_layout(source: StoredBytes, member: NpzMember) -> RowLayout | None:
+    """X's layout in the .npz `source` (`member`: its npz_member); None when X is compressed or
+    in Fortran order."""
+    if member.data_start is None:
+        return None
+    source.seek(member.data_start)
+    shape, fortran, dtype = npy_header(source)
+    return None if fortran else RowLayout(source.tell(), shape, dtype)
 
 
 def _fill(source: StoredBytes, position: int, view: memoryview) -> int:
@@ -64,14 +64,16 @@ class SplitReader:
     range on average with 4 MiB chunks). The bench's 3 GB in batches of 10,000 rows, alone:
     median 0.198 -> 0.178 s; the waits for them in a run_prediction: 0.33-0.36 -> 0.31 s."""
 
-    def __init__(self, database_url: str, dataset_id: str, ways: int = SPLIT_WAYS) -> None:
-        self.sources = [StoredBytes(database_url, dataset_id) for _ in range(ways)]
+    def __init__(self, source: StoredBytes, ways: int = SPLIT_WAYS) -> None:
+        """`source` is the first part's source; the others share its chunk directory."""
+        self.sources = [source] + [StoredBytes(source.database_url, source.dataset_id, directory=source.directory)
+                                   for _ in range(ways - 1)]
         self.helpers = ThreadPoolExecutor(max(ways - 1, 1), thread_name_prefix="dataset-read")
 
     def cuts(self, position: int, size: int) -> list[int]:
         """Offsets in the range where its parts begin (the first is 0): equal parts, each cut
         moved to the nearest chunk start within a quarter part of it."""
-        starts, part, cuts = self.sources[0].starts, size / len(self.sources), [0]
+        starts, part, cuts = self.sources[0].directory.starts, size / len(self.sources), [0]
         for k in range(1, len(self.sources)):
             even = position + round(k * part)
             at = bisect.bisect_left(starts, even)
@@ -99,12 +101,13 @@ class SplitReader:
             source.close()
 
 
-def split_rows(database_url: str, dataset_id: str, layout: RowLayout, rows: int, start: int = 0,
+def split_rows(source: StoredBytes, layout: RowLayout, rows: int, start: int = 0,
                ways: int = SPLIT_WAYS) -> Iterator[np.ndarray]:
-    """X's rows from `start` on, `rows` at a time, each batch read by `ways` threads when the
-    caller asks for it, into one array: a batch is overwritten when the next one is asked for."""
+    """X's rows from `start` on, `rows` at a time, each batch read by `ways` threads (`source`
+    and ways - 1 more StoredBytes) when the caller asks for it, into one array: a batch is
+    overwritten when the next one is asked for. Closes `source` at the end."""
     total = layout.shape[0]
-    reader = SplitReader(database_url, dataset_id, ways)
+    reader = SplitReader(source, ways)
     try:
         batch = np.empty((max(min(rows, total - start), 0), *layout.shape[1:]), layout.dtype)
         for first in range(start, total, rows):
@@ -118,14 +121,28 @@ def split_rows(database_url: str, dataset_id: str, layout: RowLayout, rows: int,
         reader.close()
 
 
+def _npz_batches_closing(source: StoredBytes, member: NpzMember, rows: int, ring: int,
+                         start: int) -> Iterator[np.ndarray]:
+    with source:
+        yield from npz_batches(source, rows, ring, start, member)
+
+
 def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2,
                start: int = 0) -> Iterator[Any]:
     """The batches of `rows` rows from row `start` on, as dataset_batches gives them. A batch
     stays intact until the caller asks for the one after it, and memory holds at most depth + 2
     batches: `split_rows`' one, or dataset_batches `prefetched` `depth` ahead with .npz rows in
-    a ring of depth + 2 arrays (one being read, `depth` queued, the caller's)."""
-    if fmt == "npz" and database_url.startswith("sqlite"):
-        layout = npz_row_layout(database_url, dataset_id)
-        if layout is not None:
-            return split_rows(database_url, dataset_id, layout, rows, start)
-    return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2, start=start), depth)
+    a ring of depth + 2 arrays (one being read, `depth` queued, the caller's). An .npz on SQLite
+    has its chunk directory and zip directory read once, here, whichever way it is read."""
+    if fmt != "npz" or not database_url.startswith("sqlite"):
+        return prefetched(dataset_batches(database_url, dataset_id, fmt, rows, ring=depth + 2, start=start), depth)
+    source = StoredBytes(database_url, dataset_id)
+    try:
+        member = npz_member(source)
+        layout = npz_row_layout(source, member)
+    except BaseException:
+        source.close()
+        raise
+    if layout is not None:
+        return split_rows(source, layout, rows, start)
+    return prefetched(_npz_batches_closing(source, member, rows, depth + 2, start), depth)

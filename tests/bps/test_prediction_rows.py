@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 
-from bps.dataset_batches import DatasetGone
+from bps.dataset_batches import DatasetGone, StoredBytes, npz_member
 from bps.db import session_factory, session_scope
 from bps.models import DatasetChunk
 from bps import prediction_rows
-from bps.prediction_rows import npz_row_layout, read_ahead, split_rows
+from bps.prediction_rows import RowLayout, npz_row_layout, read_ahead, split_rows
 from tests.bps.test_dataset_batches import frame, stored
 
 ROWS = 61
@@ -30,12 +31,24 @@ def rows(order: str = "C") -> np.ndarray:
     return np.asarray(np.random.default_rng(4).normal(size=(ROWS, 3, 2)), np.float32, order=order)
 
 
+def opened(settings, dataset_id: str) -> tuple[StoredBytes, RowLayout | None]:  # noqa: ANN001
+    """A StoredBytes of the dataset (for split_rows, which closes it) and X's layout in it."""
+    source = StoredBytes(settings.database_url, dataset_id)
+    return source, npz_row_layout(source, npz_member(source))
+
+
+def layout_of(settings, dataset_id: str) -> RowLayout | None:  # noqa: ANN001
+    source, layout = opened(settings, dataset_id)
+    source.close()
+    return layout
+
+
 def test_the_layout_says_where_the_rows_are_and_none_for_compressed_or_fortran_order(settings) -> None:  # noqa: ANN001
     X = rows()
-    layout = npz_row_layout(settings.database_url, stored(settings, npz(X), "d.npz"))
+    layout = layout_of(settings, stored(settings, npz(X), "d.npz"))
     assert layout.shape == X.shape and layout.dtype == X.dtype and layout.row_bytes == 24
-    assert npz_row_layout(settings.database_url, stored(settings, npz(X, compressed=True), "c.npz")) is None
-    assert npz_row_layout(settings.database_url, stored(settings, npz(rows("F")), "f.npz")) is None
+    assert layout_of(settings, stored(settings, npz(X, compressed=True), "c.npz")) is None
+    assert layout_of(settings, stored(settings, npz(rows("F")), "f.npz")) is None
 
 
 @pytest.mark.parametrize("ways", [1, 2, 3])
@@ -43,10 +56,9 @@ def test_the_layout_says_where_the_rows_are_and_none_for_compressed_or_fortran_o
 def test_split_batches_hold_every_row_from_start_in_one_reused_array(settings, ways: int, start: int) -> None:  # noqa: ANN001
     """Rows of 24 bytes in chunks of 97: every batch's parts cross chunk boundaries."""
     X = rows()
-    dataset_id = stored(settings, npz(X), "d.npz")
-    layout = npz_row_layout(settings.database_url, dataset_id)
+    source, layout = opened(settings, stored(settings, npz(X), "d.npz"))
     seen, addresses = [], set()
-    for batch in split_rows(settings.database_url, dataset_id, layout, 4, start=start, ways=ways):
+    for batch in split_rows(source, layout, 4, start=start, ways=ways):
         seen.append(batch.copy())
         addresses.add(batch.__array_interface__["data"][0])
     np.testing.assert_array_equal(np.concatenate([X[:0], *seen]), X[start:])
@@ -62,16 +74,15 @@ def test_every_part_is_read_on_from_where_its_source_stopped_or_from_a_chunk_sta
     even cut, so no part but the very first begins inside a chunk that its source had not reached
     (where SQLite would walk the chunk's pages up to it first); the rows are all there, in order."""
     X = np.asarray(np.random.default_rng(5).normal(size=(1000, 3, 2)), np.float32)
-    dataset_id = stored(settings, npz(X), "d.npz")
-    layout = npz_row_layout(settings.database_url, dataset_id)
+    source, layout = opened(settings, stored(settings, npz(X), "d.npz"))
     reads, fill = [], prediction_rows._fill
 
     def recorded(source, position: int, view: memoryview) -> int:  # noqa: ANN001
-        reads.append((source, position, position + len(view), source.starts))
+        reads.append((source, position, position + len(view), source.directory.starts))
         return fill(source, position, view)
 
     monkeypatch.setattr(prediction_rows, "_fill", recorded)
-    seen = [batch.copy() for batch in split_rows(settings.database_url, dataset_id, layout, 80, ways=ways)]
+    seen = [batch.copy() for batch in split_rows(source, layout, 80, ways=ways)]
     np.testing.assert_array_equal(np.concatenate(seen), X)
     stopped = {}
     for source, position, end, starts in reads:  # the first batch's first part begins where X does
@@ -99,6 +110,33 @@ def test_read_ahead_gives_every_batch_once_in_order_from_a_bounded_ring(settings
             assert len(addresses) == (1 if kind == "npz" else depth + 2)
 
 
+@pytest.mark.parametrize("kind", ["npz", "npz-compressed", "npz-fortran"])
+def test_read_ahead_reads_the_chunk_and_zip_directories_once(settings, monkeypatch, kind: str) -> None:  # noqa: ANN001
+    """One query for the chunks' seqs, lengths and rowids, and one read of the zip's central
+    directory, whether the rows are split between threads or read ahead in one."""
+    X = rows("F" if kind == "npz-fortran" else "C")
+    dataset_id = stored(settings, npz(X, compressed=kind == "npz-compressed"), "d.npz")
+    queries, zip_reads, read_directory = [], [], zipfile.ZipFile._RealGetContents
+
+    def count_queries(_connection, _cursor, statement: str, *_args) -> None:  # noqa: ANN001, ANN002
+        if "length(dataset_chunks.data)" in statement:
+            queries.append(statement)
+
+    def counted(archive) -> None:  # noqa: ANN001
+        zip_reads.append(archive)
+        read_directory(archive)
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    bind = session_factory(settings.database_url).kw["bind"]
+    event.listen(bind, "before_cursor_execute", count_queries)
+    try:
+        batches = [batch.copy() for batch in read_ahead(settings.database_url, dataset_id, "npz", 16)]
+    finally:
+        event.remove(bind, "before_cursor_execute", count_queries)
+    np.testing.assert_array_equal(np.concatenate(batches), X)
+    assert (len(queries), len(zip_reads)) == (1, 1)
+
+
 def test_read_ahead_reads_tables_from_a_row(settings) -> None:  # noqa: ANN001
     buffer = io.BytesIO()
     frame().to_csv(buffer, index=False)
@@ -111,15 +149,15 @@ def test_read_ahead_reads_tables_from_a_row(settings) -> None:  # noqa: ANN001
 def test_rows_missing_at_the_end_and_a_dataset_deleted_while_read_say_so(settings) -> None:  # noqa: ANN001
     X = rows()
     dataset_id = stored(settings, npz(X), "d.npz")
-    layout = npz_row_layout(settings.database_url, dataset_id)
+    layout = layout_of(settings, dataset_id)
     with session_scope(settings.database_url) as session:  # X's last rows (and y) gone
         last = session.scalar(select(func.max(DatasetChunk.seq)).where(DatasetChunk.dataset_id == dataset_id))
         session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id,
                                                    DatasetChunk.seq > (layout.first_row_at + 40 * 24) // 97))
     assert last > (layout.first_row_at + 40 * 24) // 97
     with pytest.raises(ValueError, match=f"X.npy ends after 4[0-9] of {ROWS} rows"):
-        list(split_rows(settings.database_url, dataset_id, layout, 16))
-    batches = split_rows(settings.database_url, dataset_id, layout, 16)
+        list(split_rows(StoredBytes(settings.database_url, dataset_id), layout, 16))
+    batches = split_rows(StoredBytes(settings.database_url, dataset_id), layout, 16)
     np.testing.assert_array_equal(next(batches), X[:16])
     with session_scope(settings.database_url) as session:
         session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id))
