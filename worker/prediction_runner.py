@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from bps.config import Settings
 from bps.prediction_rows import read_ahead
@@ -123,14 +124,25 @@ class ChunkWriter(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
+        ended = False  # the close() sentinel was taken
+        try:
+            with prediction_store.chunk_connection(self.settings) as connection:
+                ended = self._store(connection)
+        except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
+            self.failure = self.failure or exc
+        while not ended:  # the chunks put after a failure: no put() may wait on a full queue
+            ended = self.pending.get() is None
+
+    def _store(self, connection: Connection) -> bool:
         while (item := self.pending.get()) is not None:
             if self.failure is not None or self.lost:
                 continue
             try:
-                self.lost = not with_db_retries(prediction_store.record_chunk, self.settings, self.job, *item,
+                self.lost = not with_db_retries(prediction_store.record_chunk, connection, self.job, *item,
                                                 what=f"prediction {self.job.id}: storing rows")
             except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
                 self.failure = exc
+        return True
 
     def check(self) -> None:
         if self.failure is not None:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 from bps.config import Settings
 from bps.db import engine, session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
-from worker.job_store import fence, takeover_condition
+from worker.job_store import fence, takeover_condition, with_db_retries
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,10 @@ _INSERT_CHUNK = insert(PredictionChunk).values(prediction_id=bindparam("job_id")
 @contextlib.contextmanager
 def no_checkpoint_on_commit(connection: Connection) -> Iterator[None]:
     """SQLite: `connection`'s commits leave the WAL's checkpoint to the next commit of another
-    connection (the heartbeat's, or the finish's once the result is visible). Run by a chunk's
-    commit (the WAL past 1,000 pages: about every 60 MB of chunks), it held the chunk writer
-    0.05-0.15 s in its copy and fsyncs, and the products waited on the full queue: the bench's
-    prediction checkpoints near its end, and run_prediction's started->finished was 1.75-2.03 s
-    (median 1.81) with it, 1.68-1.75 s (median 1.71) without (6 runs each)."""
+    connection (the heartbeat's, or the finish's once the result is visible), and it gets its own
+    setting back at the end. Run by a chunk's commit (the WAL past 1,000 pages: about every
+    60 MB of chunks), the checkpoint held the chunk writer in its copy and fsyncs while the
+    products waited on its full queue."""
     if connection.dialect.name != "sqlite":
         yield
         return
@@ -93,14 +92,23 @@ def no_checkpoint_on_commit(connection: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        driver.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        connection.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
 
-def record_chunk(settings: Settings, job: PredictionSnapshot, seq: int, outputs: np.ndarray, rows_done: int) -> bool:
-    """Store chunk `seq` and move the progress, in one fenced transaction; False (nothing
-    written) when this attempt no longer owns the prediction."""
-    with engine(settings.database_url).connect() as connection, no_checkpoint_on_commit(connection), \
-            connection.begin():
+@contextlib.contextmanager
+def chunk_connection(settings: Settings) -> Iterator[Connection]:
+    """The chunk writer's one connection for a run, no_checkpoint_on_commit set once on it (not
+    per chunk) and its own setting back before it returns to the pool."""
+    connection = with_db_retries(engine(settings.database_url).connect, what="the chunk writer's connection")
+    with connection, no_checkpoint_on_commit(connection):
+        yield connection
+
+
+def record_chunk(connection: Connection, job: PredictionSnapshot, seq: int, outputs: np.ndarray,
+                 rows_done: int) -> bool:
+    """Store chunk `seq` and move the progress, in one fenced transaction on `connection` (a
+    chunk_connection); False (nothing written) when this attempt no longer owns the prediction."""
+    with connection.begin():
         owned = connection.execute(_MOVE_PROGRESS, {
             "job_id": job.id, "job_attempt": job.attempt, "new_rows_done": rows_done,
             "new_progress": min(rows_done / max(job.n, 1), 1.0), "now": utcnow()}).rowcount == 1

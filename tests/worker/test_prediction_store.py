@@ -63,12 +63,14 @@ def test_a_run_that_lost_its_prediction_stores_nothing(settings) -> None:  # noq
     prediction_id = add_prediction(settings)
     first = prediction_store.claim_prediction(settings, prediction_id, "first")
     assert first is not None and prediction_store.claim_prediction(settings, prediction_id, "second") is None
-    assert prediction_store.record_chunk(settings, first, 0, np.zeros((10, 2), np.float32), 10)
+    with prediction_store.chunk_connection(settings) as connection:
+        assert prediction_store.record_chunk(connection, first, 0, np.zeros((10, 2), np.float32), 10)
     with session_scope(settings.database_url) as session:  # its worker went silent: another run takes it
         session.get(Prediction, prediction_id).heartbeat_at = utcnow() - timedelta(days=1)
     second = prediction_store.claim_prediction(settings, prediction_id, "second")
     assert (second.attempt, second.chunks_done, second.rows_done) == (2, 1, 10)
-    assert not prediction_store.record_chunk(settings, first, 1, np.zeros((10, 2), np.float32), 20)
+    with prediction_store.chunk_connection(settings) as connection:
+        assert not prediction_store.record_chunk(connection, first, 1, np.zeros((10, 2), np.float32), 20)
     assert prediction_store.heartbeat(settings, prediction_id, first.attempt) == (False, False)
     assert not prediction_store.finish_prediction(settings, prediction_id, first.attempt, "succeeded")
     with session_scope(settings.database_url) as session:
@@ -77,8 +79,9 @@ def test_a_run_that_lost_its_prediction_stores_nothing(settings) -> None:  # noq
 
 def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings) -> None:  # noqa: ANN001
     """With a checkpoint due after every commit (wal_autocheckpoint=1), the database file does not
-    grow when a chunk is stored (its pages stay in the WAL), and does at the heartbeat's commit;
-    the connection gets its own setting back for its other users."""
+    grow when chunks are stored (their pages stay in the WAL), and does at the heartbeat's commit.
+    The writer's connection is set once, not per chunk, and gets its own setting back for its
+    other users."""
     prediction_id = add_prediction(settings)
     job = prediction_store.claim_prediction(settings, prediction_id, "first")
     bind = engine(settings.database_url)
@@ -86,22 +89,26 @@ def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings
     with bind.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.commit()
+    pragmas, traced = [], []
 
     def checkpoint_every_commit(dbapi_connection, _record, _proxy) -> None:  # noqa: ANN001
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=1")
+        dbapi_connection.set_trace_callback(lambda sql: pragmas.append(sql) if "wal_autocheckpoint" in sql else None)
+        traced.append(dbapi_connection)
 
     event.listen(bind, "checkout", checkpoint_every_commit)
     try:
         before = os.path.getsize(path)
-        assert prediction_store.record_chunk(settings, job, 0, np.ones((20_000, 10)), 20_000)
-        assert os.path.getsize(path) == before
+        with prediction_store.chunk_connection(settings) as connection:
+            driver = connection.connection.driver_connection
+            for seq in range(3):
+                assert prediction_store.record_chunk(connection, job, seq, np.ones((20_000, 10)), 20_000 * (seq + 1))
+            assert os.path.getsize(path) == before
+            assert pragmas == ["PRAGMA wal_autocheckpoint", "PRAGMA wal_autocheckpoint=0"]
+        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1
         assert prediction_store.heartbeat(settings, prediction_id, job.attempt) == (True, False)
-        assert os.path.getsize(path) > before + 20_000 * 10 * 4  # the chunk, 1.6 MB
+        assert os.path.getsize(path) > before + 3 * 20_000 * 10 * 4  # the chunks, 4.8 MB
     finally:
         event.remove(bind, "checkout", checkpoint_every_commit)
-    with bind.connect() as connection:
-        driver = connection.connection.driver_connection
-        driver.execute("PRAGMA wal_autocheckpoint=5")
-        with prediction_store.no_checkpoint_on_commit(connection):
-            assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 5
+        for dbapi_connection in traced:
+            dbapi_connection.set_trace_callback(None)
