@@ -26,6 +26,7 @@ import numpy as np
 from numba import prange
 
 from worker.engine.kernel_jit import jit as _jit
+from worker.engine import kernel_jit
 from worker.engine.kernel_jit import jit_pair, use_threads, variant
 
 __all__ = ["adam_step", "bias_relu", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
@@ -219,7 +220,7 @@ _BIAS_RELU = jit_pair(_bias_relu)
 
 def bias_relu(z, bias):  # noqa: ANN001, ANN201
     """z (N, F) <- max(z + bias, 0) in place; NaN stays NaN, as with np.maximum."""
-    variant(_BIAS_RELU, z.size)(z, bias)
+    variant(_BIAS_RELU, z.size, kernel_jit.DENSE_PARALLEL_MIN)(z, bias)
 
 
 def _relu_backward_bias(grad, a, grad_bias):
@@ -257,7 +258,7 @@ _RELU_BACKWARD_BIAS = (_jit(_relu_backward_bias_rows), jit_pair(_relu_backward_b
 def relu_backward_bias(grad, a, grad_bias):  # noqa: ANN001, ANN201
     """grad (N, F) <- grad * (a > 0) in place (NaN * 0 stays NaN, as NumPy's product) and
     grad_bias (F,) <- its column sums."""
-    variant(_RELU_BACKWARD_BIAS, grad.size)(grad, a, grad_bias)
+    variant(_RELU_BACKWARD_BIAS, grad.size, kernel_jit.DENSE_PARALLEL_MIN)(grad, a, grad_bias)
 
 
 def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:

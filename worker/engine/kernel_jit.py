@@ -9,7 +9,15 @@ layer's (128, 256) activations takes (about 2 µs), and on 2 cores more than eve
 convolution's passes gain (`python -m bench threads`: a CNN epoch on 2 threads took 1.4-2x as
 long with the parallel variants as with the serial ones, in two runs), so on fewer than 4
 threads every kernel runs serially and the cores go to the BLAS products. From 4 threads the
-passes over a whole batch go parallel; that has not been measured (no such machine here).
+passes over a whole batch go parallel, except the dense layer's bias+ReLU and ReLU backward
+(cpu_kernels), which need DENSE_PARALLEL_MIN elements: on the 16-core host of the GPU machine
+(2026-11-30, 11:12-11:17 UTC) their parallel variants lost at a (1024, 256) batch, 2**18
+elements: `python -m bench.profile_mlp_step --rows 60000 --threads 16 --batch 1024` spent 1732
+and 2467 µs per step in forward and backward with them against 999 and 1345 with `--kernels
+serial`, and `python -m bench threads --threads 16 --batch 1024` timed the MLP epoch 0.078-0.087 s
+with serial kernels against 0.108-0.147 s with the parallel ones (two runs), where the CNN's
+conv, pooling and im2col passes gained from theirs (0.179-0.195 s against 0.220-0.279 s).
+DENSE_PARALLEL_MIN, 8 times that, is where a pass moves 8 MiB: not measured.
 
 Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: it is
 fork-safe (a prefork worker's parent warms the kernels; GNU OpenMP aborts a child forked after
@@ -29,6 +37,7 @@ import numba
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 PARALLEL_MIN = 262_144
+DENSE_PARALLEL_MIN = 2_097_152
 PARALLEL_MIN_THREADS = 4
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -67,7 +76,9 @@ def threads_in_use() -> int:
     return _state["threads"]
 
 
-def variant(pair: tuple[Any, Any], size: int) -> Any:
-    """The serial or the parallel compilation of a kernel, for a call touching `size` elements."""
-    parallel = _state["threads"] >= PARALLEL_MIN_THREADS and size >= PARALLEL_MIN
+def variant(pair: tuple[Any, Any], size: int, minimum: int | None = None) -> Any:
+    """The serial or the parallel compilation of a kernel, for a call touching `size` elements;
+    `minimum`: the kernel's own threshold instead of PARALLEL_MIN."""
+    threshold = PARALLEL_MIN if minimum is None else minimum
+    parallel = _state["threads"] >= PARALLEL_MIN_THREADS and size >= threshold
     return pair[1] if parallel else pair[0]

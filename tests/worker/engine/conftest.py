@@ -31,6 +31,7 @@ def kernel_variant(request, monkeypatch):
 
     if request.param == "parallel":
         monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 0)
+        monkeypatch.setattr(kernel_jit, "DENSE_PARALLEL_MIN", 0)
         monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 2)
         monkeypatch.setattr(cpu_kernels, "CHUNK", 7)
         previous = kernel_jit.use_threads(2)

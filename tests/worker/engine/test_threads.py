@@ -89,5 +89,8 @@ def test_kernels_go_parallel_only_from_four_threads_and_on_large_passes():
         kernel_jit.use_threads(4)
         assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN) == "parallel"
         assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN - 1) == "serial"
+        dense = kernel_jit.DENSE_PARALLEL_MIN  # the dense passes' parallel variants lost at 16 threads
+        assert kernel_jit.variant(pair, kernel_jit.PARALLEL_MIN, dense) == "serial"
+        assert kernel_jit.variant(pair, dense, dense) == "parallel"
     finally:
         kernel_jit.use_threads(previous)
