@@ -44,12 +44,15 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 _state = {"threads": 1}
 
 
-def jit(function: Callable, parallel: bool = False) -> Any:
-    """njit with the project's flags; cached on disk when a writable cache location exists."""
+def jit(function: Callable, parallel: bool = False, error_model: str = "python") -> Any:
+    """njit with the project's flags; cached on disk when a writable cache location exists.
+    error_model="numpy": a float division by zero gives inf/nan instead of raising, and loops
+    with divisions can vectorise (Numba's zero check otherwise keeps them scalar)."""
+    flags = {"nogil": True, "fastmath": FAST, "parallel": parallel, "error_model": error_model}
     try:
-        return numba.njit(cache=True, nogil=True, fastmath=FAST, parallel=parallel)(function)
+        return numba.njit(cache=True, **flags)(function)
     except RuntimeError:  # no writable cache location (read-only install, no home): compile per process
-        return numba.njit(cache=False, nogil=True, fastmath=FAST, parallel=parallel)(function)
+        return numba.njit(cache=False, **flags)(function)
 
 
 def jit_pair(function: Callable) -> tuple[Any, Any]:
