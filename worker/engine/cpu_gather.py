@@ -11,7 +11,10 @@ rows for writing as well, or the next batch's rows during the optimizer step, ga
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -21,6 +24,40 @@ from worker.engine.kernel_jit import jit
 
 ROWS_AHEAD = 8  # measured on the bench_mlp epoch: 4, 8 and 16 about alike, 32 and 0 worse
 CACHE_LINE = 64
+PREFETCH_INTRINSIC = "llvm.prefetch.p0"  # LLVM's name since opaque pointers; see prefetch_compiles
+_chosen: dict[str, Any] = {}  # "kernel": the gather this process runs (_pick_kernel)
+
+
+def _call_prefetch(builder: ir.IRBuilder, pointer: ir.Value) -> None:
+    """A read prefetch hint for `pointer`'s cache line, kept in every cache level."""
+    byte_pointer, int32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
+    prefetch = cgutils.get_or_insert_function(builder.module, fnty, PREFETCH_INTRINSIC)
+    # (address, read, locality 3: keep in all levels, data cache)
+    builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), ir.Constant(int32, 0), ir.Constant(int32, 3),
+                            ir.Constant(int32, 1)])
+
+
+def prefetch_compiles() -> bool:
+    """Whether this LLVM compiles the prefetch call (_call_prefetch) without a call to a function
+    named PREFETCH_INTRINSIC left in the code. Asked before the prefetching gather compiles: LLVM
+    takes an unknown llvm.* name for an external function, and the JIT's link then aborts the
+    process ("LLVM ERROR: Symbol not found"), past any except; a known one with other arguments
+    fails the verifier."""
+    module = ir.Module(name="prefetch_probe")
+    probe = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]), "probe")
+    builder = ir.IRBuilder(probe.append_basic_block())
+    _call_prefetch(builder, probe.args[0])
+    builder.ret_void()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    try:
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+        assembly = llvm.Target.from_default_triple().create_target_machine().emit_assembly(parsed)
+    except RuntimeError:
+        return False
+    return PREFETCH_INTRINSIC not in assembly
 
 
 @intrinsic
@@ -29,14 +66,7 @@ def _prefetch(typingctx, array, row, column):  # noqa: ANN001, ANN202, ARG001
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
-        byte_pointer = ir.IntType(8).as_pointer()
-        int32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
-        prefetch = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        # (address, read, locality 3: keep in all levels, data cache)
-        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), ir.Constant(int32, 0), ir.Constant(int32, 3),
-                                ir.Constant(int32, 1)])
+        _call_prefetch(builder, cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]]))
         return context.get_dummy_value()
     return types.void(array, row, column), codegen
 
@@ -49,11 +79,18 @@ def _prefetch_row(X, row, step):
 _PREFETCH_ROW = jit(_prefetch_row)
 
 
-def _gather(X, idx, out, ahead):
-    n, step = X.shape[0], max(1, CACHE_LINE // X.itemsize)
+def _check_rows(idx, n):
     for r in range(idx.shape[0]):
         if idx[r] < 0 or idx[r] >= n:  # Numba does not check bounds: never read outside X
             raise IndexError("a row index is outside X")
+
+
+_CHECK_ROWS = jit(_check_rows)
+
+
+def _gather(X, idx, out, ahead):
+    step = max(1, CACHE_LINE // X.itemsize)
+    _CHECK_ROWS(idx, X.shape[0])
     for r in range(min(ahead, idx.shape[0])):
         _PREFETCH_ROW(X, idx[r], step)
     for r in range(idx.shape[0]):
@@ -64,7 +101,23 @@ def _gather(X, idx, out, ahead):
             target[j] = source[j]
 
 
-_GATHER = jit(_gather)
+def _gather_plain(X, idx, out, ahead):  # noqa: ARG001  (ahead: the prefetching gather's signature)
+    """_gather without the prefetch hints: where this LLVM does not compile them."""
+    _CHECK_ROWS(idx, X.shape[0])
+    for r in range(idx.shape[0]):
+        source, target = X[idx[r]], out[r]
+        for j in range(X.shape[1]):
+            target[j] = source[j]
+
+
+_GATHER, _GATHER_PLAIN = jit(_gather), jit(_gather_plain)
+
+
+def _pick_kernel() -> Any:
+    """The prefetching gather where prefetch_compiles(), else the plain one; asked once a process."""
+    if "kernel" not in _chosen:
+        _chosen["kernel"] = _GATHER if prefetch_compiles() else _GATHER_PLAIN
+    return _chosen["kernel"]
 
 
 def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -73,13 +126,14 @@ def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     would copy them)."""
     if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
         return np.take(X, idx, axis=0, out=out)
-    _GATHER(X.reshape(X.shape[0], -1), idx, out.reshape(idx.shape[0], -1), ROWS_AHEAD)
+    _pick_kernel()(X.reshape(X.shape[0], -1), idx, out.reshape(idx.shape[0], -1), ROWS_AHEAD)
     return out
 
 
 def warm_up(dtype: type = np.float32) -> None:
     """Compiles, or loads from Numba's disk cache, the gather for `dtype` rows and for int64
     class labels (cpu_kernels.warm_up)."""
+    kernel = _pick_kernel()
     for kind in (dtype, np.int64):
         rows = np.zeros((2, 3), kind)
-        _GATHER(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)
+        kernel(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)

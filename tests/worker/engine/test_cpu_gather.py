@@ -1,11 +1,41 @@
 """The fit loop's prefetching gather copies exactly what np.take copies, refuses row indices
-outside X instead of reading past it, and falls back to np.take where a reshape would copy."""
+outside X instead of reading past it, and falls back to np.take where a reshape would copy; where
+LLVM does not know the prefetch intrinsic, the plain gather does the same."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from worker.engine import cpu_gather
 from worker.engine.cpu_gather import ROWS_AHEAD, gather_rows
+
+UNKNOWN_INTRINSIC = "llvm.no.such.prefetch"  # what a renamed intrinsic looks like to this LLVM
+
+
+@pytest.fixture(params=["prefetching", "plain"], autouse=True)
+def kernel(request, monkeypatch):
+    """Every test on both gathers: the plain one chosen as it would be where the intrinsic's name
+    is unknown."""
+    monkeypatch.setattr(cpu_gather, "_chosen", {})
+    if request.param == "plain":
+        monkeypatch.setattr(cpu_gather, "PREFETCH_INTRINSIC", UNKNOWN_INTRINSIC)
+    return request.param
+
+
+def test_the_prefetch_compiles_with_this_llvm(kernel):
+    """Fails after an llvmlite upgrade that renames the intrinsic: the fit loop still gathers
+    right (the plain kernel), but without the prefetch hints."""
+    assert cpu_gather.prefetch_compiles() is (kernel == "prefetching")
+
+
+def test_the_prefetching_kernel_runs_only_where_the_prefetch_compiles(kernel, rng):
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    idx = rng.permutation(40)[:ROWS_AHEAD + 5]
+    out = np.empty((idx.size, 6), np.float32)
+    gather_rows(X, idx, out)
+    np.testing.assert_array_equal(out, np.take(X, idx, axis=0))
+    plain = kernel == "plain"
+    assert cpu_gather._chosen["kernel"] is (cpu_gather._GATHER_PLAIN if plain else cpu_gather._GATHER)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
