@@ -2,12 +2,14 @@
 step of the engine's own fit loop on the bench_mlp workload, beside the GEMM floor per step.
 
     .venv/bin/python -m bench.profile_mlp_step [--rows 20000] [--threads 1] [--batch 128] [--kernels auto]
+        [--parallel-min N]
 
 Not run by `make bench` (it reaches into the loop's internals, worker.engine.training._Loop,
 to time each phase); it tells where to look when engine / floor is above its target. The
 optimizer step and the gradient norms are one fused pass (cpu_kernels), timed together. The
 threads are a fit's budget (threads.thread_budget: OpenBLAS and the fused kernels); `--kernels
-serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant)."""
+serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant);
+`--parallel-min` sets the size from which a pass takes its parallel variant (kernel_jit.PARALLEL_MIN)."""
 from __future__ import annotations
 
 import argparse
@@ -57,16 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--kernels", choices=KERNELS, default="auto")
+    parser.add_argument("--parallel-min", type=int, default=None, help="elements (kernel_jit.PARALLEL_MIN)")
     args = parser.parse_args(argv)
     from worker.engine import kernel_jit  # noqa: PLC0415
     from worker.engine.threads import thread_budget  # noqa: PLC0415
 
     if KERNELS[args.kernels] is not None:
         kernel_jit.PARALLEL_MIN_THREADS = KERNELS[args.kernels]
+    if args.parallel_min is not None:
+        kernel_jit.PARALLEL_MIN = args.parallel_min
     with thread_budget(args.threads, kernels=True):
         phases, floor = profile(args.rows, args.batch)
-    print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels}, "
-          f"{args.rows} rows: µs per step")
+    print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels} "
+          f"(parallel from {kernel_jit.PARALLEL_MIN} elements), {args.rows} rows: µs per step")
     for phase, micros in phases.items():
         print(f"{phase:16s} {micros:8.1f}")
     print(f"{'all phases':16s} {sum(phases.values()):8.1f}   GEMM floor {floor:8.1f}")
