@@ -37,3 +37,43 @@ def test_smaller_batch_after_larger_reuses_buffers_correctly():
     out = layer.forward(small, True).copy()
     np.testing.assert_allclose(out, np.maximum(small @ layer.params["0.weight"].T, 0))
     assert layer.backward(np.ones((3, 3)), need_input_grad=False) is None
+
+
+def _step(layer, x, dy):
+    """(output, dL/dx, dL/dweight, dL/dbias) of one forward and backward pass, copied."""
+    out = layer.forward(x, True).copy()
+    dx = layer.backward(dy.copy())
+    return out, dx.copy(), layer.grads["0.weight"].copy(), layer.grads["0.bias"].copy()
+
+
+def _same_params(layer, activation):
+    fresh = _dense((4,), activation=activation)
+    for name, value in layer.params.items():
+        fresh.params[name][...] = value
+    return fresh
+
+
+def test_a_step_after_a_capacity_change_runs_in_the_new_buffers_with_the_same_gradients():
+    layer, rng = _dense((4,)), np.random.default_rng(4)
+    x, dy = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    _step(layer, rng.standard_normal((5, 4)), rng.standard_normal((5, 3)))
+    layer._ensure_capacity(16)  # buffers replaced while the batch size stays
+    out = layer.forward(x, True)
+    assert np.shares_memory(out, layer._a)  # not the views of the buffers it had before
+    for ours, fresh in zip(_step(layer, x, dy), _step(_same_params(layer, "tanh"), x, dy), strict=True):
+        np.testing.assert_allclose(ours, fresh, rtol=1e-12)
+
+
+def test_an_activation_that_needs_z_set_after_a_step_gets_z_kept_apart_from_a():
+    layer, rng = _dense((4,), activation="tanh"), np.random.default_rng(5)  # tanh: z and a share one buffer
+    x, dy = rng.standard_normal((6, 4)), rng.standard_normal((6, 3))
+    _step(layer, x, dy)
+    layer.set_activation("gelu")  # gelu's backward reads z
+    for ours, fresh in zip(_step(layer, x, dy), _step(_same_params(layer, "gelu"), x, dy), strict=True):
+        np.testing.assert_allclose(ours, fresh, rtol=1e-12)
+
+
+def test_an_empty_batch_on_a_fresh_layer():
+    layer = _dense((4,))
+    assert layer.forward(np.empty((0, 4)), True).shape == (0, 3)
+    assert layer.backward(np.empty((0, 3))).shape == (0, 4)

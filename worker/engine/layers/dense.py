@@ -23,7 +23,7 @@ class Dense(Layer):
         super().__init__(config, index)
         self.units = config.get("units")
         self.activation = get_activation(config.get("activation"))
-        self._capacity = self._view_rows = 0
+        self._capacity = self._view_rows = -1  # no buffers, no views (a 0-row batch gets both)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) < 1:
@@ -56,6 +56,7 @@ class Dense(Layer):
     def set_activation(self, name: str) -> None:
         """Used by the network to run a fused output layer (softmax/sigmoid + loss) on logits."""
         self.activation = get_activation(name)
+        self._capacity = self._view_rows = -1  # new buffers: whether z has one of its own depends on it
 
     def _ensure_capacity(self, rows: int) -> None:
         if rows <= self._capacity:
@@ -66,11 +67,12 @@ class Dense(Layer):
         self._dx = xp.empty((rows, fan_in), self.dtype)
         self._ones = xp.ones(rows, self.dtype)
         self._capacity = rows
+        self._view_rows = -1  # the cached views were of the old buffers: _views makes new ones
 
     def _views(self, rows: int) -> tuple[Any, Any, Any, Any]:
         """(z, a, dx, ones) for `rows` rows, kept while the batch size stays: every batch but an
         epoch's last one reuses them (slicing four buffers twice a step was a measurable part
-        of a small layer's time)."""
+        of a small layer's time). Every reallocation drops them (_ensure_capacity)."""
         if rows != self._view_rows:
             self._ensure_capacity(rows)
             z = self._z[:rows]
