@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 times["ours"].append(ours_epoch(model, x, y, args.manual, threads))
                 times["torch"].append(torch_epoch(model, x, y, threads))
-                if model in recurrent_floor.GATES:
+                if model in recurrent_floor.MODELS:
                     times["floor"].append(recurrent_floor.floor_epoch(model, len(x), BATCH, SEQ_SHAPE, UNITS,
                                                                       thread_counts.ours(threads)))
             ours, torch_s = min(times["ours"]), min(times["torch"])

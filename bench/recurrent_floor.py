@@ -5,10 +5,10 @@ change outside the products can bring the engine to PyTorch's time with the BLAS
 
 Per batch of n rows, T steps, F features, u units and G gate blocks (as layers/recurrent.py and
 layers/gated.py run them): the input projection (T*n, F) @ (F, G*u); T-1 recurrent products
-(n, u) @ (u, G*u) forward and T (n, G*u) @ (G*u, u) backward; the weight gradients
-(G*u, T*n) @ (T*n, F) and (G*u, T*n) @ (T*n, u), the bias gradients' GEMVs and dL/dx
-(T*n, G*u) @ (G*u, F). The time loops run on the parts of the batch (batch_split) where the
-engine splits them: the LSTM's both ways, the GRU's backward.
+(n, u) @ (u, G*u) forward and as many (n, G*u) @ (G*u, u) backward (none for dL/dh_{-1}); the
+weight gradients (G*u, T*n) @ (T*n, F) and (G*u, T*n) @ (T*n, u), the bias gradients' GEMVs and
+dL/dx (T*n, G*u) @ (G*u, F). The time loops run on the parts of the batch (batch_split) where
+the engine splits them (each layer class's `gates` and `split_loops` are read from the engine).
 """
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ from typing import Any
 
 import numpy as np
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-SPLIT = {"rnn": (False, False), "gru": (False, True), "lstm": (True, True)}  # (forward, backward)
+MODELS = ("rnn", "gru", "lstm")
+
+
+def _layer_class(model: str) -> Any:
+    from worker.engine.layers import layer_class  # noqa: PLC0415
+
+    return layer_class(model)
 
 
 def _arrays(model: str, n: int, steps: int, features: int, units: int) -> dict[str, Any]:
-    rng, gh = np.random.default_rng(0), GATES[model] * units
+    rng, gh = np.random.default_rng(0), _layer_class(model).gates * units
     def rand(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.05).astype(np.float32)
     w_hh = rand(gh, units)
@@ -38,7 +43,7 @@ def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
     def rows(lo: int, hi: int, part: int) -> None:
         out = (a["out_h"] if backward else a["out_g"])[lo:hi]
         for t in range(a["h"].shape[0]):
-            if backward:
+            if backward and t:
                 np.matmul(a["d"][t, lo:hi], a["w_hh"], out=out)
             elif t:
                 np.matmul(a["h"][t, lo:hi], a["w_hh_t"], out=out)
@@ -49,7 +54,7 @@ def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
 def _step(model: str, a: dict[str, Any]) -> None:
     steps, n, gh = a["d"].shape
     d2, h2 = a["d"].reshape(steps * n, gh), a["h"].reshape(steps * n, -1)
-    split_forward, split_backward = SPLIT[model]
+    split_forward, split_backward = _layer_class(model).split_loops
     a["x"] @ a["w_ih"].T
     _loop(a, False, split_forward)
     _loop(a, True, split_backward)

@@ -19,8 +19,8 @@ def test_a_recurrent_case_prints_its_ratio_and_its_gemm_floor(capsys):
 
 
 def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
-    """Every product of one LSTM batch, by shape: the projection, T-1 forward and T backward
-    recurrent products per part of the split batch, the weight and bias gradients and dL/dx."""
+    """The recurrent products of one LSTM batch's loops, by shape: T-1 forward and T-1 backward
+    (the engine makes no dL/dh_{-1})."""
     shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     real = np.matmul
 
@@ -31,4 +31,4 @@ def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
     monkeypatch.setattr(recurrent_floor.np, "matmul", recording)
     recurrent_floor._loop(arrays, False, split=False)
     recurrent_floor._loop(arrays, True, split=False)
-    assert shapes == [((16, 4), (4, 16))] * 4 + [((16, 16), (16, 4))] * 5
+    assert shapes == [((16, 4), (4, 16))] * 4 + [((16, 16), (16, 4))] * 4

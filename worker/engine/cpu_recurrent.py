@@ -1,23 +1,30 @@
 """CPU kernels (Numba) for the time loops of lstm and gru in training: each backward step's gate
 gradients in one pass over (N, units) instead of about ten NumPy calls, with no precomputed
 derivative arrays (the derivatives come from the saved activations in the same pass); rows run
-in parallel when the budget allows (kernel_jit.variant). The recurrent products stay NumPy
-matmuls. In the forward loop only the LSTM's cell update is a kernel (`lstm_cell_kernel`): the tanh
-stays NumPy's vectorised loop, which Numba's scalar libm calls are several times slower than.
-The loops run over a row range lo:hi of the batch (one part of batch_split), with their dh/dc
-state in the layer's scratch arrays.
+in parallel when the budget allows (kernel_jit.variant). The loops run over a row range lo:hi of
+the batch (one part of batch_split), with their dh/dc state in the layer's scratch arrays.
+
+The LSTM's loops are each one call per part (`_lstm_forward`, `_lstm_backward`): the products
+by NumPy's own OpenBLAS called from the kernel (cpu_blas), the gate math between them, so the
+two parts' threads never take the GIL inside a loop (per step, the NumPy formulation's calls
+handed it over about six times each way). The forward's tanh is a rational function that
+vectorises (float32; libm's tanhf does not, and NumPy's SIMD tanh is a call per array). Where
+NumPy has another BLAS, or the step kernel's parallel variant would run, the LSTM keeps per-step
+kernels and NumPy matmuls (`lstm_cell_kernel`, the GRU's loop likewise).
 
 Each equals the array formulation in layers/recurrent.py (still used for CuPy and with
-`use_kernels` off) up to rounding order.
+`use_kernels` off) up to rounding order and, in float32, the tanh's few ulp.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload, register_jitable
 
-from worker.engine.kernel_jit import jit_pair, variant
+from worker.engine import cpu_blas
+from worker.engine.kernel_jit import jit, jit_pair, variant
 
 
 def _lstm_step(gates, c_prev, tanh_c, dh, dc, dgates):
@@ -77,10 +84,112 @@ def _lstm_cell(gates, c_prev, c_next):
 _LSTM_STEP, _GRU_STEP, _LSTM_CELL = jit_pair(_lstm_step), jit_pair(_gru_step), jit_pair(_lstm_cell)
 
 
+_lstm_step_serial = _LSTM_STEP[0]
+
+
+def tanh(x):
+    """tanh in the fused loops: float64 libm's; float32 the rational approximation below."""
+    return np.tanh(x)
+
+
+@register_jitable
+def _tanh_float32(x):
+    """Eigen's float tanh (generic_fast_tanh_float): a 13/6 rational function on x clamped to
+    +-7.905, x itself below 4e-4; a few ulp from tanh and, unlike libm's tanhf, no call, so the
+    loops over a row vectorise."""
+    a = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
+    a2 = a * a
+    p = a2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = a2 * p + np.float32(-8.60467152213735e-11)
+    p = a2 * p + np.float32(5.12229709037114e-08)
+    p = a2 * p + np.float32(1.48572235717979e-05)
+    p = a2 * p + np.float32(6.37261928875436e-04)
+    p = a2 * p + np.float32(4.89352455891786e-03)
+    q = a2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = a2 * q + np.float32(2.26843463243900e-03)
+    q = a2 * q + np.float32(4.89352518554385e-03)
+    return x if abs(x) < np.float32(0.0004) else a * p / q
+
+
+@overload(tanh)
+def _tanh_overload(x):
+    if x == types.float32:
+        return lambda x: _tanh_float32(x)
+    return lambda x: np.tanh(x)
+
+
+@register_jitable
+def _matmul(gemm, a, b, c, beta):
+    """c = a @ b + beta * c by cblas gemm (cpu_blas.gemm) on 2-D arrays with contiguous rows."""
+    if a.strides[1] != a.itemsize or b.strides[1] != b.itemsize or c.strides[1] != c.itemsize:
+        raise ValueError("_matmul needs contiguous rows")
+    gemm(cpu_blas.ROW_MAJOR, cpu_blas.NO_TRANS, cpu_blas.NO_TRANS, a.shape[0], b.shape[1], a.shape[1], 1.0,
+         a.ctypes.data, a.strides[0] // a.itemsize, b.ctypes.data, b.strides[0] // b.itemsize, beta,
+         c.ctypes.data, c.strides[0] // c.itemsize)
+
+
+def _lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi):
+    """LSTM._run's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
+    projections, sigmoid rows halved (layers/gated.py), becomes the activated gates i, f, o, g;
+    w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with step 0 zero and tanh_c (T, N, u)
+    filled. Each step: one gemm adding h_{t-1} @ W^T into the gates, then one pass per row."""
+    u = hs.shape[2]
+    half = np.full(1, 0.5, proj.dtype)[0]
+    for t in range(proj.shape[0]):
+        gates = proj[t, lo:hi]
+        if t:
+            _matmul(gemm, hs[t, lo:hi], w_hh_t, gates, 1.0)
+        c_prev, c_next, tc, h = cs[t, lo:hi], cs[t + 1, lo:hi], tanh_c[t, lo:hi], hs[t + 1, lo:hi]
+        for r in range(hi - lo):
+            gi, gf, go, gg = gates[r, :u], gates[r, u:2 * u], gates[r, 2 * u:3 * u], gates[r, 3 * u:]
+            cp_row, cn_row, tc_row, h_row = c_prev[r], c_next[r], tc[r], h[r]
+            for j in range(u):
+                i, f = tanh(gi[j]) * half + half, tanh(gf[j]) * half + half
+                o, g = tanh(go[j]) * half + half, tanh(gg[j])
+                gi[j], gf[j], go[j], gg[j] = i, f, o, g
+                c = f * cp_row[j] + i * g
+                cn_row[j] = c
+                tc_row[j] = tanh(c)
+                h_row[j] = o * tc_row[j]
+
+
+def _lstm_backward(gemm, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, dh, dc, lo, hi):
+    """lstm_bptt's whole loop over batch rows lo:hi in one call: upstream (N, T, u) dL/dh of
+    every step (every_step) or (N, 1, u) of the last; dh, dc (hi-lo, u) zeroed state; dgates
+    (T, N, 4u) filled. Each step: the upstream rows added, _lstm_step, one gemm for dL/dh_{t-1}
+    (none at t = 0: h_{-1} is no parameter's input)."""
+    last = gates.shape[0] - 1
+    for t in range(last, -1, -1):
+        if every_step or t == last:
+            for r in range(hi - lo):
+                dh[r] += upstream[lo + r, t if every_step else 0]
+        _lstm_step_serial(gates[t, lo:hi], cs[t, lo:hi], tanh_c[t, lo:hi], dh, dc, dgates[t, lo:hi])
+        if t:
+            _matmul(gemm, dgates[t, lo:hi], w_hh, dh, 0.0)
+
+
+_LSTM_FORWARD, _LSTM_BACKWARD = jit(_lstm_forward, error_model="numpy"), jit(_lstm_backward)
+
+
 def lstm_cell_kernel(size: int) -> Any:
     """The lstm_cell kernel, kernel(gates, c_prev, c_next), for calls over `size` gate values
     (picked once per time loop, not per step)."""
     return variant(_LSTM_CELL, size)
+
+
+def fused_gemm(dtype: Any, size: int) -> Any:
+    """cpu_blas.gemm(dtype) where a fused loop (_lstm_forward, _lstm_backward) runs a part of
+    `size` gate values per step, else None: NumPy uses another BLAS, or the step kernel's
+    parallel variant would run (kernel_jit.variant; the fused loops' gate math is serial)."""
+    if variant(_LSTM_STEP, size) is not _LSTM_STEP[0]:
+        return None
+    return cpu_blas.gemm(dtype)
+
+
+def lstm_forward(gemm: Any, proj: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray, cs: np.ndarray,
+                 tanh_c: np.ndarray, lo: int, hi: int) -> None:
+    """_lstm_forward over batch rows lo:hi (gemm: fused_gemm's)."""
+    _LSTM_FORWARD(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi)
 
 
 def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
@@ -96,13 +205,21 @@ def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.nda
     """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; w_hh:
     W_hh in loop gate order, reordered once for all parts) -> dgates[:, lo:hi] (T, rows, 4u)."""
     gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
-    dgates = dgates[:, lo:hi]
+    dgates_all, dgates = dgates, dgates[:, lo:hi]
     dh, dc = _state(layer, part, hi - lo, "dh dc")
+    gemm = fused_gemm(dgates.dtype, dgates[0].size)
+    if gemm is not None:
+        every_step = layer.return_sequences
+        upstream = grad_out if every_step else grad_out[:, None]
+        _LSTM_BACKWARD(gemm, layer._gates, layer._cs, layer._tanh_c, upstream, every_step, w_hh, dgates_all, dh, dc,
+                       lo, hi)
+        return
     kernel = variant(_LSTM_STEP, dgates[0].size)
     for t in range(gates.shape[0] - 1, -1, -1):
         layer._add_upstream(dh, grad_out, t, lo)
         kernel(gates[t], cs[t], tanh_c[t], dh, dc, dgates[t])
-        np.matmul(dgates[t], w_hh, out=dh)
+        if t:
+            np.matmul(dgates[t], w_hh, out=dh)
 
 
 def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarray, lo: int, hi: int,
@@ -115,7 +232,8 @@ def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarr
     for t in range(gates.shape[0] - 1, -1, -1):
         layer._add_upstream(dh, grad_out, t, lo)
         kernel(gates[t], hs[t], hp_n[t], dh, d_in[t], d_hid[t])
-        dh += np.matmul(d_hid[t], w_hh, out=through)
+        if t:
+            dh += np.matmul(d_hid[t], w_hh, out=through)
 
 
 def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
@@ -126,3 +244,8 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
         _LSTM_STEP[k](four, one, one, one.copy(), one.copy(), four.copy())
         _GRU_STEP[k](four[:, :3], one, one, one.copy(), four[:, :3].copy(), four[:, :3].copy())
         _LSTM_CELL[k](four.copy(), one, one.copy())
+    gemm = cpu_blas.gemm(dtype)
+    if gemm is not None:
+        hs, dgates = np.zeros((2, 1, 1), dtype), np.zeros((1, 1, 4), dtype)
+        _LSTM_FORWARD(gemm, four[None].copy(), four, hs, hs.copy(), hs[1:].copy(), 0, 1)
+        _LSTM_BACKWARD(gemm, four[None], hs, hs[1:], hs, True, four.T.copy(), dgates, one.copy(), one.copy(), 0, 1)

@@ -54,3 +54,57 @@ def test_a_nan_reaches_the_gradients_as_in_the_array_formulation(kind):
 def test_backward_kernels_pass_finite_differences(kind):
     layer = build_layer({"type": kind, "units": 3, "return_sequences": True}, (4, 2))
     check_layer_grads(layer, np.random.default_rng(10).standard_normal((2, 4, 2)))
+
+
+def test_numpys_blas_is_found_for_the_fused_lstm_loops():
+    """Without it the LSTM's fused loops never run and the tests above cover only the per-step kernels."""
+    from worker.engine import cpu_blas  # noqa: PLC0415
+
+    for dtype in (np.float32, np.float64):
+        assert cpu_blas.gemm(dtype) is not None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, monkeypatch):
+    """Forward and backward by _lstm_forward/_lstm_backward (one call per loop, products by cblas)
+    against the same layer with NumPy's BLAS hidden (per-step kernels and np.matmul), split in
+    two parts of unequal size as on two threads, return_sequences both ways."""
+    from worker.engine import batch_split, cpu_blas  # noqa: PLC0415
+
+    rng = np.random.default_rng(11)
+    for return_sequences in (False, True):
+        config = {"type": "lstm", "units": 7, "return_sequences": return_sequences}
+        layers = [build_layer(config, (6, 3), dtype=dtype) for _ in range(2)]
+        x = rng.standard_normal((5, 6, 3)).astype(dtype) * 3  # some gates saturate
+        upstream = rng.standard_normal((5, *layers[0].out_shape)).astype(dtype)
+        with batch_split.forced(2):
+            fused = run(layers[0], x, upstream)
+            monkeypatch.setattr(cpu_blas, "gemm", lambda dtype: None)
+            reference = run(layers[1], x, upstream)
+            monkeypatch.undo()
+        for got, want in zip(fused[:2], reference[:2]):
+            np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
+        for name, grad in reference[2].items():
+            np.testing.assert_allclose(fused[2][name], grad, **TOLERANCE[dtype], err_msg=name)
+
+
+def test_the_float32_tanh_of_the_fused_loops_is_within_a_few_ulp_and_saturates():
+    import numba  # noqa: PLC0415
+
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+    @numba.njit
+    def apply(values, out):
+        for k in range(values.size):
+            out[k] = cpu_recurrent.tanh(values[k])
+
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0, 1e-30, 3e-4, -5e-4, 50, -50, np.inf, -np.inf]])
+    x = x.astype(np.float32)
+    out = np.empty_like(x)
+    apply(x, out)
+    exact = np.tanh(x.astype(np.float64))
+    ulps = np.abs(out - exact) / np.spacing(np.abs(exact).astype(np.float32))
+    assert ulps.max() < 6
+    assert np.all(np.abs(out) <= 1) and out[-2] == -out[-1] > 0.99999
+    apply(x.astype(np.float64), out64 := np.empty(x.size))
+    np.testing.assert_allclose(out64, np.tanh(x.astype(np.float64)), rtol=1e-15)  # float64: libm's tanh

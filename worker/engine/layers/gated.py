@@ -3,11 +3,13 @@ weight gradients); here the time loops.
 
 LSTM on NumPy: the three sigmoid gates come from one tanh over all four gates, sigmoid(x) =
 (tanh(x/2) + 1) / 2, with the halving folded into the weights and biases of their rows (exact:
-a power of two) and the rest in one pass with the cell update (cpu_recurrent.lstm_cell_kernel in
-training; its array formulation otherwise): NumPy's negate, exp, add and reciprocal over the
-strided (N, 3u) block took about 3x as long as the one tanh (bench_cnn_rnn). Below about 3e-8
-(float32) a sigmoid gate comes out 0, as 1 - tanh rounds to 0 (the exp formulation keeps a tiny
-value); nothing downstream depends on such a gate being nonzero.
+a power of two). In training each part of the batch runs its whole loop in one kernel call
+(cpu_recurrent._lstm_forward: products by NumPy's OpenBLAS, gate math and cell update between
+them); otherwise one NumPy tanh over the (N, 4u) gates and the rest in one pass with the cell
+update (its array formulation). In float32 a sigmoid gate far below zero does not keep its
+tiny true value: NumPy's tanh gives 0 below about 3e-8 (1 + tanh rounds to 0), the kernel's
+rational tanh, clamped at +-7.9, 0 or about 1.2e-7; nothing downstream depends on such a
+gate's exact value.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from worker.engine.layers import register
 from worker.engine.layers.recurrent import _Recurrent, sigmoid_
 
 
-def _loop(layer: _Recurrent, rows: Any, n: int) -> None:
-    """rows(lo, hi, part) over the batch: on its parts at once in training on NumPy."""
-    if layer._kernels:
+def _loop(layer: _Recurrent, rows: Any, n: int, backward: bool = False) -> None:
+    """rows(lo, hi, part) over the batch: on its parts at once in training on NumPy where the
+    layer splits that loop (split_loops)."""
+    if layer._kernels and layer.split_loops[backward]:
         batch_split.run(n, rows)
     else:
         rows(0, n, 0)
@@ -39,6 +42,7 @@ class LSTM(_Recurrent):
 
     kind = "lstm"
     gates = 4
+    split_loops = (True, True)
 
     @cached_property
     def _order(self) -> Any:
@@ -71,8 +75,17 @@ class LSTM(_Recurrent):
         tanh_c = self.scratch("tanh_c", (steps, n, u))
         hs[0], cs[0] = 0, 0
         # W^T stored (u, 4u): OpenBLAS's AVX-512 (SkylakeX) kernels multiply a part's h @ W^T
-        # about 1.5x faster than through the transposed view of W; the AVX2 ones equally fast
+        # faster than through the transposed view of W (the AVX2 ones equally fast)
         w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
+
+        gemm = self._fused_gemm(n // batch_split.parts_for(n))
+        if gemm is not None:
+            from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi),
+                  n)
+            self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
+            return hs
 
         def rows(lo: int, hi: int, part: int) -> None:
             tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
@@ -90,6 +103,14 @@ class LSTM(_Recurrent):
         _loop(self, rows, n)
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
+
+    def _fused_gemm(self, rows: int) -> Any:
+        """cpu_recurrent.fused_gemm for parts of about `rows` rows in training, else None."""
+        if not self._kernels:
+            return None
+        from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+        return cpu_recurrent.fused_gemm(self.dtype, rows * self.gates * self.units)
 
     def _cell(self, part: int, rows: int) -> Any:
         """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
@@ -115,8 +136,8 @@ class LSTM(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, w_hh, lo, hi,
-                                                                            part))
+            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, w_hh, lo, hi, part), n,
+                  backward=True)
             return dgates, dgates
         deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
@@ -140,7 +161,8 @@ class LSTM(_Recurrent):
             xp.multiply(dc, i, out=dg[:, 3 * u:])  # dL/dg
             dc *= f
             dg *= deriv[t]
-            xp.matmul(dg, w_hh, out=dh)
+            if t:  # dL/dh_{-1}: no parameter's input
+                xp.matmul(dg, w_hh, out=dh)
         return dgates, dgates
 
 
@@ -150,6 +172,7 @@ class GRU(_Recurrent):
 
     kind = "gru"
     gates = 3
+    split_loops = (False, True)
 
     def _input_bias(self) -> Any:
         return self._p("bias_ih_l0")  # b_hh enters inside the loop: r multiplies W_hn h + b_hn
@@ -189,7 +212,8 @@ class GRU(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part))
+            _loop(self, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part), n,
+                  backward=True)
             return d_in, d_hid
         deriv = self.scratch("deriv", (steps, n, gh))
         xp.subtract(1, gates, out=deriv)
@@ -211,5 +235,6 @@ class GRU(_Recurrent):
             dhid[:, :2 * u] = di[:, :2 * u]
             xp.multiply(di[:, 2 * u:], r, out=dhid[:, 2 * u:])
             dh *= z  # the direct path h_{t-1} -> h_t
-            dh += dhid @ w_hh
+            if t:
+                dh += dhid @ w_hh
         return d_in, d_hid

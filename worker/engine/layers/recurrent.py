@@ -42,11 +42,14 @@ class _Recurrent(Layer):
 
     gates: ClassVar[int] = 1
     use_kernels = True  # lstm/gru training on NumPy runs cpu_recurrent's backward kernels
+    # (forward, backward): whether that time loop runs on batch_split's parts in training on NumPy
+    split_loops: ClassVar[tuple[bool, bool]] = (False, False)
 
     def __init__(self, config: dict[str, Any], index: int) -> None:
         super().__init__(config, index)
         self.units = int(config["units"])
         self.return_sequences = bool(config.get("return_sequences", False))
+        self._ones_array: Any = None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 2:
@@ -106,7 +109,7 @@ class _Recurrent(Layer):
 
     def _ones(self, rows: int) -> Any:
         """`rows` ones (the bias gradients' GEMV), from one array grown to the largest batch."""
-        ones = self.__dict__.get("_ones_array")
+        ones = self._ones_array
         if ones is None or ones.shape[0] < rows:
             ones = self._ones_array = self.xp.ones(rows, dtype=self.dtype)
         return ones[:rows]
@@ -173,5 +176,6 @@ class SimpleRNN(_Recurrent):
         for t in range(steps - 1, -1, -1):
             self._add_upstream(dh, grad_out, t)
             xp.multiply(dh, deriv[t], out=dz[t])
-            xp.matmul(dz[t], w_hh, out=dh)
+            if t:  # dL/dh_{-1}: no parameter's input
+                xp.matmul(dz[t], w_hh, out=dh)
         return dz, dz

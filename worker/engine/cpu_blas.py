@@ -1,0 +1,56 @@
+"""NumPy's own BLAS product for Numba kernels: cblas_?gemm of the OpenBLAS that NumPy's wheels
+carry (ILP64, symbols scipy_cblas_?gemm64_), as a ctypes function that a kernel takes as an
+argument and calls without the GIL (cpu_recurrent's time loops do a whole loop's products and
+gate math in one call).
+
+Taken from the library NumPy already loaded (RTLD_NOLOAD), so a kernel's products run on the
+same OpenBLAS, with the same thread count (threadpoolctl, threads.thread_budget,
+batch_split.one_blas_thread), as np.matmul. Passed as an argument rather than bound as a global,
+the kernels stay cacheable on disk. `gemm` is None where NumPy uses another BLAS: the callers
+then keep their NumPy products.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from typing import Any
+
+import numpy as np
+
+ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE
+_SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", ctypes.c_float),
+            np.dtype(np.float64): ("scipy_cblas_dgemm64_", ctypes.c_double)}
+_found: dict[np.dtype, Any] = {}
+
+
+def _numpy_openblas() -> ctypes.CDLL | None:
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
+        try:
+            return ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # only if NumPy loaded it
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _lookup(dtype: np.dtype) -> Any:
+    lib = _numpy_openblas()
+    if lib is None or dtype not in _SYMBOLS:
+        return None
+    symbol, scalar = _SYMBOLS[dtype]
+    size, pointer = ctypes.c_int64, ctypes.c_void_p
+    prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, size, size, size, scalar,
+                                 pointer, size, pointer, size, scalar, pointer, size)
+    try:
+        return prototype((symbol, lib))
+    except AttributeError:
+        return None
+
+
+def gemm(dtype: Any) -> Any:
+    """cblas_?gemm for `dtype` (float32, float64) from NumPy's OpenBLAS, or None."""
+    dtype = np.dtype(dtype)
+    if dtype not in _found:
+        _found[dtype] = _lookup(dtype)
+    return _found[dtype]
