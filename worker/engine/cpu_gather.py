@@ -3,11 +3,11 @@
 The rows of a shuffled batch lie anywhere in X (188 MB for bench_mlp's 60,000 x 784 float32
 rows: out of every cache), and NumPy's take copies them one after the other, so each row's copy
 starts with a full memory latency. This loop asks for row r + ROWS_AHEAD's cache lines (a
-prefetch hint) before copying row r, so the fetches of several rows overlap: for a batch of 128
-such rows `np.take` took 30 µs alone and 43 µs inside a training step on 2 threads, this loop 21
-and 33 µs, and an epoch of bench_mlp on 2 threads 0.325 -> 0.317 s (`python -m bench mlp`).
-Same values as `np.take(X, idx, axis=0)`, bit for bit (a copy). Prefetching the destination
-rows for writing as well, or the next batch's rows during the optimizer step, gained nothing.
+prefetch hint) before copying row r, so the fetches of several rows overlap (the gather's share
+of a step: `python -m bench.profile_mlp_step`). Where this LLVM does not compile the hint
+(prefetch_compiles), the same loop without it. Same values as `np.take(X, idx, axis=0)`, bit for
+bit (a copy). Prefetching the destination rows for writing as well, or the next batch's rows
+during the optimizer step, gained nothing.
 """
 from __future__ import annotations
 
