@@ -70,8 +70,7 @@ class _Windows:
 class _SqliteBlobs:
     """SQLite: each chunk read in place through sqlite3's Blob, PIECE_BYTES at a time: SQLite
     copies its pages straight into the piece, where a SELECT first assembles the whole chunk in
-    a buffer of its own that sqlite3 then copies into bytes (alone: 0.9 s instead of 1.3-1.45 s
-    of CPU for 3 GB). No memory map of the file: alone it read faster, but in a worker whose
+    a buffer of its own that sqlite3 then copies into bytes. No memory map of the file: alone it read faster, but in a worker whose
     BLAS threads hold both cores its page faults and unmaps cost the products more (bench
     predictions: 4.7-5.4 s with it, 4.2-4.7 s without) and the mapped pages count as resident."""
 
@@ -208,7 +207,7 @@ def npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
 def _npy_rows(handle: IO[bytes], rows: int, ring: int = 0, start: int = 0) -> Iterator[np.ndarray]:
     """Rows `start`, ... of a C-order .npy stream, `rows` at a time (the header was checked at upload).
     `ring` > 0: the batches are read into that many arrays, reused in turn (no fresh pages to
-    fault in per batch: on the measured VM, a tenth of the read's CPU)."""
+    fault in per batch)."""
     shape, fortran, dtype = npy_header(handle)
     if fortran:  # column-major: rows are not contiguous, so read it whole (and no further: y may follow)
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -61,8 +61,7 @@ class SplitReader:
     a range's last part reads the next range's first: every source reads on from where it was
     or from a chunk's start. A blob read that starts inside a chunk first walks that chunk's
     overflow pages up to there, each read whole into SQLite's page cache (2 MB per part and
-    range on average with 4 MiB chunks). The bench's 3 GB in batches of 10,000 rows, alone:
-    median 0.198 -> 0.178 s; the waits for them in a run_prediction: 0.33-0.36 -> 0.31 s."""
+    range on average with 4 MiB chunks)."""
 
     def __init__(self, source: StoredBytes, ways: int = SPLIT_WAYS) -> None:
         """`source` is the first part's source; the others share its chunk directory."""

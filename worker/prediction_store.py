@@ -69,7 +69,7 @@ def encode_outputs(outputs: np.ndarray) -> bytes:
 
 
 # record_chunk's statements, built once: per chunk only their parameters are bound (no
-# construction and cache-key pass of two statements, a fifth of the CPU of a 400 KB chunk's commit).
+# construction and cache-key pass of two statements per chunk).
 _MOVE_PROGRESS = update(Prediction).where(fence(Prediction, bindparam("job_id"), bindparam("job_attempt"))).values(
     rows_done=bindparam("new_rows_done"), progress=bindparam("new_progress"), heartbeat_at=bindparam("now"))
 _INSERT_CHUNK = insert(PredictionChunk).values(prediction_id=bindparam("job_id"), seq=bindparam("chunk_seq"),
