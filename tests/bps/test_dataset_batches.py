@@ -239,5 +239,6 @@ def test_an_npz_zip_directory_is_read_once(settings, monkeypatch, compressed: bo
         read_directory(archive)
 
     monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
-    np.testing.assert_array_equal(np.concatenate(list(dataset_batches(settings.database_url, dataset_id, "npz", ROWS))), X)
+    batches = list(dataset_batches(settings.database_url, dataset_id, "npz", ROWS))
+    np.testing.assert_array_equal(np.concatenate(batches), X)
     assert len(reads) == 1

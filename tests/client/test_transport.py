@@ -40,7 +40,8 @@ def sent_authorization(monkeypatch, api_key, http_headers=None):  # noqa: ANN001
     with Client("http://bps.test", api_key, http=http) as client:
         client.job("j")
         assert list(client.events("j")) == [("job", None, {})]
-    assert http.headers.get("Authorization") == (http_headers or {}).get("Authorization"), "the caller's client is left as given"
+    given = (http_headers or {}).get("Authorization")
+    assert http.headers.get("Authorization") == given, "the caller's client is left as it was given"
     assert len(set(seen)) == 1, seen
     return seen[0]
 
