@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bps.dataset_batches import (NpzMember, StoredBytes, dataset_batches, npy_header, npz_batches, npz_member,
-                                 prefetched)
+from bps.dataset_batches import NpzMember, dataset_batches, npy_header, npz_batches, npz_member, prefetched
+from bps.stored_bytes import StoredBytes
 
 SPLIT_WAYS = 2  # the machines this was measured on have two cores
 

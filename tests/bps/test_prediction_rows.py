@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, event, func, select
 
-from bps.dataset_batches import DatasetGone, StoredBytes, npz_member
+from bps.dataset_batches import npz_member
 from bps.db import session_factory, session_scope
 from bps.models import DatasetChunk
 from bps import prediction_rows
 from bps.prediction_rows import RowLayout, npz_row_layout, read_ahead, split_rows
+from bps.stored_bytes import DatasetGone, StoredBytes
 from tests.bps.test_dataset_batches import frame, stored
 
 ROWS = 61

@@ -1,5 +1,5 @@
 """bps.sqlite_blobs: the C library found is the sqlite3 module's own, and the URLs it serves.
-(Reads through it: tests/bps/test_dataset_batches.py, reader "direct".)"""
+(Reads through it: tests/bps/test_stored_bytes.py, reader "direct".)"""
 from __future__ import annotations
 
 import sqlite3
