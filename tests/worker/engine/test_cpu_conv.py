@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.worker.engine.layer_helpers import build_layer, check_layer_grads
+from worker.engine.layers import conv as conv_module
 
 pytestmark = pytest.mark.usefixtures("kernel_variant")
 TOLERANCE = {np.float32: {"rtol": 1e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-13}}
@@ -90,3 +91,25 @@ def test_maxpool_kernels_equal_the_array_formulation_ties_nan_and_inf_included(c
 def test_maxpool_kernels_pass_finite_differences(config, in_shape):
     layer = build_layer({"type": "maxpool2d", **config}, in_shape)
     check_layer_grads(layer, np.random.default_rng(7).standard_normal((2, *in_shape)))
+
+
+@pytest.mark.parametrize("per_group", [1, 2, 6])
+def test_a_small_weight_gradient_in_groups_of_samples_equals_the_array_formulation(monkeypatch, per_group):
+    """Under GROUPED_BELOW_OUTPUT the weight gradient is one stacked product of sample groups."""
+    config, in_shape = {"filters": 2, "kernel_size": 3, "padding": 1, "activation": "relu"}, (2, 5, 4)
+    layers = pair_of_layers("conv2d", config, in_shape, np.float64)
+    macs_per_sample = 2 * 18 * 20  # filters x C*kh*kw x Ho*Wo
+    monkeypatch.setattr(conv_module, "SMALL_PRODUCT", macs_per_sample * per_group)
+    assert conv_module.sample_groups(6, macs_per_sample) == 6 // per_group
+    rng = np.random.default_rng(8)
+    x, upstream = rng.standard_normal((6, *in_shape)), rng.standard_normal((6, *layers[0].out_shape))
+    run_both(layers, x, upstream)
+    for name, grad in layers[1].grads.items():
+        np.testing.assert_allclose(layers[0].grads[name], grad, **TOLERANCE[np.float64], err_msg=name)
+
+
+def test_sample_groups_are_equal_and_within_the_small_product():
+    assert conv_module.sample_groups(64, 4608) == 1  # 64 x 4608 multiply-adds fit in one product
+    assert conv_module.sample_groups(64, 200 * 576) == 8  # 8 samples a group: 922k each
+    assert conv_module.sample_groups(7, 300_000) == 7  # 3 would fit, but 7 is prime
+    assert conv_module.sample_groups(5, 2_000_000) == 5  # one sample a group at most

@@ -21,6 +21,20 @@ from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, wind
 
 # Below this output width the batch-last layout wins (measured: bench/bench_cnn_rnn.py).
 BATCH_LAST_BELOW_WIDTH = 16
+# A weight gradient of fewer elements (filters x C*kh*kw) is one stacked product over groups of
+# samples, each at most SMALL_PRODUCT multiply-adds: NumPy holds the GIL through a matmul whose
+# output has at most 500 elements (the batch split's parts ran the bench CNN's first conv, 8 x 25,
+# in turn), and OpenBLAS's small-matrix kernels, faster on such narrow outputs than its packed
+# path, stop at 1e6 multiply-adds. Larger gradients (the bench's second conv) did not gain.
+GROUPED_BELOW_OUTPUT = 1024
+SMALL_PRODUCT = 1_000_000
+
+
+def sample_groups(samples: int, macs_per_sample: int) -> int:
+    """How many equal groups of samples to cut `samples` into: the fewest whose products each
+    stay within SMALL_PRODUCT (one sample per group at most)."""
+    most = max(1, min(samples, SMALL_PRODUCT // max(1, macs_per_sample)))
+    return samples // next(size for size in range(most, 0, -1) if samples % size == 0)
 
 
 def load_activation(name: str | None) -> Any | None:
@@ -177,6 +191,20 @@ class Conv2D(Layer):
             grad = self.grads[name] = np.empty_like(param)
         return grad
 
+    def _filter_grad_t(self, cols: np.ndarray, dz_cm: np.ndarray, samples: int, part: int) -> np.ndarray:
+        """cols (K, S) @ dz_cm.T (S, F) -> (K, F), the weight gradient transposed (OpenBLAS was
+        slower on dz_cm @ cols.T); below GROUPED_BELOW_OUTPUT, one stacked product of groups of
+        samples, summed after (see sample_groups)."""
+        (k, columns), f = cols.shape, dz_cm.shape[0]
+        out = self.scratch(f"grad_w_t{part}", (k, f))
+        if k * f >= GROUPED_BELOW_OUTPUT:
+            return np.matmul(cols, dz_cm.T, out=out)
+        groups = sample_groups(samples, k * f * columns // samples)
+        cols_by_group = cols.reshape(k, groups, -1).transpose(1, 0, 2)  # (groups, K, S/groups) views
+        dz_by_group = dz_cm.reshape(f, groups, -1).transpose(1, 2, 0)  # (groups, S/groups, F)
+        stacked = np.matmul(cols_by_group, dz_by_group, out=self.scratch(f"grad_w_groups{part}", (groups, k, f)))
+        return np.sum(stacked, axis=0, out=out)
+
     def _backward_kernels(self, grad_out: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         from worker.engine import batch_split, cpu_conv  # noqa: PLC0415
 
@@ -195,8 +223,7 @@ class Conv2D(Layer):
             cpu_conv.grad_to_filters(dz[lo:hi].reshape(hi - lo, f, -1), self._a[lo:hi].reshape(hi - lo, f, -1),
                                      relu, dz_cm.reshape(f, hi - lo, -1),
                                      grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))
-            # as cols @ dz_cm.T, transposed after: OpenBLAS took 1.1-1.25x as long for dz_cm @ cols.T
-            grad_w_t = np.matmul(cols.reshape(k, -1), dz_cm.T, out=self.scratch(f"grad_w_t{part}", (k, f)))
+            grad_w_t = self._filter_grad_t(cols.reshape(k, -1), dz_cm, hi - lo, part)
             (grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))[...] = grad_w_t.T
             if dx is not None:
                 dcols = np.matmul(w2.T, dz_cm, out=self.scratch(f"dcols{part}", (k, cols[0].size)))
