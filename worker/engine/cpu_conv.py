@@ -1,12 +1,14 @@
 """CPU kernels (Numba) for conv2d and maxpool2d in training: each pass over the batch in one loop,
 parallel over samples (or filters) when the budget allows (kernel_jit.variant).
 
-conv2d keeps the column matrix as (C*kh*kw, N, Ho, Wo), so that one GEMM covers the batch:
+conv2d keeps the column matrix as (C*kh*kw, N, Ho, Wo), whose column blocks of G equal groups
+of samples are the operands of one stacked product (conv.py's sample_groups):
 `im2col` reads the input (N, C, H, W) directly, zero padding included (no padded copy);
-`bias_act` moves the GEMM's (F, N, Ho*Wo) result to (N, F, Ho*Wo) while adding the bias and
-applying ReLU (one pass instead of a transpose, an add and a maximum); `grad_to_filters` is the
-reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the weight GEMM, and the
-bias gradient, in one pass; `col2im` sums the columns' gradients back into dx, sample by sample.
+`bias_act` moves the products' (G, F, N/G, Ho*Wo) result to (N, F, Ho*Wo) while adding the bias
+and applying ReLU (one pass instead of a transpose, an add and a maximum); `grad_to_filters` is
+the reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the weight product,
+and the bias gradient, in one pass; `col2im` sums the columns' gradients, (G, C*kh*kw, N/G, Ho,
+Wo), back into dx, sample by sample.
 maxpool2d records each window's argmax (int32) in forward, so backward is one scatter; 2x2
 windows at stride 2, the common case, run unrolled on row views (forward 3-4x, backward on
 small planes 2x as fast as the general loop, which serves every other window per plane).
@@ -43,9 +45,11 @@ def _im2col(x, kh, kw, sh, sw, top, left, cols):
 
 def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
     n_, c_, h_, w_ = dx.shape
-    ho, wo = dcols.shape[2], dcols.shape[3]
+    per_group, ho, wo = dcols.shape[2], dcols.shape[3], dcols.shape[4]
     zero = np.zeros(1, dx.dtype)[0]
     for n in prange(n_):
+        group = dcols[n // per_group]
+        s = n % per_group
         dx[n] = zero
         for c in range(c_):
             for i in range(kh):  # every element gets its windows' shares in (i, j) order, as col2im adds them
@@ -58,18 +62,19 @@ def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
                         for ow in range(wo):
                             col = ow * sw + j - left
                             if 0 <= col < w_:
-                                dx[n, c, r, col] += dcols[k, n, oh, ow]
+                                dx[n, c, r, col] += group[k, s, oh, ow]
 
 
 def _bias_act(gemm, bias, relu, z):
-    f_, n_, p_ = gemm.shape
+    g_, f_, s_, p_ = gemm.shape
     zero = np.zeros(1, z.dtype)[0]
-    for n in prange(n_):
+    for n in prange(g_ * s_):
+        g, s = n // s_, n % s_
         for f in range(f_):
             b = bias[f]
             for p in range(p_):
-                v = gemm[f, n, p] + b
-                z[n, f, p] = zero if relu and v < zero else v
+                v = gemm[g, f, s, p] + b
+                z[g, s, f, p] = zero if relu and v < zero else v
 
 
 def _grad_to_filters(grad, a, relu, dz_cm, grad_bias):
@@ -185,13 +190,15 @@ def im2col(x, kernel, stride, pads, cols):  # noqa: ANN001, ANN201
 
 
 def col2im(dcols, kernel, stride, pads, dx):  # noqa: ANN001, ANN201
-    """dcols (C*kh*kw, N, Ho, Wo) -> dx (N, C, H, W), given: every window's share summed back."""
+    """dcols (G, C*kh*kw, N/G, Ho, Wo), the columns of G equal groups of samples in order, -> dx
+    (N, C, H, W), given: every window's share summed back."""
     variant(_COL2IM, dcols.size)(dcols, *kernel, *stride, pads[0], pads[2], dx)
     return dx
 
 
 def bias_act(gemm, bias, relu, z):  # noqa: ANN001, ANN201
-    """gemm (F, N, P) -> z (N, F, P) = gemm + bias, through ReLU when `relu`."""
+    """gemm (G, F, N/G, P), G equal groups of samples in order, -> z (G, N/G, F, P) (z (N, F, P)
+    reshaped) = gemm + bias, through ReLU when `relu`."""
     variant(_BIAS_ACT, z.size)(gemm, bias, relu, z)
     return z
 
@@ -223,8 +230,8 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     one, arg = np.zeros(1, dtype), np.empty((1, 1, 1, 1), np.int32)
     for k in range(variants):
         _IM2COL[k](x, 1, 1, 1, 1, 0, 0, cols)
-        _COL2IM[k](cols, 1, 1, 1, 1, 0, 0, dx)
-        _BIAS_ACT[k](x.reshape(1, 1, 4), one, True, dx.reshape(1, 1, 4))
+        _COL2IM[k](cols.reshape(1, 1, 1, 2, 2), 1, 1, 1, 1, 0, 0, dx)
+        _BIAS_ACT[k](x.reshape(1, 1, 1, 4), one, True, dx.reshape(1, 1, 1, 4))
         _GRAD_TO_FILTERS[k](x.reshape(1, 1, 4), x.reshape(1, 1, 4), True, dx.reshape(1, 1, 4), one)
         _MAXPOOL[k](x, 2, 2, 2, 2, np.empty((1, 1, 1, 1), dtype), arg)
         _MAXPOOL_BACKWARD[k](np.ones((1, 1, 1, 1), dtype), arg, 2, 2, 2, 2, dx)

@@ -93,19 +93,24 @@ def test_maxpool_kernels_pass_finite_differences(config, in_shape):
     check_layer_grads(layer, np.random.default_rng(7).standard_normal((2, *in_shape)))
 
 
+@pytest.mark.parametrize("grouped_below", [1024, 1])  # the weight gradient grouped, or one product
 @pytest.mark.parametrize("per_group", [1, 2, 6])
-def test_a_small_weight_gradient_in_groups_of_samples_equals_the_array_formulation(monkeypatch, per_group):
-    """Under GROUPED_BELOW_OUTPUT the weight gradient is one stacked product of sample groups."""
+def test_products_in_groups_of_samples_equal_the_array_formulation(monkeypatch, per_group, grouped_below):
+    """The products run per group of samples (sample_groups); outputs and gradients unchanged."""
     config, in_shape = {"filters": 2, "kernel_size": 3, "padding": 1, "activation": "relu"}, (2, 5, 4)
     layers = pair_of_layers("conv2d", config, in_shape, np.float64)
     macs_per_sample = 2 * 18 * 20  # filters x C*kh*kw x Ho*Wo
     monkeypatch.setattr(conv_module, "SMALL_PRODUCT", macs_per_sample * per_group)
+    monkeypatch.setattr(conv_module, "GROUPED_BELOW_OUTPUT", grouped_below)
     assert conv_module.sample_groups(6, macs_per_sample) == 6 // per_group
     rng = np.random.default_rng(8)
     x, upstream = rng.standard_normal((6, *in_shape)), rng.standard_normal((6, *layers[0].out_shape))
-    run_both(layers, x, upstream)
-    for name, grad in layers[1].grads.items():
-        np.testing.assert_allclose(layers[0].grads[name], grad, **TOLERANCE[np.float64], err_msg=name)
+    for _ in range(2):  # the second batch reuses every buffer
+        (out, ref_out), (dx, ref_dx) = run_both(layers, x, upstream)
+        np.testing.assert_allclose(out, ref_out, **TOLERANCE[np.float64])
+        np.testing.assert_allclose(dx, ref_dx, **TOLERANCE[np.float64])
+        for name, grad in layers[1].grads.items():
+            np.testing.assert_allclose(layers[0].grads[name], grad, **TOLERANCE[np.float64], err_msg=name)
 
 
 def test_sample_groups_are_equal_and_within_the_small_product():

@@ -1,11 +1,12 @@
 """conv2d: nn.Conv2d (NCHW, cross-correlation) as a contiguous im2col and one GEMM per batch.
 
-Training on NumPy runs the CPU kernels of cpu_conv (im2col straight from the input, the GEMM's
-result moved to NCHW with the bias and ReLU in the same pass, the reverse in backward, col2im per
-sample), into buffers reused across batches and into the network's gradient views, on the parts
-of the batch at once when the thread budget allows (batch_split: each part its own columns and
-products, the weight and bias gradients summed over the parts); prediction and CuPy use the
-array formulation below (`forward`/`backward` with `_kernels` false).
+Training on NumPy runs the CPU kernels of cpu_conv (im2col straight from the input, the products
+per group of samples (sample_groups), their result moved to NCHW with the bias and ReLU in the
+same pass, the reverse in backward, col2im per sample), into buffers reused across batches and
+into the network's gradient views, on the parts of the batch at once when the thread budget
+allows (batch_split: each part its own columns and products, the weight and bias gradients
+summed over the parts); prediction and CuPy use the array formulation below (`forward`/`backward`
+with `_kernels` false).
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, wind
 
 # Below this output width the batch-last layout wins (measured: bench/bench_cnn_rnn.py).
 BATCH_LAST_BELOW_WIDTH = 16
-# A weight gradient of fewer elements (filters x C*kh*kw) is one stacked product over groups of
-# samples, each at most SMALL_PRODUCT multiply-adds: NumPy holds the GIL through a matmul whose
-# output has at most 500 elements (the batch split's parts ran the bench CNN's first conv, 8 x 25,
-# in turn), and OpenBLAS's small-matrix kernels, faster on such narrow outputs than its packed
-# path, stop at 1e6 multiply-adds. Larger gradients (the bench's second conv) did not gain.
+# Training's three products run as stacked products over equal groups of samples, each group's
+# at most SMALL_PRODUCT multiply-adds: OpenBLAS's small-matrix kernels, which stop there, ran
+# the bench CNN's narrow products (8 or 16 filters) faster than its packed path. The weight
+# gradient, summed over the groups after, is grouped only below GROUPED_BELOW_OUTPUT elements
+# (filters x C*kh*kw): larger ones (the bench's second conv) did not gain, and NumPy holds the
+# GIL through a matmul whose output has at most 500 elements (the batch split's parts ran the
+# bench's first conv's 8 x 25 gradient in turn).
 GROUPED_BELOW_OUTPUT = 1024
 SMALL_PRODUCT = 1_000_000
 
@@ -35,6 +38,11 @@ def sample_groups(samples: int, macs_per_sample: int) -> int:
     stay within SMALL_PRODUCT (one sample per group at most)."""
     most = max(1, min(samples, SMALL_PRODUCT // max(1, macs_per_sample)))
     return samples // next(size for size in range(most, 0, -1) if samples % size == 0)
+
+
+def by_group(matrix: np.ndarray, groups: int) -> np.ndarray:
+    """(R, N*P) -> the (groups, R, N*P/groups) view of its column blocks, samples in order."""
+    return matrix.reshape(matrix.shape[0], groups, -1).transpose(1, 0, 2)
 
 
 def load_activation(name: str | None) -> Any | None:
@@ -169,10 +177,14 @@ class Conv2D(Layer):
         self._x_shape, self._parts = x.shape, batch_split.parts_for(n)
 
         def rows(lo: int, hi: int, part: int) -> None:
+            groups = sample_groups(hi - lo, f * k * ho * wo)
+            per_group = (hi - lo) // groups
             cols = cpu_conv.im2col(x[lo:hi], self.kernel, self.stride, pads,
                                    self.scratch(f"cols{part}", (k, hi - lo, ho, wo)))
-            gemm = np.matmul(w2, cols.reshape(k, -1), out=self.scratch(f"gemm{part}", (f, cols[0].size)))
-            cpu_conv.bias_act(gemm.reshape(f, hi - lo, -1), bias, relu, z[lo:hi].reshape(hi - lo, f, -1))
+            gemm = np.matmul(w2, by_group(cols.reshape(k, -1), groups),
+                             out=self.scratch(f"gemm{part}", (groups, f, per_group * ho * wo)))
+            cpu_conv.bias_act(gemm.reshape(groups, f, per_group, -1), bias, relu,
+                              z[lo:hi].reshape(groups, per_group, f, -1))
 
         batch_split.run(n, rows, self._parts)
         if self.activation is None or relu:
@@ -191,18 +203,15 @@ class Conv2D(Layer):
             grad = self.grads[name] = np.empty_like(param)
         return grad
 
-    def _filter_grad_t(self, cols: np.ndarray, dz_cm: np.ndarray, samples: int, part: int) -> np.ndarray:
-        """cols (K, S) @ dz_cm.T (S, F) -> (K, F), the weight gradient transposed (OpenBLAS was
-        slower on dz_cm @ cols.T); below GROUPED_BELOW_OUTPUT, one stacked product of groups of
-        samples, summed after (see sample_groups)."""
-        (k, columns), f = cols.shape, dz_cm.shape[0]
+    def _filter_grad_t(self, cols: np.ndarray, dz_cm: np.ndarray, groups: int, part: int) -> np.ndarray:
+        """cols (K, N*P) @ dz_cm.T (N*P, F) -> (K, F), the weight gradient transposed (OpenBLAS was
+        slower on dz_cm @ cols.T); below GROUPED_BELOW_OUTPUT, per group of samples, summed after."""
+        k, f = cols.shape[0], dz_cm.shape[0]
         out = self.scratch(f"grad_w_t{part}", (k, f))
         if k * f >= GROUPED_BELOW_OUTPUT:
             return np.matmul(cols, dz_cm.T, out=out)
-        groups = sample_groups(samples, k * f * columns // samples)
-        cols_by_group = cols.reshape(k, groups, -1).transpose(1, 0, 2)  # (groups, K, S/groups) views
-        dz_by_group = dz_cm.reshape(f, groups, -1).transpose(1, 2, 0)  # (groups, S/groups, F)
-        stacked = np.matmul(cols_by_group, dz_by_group, out=self.scratch(f"grad_w_groups{part}", (groups, k, f)))
+        stacked = np.matmul(by_group(cols, groups), by_group(dz_cm, groups).transpose(0, 2, 1),
+                            out=self.scratch(f"grad_w_groups{part}", (groups, k, f)))
         return np.sum(stacked, axis=0, out=out)
 
     def _backward_kernels(self, grad_out: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
@@ -219,15 +228,18 @@ class Conv2D(Layer):
 
         def rows(lo: int, hi: int, part: int) -> None:  # part 0 writes the gradients, the others their shares
             cols = self.scratch(f"cols{part}", (k, hi - lo, *self.out_shape[1:]))
+            groups = sample_groups(hi - lo, f * cols[:, 0].size)
             dz_cm = self.scratch(f"dz_cm{part}", (f, cols[0].size))
             cpu_conv.grad_to_filters(dz[lo:hi].reshape(hi - lo, f, -1), self._a[lo:hi].reshape(hi - lo, f, -1),
                                      relu, dz_cm.reshape(f, hi - lo, -1),
                                      grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))
-            grad_w_t = self._filter_grad_t(cols.reshape(k, -1), dz_cm, hi - lo, part)
+            grad_w_t = self._filter_grad_t(cols.reshape(k, -1), dz_cm, groups, part)
             (grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))[...] = grad_w_t.T
             if dx is not None:
-                dcols = np.matmul(w2.T, dz_cm, out=self.scratch(f"dcols{part}", (k, cols[0].size)))
-                cpu_conv.col2im(dcols.reshape(cols.shape), self.kernel, self.stride, pads, dx[lo:hi])
+                dcols = np.matmul(w2.T, by_group(dz_cm, groups),
+                                  out=self.scratch(f"dcols{part}", (groups, k, cols[0].size // groups)))
+                cpu_conv.col2im(dcols.reshape(groups, k, (hi - lo) // groups, *self.out_shape[1:]),
+                                self.kernel, self.stride, pads, dx[lo:hi])
 
         batch_split.run(n, rows, self._parts)
         for part in range(1, self._parts):
