@@ -9,6 +9,8 @@ layers/gated.py run them): the input projection (T*n, F) @ (F, G*u); T-1 recurre
 weight gradients (G*u, T*n) @ (T*n, F) and (G*u, T*n) @ (T*n, u), the bias gradients' GEMVs and
 dL/dx (T*n, G*u) @ (G*u, F). The time loops run on the parts of the batch (batch_split) where
 the engine splits them (each layer class's `gates` and `split_loops` are read from the engine).
+The LSTM's loops make their products inside one Numba call per part (cpu_recurrent: NumPy's
+OpenBLAS from the kernel, each in K-chunks); the floor's make them the same way.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from typing import Any
 import numpy as np
 
 MODELS = ("rnn", "gru", "lstm")
+
+
+_jitted: dict[str, Any] = {}
 
 
 def _layer_class(model: str) -> Any:
@@ -34,7 +39,32 @@ def _arrays(model: str, n: int, steps: int, features: int, units: int) -> dict[s
     w_hh_t = w_hh.T if model == "gru" else np.ascontiguousarray(w_hh.T)  # as each layer's forward
     return {"x": rand(steps * n, features), "w_ih": rand(gh, features), "w_hh": w_hh, "w_hh_t": w_hh_t,
             "h": rand(steps, n, units), "d": rand(steps, n, gh), "out_g": np.empty((n, gh), np.float32),
-            "out_h": np.empty((n, units), np.float32), "ones": np.ones(steps * n, np.float32)}
+            "out_h": np.empty((n, units), np.float32), "ones": np.ones(steps * n, np.float32),
+            "gemm": _fused_gemm(model, n * gh)}
+
+
+def _fused_gemm(model: str, size: int) -> Any:
+    """cpu_recurrent.fused_gemm where the engine runs that model's loops fused (the LSTM)."""
+    if model != "lstm":
+        return None
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+    return cpu_recurrent.fused_gemm(np.float32, size)
+
+
+def _fused_products() -> Any:
+    """products(gemm, left, right, out, lo, hi, beta): out = left[t, lo:hi] @ right (+ beta * out)
+    for t >= 1, as the fused loops make them (cpu_recurrent._matmul_chunked), in one Numba call."""
+    if "products" not in _jitted:
+        import numba  # noqa: PLC0415
+
+        from worker.engine.cpu_recurrent import _matmul_chunked  # noqa: PLC0415
+
+        def products(gemm, left, right, out, lo, hi, beta):  # noqa: ANN001, ANN202
+            for t in range(1, left.shape[0]):
+                _matmul_chunked(gemm, left[t, lo:hi], right, out, beta)
+        _jitted["products"] = numba.njit(nogil=True)(products)
+    return _jitted["products"]
 
 
 def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
@@ -42,6 +72,10 @@ def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
 
     def rows(lo: int, hi: int, part: int) -> None:
         out = (a["out_h"] if backward else a["out_g"])[lo:hi]
+        if a["gemm"] is not None:
+            left, right = (a["d"], a["w_hh"]) if backward else (a["h"], a["w_hh_t"])
+            _fused_products()(a["gemm"], left, right, out, lo, hi, 0.0 if backward else 1.0)
+            return
         for t in range(a["h"].shape[0]):
             if backward and t:
                 np.matmul(a["d"][t, lo:hi], a["w_hh"], out=out)

@@ -19,16 +19,28 @@ def test_a_recurrent_case_prints_its_ratio_and_its_gemm_floor(capsys):
 
 
 def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
-    """The recurrent products of one LSTM batch's loops, by shape: T-1 forward and T-1 backward
-    (the engine makes no dL/dh_{-1})."""
+    """The recurrent products of one batch's loops, by shape: T-1 forward and T-1 backward (the
+    engine makes no dL/dh_{-1}); the GRU's by np.matmul, the LSTM's as its fused loops make them."""
     shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     real = np.matmul
 
     def recording(a, b, **kwargs):  # noqa: ANN001, ANN003, ANN202
         shapes.append((a.shape, b.shape))
         return real(a, b, **kwargs)
-    arrays = recurrent_floor._arrays("lstm", 16, 5, 3, 4)
+    arrays = recurrent_floor._arrays("gru", 16, 5, 3, 4)
+    assert arrays["gemm"] is None
     monkeypatch.setattr(recurrent_floor.np, "matmul", recording)
     recurrent_floor._loop(arrays, False, split=False)
     recurrent_floor._loop(arrays, True, split=False)
-    assert shapes == [((16, 4), (4, 16))] * 4 + [((16, 16), (16, 4))] * 4
+    assert shapes == [((16, 4), (4, 12))] * 4 + [((16, 12), (12, 4))] * 4
+
+
+def test_the_lstm_floor_makes_its_products_as_the_fused_loops_do():
+    arrays = recurrent_floor._arrays("lstm", 16, 5, 3, 4)
+    assert arrays["gemm"] is not None
+    h, w_t = arrays["h"], arrays["w_hh_t"]
+    arrays["out_g"][...] = 0
+    recurrent_floor._loop(arrays, False, split=False)  # accumulates as the forward adds into the gates
+    np.testing.assert_allclose(arrays["out_g"], sum(h[t] @ w_t for t in range(1, 5)), rtol=1e-5)
+    recurrent_floor._loop(arrays, True, split=False)
+    np.testing.assert_allclose(arrays["out_h"], arrays["d"][4] @ arrays["w_hh"], rtol=1e-5)

@@ -128,6 +128,22 @@ def _matmul(gemm, a, b, c, beta):
          c.ctypes.data, c.strides[0] // c.itemsize)
 
 
+SMALL_GEMM = 1_000_000  # M*N*K up to which OpenBLAS's SkylakeX sgemm runs its small kernels (no packing)
+K_CHUNKS = 8
+
+
+@register_jitable
+def _matmul_chunked(gemm, a, b, c, beta):
+    """_matmul as K_CHUNKS products over slices of the inner dimension where each is then small
+    enough for OpenBLAS's small-matrix kernels and the whole is not: a step's (32, 128) @ (128, 512)
+    and (32, 512) @ (512, 128) products repacked B (the whole W) on every call."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    chunks = K_CHUNKS if m * n * k > SMALL_GEMM and m * n * (k // K_CHUNKS) <= SMALL_GEMM else 1
+    for part in range(chunks):
+        lo, hi = k * part // chunks, k * (part + 1) // chunks
+        _matmul(gemm, a[:, lo:hi], b[lo:hi], c, beta if part == 0 else 1.0)
+
+
 def _lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi):
     """LSTM._run's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
     projections, sigmoid rows halved (layers/gated.py), becomes the activated gates i, f, o, g;
@@ -138,7 +154,7 @@ def _lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi):
     for t in range(proj.shape[0]):
         gates = proj[t, lo:hi]
         if t:
-            _matmul(gemm, hs[t, lo:hi], w_hh_t, gates, 1.0)
+            _matmul_chunked(gemm, hs[t, lo:hi], w_hh_t, gates, 1.0)
         c_prev, c_next, tc, h = cs[t, lo:hi], cs[t + 1, lo:hi], tanh_c[t, lo:hi], hs[t + 1, lo:hi]
         for r in range(hi - lo):
             gi, gf, go, gg = gates[r, :u], gates[r, u:2 * u], gates[r, 2 * u:3 * u], gates[r, 3 * u:]
@@ -165,7 +181,7 @@ def _lstm_backward(gemm, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, 
                 dh[r] += upstream[lo + r, t if every_step else 0]
         _lstm_step_serial(gates[t, lo:hi], cs[t, lo:hi], tanh_c[t, lo:hi], dh, dc, dgates[t, lo:hi])
         if t:
-            _matmul(gemm, dgates[t, lo:hi], w_hh, dh, 0.0)
+            _matmul_chunked(gemm, dgates[t, lo:hi], w_hh, dh, 0.0)
 
 
 _LSTM_FORWARD, _LSTM_BACKWARD = jit(_lstm_forward, error_model="numpy"), jit(_lstm_backward)
