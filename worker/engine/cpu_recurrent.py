@@ -144,13 +144,14 @@ def _matmul_chunked(gemm, a, b, c, beta):
         _matmul(gemm, a[:, lo:hi], b[lo:hi], c, beta if part == 0 else 1.0)
 
 
-def _lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi):
+def _lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
     """LSTM._run's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
-    projections, sigmoid rows halved (layers/gated.py), becomes the activated gates i, f, o, g;
-    w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with step 0 zero and tanh_c (T, N, u)
+    projections without their bias (4u,), sigmoid rows of both halved (layers/gated.py), becomes
+    the activated gates i, f, o, g; w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with step 0 zero and tanh_c (T, N, u)
     filled. Each step: one gemm adding h_{t-1} @ W^T into the gates, then one pass per row."""
     u = hs.shape[2]
     half = np.full(1, 0.5, proj.dtype)[0]
+    bi, bf, bo, bg = bias[:u], bias[u:2 * u], bias[2 * u:3 * u], bias[3 * u:]
     for t in range(proj.shape[0]):
         gates = proj[t, lo:hi]
         if t:
@@ -160,8 +161,8 @@ def _lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi):
             gi, gf, go, gg = gates[r, :u], gates[r, u:2 * u], gates[r, 2 * u:3 * u], gates[r, 3 * u:]
             cp_row, cn_row, tc_row, h_row = c_prev[r], c_next[r], tc[r], h[r]
             for j in range(u):
-                i, f = tanh(gi[j]) * half + half, tanh(gf[j]) * half + half
-                o, g = tanh(go[j]) * half + half, tanh(gg[j])
+                i, f = tanh(gi[j] + bi[j]) * half + half, tanh(gf[j] + bf[j]) * half + half
+                o, g = tanh(go[j] + bo[j]) * half + half, tanh(gg[j] + bg[j])
                 gi[j], gf[j], go[j], gg[j] = i, f, o, g
                 c = f * cp_row[j] + i * g
                 cn_row[j] = c
@@ -202,10 +203,10 @@ def fused_gemm(dtype: Any, size: int) -> Any:
     return cpu_blas.gemm(dtype)
 
 
-def lstm_forward(gemm: Any, proj: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray, cs: np.ndarray,
-                 tanh_c: np.ndarray, lo: int, hi: int) -> None:
+def lstm_forward(gemm: Any, proj: np.ndarray, bias: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray,
+                 cs: np.ndarray, tanh_c: np.ndarray, lo: int, hi: int) -> None:
     """_lstm_forward over batch rows lo:hi (gemm: fused_gemm's)."""
-    _LSTM_FORWARD(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi)
+    _LSTM_FORWARD(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
 
 
 def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
@@ -263,5 +264,5 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     gemm = cpu_blas.gemm(dtype)
     if gemm is not None:
         hs, dgates = np.zeros((2, 1, 1), dtype), np.zeros((1, 1, 4), dtype)
-        _LSTM_FORWARD(gemm, four[None].copy(), four, hs, hs.copy(), hs[1:].copy(), 0, 1)
+        _LSTM_FORWARD(gemm, four[None].copy(), four[0], four, hs, hs.copy(), hs[1:].copy(), 0, 1)
         _LSTM_BACKWARD(gemm, four[None], hs, hs[1:], hs, True, four.T.copy(), dgates, one.copy(), one.copy(), 0, 1)

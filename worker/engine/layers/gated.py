@@ -68,7 +68,7 @@ class LSTM(_Recurrent):
             return super()._projection()
         return self._halved(self._w("weight_ih_l0")), self._halved(self._input_bias())
 
-    def _run(self, proj: Any) -> Any:
+    def _run(self, proj: Any, bias: Any) -> Any:
         steps, n, gh = proj.shape
         u = self.units
         hs, cs = self.scratch("hs", (steps + 1, n, u)), self.scratch("cs", (steps + 1, n, u))
@@ -82,10 +82,11 @@ class LSTM(_Recurrent):
         if gemm is not None:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, w_hh_t, hs, cs, tanh_c, lo, hi),
-                  n)
+            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo,
+                                                                         hi), n)
             self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
             return hs
+        proj += bias
 
         def rows(lo: int, hi: int, part: int) -> None:
             tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
@@ -184,8 +185,9 @@ class GRU(_Recurrent):
         hs[0] = 0
         return hs, hp_n, self.scratch("tmp", (n, gh)), self._p("bias_hh_l0"), self._p("weight_hh_l0").T
 
-    def _run(self, proj: Any) -> Any:
+    def _run(self, proj: Any, bias: Any) -> Any:
         xp, steps, u = self.xp, proj.shape[0], self.units
+        proj += bias
         hs, hp_n, tmp, b_hh, w_hh_t = self.loop_state(proj)
         for t in range(steps):
             g = proj[t]  # becomes r, z, n of step t

@@ -98,11 +98,13 @@ class _Recurrent(Layer):
         n, steps, features = x.shape
         self._xt = xp.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, N, F)
         w_ih, bias = self._projection()
-        proj = self._xt.reshape(steps * n, features) @ w_ih.T
-        proj += bias
-        run = self._run if xp is np else partial(gpu_recurrent.run, self)  # CuPy: fused step kernels
+        proj = (self._xt.reshape(steps * n, features) @ w_ih.T).reshape(steps, n, -1)
         with np.errstate(over="ignore"):  # see sigmoid_
-            self._hs = run(proj.reshape(steps, n, -1))  # (T+1, N, H), hs[0] = 0
+            if xp is np:  # the loop adds the bias (the LSTM's fused loop in its pass over each step's gates)
+                self._hs = self._run(proj, bias)  # (T+1, N, H), hs[0] = 0
+            else:  # CuPy: fused step kernels
+                proj += bias
+                self._hs = gpu_recurrent.run(self, proj)
         if self.return_sequences:
             return xp.ascontiguousarray(self._hs[1:].transpose(1, 0, 2))
         return self._hs[steps].copy()
@@ -153,8 +155,9 @@ class SimpleRNN(_Recurrent):
     kind = "rnn"
     gates = 1
 
-    def _run(self, proj: Any) -> Any:
+    def _run(self, proj: Any, bias: Any) -> Any:
         xp, (steps, n, units) = self.xp, proj.shape
+        proj += bias
         hs, tmp = self.scratch("hs", (steps + 1, n, units)), self.scratch("tmp", (n, units))
         hs[0] = 0
         w_hh_t = np.ascontiguousarray(self._p("weight_hh_l0").T)  # stored, as in LSTM._run (layers/gated.py)
