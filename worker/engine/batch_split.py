@@ -10,7 +10,9 @@ hand-off each way per call (spin.Signal: a few µs where a lock's wake-up took t
 splits once per forward or backward (a recurrent layer its whole time loop), never per step.
 
 Used while the budget (`kernel_jit.threads_in_use`) is 2 or 3 threads, the caller is the main
-thread and each part gets at least MIN_PART_ROWS rows; from PARALLEL_MIN_THREADS threads the
+thread, each part gets at least MIN_PART_ROWS rows and the pass, when its caller says how many
+array elements it touches, at least MIN_SPLIT_ELEMENTS (a shorter one gains less than the
+hand-off costs: the bench CNN's second max-pool, 65k inputs, took longer split); from PARALLEL_MIN_THREADS threads the
 kernels' own parallel variants and multi-threaded products stay in charge (not measured against
 the split: no such machine here). The helpers are created lazily in the process that uses them
 and forgotten in a forked child (a Celery prefork child forks after import), which makes its own.
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 MIN_PART_ROWS = 8
+MIN_SPLIT_ELEMENTS = 1 << 17
 _state: dict[str, Any] = {"helpers": [], "blas": None, "forced": None}
 
 
@@ -121,12 +124,13 @@ def forced(parts: int | None) -> Any:
         _state["forced"] = before
 
 
-def parts_for(rows: int, small: bool = False) -> int:
-    """How many parts a batch of `rows` is split into now (1: not split); `small`: the caller's
-    pass is too short to gain from a split (one part unless a test forces them)."""
+def parts_for(rows: int, elements: int | None = None) -> int:
+    """How many parts a batch of `rows` is split into now (1: not split); `elements`: how many
+    array elements the caller's pass over the whole batch touches, if it says (below
+    MIN_SPLIT_ELEMENTS, one part unless a test forces them)."""
     if _state["forced"] is not None:
         return max(1, min(_state["forced"], rows))
-    if small:
+    if elements is not None and elements < MIN_SPLIT_ELEMENTS:
         return 1
     from worker.engine import kernel_jit  # noqa: PLC0415
 

@@ -84,9 +84,11 @@ def test_a_training_budget_of_two_threads_splits_a_batch_in_the_main_thread_only
         worker.start()
         worker.join()
         assert seen == [1]
-        assert batch_split.parts_for(64, small=True) == 1  # the caller's pass is too short
+        small = batch_split.MIN_SPLIT_ELEMENTS - 1
+        assert batch_split.parts_for(64, small) == 1  # the caller's pass is too short
+        assert batch_split.parts_for(64, small + 1) == 2
         with batch_split.forced(2):
-            assert batch_split.parts_for(64, small=True) == 2  # tests split what they ask for
+            assert batch_split.parts_for(64, small) == 2  # tests split what they ask for
     with threads.thread_budget(1, kernels=True):
         assert batch_split.parts_for(64) == 1
     with threads.thread_budget(kernel_jit.PARALLEL_MIN_THREADS, kernels=True):

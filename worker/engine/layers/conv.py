@@ -174,7 +174,7 @@ class Conv2D(Layer):
         n, (_, ho, wo), f = x.shape[0], self.out_shape, self.filters
         k, relu, pads = weight[0].size, self._fused_relu(), self.pads()
         w2, z = weight.reshape(f, k), self.scratch("z", (n, f, ho, wo))
-        self._x_shape, self._parts = x.shape, batch_split.parts_for(n)
+        self._x_shape, self._parts = x.shape, batch_split.parts_for(n, k * n * ho * wo)  # the columns
 
         def rows(lo: int, hi: int, part: int) -> None:
             groups = sample_groups(hi - lo, f * k * ho * wo)

@@ -4,7 +4,7 @@ Each of the ph*pw window offsets is one strided view of the input; the pooled va
 elementwise reduction over those views, so no window tensor is ever materialised. Max pooling in
 training on NumPy runs cpu_conv's kernels instead: one pass that keeps each window's argmax, and
 one scatter of the gradient to it, on the parts of the batch at once when the thread budget
-allows (batch_split) and the input is large enough (SPLIT_MIN_INPUT).
+allows and the input is large enough (batch_split.parts_for).
 """
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ import numpy as np
 from worker.engine.layers import Layer, register
 from worker.engine.layers.base import ShapeError
 from worker.engine.layers.im2col import offsets, pair, window_count
-
-# Smaller inputs pool on one thread: the 2x2 kernel's pass is then too short for the batch split's
-# hand-off (bench CNN on 2 threads, forward + backward per epoch: its first pool, 295k inputs,
-# 33-36 ms split, 31 ms not; its second, 65k inputs, 23 ms split, 12 ms not).
-SPLIT_MIN_INPUT = 1 << 20
 
 
 class _Pool2D(Layer):
@@ -114,7 +109,7 @@ class MaxPool2D(_Pool2D):
         index = np.int32 if x.shape[2] * x.shape[3] < 2**31 else np.int64  # int32: the 2x2 kernel vectorizes
         out, arg = self.scratch("out", (n, *self.out_shape)), self.scratch("arg", (n, *self.out_shape), index)
         self._x_shape, self._arg = x.shape, arg
-        self._parts = batch_split.parts_for(n, small=x.size < SPLIT_MIN_INPUT)
+        self._parts = batch_split.parts_for(n, x.size)
         batch_split.run(n, lambda lo, hi, _: cpu_conv.maxpool(x[lo:hi], self.pool, self.stride, out[lo:hi],
                                                               arg[lo:hi]), self._parts)
         return out
