@@ -10,8 +10,8 @@ the reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the w
 and the bias gradient, in one pass; `col2im` sums the columns' gradients, (G, C*kh*kw, N/G, Ho,
 Wo), back into dx, sample by sample.
 maxpool2d records each window's argmax (int32) in forward, so backward is one scatter; 2x2
-windows at stride 2, the common case, run unrolled on row views (forward 3-4x, backward on
-small planes 2x as fast as the general loop, which serves every other window per plane).
+windows at stride 2, the common case, run unrolled on row views (faster than the general loop,
+which serves every other window per plane).
 
 Each equals the NumPy formulation of the layer it serves (im2col.py, conv.py, pooling.py), NaN
 and infinity included: a window holding a NaN pools to NaN and passes no gradient, and a
