@@ -53,28 +53,30 @@ def _fused_gemm(model: str, size: int) -> Any:
 
 
 def _fused_products() -> Any:
-    """products(gemm, left, right, out, lo, hi, beta): out = left[t, lo:hi] @ right (+ beta * out)
-    for t >= 1, as the fused loops make them (cpu_recurrent._matmul_chunked), in one Numba call."""
+    """products(gemm, chunked, left, right, out, lo, hi, beta): out = left[t, lo:hi] @ right
+    (+ beta * out) for t >= 1, as the fused loops make them (cpu_recurrent._matmul_chunked), in
+    one Numba call."""
     if "products" not in _jitted:
         import numba  # noqa: PLC0415
 
         from worker.engine.cpu_recurrent import _matmul_chunked  # noqa: PLC0415
 
-        def products(gemm, left, right, out, lo, hi, beta):  # noqa: ANN001, ANN202
+        def products(gemm, chunked, left, right, out, lo, hi, beta):  # noqa: ANN001, ANN202
             for t in range(1, left.shape[0]):
-                _matmul_chunked(gemm, left[t, lo:hi], right, out, beta)
+                _matmul_chunked(gemm, left[t, lo:hi], right, out, beta, chunked)
         _jitted["products"] = numba.njit(nogil=True)(products)
     return _jitted["products"]
 
 
 def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
-    from worker.engine import batch_split  # noqa: PLC0415
+    from worker.engine import batch_split, cpu_blas  # noqa: PLC0415
 
     def rows(lo: int, hi: int, part: int) -> None:
         out = (a["out_h"] if backward else a["out_g"])[lo:hi]
         if a["gemm"] is not None:
             left, right = (a["d"], a["w_hh"]) if backward else (a["h"], a["w_hh_t"])
-            _fused_products()(a["gemm"], left, right, out, lo, hi, 0.0 if backward else 1.0)
+            chunked = cpu_blas.threads() == 1
+            _fused_products()(a["gemm"], chunked, left, right, out, lo, hi, 0.0 if backward else 1.0)
             return
         for t in range(a["h"].shape[0]):
             if backward and t:

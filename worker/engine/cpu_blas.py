@@ -7,7 +7,7 @@ Taken from the library NumPy already loaded (RTLD_NOLOAD), so a kernel's product
 same OpenBLAS, with the same thread count (threadpoolctl, threads.thread_budget,
 batch_split.one_blas_thread), as np.matmul. Passed as an argument rather than bound as a global,
 the kernels stay cacheable on disk. `gemm` is None where NumPy uses another BLAS: the callers
-then keep their NumPy products.
+then keep their NumPy products. `threads` is that library's thread count now.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE
 _SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", ctypes.c_float),
             np.dtype(np.float64): ("scipy_cblas_dgemm64_", ctypes.c_double)}
-_found: dict[np.dtype, Any] = {}
+_found: dict[Any, Any] = {}
 
 
 def _numpy_openblas() -> ctypes.CDLL | None:
@@ -46,6 +46,18 @@ def _lookup(dtype: np.dtype) -> Any:
         return prototype((symbol, lib))
     except AttributeError:
         return None
+
+
+def threads() -> int:
+    """The thread count of NumPy's OpenBLAS now (as threadpoolctl or batch_split set it); 0
+    where it was not found."""
+    if "threads" not in _found:
+        lib = _numpy_openblas()
+        function = getattr(lib, "scipy_openblas_get_num_threads64_", None) if lib is not None else None
+        if function is not None:
+            function.restype, function.argtypes = ctypes.c_int, []
+        _found["threads"] = function
+    return _found["threads"]() if _found["threads"] is not None else 0
 
 
 def gemm(dtype: Any) -> Any:

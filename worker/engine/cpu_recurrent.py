@@ -133,29 +133,32 @@ K_CHUNKS = 8
 
 
 @register_jitable
-def _matmul_chunked(gemm, a, b, c, beta):
-    """_matmul as K_CHUNKS products over slices of the inner dimension where each is then small
-    enough for OpenBLAS's small-matrix kernels and the whole is not: a step's (32, 128) @ (128, 512)
-    and (32, 512) @ (512, 128) products repacked B (the whole W) on every call."""
+def _matmul_chunked(gemm, a, b, c, beta, chunked):
+    """_matmul, with `chunked` (OpenBLAS on one thread) as K_CHUNKS products over slices of the
+    inner dimension where each is then small enough for OpenBLAS's small-matrix kernels and the
+    whole is not: a step's (32, 128) @ (128, 512) and (32, 512) @ (512, 128) products repacked B
+    (the whole W) on every call. The small kernels run on one thread: with more, one product."""
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    chunks = K_CHUNKS if m * n * k > SMALL_GEMM and m * n * (k // K_CHUNKS) <= SMALL_GEMM else 1
+    small = m * n * k > SMALL_GEMM and m * n * (k // K_CHUNKS) <= SMALL_GEMM
+    chunks = K_CHUNKS if chunked and small else 1
     for part in range(chunks):
         lo, hi = k * part // chunks, k * (part + 1) // chunks
         _matmul(gemm, a[:, lo:hi], b[lo:hi], c, beta if part == 0 else 1.0)
 
 
-def _lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
+def _lstm_forward(gemm, chunked, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
     """LSTM._run's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
     projections without their bias (4u,), sigmoid rows of both halved (layers/gated.py), becomes
-    the activated gates i, f, o, g; w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with step 0 zero and tanh_c (T, N, u)
-    filled. Each step: one gemm adding h_{t-1} @ W^T into the gates, then one pass per row."""
+    the activated gates i, f, o, g; w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with
+    step 0 zero and tanh_c (T, N, u) filled; chunked: see _matmul_chunked. Each step: the gemm
+    adding h_{t-1} @ W^T into the gates, then one pass per row."""
     u = hs.shape[2]
     half = np.full(1, 0.5, proj.dtype)[0]
     bi, bf, bo, bg = bias[:u], bias[u:2 * u], bias[2 * u:3 * u], bias[3 * u:]
     for t in range(proj.shape[0]):
         gates = proj[t, lo:hi]
         if t:
-            _matmul_chunked(gemm, hs[t, lo:hi], w_hh_t, gates, 1.0)
+            _matmul_chunked(gemm, hs[t, lo:hi], w_hh_t, gates, 1.0, chunked)
         c_prev, c_next, tc, h = cs[t, lo:hi], cs[t + 1, lo:hi], tanh_c[t, lo:hi], hs[t + 1, lo:hi]
         for r in range(hi - lo):
             gi, gf, go, gg = gates[r, :u], gates[r, u:2 * u], gates[r, 2 * u:3 * u], gates[r, 3 * u:]
@@ -170,7 +173,7 @@ def _lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
                 h_row[j] = o * tc_row[j]
 
 
-def _lstm_backward(gemm, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, dh, dc, lo, hi):
+def _lstm_backward(gemm, chunked, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, dh, dc, lo, hi):
     """lstm_bptt's whole loop over batch rows lo:hi in one call: upstream (N, T, u) dL/dh of
     every step (every_step) or (N, 1, u) of the last; dh, dc (hi-lo, u) zeroed state; dgates
     (T, N, 4u) filled. Each step: the upstream rows added, _lstm_step, one gemm for dL/dh_{t-1}
@@ -182,7 +185,7 @@ def _lstm_backward(gemm, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, 
                 dh[r] += upstream[lo + r, t if every_step else 0]
         _lstm_step_serial(gates[t, lo:hi], cs[t, lo:hi], tanh_c[t, lo:hi], dh, dc, dgates[t, lo:hi])
         if t:
-            _matmul_chunked(gemm, dgates[t, lo:hi], w_hh, dh, 0.0)
+            _matmul_chunked(gemm, dgates[t, lo:hi], w_hh, dh, 0.0, chunked)
 
 
 _LSTM_FORWARD, _LSTM_BACKWARD = jit(_lstm_forward, error_model="numpy"), jit(_lstm_backward)
@@ -206,7 +209,7 @@ def fused_gemm(dtype: Any, size: int) -> Any:
 def lstm_forward(gemm: Any, proj: np.ndarray, bias: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray,
                  cs: np.ndarray, tanh_c: np.ndarray, lo: int, hi: int) -> None:
     """_lstm_forward over batch rows lo:hi (gemm: fused_gemm's)."""
-    _LSTM_FORWARD(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
+    _LSTM_FORWARD(gemm, cpu_blas.threads() == 1, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
 
 
 def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
@@ -228,8 +231,8 @@ def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.nda
     if gemm is not None:
         every_step = layer.return_sequences
         upstream = grad_out if every_step else grad_out[:, None]
-        _LSTM_BACKWARD(gemm, layer._gates, layer._cs, layer._tanh_c, upstream, every_step, w_hh, dgates_all, dh, dc,
-                       lo, hi)
+        _LSTM_BACKWARD(gemm, cpu_blas.threads() == 1, layer._gates, layer._cs, layer._tanh_c, upstream, every_step,
+                       w_hh, dgates_all, dh, dc, lo, hi)
         return
     kernel = variant(_LSTM_STEP, dgates[0].size)
     for t in range(gates.shape[0] - 1, -1, -1):
@@ -264,5 +267,6 @@ def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
     gemm = cpu_blas.gemm(dtype)
     if gemm is not None:
         hs, dgates = np.zeros((2, 1, 1), dtype), np.zeros((1, 1, 4), dtype)
-        _LSTM_FORWARD(gemm, four[None].copy(), four[0], four, hs, hs.copy(), hs[1:].copy(), 0, 1)
-        _LSTM_BACKWARD(gemm, four[None], hs, hs[1:], hs, True, four.T.copy(), dgates, one.copy(), one.copy(), 0, 1)
+        _LSTM_FORWARD(gemm, True, four[None].copy(), four[0], four, hs, hs.copy(), hs[1:].copy(), 0, 1)
+        _LSTM_BACKWARD(gemm, True, four[None], hs, hs[1:], hs, True, four.T.copy(), dgates, one.copy(), one.copy(),
+                       0, 1)

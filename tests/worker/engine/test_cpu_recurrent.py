@@ -62,6 +62,11 @@ def test_numpys_blas_is_found_for_the_fused_lstm_loops():
 
     for dtype in (np.float32, np.float64):
         assert cpu_blas.gemm(dtype) is not None
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            assert cpu_blas.threads() == threads
 
 
 @pytest.mark.parametrize(("units", "rows"), [(7, 5), (128, 67)])  # 128: the products in K-chunks
@@ -120,7 +125,7 @@ def test_a_chunked_product_equals_numpys(beta):
     from worker.engine import cpu_blas, cpu_recurrent  # noqa: PLC0415
 
     assert 40 * 130 * 300 > cpu_recurrent.SMALL_GEMM >= 40 * 130 * (300 // cpu_recurrent.K_CHUNKS)
-    product = numba.njit(lambda gemm, a, b, c, beta: cpu_recurrent._matmul_chunked(gemm, a, b, c, beta))
+    product = numba.njit(lambda gemm, a, b, c, beta: cpu_recurrent._matmul_chunked(gemm, a, b, c, beta, True))
     rng = np.random.default_rng(12)
     a, b, c = rng.standard_normal((40, 300)), rng.standard_normal((300, 130)), rng.standard_normal((40, 130))
     expected = a @ b + beta * c
