@@ -65,4 +65,5 @@ def gemm(dtype: Any) -> Any:
     dtype = np.dtype(dtype)
     if dtype not in _found:
         _found[dtype] = _lookup(dtype)
+        threads()  # its lookup here too, before the parts of a split batch ask at once
     return _found[dtype]
