@@ -12,10 +12,14 @@ splits once per forward or backward (a recurrent layer its whole time loop), nev
 Used while the budget (`kernel_jit.threads_in_use`) is 2 or 3 threads, the caller is the main
 thread, each part gets at least MIN_PART_ROWS rows and the pass, when its caller says how many
 array elements it touches, at least MIN_SPLIT_ELEMENTS (a shorter one gains less than the
-hand-off costs: the bench CNN's second max-pool, 65k inputs, took longer split); from PARALLEL_MIN_THREADS threads the
-kernels' own parallel variants and multi-threaded products stay in charge (not measured against
-the split: no such machine here). The helpers are created lazily in the process that uses them
-and forgotten in a forked child (a Celery prefork child forks after import), which makes its own.
+hand-off costs: the bench CNN's second max-pool, 65k inputs, took longer split); from
+PARALLEL_MIN_THREADS threads the kernels' own parallel variants and multi-threaded products stay
+in charge. On a 16-core host (`python -m bench threads --threads 16`, 2026-11-30 11:15 UTC, batch
+1024 best of two and batch 128 one run, before this session's conv and LSTM changes) the split at
+16 threads with serial kernels gave no consistent gain: CNN epochs 0.220 and 0.263 s against 0.179
+and 0.186 with the parallel variants, LSTM 0.154 and 0.275 s against 0.222 and 0.246. The
+helpers are created lazily in the process that uses them and forgotten in a forked child (a
+Celery prefork child forks after import), which makes its own.
 """
 from __future__ import annotations
 
