@@ -95,26 +95,47 @@ def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, units, rows, monkeyp
             np.testing.assert_allclose(got[name], want, rtol=TOLERANCE[dtype]["rtol"], atol=atol, err_msg=name)
 
 
-def test_the_float32_tanh_of_the_fused_loops_is_within_a_few_ulp_and_saturates():
+def _fused_loop_tanh(x):
+    """cpu_recurrent.tanh over x in a loop compiled with the kernels' flags, as the fused loops call it
+    (not disk-cached: Numba's cache would not see a change to the tanh in another module)."""
     import numba  # noqa: PLC0415
 
-    from worker.engine import cpu_recurrent  # noqa: PLC0415
+    from worker.engine import cpu_recurrent, kernel_jit  # noqa: PLC0415
 
-    @numba.njit
     def apply(values, out):
         for k in range(values.size):
             out[k] = cpu_recurrent.tanh(values[k])
 
-    x = np.concatenate([np.linspace(-12, 12, 200_001), [0, 1e-30, 3e-4, -5e-4, 50, -50, np.inf, -np.inf]])
-    x = x.astype(np.float32)
     out = np.empty_like(x)
-    apply(x, out)
+    numba.njit(fastmath=kernel_jit.FAST, error_model="numpy")(apply)(x, out)
+    return out
+
+
+def _tanh_sample():
+    """Millions of float32: a dense grid past the clamp, both signs of a geometric sweep from the
+    smallest denormal, every float32 near the clamp, and the specials."""
+    tiny = np.geomspace(1e-45, 1.0, 1_000_000)
+    clamp = np.float32(9.010914)
+    near_clamp = clamp + np.arange(-20_000, 20_000, dtype=np.float32) * np.spacing(clamp)
+    specials = [0.0, -0.0, 1e-30, 3e-4, -5e-4, 50, -50, 1e30, np.inf, -np.inf]
+    x = np.concatenate([np.linspace(-12, 12, 2_000_001), tiny, -tiny, near_clamp, -near_clamp, specials])
+    return x.astype(np.float32)
+
+
+def test_the_float32_tanh_of_the_fused_loops_is_within_a_few_ulp_odd_and_saturates():
+    x = _tanh_sample()
+    out = _fused_loop_tanh(x)
     exact = np.tanh(x.astype(np.float64))
     ulps = np.abs(out - exact) / np.spacing(np.abs(exact).astype(np.float32))
     assert ulps.max() < 6
-    assert np.all(np.abs(out) <= 1) and out[-2] == -out[-1] > 0.99999
-    apply(x.astype(np.float64), out64 := np.empty(x.size))
-    np.testing.assert_allclose(out64, np.tanh(x.astype(np.float64)), rtol=1e-15)  # float64: libm's tanh
+    assert np.all(np.abs(out) <= 1)
+    np.testing.assert_array_equal(_fused_loop_tanh(-x), -out)
+    assert out[-2] == 1 and out[-1] == -1
+    tiny = np.abs(x) < 1e-4  # denormals included: x itself
+    np.testing.assert_array_equal(out[tiny], x[tiny])
+    assert np.isnan(_fused_loop_tanh(np.array([np.nan, -np.nan], np.float32))).all()
+    out64 = _fused_loop_tanh(x.astype(np.float64))
+    np.testing.assert_allclose(out64, exact, rtol=1e-15)  # float64: libm's tanh
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
