@@ -37,14 +37,16 @@ class Client:
     error raises ApiError; 429/503 are retried `retries` times, honouring Retry-After.
 
     `http`: an httpx.Client of your own to send the requests through (a proxy, certificates, a
-    mock transport); its base_url and timeout are used, not `url` and `timeout`. `api_key` is
+    mock transport); its base_url (also `Client.url`, and what decides whether the development
+    key applies) and timeout are used, not `url` and `timeout`. `api_key` is
     sent with each of its requests too, over any Authorization header the client carries. Where
     `api_key` is not given and that client carries one, its header is used (BPS_API_KEY and the
     development key are not)."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0,
                  retries: int = 4, backoff_s: float = 0.5, http: httpx.Client | None = None) -> None:
-        self.url = (url or os.environ.get("BPS_URL") or DEFAULT_URL).rstrip("/")
+        given = url or os.environ.get("BPS_URL") or DEFAULT_URL
+        self.url = (str(http.base_url) if http is not None else given).rstrip("/")  # where requests go
         own_header = http is not None and "Authorization" in http.headers
         self.api_key = api_key or (None if own_header else os.environ.get("BPS_API_KEY") or dev_key(self.url))
         self.transport = Transport(self.url, self.api_key, timeout=timeout, retries=retries, backoff_s=backoff_s,

@@ -51,3 +51,24 @@ def test_the_api_key_goes_with_the_requests_of_a_given_http_client(monkeypatch):
     assert sent_authorization(monkeypatch, "k", {"Authorization": "Bearer its-own"}) == "Bearer k"
     assert sent_authorization(monkeypatch, None) == "Bearer from-env"
     assert sent_authorization(monkeypatch, None, {"Authorization": "Bearer its-own"}) == "Bearer its-own"
+
+
+def test_the_development_key_goes_only_to_the_default_url_of_a_given_http_client(monkeypatch, tmp_path):
+    from bps_client import Client
+
+    monkeypatch.delenv("BPS_API_KEY", raising=False)
+    monkeypatch.delenv("BPS_URL", raising=False)
+    monkeypatch.setenv("BPS_VAR_DIR", str(tmp_path))
+    (tmp_path / "dev-api-key").write_text("dev-secret\n")
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("Authorization")))
+        return httpx.Response(200, json={})
+
+    for base_url in ("https://remote.example", "http://127.0.0.1:8000"):
+        http = httpx.Client(base_url=base_url, transport=httpx.MockTransport(handler))
+        with Client(http=http) as client:
+            client.job("j")
+            assert client.url == base_url
+    assert seen == [("remote.example", None), ("127.0.0.1", "Bearer dev-secret")]
