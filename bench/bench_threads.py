@@ -5,9 +5,10 @@ before OpenBLAS and Numba load), in turn, best of --repeats, on every core:
   `bps` and `bench` set), against parking at once (4) and its compiled default (28: they spin
   about 2**28 cycles, a tenth of a second, after each product);
 - the kernels' variants as the engine picks them (serial below kernel_jit.PARALLEL_MIN_THREADS,
-  parallel from there for calls above kernel_jit.PARALLEL_MIN elements; conv, pooling and the
-  recurrent layers split the batch across threads below it, batch_split) against serial ones
-  forced, with the batch split at any count and with no split, and parallel ones forced on;
+  parallel from there for calls above kernel_jit.PARALLEL_MIN elements, DENSE_PARALLEL_MIN for
+  the dense layer's passes; conv, pooling and the recurrent layers split the batch across
+  threads below it, batch_split) against serial ones forced, with the batch split at any count
+  and with no split, and parallel ones forced on (the dense passes too);
 - for those parallel variants, Numba's workqueue threading layer (the engine's) against OpenMP.
 
 Each process prints one MLP epoch through Network.fit (bench_mlp's workload on 20,000 rows,
@@ -47,6 +48,8 @@ def child(threads: int, batch: int) -> None:
 
     if os.environ.get(KERNELS):
         kernel_jit.PARALLEL_MIN_THREADS = int(os.environ[KERNELS])
+        if kernel_jit.PARALLEL_MIN_THREADS <= 2:  # forced on: the dense passes too (DENSE_PARALLEL_MIN)
+            kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
     if os.environ.get(PART_ROWS):
         batch_split.MIN_PART_ROWS = int(os.environ[PART_ROWS])
     X, y = bench_mlp.make_data(20_000)

@@ -8,7 +8,8 @@ Not run by `make bench` (it reaches into the loop's internals, worker.engine.tra
 to time each phase); it tells where to look when engine / floor is above its target. The
 optimizer step and the gradient norms are one fused pass (cpu_kernels), timed together. The
 threads are a fit's budget (threads.thread_budget: OpenBLAS and the fused kernels); `--kernels
-serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant);
+serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant;
+`parallel` also gives the dense passes the general size threshold, as before DENSE_PARALLEL_MIN);
 `--parallel-min` sets the size from which a pass takes its parallel variant (kernel_jit.PARALLEL_MIN)."""
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         kernel_jit.PARALLEL_MIN_THREADS = KERNELS[args.kernels]
     if args.parallel_min is not None:
         kernel_jit.PARALLEL_MIN = args.parallel_min
+    if args.kernels == "parallel":
+        kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
     with thread_budget(args.threads, kernels=True):
         phases, floor = profile(args.rows, args.batch)
     print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels} "
