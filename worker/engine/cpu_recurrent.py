@@ -131,13 +131,27 @@ def _tanh_overload(x):
 
 
 @register_jitable
-def _matmul(gemm, a, b, c, beta):
-    """c = a @ b + beta * c by cblas gemm (cpu_blas.gemm) on 2-D arrays with contiguous rows."""
-    if a.strides[1] != a.itemsize or b.strides[1] != b.itemsize or c.strides[1] != c.itemsize:
+def _leading(x):
+    """The leading dimension cblas takes for the 2-D row-major x, which must have contiguous rows.
+    Not strides[0] alone: the stride of a dimension of length 1 is arbitrary (NumPy calls a (1, 4)
+    array with strides (4, 4) contiguous: np.ascontiguousarray(W.T) of a (4, 1) W), and OpenBLAS
+    rejects a leading dimension below the row length, leaving the output as it was."""
+    rows, cols = x.shape
+    if cols > 1 and x.strides[1] != x.itemsize:
         raise ValueError("_matmul needs contiguous rows")
+    if rows <= 1 or cols == 0:
+        return max(1, cols)
+    if x.strides[0] % x.itemsize or x.strides[0] < cols * x.itemsize:
+        raise ValueError("_matmul needs rows that do not overlap")
+    return x.strides[0] // x.itemsize
+
+
+@register_jitable
+def _matmul(gemm, a, b, c, beta):
+    """c = a @ b + beta * c by cblas gemm (cpu_blas.gemm, of the arrays' dtype) on 2-D arrays with
+    contiguous rows."""
     gemm(cpu_blas.ROW_MAJOR, cpu_blas.NO_TRANS, cpu_blas.NO_TRANS, a.shape[0], b.shape[1], a.shape[1], 1.0,
-         a.ctypes.data, a.strides[0] // a.itemsize, b.ctypes.data, b.strides[0] // b.itemsize, beta,
-         c.ctypes.data, c.strides[0] // c.itemsize)
+         a.ctypes.data, _leading(a), b.ctypes.data, _leading(b), beta, c.ctypes.data, _leading(c))
 
 
 SMALL_GEMM = 1_000_000  # M*N*K up to which OpenBLAS's SkylakeX sgemm runs its small kernels (no packing)

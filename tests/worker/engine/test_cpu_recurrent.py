@@ -69,7 +69,8 @@ def test_numpys_blas_is_found_for_the_fused_lstm_loops():
             assert cpu_blas.threads() == threads
 
 
-@pytest.mark.parametrize(("units", "rows"), [(7, 5), (128, 67)])  # 128: the products in K-chunks
+# 128: the products in K-chunks; 1: W^T (1, 4), which NumPy calls contiguous with a row stride of 1 element
+@pytest.mark.parametrize(("units", "rows"), [(7, 5), (128, 67), (1, 5)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, units, rows, monkeypatch):
     """Forward and backward by _lstm_forward/_lstm_backward (one call per loop, products by cblas)
@@ -151,4 +152,20 @@ def test_a_chunked_product_equals_numpys(beta):
     a, b, c = rng.standard_normal((40, 300)), rng.standard_normal((300, 130)), rng.standard_normal((40, 130))
     expected = a @ b + beta * c
     product(cpu_blas.gemm(np.float64), a, b, c, beta)
+    np.testing.assert_allclose(c, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 1, 4), (5, 1, 4), (1, 4, 1), (5, 4, 1), (1, 1, 1)])
+def test_a_product_with_dimensions_of_length_one_equals_numpys(m, k, n):
+    """_matmul on operands whose length-1 dimensions have strides cblas rejects as a leading
+    dimension (np.ascontiguousarray of a transpose keeps them: NumPy calls the view contiguous)."""
+    import numba  # noqa: PLC0415
+
+    from worker.engine import cpu_blas, cpu_recurrent  # noqa: PLC0415
+
+    product = numba.njit(lambda gemm, a, b, c: cpu_recurrent._matmul(gemm, a, b, c, 1.0))
+    rng = np.random.default_rng(13)
+    a, b, c = (np.ascontiguousarray(rng.standard_normal(shape[::-1]).T) for shape in ((m, k), (k, n), (m, n)))
+    expected = a @ b + c
+    product(cpu_blas.gemm(np.float64), a, b, c)
     np.testing.assert_allclose(c, expected, rtol=1e-12, atol=1e-12)
