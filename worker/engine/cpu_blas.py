@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE
 _SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", ctypes.c_float),
             np.dtype(np.float64): ("scipy_cblas_dgemm64_", ctypes.c_double)}
 _found: dict[Any, Any] = {}

@@ -130,6 +130,10 @@ def _tanh_overload(x):
     return lambda x: np.tanh(x)
 
 
+# CBLAS_ORDER / CBLAS_TRANSPOSE: here, not cpu_blas's, so that a disk-cached kernel depends on this file alone
+ROW_MAJOR, NO_TRANS = 101, 111
+
+
 @register_jitable
 def _leading(x):
     """The leading dimension cblas takes for the 2-D row-major x, which must have contiguous rows.
@@ -150,7 +154,7 @@ def _leading(x):
 def _matmul(gemm, a, b, c, beta):
     """c = a @ b + beta * c by cblas gemm (cpu_blas.gemm, of the arrays' dtype) on 2-D arrays with
     contiguous rows."""
-    gemm(cpu_blas.ROW_MAJOR, cpu_blas.NO_TRANS, cpu_blas.NO_TRANS, a.shape[0], b.shape[1], a.shape[1], 1.0,
+    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, a.shape[0], b.shape[1], a.shape[1], 1.0,
          a.ctypes.data, _leading(a), b.ctypes.data, _leading(b), beta, c.ctypes.data, _leading(c))
 
 

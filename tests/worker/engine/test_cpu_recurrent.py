@@ -169,3 +169,13 @@ def test_a_product_with_dimensions_of_length_one_equals_numpys(m, k, n):
     expected = a @ b + c
     product(cpu_blas.gemm(np.float64), a, b, c)
     np.testing.assert_allclose(c, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_disk_cached_loops_read_no_constant_of_another_module():
+    """Numba's disk cache is keyed on the kernel's own file: a constant read from another module
+    (cpu_blas.ROW_MAJOR, ...) is frozen into the cached code and an edit there would not reach it."""
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+    for function in (cpu_recurrent._lstm_forward, cpu_recurrent._lstm_backward, cpu_recurrent._matmul_chunked,
+                     cpu_recurrent._matmul, cpu_recurrent._leading):
+        assert "cpu_blas" not in function.__code__.co_names, function.__name__
