@@ -230,7 +230,8 @@ def lstm_cell_kernel(size: int) -> Any:
 def fused_gemm(dtype: Any, size: int) -> Any:
     """cpu_blas.gemm(dtype) where a fused loop (_lstm_forward, _lstm_backward) runs a part of
     `size` gate values per step, else None: NumPy uses another BLAS, or the step kernel's
-    parallel variant would run (kernel_jit.variant; the fused loops' gate math is serial)."""
+    parallel variant would run (kernel_jit.variant; the fused loops' gate math is serial).
+    Called before the batch split, in the caller's thread (the first call looks cblas up)."""
     if variant(_LSTM_STEP, size) is not _LSTM_STEP[0]:
         return None
     return cpu_blas.gemm(dtype)
@@ -250,14 +251,14 @@ def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
     return arrays
 
 
-def lstm_bptt(layer: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.ndarray, lo: int, hi: int,
-              part: int) -> None:
-    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; w_hh:
-    W_hh in loop gate order, reordered once for all parts) -> dgates[:, lo:hi] (T, rows, 4u)."""
+def lstm_bptt(layer: Any, gemm: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.ndarray, lo: int,
+              hi: int, part: int) -> None:
+    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; gemm:
+    fused_gemm's, found before the split, or None: per-step kernels; w_hh: W_hh in loop gate
+    order, reordered once for all parts) -> dgates[:, lo:hi] (T, rows, 4u)."""
     gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
     dgates_all, dgates = dgates, dgates[:, lo:hi]
     dh, dc = _state(layer, part, hi - lo, "dh dc")
-    gemm = fused_gemm(dgates.dtype, dgates[0].size)
     if gemm is not None:
         every_step = layer.return_sequences
         upstream = grad_out if every_step else grad_out[:, None]

@@ -179,3 +179,19 @@ def test_the_disk_cached_loops_read_no_constant_of_another_module():
     for function in (cpu_recurrent._lstm_forward, cpu_recurrent._lstm_backward, cpu_recurrent._matmul_chunked,
                      cpu_recurrent._matmul, cpu_recurrent._leading):
         assert "cpu_blas" not in function.__code__.co_names, function.__name__
+
+
+def test_the_lstm_asks_for_cblas_before_the_split_in_the_callers_thread(monkeypatch):
+    """cpu_blas.gemm (a ctypes lookup on its first call) is resolved once by the caller, never by
+    the batch split's helper threads, forward and backward."""
+    import threading  # noqa: PLC0415
+
+    from worker.engine import batch_split, cpu_blas  # noqa: PLC0415
+
+    askers, lookup = [], cpu_blas.gemm
+    monkeypatch.setattr(cpu_blas, "gemm", lambda dtype: askers.append(threading.current_thread()) or lookup(dtype))
+    layer = build_layer({"type": "lstm", "units": 3}, (4, 2))
+    rng = np.random.default_rng(14)
+    with batch_split.forced(2):
+        run(layer, rng.standard_normal((6, 4, 2)), rng.standard_normal((6, 3)))
+    assert all(thread is threading.main_thread() for thread in askers)

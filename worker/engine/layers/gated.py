@@ -78,7 +78,7 @@ class LSTM(_Recurrent):
         # faster than through the transposed view of W (the AVX2 ones equally fast)
         w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
 
-        gemm = self._fused_gemm(n // batch_split.parts_for(n))
+        gemm = self._fused_gemm(n)
         if gemm is not None:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
@@ -105,13 +105,14 @@ class LSTM(_Recurrent):
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
 
-    def _fused_gemm(self, rows: int) -> Any:
-        """cpu_recurrent.fused_gemm for parts of about `rows` rows in training, else None."""
+    def _fused_gemm(self, n: int) -> Any:
+        """cpu_recurrent.fused_gemm for a batch of n rows in training (its parts' size), else None."""
         if not self._kernels:
             return None
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-        return cpu_recurrent.fused_gemm(self.dtype, rows * self.gates * self.units)
+        size = n // batch_split.parts_for(n) * self.gates * self.units
+        return cpu_recurrent.fused_gemm(self.dtype, size)
 
     def _cell(self, part: int, rows: int) -> Any:
         """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
@@ -137,8 +138,9 @@ class LSTM(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, grad_out, dgates, w_hh, lo, hi, part), n,
-                  backward=True)
+            gemm = self._fused_gemm(n)
+            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi, part),
+                  n, backward=True)
             return dgates, dgates
         deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
