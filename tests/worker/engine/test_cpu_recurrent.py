@@ -69,13 +69,27 @@ def test_numpys_blas_is_found_for_the_fused_lstm_loops():
             assert cpu_blas.threads() == threads
 
 
+def _count_fused_calls(monkeypatch) -> dict[str, int]:
+    """Counts the calls of the fused loops (_lstm_forward, _lstm_backward) from now on."""
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+    calls = {"forward": 0, "backward": 0}
+    for name, key in (("_LSTM_FORWARD", "forward"), ("_LSTM_BACKWARD", "backward")):
+        def spy(*args, kernel=getattr(cpu_recurrent, name), key=key):
+            calls[key] += 1
+            return kernel(*args)
+        monkeypatch.setattr(cpu_recurrent, name, spy)
+    return calls
+
+
 # 128: the products in K-chunks; 1: W^T (1, 4), which NumPy calls contiguous with a row stride of 1 element
 @pytest.mark.parametrize(("units", "rows"), [(7, 5), (128, 67), (1, 5)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, units, rows, monkeypatch):
+def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, units, rows, kernel_variant, monkeypatch):
     """Forward and backward by _lstm_forward/_lstm_backward (one call per loop, products by cblas)
     against the same layer with NumPy's BLAS hidden (per-step kernels and np.matmul), split in
-    two parts of unequal size as on two threads, return_sequences both ways."""
+    two parts of unequal size as on two threads, return_sequences both ways. With the parallel
+    step kernel (kernel_variant) the fused loops must not run: then both sides are per-step."""
     from worker.engine import batch_split, cpu_blas  # noqa: PLC0415
 
     rng = np.random.default_rng(11)
@@ -84,11 +98,16 @@ def test_fused_lstm_loops_equal_the_per_step_kernels(dtype, units, rows, monkeyp
         layers = [build_layer(config, (6, 3), dtype=dtype) for _ in range(2)]
         x = rng.standard_normal((rows, 6, 3)).astype(dtype) * 3  # some gates saturate
         upstream = rng.standard_normal((rows, *layers[0].out_shape)).astype(dtype)
-        with batch_split.forced(2):
+        # monkeypatch.context(): undo() would also undo kernel_variant's settings
+        with batch_split.forced(2), monkeypatch.context() as patch:
+            calls = _count_fused_calls(patch)
             fused = run(layers[0], x, upstream)
-            monkeypatch.setattr(cpu_blas, "gemm", lambda dtype: None)
+            fused_calls = dict(calls)
+            patch.setattr(cpu_blas, "gemm", lambda dtype: None)
             reference = run(layers[1], x, upstream)
-            monkeypatch.undo()
+            assert calls == fused_calls  # the reference ran no fused loop
+        expected = 2 if kernel_variant == "serial" else 0  # one call per part
+        assert fused_calls == {"forward": expected, "backward": expected}
         wanted = {"out": reference[0], "dx": reference[1], **reference[2]}
         got = {"out": fused[0], "dx": fused[1], **fused[2]}
         for name, want in wanted.items():  # float32 sums of 400 rows: atol on the array's scale
