@@ -227,12 +227,16 @@ def lstm_cell_kernel(size: int) -> Any:
     return variant(_LSTM_CELL, size)
 
 
-def fused_gemm(dtype: Any, size: int) -> Any:
+def fused_gemm(dtype: Any, size: int, *operands: np.ndarray) -> Any:
     """cpu_blas.gemm(dtype) where a fused loop (_lstm_forward, _lstm_backward) runs a part of
-    `size` gate values per step, else None: NumPy uses another BLAS, or the step kernel's
-    parallel variant would run (kernel_jit.variant; the fused loops' gate math is serial).
-    Called before the batch split, in the caller's thread (the first call looks cblas up)."""
+    `size` gate values per step, else None: NumPy uses another BLAS, the step kernel's parallel
+    variant would run (kernel_jit.variant; the fused loops' gate math is serial), or one of the
+    arrays its products take by pointer (`operands`) is not a C-contiguous array of `dtype` (the
+    gemm reads raw memory as that dtype). Called before the batch split, in the caller's thread."""
     if variant(_LSTM_STEP, size) is not _LSTM_STEP[0]:
+        return None
+    dtype = np.dtype(dtype)
+    if any(array.dtype != dtype or not array.flags.c_contiguous for array in operands):
         return None
     return cpu_blas.gemm(dtype)
 

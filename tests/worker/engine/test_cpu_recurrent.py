@@ -214,3 +214,20 @@ def test_the_lstm_asks_for_cblas_before_the_split_in_the_callers_thread(monkeypa
     with batch_split.forced(2):
         run(layer, rng.standard_normal((6, 4, 2)), rng.standard_normal((6, 3)))
     assert all(thread is threading.main_thread() for thread in askers)
+
+
+def test_a_weight_of_another_dtype_keeps_the_lstm_off_the_fused_loops(monkeypatch):
+    """The fused loops' gemm is chosen by one dtype and reads its operands as raw memory: a float64
+    W_hh in a float32 layer goes the per-step way (NumPy casts) and gives the float32 layer's result."""
+    rng = np.random.default_rng(15)
+    layers = [build_layer({"type": "lstm", "units": 5, "return_sequences": True}, (4, 3), dtype=np.float32)
+              for _ in range(2)]
+    name = layers[0].name("weight_hh_l0")
+    layers[0].params[name] = layers[0].params[name].astype(np.float64)
+    x, upstream = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((6, 4, 5)).astype(np.float32)
+    calls = _count_fused_calls(monkeypatch)
+    mixed = run(layers[0], x, upstream)
+    assert calls == {"forward": 0, "backward": 0}
+    reference = run(layers[1], x, upstream)
+    for got, want in zip((*mixed[:2], *mixed[2].values()), (*reference[:2], *reference[2].values())):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

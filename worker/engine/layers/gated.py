@@ -78,7 +78,7 @@ class LSTM(_Recurrent):
         # faster than through the transposed view of W (the AVX2 ones equally fast)
         w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
 
-        gemm = self._fused_gemm(n)
+        gemm = self._fused_gemm(n, proj, w_hh_t, hs)
         if gemm is not None:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
@@ -105,14 +105,16 @@ class LSTM(_Recurrent):
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
 
-    def _fused_gemm(self, n: int) -> Any:
-        """cpu_recurrent.fused_gemm for a batch of n rows in training (its parts' size), else None."""
+    def _fused_gemm(self, n: int, *operands: Any) -> Any:
+        """cpu_recurrent.fused_gemm for a batch of n rows in training (its parts' size), given the
+        arrays the loop's products take by pointer (the backward's dh, made in the loop, is the
+        layer's scratch: of its dtype), else None."""
         if not self._kernels:
             return None
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
         size = n // batch_split.parts_for(n) * self.gates * self.units
-        return cpu_recurrent.fused_gemm(self.dtype, size)
+        return cpu_recurrent.fused_gemm(self.dtype, size, *operands)
 
     def _cell(self, part: int, rows: int) -> Any:
         """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
@@ -138,7 +140,7 @@ class LSTM(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            gemm = self._fused_gemm(n)
+            gemm = self._fused_gemm(n, dgates, w_hh)
             _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi, part),
                   n, backward=True)
             return dgates, dgates
