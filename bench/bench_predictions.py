@@ -127,8 +127,9 @@ def poll_interval_s(elapsed_s: float, progress: float) -> float:
 
 
 def run_async_prediction(port: int, auth: dict, model_id: str, dataset_id: str) -> tuple[float, dict]:
-    """Seconds from the POST to a GET that answers succeeded (poll_interval_s apart)."""
-    start_s = time.perf_counter()
+    """Seconds from the POST to a GET that answers succeeded (poll_interval_s apart); the
+    prediction, with the POST's and that GET's wall-clock times added (`posted_at`, `seen_at`)."""
+    posted_at, start_s = time.time(), time.perf_counter()
     status, body = http_call(port, "POST", f"/v1/models/{model_id}/predictions", auth,
                              json.dumps({"dataset_id": dataset_id, "async": True}).encode())
     assert status == 202, body
@@ -136,9 +137,15 @@ def run_async_prediction(port: int, auth: dict, model_id: str, dataset_id: str) 
     while prediction["status"] in ("queued", "running"):
         time.sleep(poll_interval_s(time.perf_counter() - start_s, prediction["progress"]))
         prediction = json.loads(http_call(port, "GET", f"/v1/predictions/{prediction['id']}", auth)[1])
-    elapsed = time.perf_counter() - start_s
+    elapsed, seen_at = time.perf_counter() - start_s, time.time()
     assert prediction["status"] == "succeeded", prediction
-    return elapsed, prediction
+    return elapsed, {**prediction, "posted_at": posted_at, "seen_at": seen_at}
+
+
+def worker_phases(log: Path) -> str:
+    """The worker's account of its run (prediction_runner's success line), else a note."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "waiting for rows" in line]
+    return lines[-1].split("rows; ", 1)[-1] if lines else "(no phase line in the worker's log)"
 
 
 def resident_kib(pid: int, field: str = "VmRSS") -> int:
@@ -217,6 +224,7 @@ def main(argv: list[str]) -> None:
             engine_after = engine_predict_s(net, X)
             del X
             report(args, engine_before, engine_after, service_s, prediction)
+            print(f"in the worker: {worker_phases(tmp / 'worker.log')}")
             worker_peak = max(resident_kib(pid, "VmHWM") for pid in process_tree(worker.pid))
             print(f"worker: peak RSS {worker_peak / 1024:.0f} MiB of its largest process (the dataset is "
                   f"{args.rows * FEATURES * 4 / 2**20:.0f} MiB)")
@@ -232,12 +240,14 @@ def report(args, engine_before: float, engine_after: float, service_s: float, pr
     from datetime import datetime
 
     engine_s = (engine_before + engine_after) / 2
-    in_worker = (datetime.fromisoformat(prediction["finished_at"]) -
-                 datetime.fromisoformat(prediction["started_at"])).total_seconds()
+    started, finished = (datetime.fromisoformat(prediction[key]).timestamp() for key in ("started_at", "finished_at"))
+    in_worker = finished - started
     print(f"asynchronous prediction, {args.rows} rows x {FEATURES} float32 (.npz), MLP {'-'.join(map(str, SIZES))}, "
           f"chunks of {args.chunk_rows} rows")
     print(f"engine Network.predict   {engine_s:7.2f} s  {args.rows / engine_s:10.0f} rows/s "
           f"(before/after {engine_before:.2f}/{engine_after:.2f} s)")
     print(f"service POST -> succeeded {service_s:7.2f} s  {args.rows / service_s:10.0f} rows/s "
           f"(in the worker {in_worker:.2f} s)")
+    print(f"  POST to claimed {started - prediction['posted_at']:.3f} s (API, broker poll, task start); "
+          f"finished to seen {prediction['seen_at'] - finished:.3f} s (the last GETs' spacing)")
     print(f"service / engine: {engine_s / service_s:.2f}x rows/s (target >= 0.8x)")

@@ -10,6 +10,8 @@ import io
 import logging
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -112,6 +114,16 @@ def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_fi
     return outputs
 
 
+@dataclass
+class PhaseSeconds:
+    """Where a run's time went, logged when it succeeds (`python -m bench predictions` prints
+    it): the predicting thread's waits for its batches (an .npz on SQLite: their reading, by
+    both cores) and its forward passes, and the writer thread's storing (overlapping both)."""
+    reading: float = 0.0
+    predicting: float = 0.0
+    storing: float = 0.0
+
+
 class ChunkWriter(threading.Thread):
     """Stores the chunks, in order, in a thread of its own: one chunk's write and commit (mostly
     waiting on the database) overlap the next chunk's products. At most `depth` wait."""
@@ -122,6 +134,7 @@ class ChunkWriter(threading.Thread):
         self.pending: queue.Queue = queue.Queue(maxsize=depth)
         self.failure: BaseException | None = None
         self.lost = False
+        self.storing_s = 0.0
 
     def run(self) -> None:
         ended = False  # the close() sentinel was taken
@@ -137,11 +150,13 @@ class ChunkWriter(threading.Thread):
         while (item := self.pending.get()) is not None:
             if self.failure is not None or self.lost:
                 continue
+            started = time.perf_counter()
             try:
                 self.lost = not with_db_retries(prediction_store.record_chunk, connection, self.job, *item,
                                                 what=f"prediction {self.job.id}: storing rows")
             except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
                 self.failure = exc
+            self.storing_s += time.perf_counter() - started
         return True
 
     def check(self) -> None:
@@ -162,34 +177,46 @@ class ChunkWriter(threading.Thread):
 
 def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:
     inputs = with_db_retries(load_inputs, settings, job, what=f"prediction {job.id}: loading")
-    writer = ChunkWriter(settings, job)
+    writer, seconds = ChunkWriter(settings, job), PhaseSeconds()
     writer.start()
     try:
-        done = _predict_chunks(settings, job, control, inputs, writer)
+        done = _predict_chunks(settings, job, control, inputs, writer, seconds)
     finally:
         writer.close()
     writer.check()
+    seconds.storing = writer.storing_s
     if done is None:  # stopped before the end
         _stopped(settings, job, control)
         return
     if not with_db_retries(prediction_store.finish_prediction, settings, job.id, job.attempt, "succeeded",
                            n=done, progress=1.0):
         raise JobAbandoned
-    log.info("prediction %s attempt %d: %d rows", job.id, job.attempt, done)
+    log.info("prediction %s attempt %d: %d rows; %.2f s waiting for rows, %.2f s predicting, %.2f s storing "
+             "(writer thread)", job.id, job.attempt, done, seconds.reading, seconds.predicting, seconds.storing)
 
 
 def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunControl, model: tuple,
-                    writer: ChunkWriter) -> int | None:
+                    writer: ChunkWriter, seconds: PhaseSeconds) -> int | None:
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
     net, prep, fmt, finite = model
     done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
-    batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
-    for seq, batch in enumerate(batches, start=job.chunks_done):
+    batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows,
+                              start=done))
+    seq = job.chunks_done
+    while True:
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        got = time.perf_counter()
+        seconds.reading += got - asked
+        if batch is None:
+            break
         if control.should_stop():
             return None
         outputs = chunk_outputs(net, prep, batch, done, finite)
+        seconds.predicting += time.perf_counter() - got
         done += len(outputs)
         writer.put(seq, outputs, done)
+        seq += 1
     return done
 
 

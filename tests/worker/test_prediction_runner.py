@@ -119,3 +119,33 @@ def test_an_overflowing_row_is_refused_without_numpy_warnings() -> None:
             chunk_outputs(net, preprocessor(None), batch, start=10)
     assert "row 11 " in refused.value.detail
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatch) -> None:  # noqa: ANN001
+    """PhaseSeconds: the time in the batches' reader goes to `reading`, chunk_outputs' to
+    `predicting`; each chunk still reaches the writer once, in order."""
+    import time  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from worker import prediction_runner  # noqa: PLC0415
+
+    def slow_batches(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for first in (0, 3):
+            time.sleep(0.05)
+            yield np.full((3, 6), first, np.float32)
+
+    class SlowNetwork:
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            time.sleep(0.2)
+            return X.reshape(len(X), -1)[:, :1]
+
+    monkeypatch.setattr(prediction_runner, "read_ahead", slow_batches)
+    puts = []
+    writer = SimpleNamespace(put=lambda seq, outputs, done: puts.append((seq, outputs[0, 0], done)))
+    job = SimpleNamespace(rows_done=0, chunks_done=0, dataset_id="d")
+    control = SimpleNamespace(should_stop=lambda: False)
+    seconds = prediction_runner.PhaseSeconds()
+    done = prediction_runner._predict_chunks(SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=3), job,
+                                             control, (SlowNetwork(), preprocessor(None), "npz", True), writer, seconds)
+    assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
+    assert 0.1 <= seconds.reading < 0.3 and 0.4 <= seconds.predicting < 0.6, seconds  # neither holds the other's
