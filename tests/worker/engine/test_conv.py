@@ -100,3 +100,17 @@ def test_float32_stays_float32_and_skips_input_grad_when_asked(layout):
     assert y.dtype == np.float32 and y.shape == (3, 4, 4, 4)
     assert layer.backward(np.ones_like(y), need_input_grad=False) is None
     assert all(g.dtype == np.float32 for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("use_kernels", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_an_empty_batch_trains_to_zero_gradients(activation, use_kernels, layout):
+    """0 rows, as dense takes them: empty outputs, zero gradients, and a batch after it as usual."""
+    layer = build_layer(conv(3, 3, activation=activation), (2, 6, 6))
+    layer.use_kernels = use_kernels
+    for rows in (0, 2, 0):
+        x = np.random.default_rng(rows).standard_normal((rows, 2, 6, 6))
+        assert layer.forward(x, True).shape == (rows, 3, 4, 4)
+        assert layer.backward(np.ones((rows, 3, 4, 4)), True).shape == (rows, 2, 6, 6)
+        total = sum(float(np.abs(grad).sum()) for grad in layer.grads.values())
+        assert (total == 0) == (rows == 0)

@@ -129,7 +129,7 @@ class Conv2D(Layer):
         layout = self.layout
         self._xpad = layout.padded(xp, x, self.pads(), self._xpad)
         self._cols = im2col(xp, layout, self._xpad, self.kernel, self.stride, (ho, wo), self._cols)
-        gemm = weight.reshape(self.filters, -1) @ self._cols.reshape(-1, ho * wo * n)
+        gemm = weight.reshape(self.filters, -1) @ self._cols.reshape(weight[0].size, ho * wo * n)
         z = xp.empty((n, self.filters, ho, wo), dtype=gemm.dtype)
         xp.add(gemm.reshape(layout.shape(self.filters, n, ho, wo)).transpose(layout.to_nchw),
                bias.reshape(1, -1, 1, 1), out=z)
@@ -177,6 +177,8 @@ class Conv2D(Layer):
         self._x_shape, self._parts = x.shape, batch_split.parts_for(n, k * n * ho * wo)  # the columns
 
         def rows(lo: int, hi: int, part: int) -> None:
+            if hi == lo:  # an empty batch: nothing to compute (sample_groups needs a sample)
+                return
             groups = sample_groups(hi - lo, f * k * ho * wo)
             per_group = (hi - lo) // groups
             cols = cpu_conv.im2col(x[lo:hi], self.kernel, self.stride, pads,
@@ -227,6 +229,10 @@ class Conv2D(Layer):
         dx = self.scratch("dx", self._x_shape) if need_input_grad else None
 
         def rows(lo: int, hi: int, part: int) -> None:  # part 0 writes the gradients, the others their shares
+            if hi == lo:  # an empty batch: zero gradients
+                (grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))[...] = 0
+                (grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))[...] = 0
+                return
             cols = self.scratch(f"cols{part}", (k, hi - lo, *self.out_shape[1:]))
             groups = sample_groups(hi - lo, f * cols[:, 0].size)
             dz_cm = self.scratch(f"dz_cm{part}", (f, cols[0].size))
