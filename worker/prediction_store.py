@@ -92,7 +92,10 @@ def no_checkpoint_on_commit(connection: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        connection.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        try:
+            connection.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        except Exception:  # noqa: BLE001  (closed, never pooled with the checkpoint off)
+            connection.invalidate()
 
 
 @contextlib.contextmanager

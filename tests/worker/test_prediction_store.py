@@ -4,9 +4,11 @@ a claim is fenced: a run that lost its prediction stores nothing more."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from datetime import timedelta
 
 import numpy as np
+import pytest
 from kombu import Connection
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
@@ -112,3 +114,34 @@ def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings
         event.remove(bind, "checkout", checkpoint_every_commit)
         for dbapi_connection in traced:
             dbapi_connection.set_trace_callback(None)
+
+
+def test_a_writer_connection_whose_setting_cannot_be_restored_is_closed_not_pooled(settings) -> None:  # noqa: ANN001
+    """If giving the writer's connection its wal_autocheckpoint back fails, the connection is
+    invalidated (closed), so no later user of the pool inherits checkpoints off."""
+    failing = []
+
+    class RestoreFails:
+        def __init__(self, real) -> None:  # noqa: ANN001
+            self.real = real
+
+        def execute(self, sql: str, *args):  # noqa: ANN002, ANN202
+            if sql.startswith("PRAGMA wal_autocheckpoint=") and not sql.endswith("=0"):
+                failing.append(sql)
+                raise RuntimeError("disk I/O error")
+            return self.real.execute(sql, *args)
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.real, name)
+
+    with engine(settings.database_url).connect() as first:
+        default = first.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    with prediction_store.chunk_connection(settings) as connection:
+        record = connection.connection._connection_record  # noqa: SLF001
+        real = record.dbapi_connection
+        record.dbapi_connection = RestoreFails(real)  # what driver_connection reads
+    assert failing
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        real.execute("SELECT 1")  # invalidated: closed, not back in the pool
+    with engine(settings.database_url).connect() as other:
+        assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == default != 0
