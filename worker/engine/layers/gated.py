@@ -7,9 +7,9 @@ a power of two). In training each part of the batch runs its whole loop in one k
 (cpu_recurrent._lstm_forward: products by NumPy's OpenBLAS, gate math and cell update between
 them); otherwise one NumPy tanh over the (N, 4u) gates and the rest in one pass with the cell
 update (its array formulation). In float32 a sigmoid gate far below zero does not keep its
-tiny true value: NumPy's tanh gives 0 below about 3e-8 (1 + tanh rounds to 0), the kernel's
-rational tanh, clamped at +-7.9, 0 or about 1.2e-7; nothing downstream depends on such a
-gate's exact value.
+tiny true value: 1 + tanh(x/2) rounds to 0 or to a multiple of float32's spacing just below 1,
+with NumPy's tanh as with the kernel's rational one (-1 exactly for arguments at or below
+-cpu_recurrent.TANH_CLAMP); nothing downstream depends on such a gate's exact value.
 """
 from __future__ import annotations
 
