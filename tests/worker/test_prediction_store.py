@@ -145,3 +145,17 @@ def test_a_writer_connection_whose_setting_cannot_be_restored_is_closed_not_pool
         real.execute("SELECT 1")  # invalidated: closed, not back in the pool
     with engine(settings.database_url).connect() as other:
         assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == default != 0
+
+
+def test_the_writer_connection_reconnects_after_it_was_invalidated(settings) -> None:  # noqa: ANN001
+    """A retry after a lost connection (with_db_retries around record_chunk) reuses the run's
+    Connection: once invalidated, its next chunk goes through a new DBAPI connection."""
+    prediction_id = add_prediction(settings)
+    job = prediction_store.claim_prediction(settings, prediction_id, "first")
+    with prediction_store.chunk_connection(settings) as connection:
+        assert prediction_store.record_chunk(connection, job, 0, np.ones((5, 3)), 5)
+        connection.invalidate()
+        assert prediction_store.record_chunk(connection, job, 1, np.ones((5, 3)), 10)
+    with session_scope(settings.database_url) as session:
+        seqs = session.scalars(select(PredictionChunk.seq).where(PredictionChunk.prediction_id == prediction_id))
+        assert sorted(seqs) == [0, 1]
