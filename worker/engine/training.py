@@ -21,11 +21,12 @@ import numpy as np
 
 from bps.splits import split_problem, split_rows
 from worker.engine.backend import to_numpy
-from worker.engine.early_stopping import EarlyStopping, gradient_warnings
+from worker.engine.early_stopping import gradient_warnings
 from worker.engine.gpu_step import GpuStep
-from worker.engine.optimizers import make_optimizer
-from worker.engine.schedules import make_schedule
 from worker.engine.threads import job_threads, thread_budget
+from worker.engine.train_state import TrainState, new_train_state, restore_train_state, training_state
+
+__all__ = ["History", "TrainState", "fit", "new_train_state", "split_validation", "training_state"]
 
 EVAL_CHUNK = 1024
 
@@ -38,53 +39,11 @@ class History:
     best_epoch: int | None = None
 
 
-@dataclass
-class TrainState:
-    optimizer: Any
-    schedule: Any
-    early_stopping: EarlyStopping | None
-    epochs_done: int = 0
-
-
 def _finite(value: Any) -> float | None:
     if value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def new_train_state(net: Any) -> TrainState:
-    spec = net.spec
-    es = EarlyStopping(spec["early_stopping"]) if spec["early_stopping"] else None
-    return TrainState(make_optimizer(spec["optimizer"], net.params, flat=net.flat_params),
-                      make_schedule(spec["lr_schedule"], spec["optimizer"]["learning_rate"]), es)
-
-
-def training_state(net: Any) -> dict[str, np.ndarray]:
-    """Everything `fit(resume=...)` needs, as plain numeric host arrays (for an .npz)."""
-    st = net.train_state or new_train_state(net)
-    out = {"epochs_done": np.asarray(st.epochs_done, np.int64)}
-    out.update({f"param/{k}": to_numpy(v).copy() for k, v in net.params.items()})
-    out.update({f"buffer/{k}": to_numpy(v).copy() for k, v in net.buffers.items()})
-    out.update({f"opt/{k}": v for k, v in st.optimizer.state_arrays().items()})
-    out.update({f"sched/{k}": v for k, v in st.schedule.state_arrays().items()})
-    if st.early_stopping:
-        out.update({f"es/{k}": v for k, v in st.early_stopping.state_arrays().items()})
-    return out
-
-
-def _restore(net: Any, state: dict[str, np.ndarray]) -> TrainState:
-    st = new_train_state(net)
-    for prefix, arrays in (("param/", net.params), ("buffer/", net.buffers)):
-        for k, v in arrays.items():
-            v[...] = net.xp.asarray(state[prefix + k])
-    sub = {p: {k[len(p):]: v for k, v in state.items() if k.startswith(p)} for p in ("opt/", "sched/", "es/")}
-    st.optimizer.load_state_arrays(sub["opt/"])
-    st.schedule.load_state_arrays(sub["sched/"])
-    if st.early_stopping:
-        st.early_stopping.load_state_arrays(sub["es/"], net.xp)
-    st.epochs_done = int(state["epochs_done"])
-    return st
 
 
 def split_validation(net: Any, Xd: Any, yd: Any) -> tuple[Any, Any, Any, Any]:
@@ -119,7 +78,7 @@ def fit(net: Any, X: Any, y: Any, on_epoch: Callable | None = None, should_stop:
         raise ValueError(f"X has {Xd.shape[0]} rows but y has {yd.shape[0]}")
     parts = split_validation(net, Xd, yd)
     del Xd, yd  # the split parts are copies (shuffled split): the whole arrays can go
-    net.train_state = _restore(net, resume) if resume is not None else new_train_state(net)
+    net.train_state = restore_train_state(net, resume) if resume is not None else new_train_state(net)
     # overflow on the way to a NaN loss is reported as divergence, not as NumPy warnings
     threads = net.n_threads or job_threads()
     with thread_budget(threads, kernels=net.xp is np), np.errstate(over="ignore", invalid="ignore"):
