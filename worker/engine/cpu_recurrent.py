@@ -9,7 +9,8 @@ by NumPy's own OpenBLAS called from the kernel (cpu_blas), the gate math between
 two parts' threads never take the GIL inside a loop (per step, the NumPy formulation's calls
 handed it over about six times each way). The forward's tanh is a rational function that
 vectorises (float32; libm's tanhf does not, and NumPy's SIMD tanh is a call per array). Where
-NumPy has another BLAS, or the step kernel's parallel variant would run, the LSTM keeps per-step
+NumPy has another BLAS, the step kernel's parallel variant would run, or an array the products
+take by pointer is not C-contiguous in the layer's dtype (fused_gemm), the LSTM keeps per-step
 kernels and NumPy matmuls (`lstm_cell_kernel`, the GRU's loop likewise).
 
 Each equals the array formulation in layers/recurrent.py (still used for CuPy and with
