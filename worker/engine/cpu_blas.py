@@ -24,6 +24,13 @@ _found: dict[Any, Any] = {}
 
 
 def _numpy_openblas() -> ctypes.CDLL | None:
+    """The OpenBLAS of NumPy's wheel, looked up once per process (None where NumPy has another)."""
+    if "lib" not in _found:
+        _found["lib"] = _find_numpy_openblas()
+    return _found["lib"]
+
+
+def _find_numpy_openblas() -> ctypes.CDLL | None:
     libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
         try:

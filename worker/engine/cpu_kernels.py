@@ -25,8 +25,8 @@ import math
 import numpy as np
 from numba import prange
 
-from worker.engine.kernel_jit import jit as _jit
 from worker.engine import kernel_jit
+from worker.engine.kernel_jit import jit as _jit
 from worker.engine.kernel_jit import jit_pair, use_threads, variant
 
 __all__ = ["adam_step", "bias_relu", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
@@ -252,7 +252,7 @@ def _relu_backward_bias_rows(grad, a, grad_bias):
             grad_bias[j] += d
 
 
-_RELU_BACKWARD_BIAS = (_jit(_relu_backward_bias_rows), jit_pair(_relu_backward_bias)[1])
+_RELU_BACKWARD_BIAS = (_jit(_relu_backward_bias_rows), _jit(_relu_backward_bias, parallel=True))
 
 
 def relu_backward_bias(grad, a, grad_bias):  # noqa: ANN001, ANN201

@@ -134,8 +134,10 @@ def _fused_loop_tanh(x):
 def _tanh_sample():
     """Millions of float32: a dense grid past the clamp, both signs of a geometric sweep from the
     smallest denormal, every float32 near the clamp, and the specials."""
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
     tiny = np.geomspace(1e-45, 1.0, 1_000_000)
-    clamp = np.float32(9.010914)
+    clamp = np.float32(cpu_recurrent.TANH_CLAMP)
     near_clamp = clamp + np.arange(-20_000, 20_000, dtype=np.float32) * np.spacing(clamp)
     specials = [0.0, -0.0, 1e-30, 3e-4, -5e-4, 50, -50, 1e30, np.inf, -np.inf]
     x = np.concatenate([np.linspace(-12, 12, 2_000_001), tiny, -tiny, near_clamp, -near_clamp, specials])
@@ -192,7 +194,7 @@ def test_a_product_with_dimensions_of_length_one_equals_numpys(m, k, n):
 
 def test_the_disk_cached_loops_read_no_constant_of_another_module():
     """Numba's disk cache is keyed on the kernel's own file: a constant read from another module
-    (cpu_blas.ROW_MAJOR, ...) is frozen into the cached code and an edit there would not reach it."""
+    (the CBLAS constants once came from cpu_blas) is frozen into the cached code and an edit there would not reach it."""
     from worker.engine import cpu_recurrent  # noqa: PLC0415
 
     for function in (cpu_recurrent._lstm_forward, cpu_recurrent._lstm_backward, cpu_recurrent._matmul_chunked,
