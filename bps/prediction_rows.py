@@ -65,7 +65,8 @@ class SplitReader:
 
     def __init__(self, source: StoredBytes, ways: int = SPLIT_WAYS) -> None:
         """`source` is the first part's source; the others share its chunk directory."""
-        self.sources = [source] + [StoredBytes(source.database_url, source.dataset_id, directory=source.directory)
+        self.sources = [source] + [StoredBytes(source.database_url, source.dataset_id, blobs=source.blobs,
+                                               directory=source.directory)
                                    for _ in range(ways - 1)]
         self.helpers = ThreadPoolExecutor(max(ways - 1, 1), thread_name_prefix="dataset-read")
 

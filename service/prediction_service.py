@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -114,17 +113,15 @@ def _stored_outputs(database_url: str, prediction: Prediction) -> Iterator[np.nd
     meanwhile) ends the stream with an error, not a short file that looks complete."""
     query = select(PredictionChunk.outputs).where(PredictionChunk.prediction_id == prediction.id,
                                                   PredictionChunk.seq == bindparam("seq"))
-    rows = 0
-    for seq in itertools.count():
-        if rows >= prediction.n:
-            return
-        with engine(database_url).connect() as connection:
+    bind, rows, seq = engine(database_url), 0, 0
+    while rows < prediction.n:
+        with bind.connect() as connection:
             data = connection.scalar(query, {"seq": seq})
         if data is None:
             raise LookupError(f"prediction {prediction.id}: chunk {seq} is gone after {rows} of its "
                               f"{prediction.n} rows (deleted during the download?)")
         outputs = np.load(io.BytesIO(data), allow_pickle=False)
-        rows += len(outputs)
+        rows, seq = rows + len(outputs), seq + 1
         yield outputs
 
 

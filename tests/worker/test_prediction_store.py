@@ -109,7 +109,7 @@ def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings
             assert pragmas == ["PRAGMA wal_autocheckpoint", "PRAGMA wal_autocheckpoint=0"]
         assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1
         assert prediction_store.heartbeat(settings, prediction_id, job.attempt) == (True, False)
-        assert os.path.getsize(path) > before + 3 * 20_000 * 10 * 4  # the chunks, 4.8 MB
+        assert os.path.getsize(path) > before + 3 * 20_000 * 10 * 4  # half the chunks' 4.8 MB
     finally:
         event.remove(bind, "checkout", checkpoint_every_commit)
         for dbapi_connection in traced:
