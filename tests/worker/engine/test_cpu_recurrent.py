@@ -233,3 +233,18 @@ def test_a_weight_of_another_dtype_keeps_the_lstm_off_the_fused_loops(monkeypatc
     reference = run(layers[1], x, upstream)
     for got, want in zip((*mixed[:2], *mixed[2].values()), (*reference[:2], *reference[2].values())):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "loops"), [("lstm", 2), ("gru", 1)])  # the GRU splits its backward loop only
+def test_each_split_time_loop_asks_for_its_parts_once(kind, loops, monkeypatch):
+    """The LSTM's fused gemm is chosen for the parts' size and batch_split.run takes the same count:
+    one parts_for per loop, not one for each."""
+    from worker.engine import batch_split  # noqa: PLC0415
+
+    asked, parts_for = [], batch_split.parts_for
+    monkeypatch.setattr(batch_split, "parts_for", lambda *args: asked.append(args) or parts_for(*args))
+    layer = build_layer({"type": kind, "units": 3}, (4, 2))
+    rng = np.random.default_rng(16)
+    with batch_split.forced(2):
+        run(layer, rng.standard_normal((6, 4, 2)), rng.standard_normal((6, 3)))
+    assert asked == [(6,)] * loops

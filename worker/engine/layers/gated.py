@@ -23,13 +23,11 @@ from worker.engine.layers import register
 from worker.engine.layers.recurrent import _Recurrent, sigmoid_
 
 
-def _loop(layer: _Recurrent, rows: Any, n: int, backward: bool = False) -> None:
-    """rows(lo, hi, part) over the batch: on its parts at once in training on NumPy where the
-    layer splits that loop (split_loops)."""
-    if layer._kernels and layer.split_loops[backward]:
-        batch_split.run(n, rows)
-    else:
-        rows(0, n, 0)
+def _parts(layer: _Recurrent, n: int, backward: bool = False) -> int:
+    """How many parts a time loop over n rows runs on: batch_split's count in training on NumPy
+    where the layer splits that loop (split_loops), else 1. Asked once per loop: the fused LSTM
+    loops' gemm is chosen for the parts' size, and batch_split.run takes the same count."""
+    return batch_split.parts_for(n) if layer._kernels and layer.split_loops[backward] else 1
 
 
 @register
@@ -78,12 +76,13 @@ class LSTM(_Recurrent):
         # faster than through the transposed view of W (the AVX2 ones equally fast)
         w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
 
-        gemm = self._fused_gemm(n, proj, w_hh_t, hs)
+        parts = _parts(self, n)
+        gemm = self._fused_gemm(n // parts, proj, w_hh_t, hs)
         if gemm is not None:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo,
-                                                                         hi), n)
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs,
+                                                                                tanh_c, lo, hi), parts)
             self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
             return hs
         proj += bias
@@ -101,19 +100,19 @@ class LSTM(_Recurrent):
                 np.tanh(c[t + 1], out=tc[t])
                 np.multiply(g[:, 2 * u:3 * u], tc[t], out=h[t + 1])
 
-        _loop(self, rows, n)
+        batch_split.run(n, rows, parts)
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
 
-    def _fused_gemm(self, n: int, *operands: Any) -> Any:
-        """cpu_recurrent.fused_gemm for a batch of n rows in training (its parts' size), given the
-        arrays the loop's products take by pointer (the backward's dh, made in the loop, is the
-        layer's scratch: of its dtype), else None."""
+    def _fused_gemm(self, part_rows: int, *operands: Any) -> Any:
+        """cpu_recurrent.fused_gemm in training for a loop whose parts have part_rows rows, given
+        the arrays the loop's products take by pointer (the backward's dh, made in the loop, is
+        the layer's scratch: of its dtype), else None."""
         if not self._kernels:
             return None
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-        size = n // batch_split.parts_for(n) * self.gates * self.units
+        size = part_rows * self.gates * self.units
         return cpu_recurrent.fused_gemm(self.dtype, size, *operands)
 
     def _cell(self, part: int, rows: int) -> Any:
@@ -140,9 +139,10 @@ class LSTM(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            gemm = self._fused_gemm(n, dgates, w_hh)
-            _loop(self, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi, part),
-                  n, backward=True)
+            parts = _parts(self, n, backward=True)
+            gemm = self._fused_gemm(n // parts, dgates, w_hh)
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi,
+                                                                             part), parts)
             return dgates, dgates
         deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
@@ -218,8 +218,8 @@ class GRU(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            _loop(self, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part), n,
-                  backward=True)
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part),
+                            _parts(self, n, backward=True))
             return d_in, d_hid
         deriv = self.scratch("deriv", (steps, n, gh))
         xp.subtract(1, gates, out=deriv)
