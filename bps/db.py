@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
 _factories: dict[tuple[str, int], sessionmaker[Session]] = {}
+_pragma_engines: dict[tuple[str, tuple[str, ...], int], Engine] = {}
 # A new SQLite file's page size. A dataset chunk is a chain of overflow pages that SQLite reads
 # with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
 # (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
@@ -26,12 +27,13 @@ def _ensure_sqlite_dir(url: str) -> None:
             os.makedirs(directory, exist_ok=True)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
     """An Engine for `url`. SQLite gets WAL and a busy timeout so the API and a worker
     process can share one file, and `synchronous=NORMAL`: in WAL mode that is still
     crash-safe for the database (a power loss may drop the last commits, never corrupt the
     file), and a commit no longer waits for an fsync (milliseconds per request). The page size
-    must come first: it only applies while the file is still empty (journal_mode=WAL writes it)."""
+    must come first: it only applies while the file is still empty (journal_mode=WAL writes it).
+    `sqlite_pragmas` ("name=value") run after these on every new SQLite connection."""
     _ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -44,6 +46,8 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            for pragma in sqlite_pragmas:
+                cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 
         return engine
@@ -75,9 +79,18 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
-def engine(url: str) -> Engine:
-    """The Engine behind session_factory(url)."""
-    return session_factory(url).kw["bind"]
+def engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
+    """The Engine behind session_factory(url). With `sqlite_pragmas` on SQLite: an Engine of its
+    own, one per URL, pragmas and process, whose every new connection (a reconnect too) runs
+    them, so that the shared pool's connections never get them; other databases ignore them."""
+    if not sqlite_pragmas or not url.startswith("sqlite"):
+        return session_factory(url).kw["bind"]
+    key = (url, sqlite_pragmas, os.getpid())
+    with _lock:
+        bind = _pragma_engines.get(key)
+        if bind is None:
+            bind = _pragma_engines[key] = make_engine(url, sqlite_pragmas)
+        return bind
 
 
 def connection_scope(url: str) -> contextlib.AbstractContextManager[Connection]:
@@ -92,7 +105,10 @@ def dispose_all() -> None:
             bind = factory.kw.get("bind")
             if bind is not None:
                 bind.dispose()
+        for bind in _pragma_engines.values():
+            bind.dispose()
         _factories.clear()
+        _pragma_engines.clear()
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -76,34 +76,19 @@ _INSERT_CHUNK = insert(PredictionChunk).values(prediction_id=bindparam("job_id")
                                                n_rows=bindparam("chunk_rows"), outputs=bindparam("chunk_outputs"))
 
 
-@contextlib.contextmanager
-def no_checkpoint_on_commit(connection: Connection) -> Iterator[None]:
-    """SQLite: `connection`'s commits leave the WAL's checkpoint to the next commit of another
-    connection (the heartbeat's, or the finish's once the result is visible), and it gets its own
-    setting back at the end. Run by a chunk's commit (the WAL past 1,000 pages: about every
-    60 MB of chunks), the checkpoint held the chunk writer in its copy and fsyncs while the
-    products waited on its full queue."""
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    driver = connection.connection.driver_connection
-    pages = driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-    driver.execute("PRAGMA wal_autocheckpoint=0")
-    try:
-        yield
-    finally:
-        try:
-            connection.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
-        except Exception:  # noqa: BLE001  (closed, never pooled with the checkpoint off)
-            connection.invalidate()
+# SQLite: the chunk writer's connections (an engine of their own) leave the WAL's checkpoint to
+# the next commit of another connection (the heartbeat's, or the finish's once the result is
+# visible). Run by a chunk's commit (the WAL past 1,000 pages: about every 60 MB of chunks), the
+# checkpoint held the writer in its copy and fsyncs while the products waited on its full queue.
+# Set when a connection is made, so a reconnect keeps it and no other user gets it.
+WRITER_SQLITE_PRAGMAS = ("wal_autocheckpoint=0",)
 
 
 @contextlib.contextmanager
 def chunk_connection(settings: Settings) -> Iterator[Connection]:
-    """The chunk writer's one connection for a run, no_checkpoint_on_commit set once on it (not
-    per chunk) and its own setting back before it returns to the pool."""
-    connection = with_db_retries(engine(settings.database_url).connect, what="the chunk writer's connection")
-    with connection, no_checkpoint_on_commit(connection):
+    """The chunk writer's one connection for a run, from its engine (WRITER_SQLITE_PRAGMAS)."""
+    bind = engine(settings.database_url, sqlite_pragmas=WRITER_SQLITE_PRAGMAS)
+    with with_db_retries(bind.connect, what="the chunk writer's connection") as connection:
         yield connection
 
 

@@ -4,7 +4,6 @@ a claim is fenced: a run that lost its prediction stores nothing more."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from datetime import timedelta
 
 import numpy as np
@@ -79,11 +78,16 @@ def test_a_run_that_lost_its_prediction_stores_nothing(settings) -> None:  # noq
         assert list(session.scalars(select(PredictionChunk.seq))) == [0]
 
 
+def writer_checkpoint_pages(connection) -> int:  # noqa: ANN001
+    pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    connection.rollback()  # no transaction left open (an invalidated one must be rolled back)
+    return pages
+
+
 def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings) -> None:  # noqa: ANN001
-    """With a checkpoint due after every commit (wal_autocheckpoint=1), the database file does not
-    grow when chunks are stored (their pages stay in the WAL), and does at the heartbeat's commit.
-    The writer's connection is set once, not per chunk, and gets its own setting back for its
-    other users."""
+    """With a checkpoint due after every commit (wal_autocheckpoint=1) on the shared pool's
+    connections, the database file does not grow when chunks are stored (their pages stay in
+    the WAL: the writer's connections are not the pool's), and does at the heartbeat's commit."""
     prediction_id = add_prediction(settings)
     job = prediction_store.claim_prediction(settings, prediction_id, "first")
     bind = engine(settings.database_url)
@@ -91,60 +95,51 @@ def test_a_chunks_commit_leaves_the_checkpoint_to_the_next_other_commit(settings
     with bind.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.commit()
-    pragmas, traced = [], []
 
     def checkpoint_every_commit(dbapi_connection, _record, _proxy) -> None:  # noqa: ANN001
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=1")
-        dbapi_connection.set_trace_callback(lambda sql: pragmas.append(sql) if "wal_autocheckpoint" in sql else None)
-        traced.append(dbapi_connection)
 
     event.listen(bind, "checkout", checkpoint_every_commit)
     try:
         before = os.path.getsize(path)
         with prediction_store.chunk_connection(settings) as connection:
-            driver = connection.connection.driver_connection
             for seq in range(3):
                 assert prediction_store.record_chunk(connection, job, seq, np.ones((20_000, 10)), 20_000 * (seq + 1))
             assert os.path.getsize(path) == before
-            assert pragmas == ["PRAGMA wal_autocheckpoint", "PRAGMA wal_autocheckpoint=0"]
-        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1
         assert prediction_store.heartbeat(settings, prediction_id, job.attempt) == (True, False)
         assert os.path.getsize(path) > before + 3 * 20_000 * 10 * 4  # half the chunks' 4.8 MB
     finally:
         event.remove(bind, "checkout", checkpoint_every_commit)
-        for dbapi_connection in traced:
-            dbapi_connection.set_trace_callback(None)
 
 
-def test_a_writer_connection_whose_setting_cannot_be_restored_is_closed_not_pooled(settings) -> None:  # noqa: ANN001
-    """If giving the writer's connection its wal_autocheckpoint back fails, the connection is
-    invalidated (closed), so no later user of the pool inherits checkpoints off."""
-    failing = []
+def test_only_the_writers_own_connections_have_the_checkpoint_off_reconnects_too(settings) -> None:  # noqa: ANN001
+    """The writer's engine is one per database and process, set on every connection it makes
+    (a connection that replaces an invalidated one as well); the shared pool's keep SQLite's
+    default, before, beside and after a run's."""
+    with engine(settings.database_url).connect() as shared:
+        default = writer_checkpoint_pages(shared)
+    with prediction_store.chunk_connection(settings) as first, prediction_store.chunk_connection(settings) as second:
+        assert first.engine is second.engine is not engine(settings.database_url)
+        assert writer_checkpoint_pages(first) == writer_checkpoint_pages(second) == 0
+        first.invalidate()
+        assert writer_checkpoint_pages(first) == 0
+        with engine(settings.database_url).connect() as shared:
+            assert writer_checkpoint_pages(shared) == default != 0
+    with engine(settings.database_url).connect() as shared:
+        assert writer_checkpoint_pages(shared) == default
 
-    class RestoreFails:
-        def __init__(self, real) -> None:  # noqa: ANN001
-            self.real = real
 
-        def execute(self, sql: str, *args):  # noqa: ANN002, ANN202
-            if sql.startswith("PRAGMA wal_autocheckpoint=") and not sql.endswith("=0"):
-                failing.append(sql)
-                raise RuntimeError("disk I/O error")
-            return self.real.execute(sql, *args)
+def test_dispose_all_drops_the_writers_engine(settings) -> None:  # noqa: ANN001
+    """No engine (and no pooled connection) is left per database once the process is done with it."""
+    from bps.db import dispose_all  # noqa: PLC0415
 
-        def __getattr__(self, name: str):  # noqa: ANN204
-            return getattr(self.real, name)
-
-    with engine(settings.database_url).connect() as first:
-        default = first.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
     with prediction_store.chunk_connection(settings) as connection:
-        record = connection.connection._connection_record  # noqa: SLF001
-        real = record.dbapi_connection
-        record.dbapi_connection = RestoreFails(real)  # what driver_connection reads
-    assert failing
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        real.execute("SELECT 1")  # invalidated: closed, not back in the pool
-    with engine(settings.database_url).connect() as other:
-        assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == default != 0
+        used = connection.engine
+    assert used.pool.checkedin() == 1
+    dispose_all()
+    assert used.pool.checkedin() == 0
+    with prediction_store.chunk_connection(settings) as connection:
+        assert connection.engine is not used
 
 
 def test_the_writer_connection_reconnects_after_it_was_invalidated(settings) -> None:  # noqa: ANN001
@@ -159,3 +154,15 @@ def test_the_writer_connection_reconnects_after_it_was_invalidated(settings) -> 
     with session_scope(settings.database_url) as session:
         seqs = session.scalars(select(PredictionChunk.seq).where(PredictionChunk.prediction_id == prediction_id))
         assert sorted(seqs) == [0, 1]
+
+
+@pytest.mark.postgres
+def test_postgresql_stores_chunks_through_the_shared_engine(postgres_settings) -> None:  # noqa: ANN001
+    """The pragmas are SQLite's: elsewhere the writer takes the shared pool's connection."""
+    prediction_id = add_prediction(postgres_settings)
+    job = prediction_store.claim_prediction(postgres_settings, prediction_id, "first")
+    with prediction_store.chunk_connection(postgres_settings) as connection:
+        assert connection.engine is engine(postgres_settings.database_url)
+        assert prediction_store.record_chunk(connection, job, 0, np.ones((5, 3)), 5)
+    with session_scope(postgres_settings.database_url) as session:
+        assert session.get(Prediction, prediction_id).rows_done == 5
