@@ -158,7 +158,7 @@ def _recurrence(layer: Any, hs: Any, t: int, w_hh_t: Any, tmp: Any) -> Any:
 
 
 def lstm_run(layer: Any, proj: Any) -> Any:
-    """LSTM._run: proj (T, N, 4u) pre-activations (loop gate order) -> hs (T+1, N, u)."""
+    """LSTM._steps on the GPU: proj (T, N, 4u) pre-activations (loop gate order) -> hs (T+1, N, u)."""
     steps, n, gh = proj.shape
     u = layer.units
     hs, cs = layer.scratch("hs", (steps + 1, n, u)), layer.scratch("cs", (steps + 1, n, u))
@@ -184,7 +184,7 @@ def lstm_bptt(layer: Any, grad_out: Any, dgates: Any) -> Any:
 
 
 def gru_run(layer: Any, proj: Any) -> Any:
-    """GRU._run: proj (T, N, 3u) input-side pre-activations -> hs (T+1, N, u)."""
+    """GRU._steps on the GPU: proj (T, N, 3u) input-side pre-activations -> hs (T+1, N, u)."""
     hs, hp_n, tmp, b_hh, w_hh_t = layer.loop_state(proj)
     for t in range(proj.shape[0]):
         gru_forward(proj[t], _recurrence(layer, hs, t, w_hh_t, tmp), b_hh, hs[t], hp_n[t], hs[t + 1])
@@ -204,7 +204,7 @@ def gru_bptt(layer: Any, grad_out: Any, d_in: Any, d_hid: Any) -> None:
 
 
 def rnn_run(layer: Any, proj: Any) -> Any:
-    """SimpleRNN._run -> hs (T+1, N, u)."""
+    """SimpleRNN._steps on the GPU -> hs (T+1, N, u)."""
     steps, n, u = proj.shape
     hs, tmp = layer.scratch("hs", (steps + 1, n, u)), layer.scratch("tmp", (n, u))
     hs[0] = 0
@@ -227,7 +227,8 @@ def rnn_bptt(layer: Any, grad_out: Any) -> tuple[Any, Any]:
 
 
 def run(layer: Any, proj: Any) -> Any:
-    """The layer's `_run` on the GPU: hs (T+1, N, u), with what its backward needs saved."""
+    """The layer's `_steps` on the GPU (after _Recurrent._run added the bias): hs (T+1, N, u), with
+    what its backward needs saved."""
     return {"lstm": lstm_run, "gru": gru_run}.get(layer.kind, rnn_run)(layer, proj)
 
 
@@ -251,7 +252,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def reference_lstm_forward(gates: np.ndarray, hh: np.ndarray | None, c_prev: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(activated gates, c, tanh_c, h) of LSTM._run's step (gates in the loop order i, f, o, g)."""
+    """(activated gates, c, tanh_c, h) of LSTM._steps's step (gates in the loop order i, f, o, g)."""
     u = c_prev.shape[1]
     g = gates + (0 if hh is None else hh)
     g[:, :3 * u] = _sigmoid(g[:, :3 * u])
@@ -263,7 +264,7 @@ def reference_lstm_forward(gates: np.ndarray, hh: np.ndarray | None, c_prev: np.
 
 def reference_gru_forward(gates: np.ndarray, hh: np.ndarray | None, b_hh: np.ndarray,
                           h_prev: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(activated gates r, z, n, hp_n, h) of GRU._run's step."""
+    """(activated gates r, z, n, hp_n, h) of GRU._steps's step."""
     u = h_prev.shape[1]
     tmp = np.broadcast_to(b_hh, gates.shape) + (0 if hh is None else hh)
     g = gates.copy()

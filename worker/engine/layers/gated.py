@@ -67,7 +67,11 @@ class LSTM(_Recurrent):
         return self._halved(self._w("weight_ih_l0")), self._halved(self._input_bias())
 
     def _run(self, proj: Any, bias: Any) -> Any:
-        steps, n, gh = proj.shape
+        """On NumPy the fused loop where training and cpu_recurrent.fused_gemm allow (it adds the
+        bias itself), else _Recurrent._run: the bias added, then `_steps`."""
+        if self.xp is not np:
+            return super()._run(proj, bias)
+        steps, n, _ = proj.shape
         u = self.units
         hs, cs = self.scratch("hs", (steps + 1, n, u)), self.scratch("cs", (steps + 1, n, u))
         tanh_c = self.scratch("tanh_c", (steps, n, u))
@@ -75,17 +79,21 @@ class LSTM(_Recurrent):
         # W^T stored (u, 4u): OpenBLAS's AVX-512 (SkylakeX) kernels multiply a part's h @ W^T
         # faster than through the transposed view of W (the AVX2 ones equally fast)
         w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
-
         parts = _parts(self, n)
         gemm = self._fused_gemm(n // parts, proj, w_hh_t, hs)
-        if gemm is not None:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415
+        if gemm is None:
+            return super()._run(proj, bias, hs, cs, tanh_c, w_hh_t, parts)
+        from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs,
-                                                                                tanh_c, lo, hi), parts)
-            self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
-            return hs
-        proj += bias
+        batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c,
+                                                                            lo, hi), parts)
+        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
+        return hs
+
+    def _steps(self, proj: Any, hs: Any, cs: Any, tanh_c: Any, w_hh_t: Any, parts: int) -> Any:
+        """The per-step loop over proj, its bias added (the arrays as _run made them)."""
+        steps, n, gh = proj.shape
+        u = self.units
 
         def rows(lo: int, hi: int, part: int) -> None:
             tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
@@ -189,9 +197,8 @@ class GRU(_Recurrent):
         hs[0] = 0
         return hs, hp_n, self.scratch("tmp", (n, gh)), self._p("bias_hh_l0"), self._p("weight_hh_l0").T
 
-    def _run(self, proj: Any, bias: Any) -> Any:
+    def _steps(self, proj: Any) -> Any:
         xp, steps, u = self.xp, proj.shape[0], self.units
-        proj += bias
         hs, hp_n, tmp, b_hh, w_hh_t = self.loop_state(proj)
         for t in range(steps):
             g = proj[t]  # becomes r, z, n of step t

@@ -38,7 +38,7 @@ def sigmoid_(xp: Any, a: Any) -> None:
 
 
 class _Recurrent(Layer):
-    """config: units, return_sequences=False. Subclasses implement `_run` and `_bptt`."""
+    """config: units, return_sequences=False. Subclasses implement `_steps` and `_bptt`."""
 
     gates: ClassVar[int] = 1
     use_kernels = True  # lstm/gru training on NumPy runs cpu_recurrent's backward kernels
@@ -100,14 +100,20 @@ class _Recurrent(Layer):
         w_ih, bias = self._projection()
         proj = (self._xt.reshape(steps * n, features) @ w_ih.T).reshape(steps, n, -1)
         with np.errstate(over="ignore"):  # see sigmoid_
-            if xp is np:  # the loop adds the bias (the LSTM's fused loop in its pass over each step's gates)
-                self._hs = self._run(proj, bias)  # (T+1, N, H), hs[0] = 0
-            else:  # CuPy: fused step kernels
-                proj += bias
-                self._hs = gpu_recurrent.run(self, proj)
+            self._hs = self._run(proj, bias)  # (T+1, N, H), hs[0] = 0
         if self.return_sequences:
             return xp.ascontiguousarray(self._hs[1:].transpose(1, 0, 2))
         return self._hs[steps].copy()
+
+    def _run(self, proj: Any, bias: Any, *loop_arrays: Any) -> Any:
+        """hs (T+1, N, H) from the input projections proj (T, N, G*H) and their bias: the one place
+        that adds it to proj (the LSTM's fused loop instead adds it in its pass over each step's
+        gates, layers/gated.py), then the time loop: `_steps(proj, *loop_arrays)` on NumPy, on
+        CuPy gpu_recurrent's fused step kernels."""
+        proj += bias
+        if self.xp is not np:
+            return gpu_recurrent.run(self, proj)
+        return self._steps(proj, *loop_arrays)
 
     def _ones(self, rows: int) -> Any:
         """`rows` ones (the bias gradients' GEMV), from one array grown to the largest batch."""
@@ -155,9 +161,8 @@ class SimpleRNN(_Recurrent):
     kind = "rnn"
     gates = 1
 
-    def _run(self, proj: Any, bias: Any) -> Any:
+    def _steps(self, proj: Any) -> Any:
         xp, (steps, n, units) = self.xp, proj.shape
-        proj += bias
         hs, tmp = self.scratch("hs", (steps + 1, n, units)), self.scratch("tmp", (n, units))
         hs[0] = 0
         w_hh_t = np.ascontiguousarray(self._p("weight_hh_l0").T)  # stored, as in LSTM._run (layers/gated.py)
