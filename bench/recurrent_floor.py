@@ -69,14 +69,13 @@ def _fused_products() -> Any:
 
 
 def _loop(a: dict[str, Any], backward: bool, split: bool) -> None:
-    from worker.engine import batch_split, cpu_blas  # noqa: PLC0415
+    from worker.engine import batch_split, cpu_recurrent  # noqa: PLC0415
 
     def rows(lo: int, hi: int, part: int) -> None:
         out = (a["out_h"] if backward else a["out_g"])[lo:hi]
         if a["gemm"] is not None:
             left, right = (a["d"], a["w_hh"]) if backward else (a["h"], a["w_hh_t"])
-            chunked = cpu_blas.threads() == 1
-            _fused_products()(a["gemm"], chunked, left, right, out, lo, hi, 0.0 if backward else 1.0)
+            _fused_products()(a["gemm"], cpu_recurrent.chunked(), left, right, out, lo, hi, 0.0 if backward else 1.0)
             return
         for t in range(a["h"].shape[0]):
             if backward and t:

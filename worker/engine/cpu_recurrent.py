@@ -242,10 +242,15 @@ def fused_gemm(dtype: Any, size: int, *operands: np.ndarray) -> Any:
     return cpu_blas.gemm(dtype)
 
 
+def chunked() -> bool:
+    """The fused loops' `chunked` now (_matmul_chunked): NumPy's OpenBLAS on one thread."""
+    return cpu_blas.threads() == 1
+
+
 def lstm_forward(gemm: Any, proj: np.ndarray, bias: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray,
                  cs: np.ndarray, tanh_c: np.ndarray, lo: int, hi: int) -> None:
     """_lstm_forward over batch rows lo:hi (gemm: fused_gemm's)."""
-    _LSTM_FORWARD(gemm, cpu_blas.threads() == 1, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
+    _LSTM_FORWARD(gemm, chunked(), proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
 
 
 def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
@@ -267,7 +272,7 @@ def lstm_bptt(layer: Any, gemm: Any, grad_out: np.ndarray, dgates: np.ndarray, w
     if gemm is not None:
         every_step = layer.return_sequences
         upstream = grad_out if every_step else grad_out[:, None]
-        _LSTM_BACKWARD(gemm, cpu_blas.threads() == 1, layer._gates, layer._cs, layer._tanh_c, upstream, every_step,
+        _LSTM_BACKWARD(gemm, chunked(), layer._gates, layer._cs, layer._tanh_c, upstream, every_step,
                        w_hh, dgates_all, dh, dc, lo, hi)
         return
     kernel = variant(_LSTM_STEP, dgates[0].size)

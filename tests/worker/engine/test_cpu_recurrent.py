@@ -69,6 +69,17 @@ def test_numpys_blas_is_found_for_the_fused_lstm_loops():
             assert cpu_blas.threads() == threads
 
 
+def test_the_fused_loops_chunk_their_products_only_on_one_blas_thread():
+    """cpu_recurrent.chunked, which the loops and bench/recurrent_floor take their `chunked` from."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+    for threads, chunked in ((1, True), (2, False)):
+        with threadpool_limits(threads, user_api="blas"):
+            assert cpu_recurrent.chunked() is chunked
+
+
 def _count_fused_calls(monkeypatch) -> dict[str, int]:
     """Counts the calls of the fused loops (_lstm_forward, _lstm_backward) from now on."""
     from worker.engine import cpu_recurrent  # noqa: PLC0415
