@@ -43,13 +43,11 @@ def child(threads: int, batch: int) -> None:
     """One measurement in this process: prints "mlp S floor S cnn S lstm S"."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    from bench import bench_cnn_rnn, bench_mlp  # noqa: PLC0415
-    from worker.engine import batch_split, kernel_jit  # noqa: PLC0415
+    from bench import bench_cnn_rnn, bench_mlp, thread_counts  # noqa: PLC0415
+    from worker.engine import batch_split  # noqa: PLC0415
 
     if os.environ.get(KERNELS):
-        kernel_jit.PARALLEL_MIN_THREADS = int(os.environ[KERNELS])
-        if kernel_jit.PARALLEL_MIN_THREADS <= 2:  # forced on: the dense passes too (DENSE_PARALLEL_MIN)
-            kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
+        thread_counts.force_kernel_variants(int(os.environ[KERNELS]))
     if os.environ.get(PART_ROWS):
         batch_split.MIN_PART_ROWS = int(os.environ[PART_ROWS])
     X, y = bench_mlp.make_data(20_000)

@@ -62,15 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernels", choices=KERNELS, default="auto")
     parser.add_argument("--parallel-min", type=int, default=None, help="elements (kernel_jit.PARALLEL_MIN)")
     args = parser.parse_args(argv)
+    from bench.thread_counts import force_kernel_variants  # noqa: PLC0415
     from worker.engine import kernel_jit  # noqa: PLC0415
     from worker.engine.threads import thread_budget  # noqa: PLC0415
 
-    if KERNELS[args.kernels] is not None:
-        kernel_jit.PARALLEL_MIN_THREADS = KERNELS[args.kernels]
-    if args.parallel_min is not None:
-        kernel_jit.PARALLEL_MIN = args.parallel_min
-    if args.kernels == "parallel":
-        kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
+    force_kernel_variants(KERNELS[args.kernels], args.parallel_min)
     with thread_budget(args.threads, kernels=True):
         phases, floor = profile(args.rows, args.batch)
     print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels} "

@@ -40,3 +40,20 @@ def label(threads: int | None) -> str:
     if threads is DEFAULTS:
         return f"defaults (ours {ours(None)}, PyTorch {use_torch_threads(None)} threads)"
     return f"{threads} thread{'s' if threads > 1 else ''} each"
+
+
+def force_kernel_variants(min_threads: int | None, parallel_min: int | None = None) -> None:
+    """Forces the engine's kernel variants in this process (kernel_jit.variant) whatever the
+    thread count: kernel_jit.PARALLEL_MIN_THREADS = min_threads (a huge count: serial always; 2 or
+    fewer: parallel from that many threads, the dense passes then on the general size threshold
+    too, as before DENSE_PARALLEL_MIN; None: the engine's choice) and kernel_jit.PARALLEL_MIN =
+    parallel_min (None: unchanged). bench threads and bench.profile_mlp_step --kernels use it."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    if parallel_min is not None:
+        kernel_jit.PARALLEL_MIN = parallel_min
+    if min_threads is None:
+        return
+    kernel_jit.PARALLEL_MIN_THREADS = min_threads
+    if min_threads <= 2:
+        kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
