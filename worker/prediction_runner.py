@@ -6,6 +6,7 @@ the dataset's size: the one predicted, two read ahead (none for an .npz on SQLit
 chunks by both cores: bps.prediction_rows) and at most two waiting to be stored."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
@@ -116,12 +117,11 @@ def chunk_outputs(net: Any, prep: Preprocessor, batch: Any, start: int, known_fi
 
 @dataclass
 class PhaseSeconds:
-    """Where a run's time went, logged when it succeeds (`python -m bench predictions` prints
-    it): the predicting thread's waits for its batches (an .npz on SQLite: their reading, by
-    both cores) and its forward passes, and the writer thread's storing (overlapping both)."""
+    """Where the predicting thread's time went, logged when a run succeeds (`python -m bench
+    predictions` prints it): its waits for its batches (an .npz on SQLite: their reading, by
+    both cores) and its forward passes. The writer thread's storing: ChunkWriter.storing_s."""
     reading: float = 0.0
     predicting: float = 0.0
-    storing: float = 0.0
 
 
 class ChunkWriter(threading.Thread):
@@ -134,30 +134,36 @@ class ChunkWriter(threading.Thread):
         self.pending: queue.Queue = queue.Queue(maxsize=depth)
         self.failure: BaseException | None = None
         self.lost = False
-        self.storing_s = 0.0
+        self.storing_s = 0.0  # overlapping the predicting thread's PhaseSeconds
 
     def run(self) -> None:
-        ended = False  # the close() sentinel was taken
+        """Takes every chunk put off the queue until close()'s None, storing it unless a failure
+        (the connection's too) or the lost prediction came first: no put() ever waits on a full
+        queue that nobody takes from."""
         try:
-            with prediction_store.chunk_connection(self.settings) as connection:
-                ended = self._store(connection)
-        except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
+            with contextlib.ExitStack() as opened:
+                connection = self._connect(opened)
+                while (item := self.pending.get()) is not None:
+                    if self.failure is None and not self.lost:
+                        self._store(connection, *item)
+        except BaseException as exc:  # noqa: BLE001  (closing the connection; raised in the predicting thread)
             self.failure = self.failure or exc
-        while not ended:  # the chunks put after a failure: no put() may wait on a full queue
-            ended = self.pending.get() is None
 
-    def _store(self, connection: Connection) -> bool:
-        while (item := self.pending.get()) is not None:
-            if self.failure is not None or self.lost:
-                continue
-            started = time.perf_counter()
-            try:
-                self.lost = not with_db_retries(prediction_store.record_chunk, connection, self.job, *item,
-                                                what=f"prediction {self.job.id}: storing rows")
-            except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
-                self.failure = exc
-            self.storing_s += time.perf_counter() - started
-        return True
+    def _connect(self, opened: contextlib.ExitStack) -> Connection | None:
+        try:
+            return opened.enter_context(prediction_store.chunk_connection(self.settings))
+        except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
+            self.failure = exc
+            return None
+
+    def _store(self, connection: Connection, seq: int, outputs: np.ndarray, rows_done: int) -> None:
+        started = time.perf_counter()
+        try:
+            self.lost = not with_db_retries(prediction_store.record_chunk, connection, self.job, seq, outputs,
+                                            rows_done, what=f"prediction {self.job.id}: storing rows")
+        except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
+            self.failure = exc
+        self.storing_s += time.perf_counter() - started
 
     def check(self) -> None:
         if self.failure is not None:
@@ -184,7 +190,6 @@ def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> No
     finally:
         writer.close()
     writer.check()
-    seconds.storing = writer.storing_s
     if done is None:  # stopped before the end
         _stopped(settings, job, control)
         return
@@ -192,7 +197,7 @@ def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> No
                            n=done, progress=1.0):
         raise JobAbandoned
     log.info("prediction %s attempt %d: %d rows; %.2f s waiting for rows, %.2f s predicting, %.2f s storing "
-             "(writer thread)", job.id, job.attempt, done, seconds.reading, seconds.predicting, seconds.storing)
+             "(writer thread)", job.id, job.attempt, done, seconds.reading, seconds.predicting, writer.storing_s)
 
 
 def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunControl, model: tuple,

@@ -149,3 +149,79 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
                                              control, (SlowNetwork(), preprocessor(None), "npz", True), writer, seconds)
     assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
     assert 0.1 <= seconds.reading < 0.3 and 0.4 <= seconds.predicting < 0.6, seconds  # neither holds the other's
+
+
+def finishes(action, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
+    """Whether `action()` returns within `timeout_s` (a put or close() waiting forever does not)."""
+    import threading  # noqa: PLC0415
+
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+def chunk_writer(monkeypatch, connection_factory, record_chunk):  # noqa: ANN001, ANN201
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from worker import prediction_store  # noqa: PLC0415
+    from worker.prediction_runner import ChunkWriter  # noqa: PLC0415
+
+    monkeypatch.setattr(prediction_store, "chunk_connection", connection_factory)
+    monkeypatch.setattr(prediction_store, "record_chunk", record_chunk)
+    writer = ChunkWriter(SimpleNamespace(), SimpleNamespace(id="p"), depth=2)
+    writer.start()
+    return writer
+
+
+@pytest.mark.parametrize("outcome", ["fails", "lost"])
+def test_after_a_chunk_fails_or_is_refused_the_writer_stores_no_more_and_no_put_waits(monkeypatch,  # noqa: ANN001
+                                                                                      outcome: str) -> None:
+    """The first chunk's store fails (or finds the prediction taken over) while two more wait in
+    the full queue: those are taken off unstored, close() returns, check() says why."""
+    import contextlib  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from worker.runner import JobAbandoned  # noqa: PLC0415
+
+    release, stored = threading.Event(), []
+
+    def first_store_ends_it(_connection, _job, seq, _outputs, _rows_done) -> bool:  # noqa: ANN001
+        stored.append(seq)
+        release.wait(10)
+        if outcome == "fails":
+            raise RuntimeError("disk full")
+        return False
+
+    writer = chunk_writer(monkeypatch, lambda _settings: contextlib.nullcontext("connection"), first_store_ends_it)
+    for seq in range(3):  # the writer holds chunk 0; 1 and 2 fill the queue
+        assert finishes(lambda seq=seq: writer.put(seq, np.zeros((3, 1)), 3 * (seq + 1)))
+    release.set()
+    assert finishes(writer.close)  # close()'s None needs the room the writer makes
+    with pytest.raises(RuntimeError if outcome == "fails" else JobAbandoned):
+        writer.check()
+    assert stored == [0]
+
+
+def test_a_writer_whose_connection_failed_takes_the_chunks_put_and_raises_the_failure(monkeypatch) -> None:  # noqa: ANN001
+    """chunk_connection fails before any chunk is stored, after the predicting thread filled the
+    queue: the writer still takes every chunk off (none stored) and close() returns."""
+    import contextlib  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    release, stored = threading.Event(), []
+
+    @contextlib.contextmanager
+    def unreachable(_settings):  # noqa: ANN001, ANN202
+        release.wait(10)
+        raise RuntimeError("no database")
+        yield  # a context manager that never yields
+
+    writer = chunk_writer(monkeypatch, unreachable, lambda *args: stored.append(args) or True)
+    for seq in range(2):  # the queue is full
+        assert finishes(lambda seq=seq: writer.put(seq, np.zeros((3, 1)), 3 * (seq + 1)))
+    release.set()
+    assert finishes(writer.close)
+    with pytest.raises(RuntimeError, match="no database"):
+        writer.check()
+    assert stored == []
