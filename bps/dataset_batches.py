@@ -119,9 +119,16 @@ def dataset_batches(database_url: str, dataset_id: str, fmt: str, rows: int, rin
     """DataFrames (CSV, Parquet) or X arrays (.npz) of the rows from `start` on, in order, `rows`
     rows each (a table's first batch after `start` may be shorter). `ring` > 0: .npz rows go
     into that many arrays in turn (a batch is overwritten `ring` batches later)."""
-    with StoredBytes(database_url, dataset_id) as source:
+    yield from stored_batches(StoredBytes(database_url, dataset_id), fmt, rows, ring, start)
+
+
+def stored_batches(source: StoredBytes, fmt: str, rows: int, ring: int = 0, start: int = 0,
+                   member: NpzMember | None = None) -> Iterator[Any]:
+    """dataset_batches from a StoredBytes the caller opened (closed here at the end), and for an
+    .npz its npz_member when already read."""
+    with source:
         if fmt == "npz":
-            yield from npz_batches(source, rows, ring, start)
+            yield from npz_batches(source, rows, ring, start, member)
         else:
             yield from _from_row({"csv": _csv_batches, "parquet": _parquet_batches}[fmt](source, rows), start)
 

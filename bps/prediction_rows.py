@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bps.dataset_batches import NpzMember, dataset_batches, npy_header, npz_batches, npz_member, prefetched
+from bps.dataset_batches import NpzMember, dataset_batches, npy_header, npz_member, prefetched, stored_batches
 from bps.stored_bytes import StoredBytes
 
 SPLIT_WAYS = 2  # the machines this was measured on have two cores
@@ -121,12 +121,6 @@ def split_rows(source: StoredBytes, layout: RowLayout, rows: int, start: int = 0
         reader.close()
 
 
-def _npz_batches_closing(source: StoredBytes, member: NpzMember, rows: int, ring: int,
-                         start: int) -> Iterator[np.ndarray]:
-    with source:
-        yield from npz_batches(source, rows, ring, start, member)
-
-
 def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: int = 2,
                start: int = 0) -> Iterator[Any]:
     """The batches of `rows` rows from row `start` on, as dataset_batches gives them. A batch
@@ -145,4 +139,4 @@ def read_ahead(database_url: str, dataset_id: str, fmt: str, rows: int, depth: i
         raise
     if layout is not None:
         return split_rows(source, layout, rows, start)
-    return prefetched(_npz_batches_closing(source, member, rows, depth + 2, start), depth)
+    return prefetched(stored_batches(source, "npz", rows, depth + 2, start, member), depth)
