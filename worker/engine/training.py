@@ -97,7 +97,11 @@ class _Loop:
         self._yb: Any = None
         self._epoch_start: tuple[Any, dict[str, Any]] | None = None  # weights before the epoch in progress
         self._gpu = GpuStep(net, self.spec["batch_size"]) if net.xp is not np else None  # fused CUDA step
-        self._gather_rows = _cpu_gather() if net.xp is np else None  # once per fit, not per batch
+        self._gather_rows: Callable | None = None  # the CPU batch gather, looked up once per fit
+        if net.xp is np:  # imported here: it loads Numba, which prediction never does (test_cpu_kernels)
+            from worker.engine.cpu_gather import gather_rows  # noqa: PLC0415
+
+            self._gather_rows = gather_rows
 
     def run(self, on_epoch: Callable | None, should_stop: Callable | None, on_batch: Callable | None) -> History:
         hist, st = self.history, self.st
@@ -249,14 +253,6 @@ class _Loop:
             if self.classification:
                 correct += float(net.loss.correct(out, yb))
         return _finite(total / n), (_finite(correct / n) if self.classification else None)
-
-
-def _cpu_gather() -> Callable:
-    """cpu_gather.gather_rows, imported by the first CPU fit: importing it loads Numba, which a
-    process that only imports worker.engine (the service validating specs) does not need."""
-    from worker.engine.cpu_gather import gather_rows  # noqa: PLC0415
-
-    return gather_rows
 
 
 def _best_epoch(epochs: list[dict[str, Any]]) -> int | None:

@@ -1,7 +1,6 @@
 """The fit loop: real data, divergence, early stopping, resume, determinism, cancellation."""
 from __future__ import annotations
 
-import builtins
 import math
 import warnings
 
@@ -160,18 +159,15 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(rng):
         assert (a["loss"], a["val_loss"], a["learning_rate"]) == (b["loss"], b["val_loss"], b["learning_rate"])
 
 
-def test_the_batch_gather_is_imported_once_per_fit_not_once_per_batch(rng, monkeypatch):
-    real_import, gather_imports = builtins.__import__, []
+def test_a_cpu_fit_gathers_each_shuffled_batch_with_cpu_gather(rng, monkeypatch):
+    from worker.engine import cpu_gather  # noqa: PLC0415
 
-    def counting_import(name, *args, **kwargs):  # noqa: ANN001, ANN202
-        if name == "worker.engine.cpu_gather":
-            gather_imports.append(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", counting_import)
-    X, y = _blobs(rng)
-    Network.from_spec(mlp_spec((4, "relu"), epochs=2, batch_size=8)).fit(X, y)  # 24 shuffled batches
-    assert len(gather_imports) == 1
+    gathered, gather_rows = [], cpu_gather.gather_rows
+    monkeypatch.setattr(cpu_gather, "gather_rows",
+                        lambda X, idx, out: gathered.append(len(idx)) or gather_rows(X, idx, out))
+    X, y, batches = *_blobs(rng), []
+    Network.from_spec(mlp_spec((4, "relu"), epochs=2, batch_size=8)).fit(X, y, on_batch=lambda *a: batches.append(a))
+    assert len(batches) == 30 and gathered == [8] * 60  # 120 rows in batches of 8, twice; X's rows and y's
 
 
 def test_same_seed_same_results_other_seed_differs(rng):
