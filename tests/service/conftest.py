@@ -1,5 +1,6 @@
 """API fixtures: an app on the per-test SQLite database (root `settings` fixture), two
-tenants with keys, and a recording stand-in for worker.queue.publish_job."""
+tenants with keys, and recording stand-ins for worker.queue.publish_job (`published`) and
+publish_prediction (`published_predictions`)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -52,6 +53,16 @@ def published(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
         calls.append((job_id, queue))
 
     monkeypatch.setattr(worker.queue, "publish_job", record)
+    return calls
+
+
+@pytest.fixture
+def published_predictions(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
+    """publish_prediction calls as (prediction_id, queue): asynchronous predictions kept off the broker."""
+    import worker.queue
+
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(worker.queue, "publish_prediction", lambda settings, pid, queue: calls.append((pid, queue)))
     return calls
 
 

@@ -1,6 +1,6 @@
 """Fixtures of the asynchronous prediction tests (tests/service/test_async_predictions.py and
 test_prediction_downloads.py): a trained model, a dataset over MAX_PREDICTION_ROWS, the
-worker's settings, the publish calls recorded instead of sent."""
+worker's settings. The publish calls: conftest's `published_predictions`."""
 from __future__ import annotations
 
 import csv
@@ -15,15 +15,6 @@ from tests.service.test_onnx_export import tabular_csv
 SPEC = {"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "activation": "softmax"}],
         "loss": "cross_entropy", "optimizer": {"type": "adam", "learning_rate": 0.05}, "epochs": 5, "batch_size": 8}
 CHUNK_ROWS = 40
-
-
-@pytest.fixture
-def published(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
-    import worker.queue
-
-    calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(worker.queue, "publish_prediction", lambda settings, pid, queue: calls.append((pid, queue)))
-    return calls
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from bps.db import session_scope
 from bps.models import Prediction, PredictionChunk, utcnow
 from tests.service.helpers import assert_problem, npz_bytes, store_trained_model, upload
 from tests.service.prediction_fixtures import (SPEC, big_dataset, download_rows, model_id,  # noqa: F401  (fixtures)
-                                               published, worker_settings)
+                                               worker_settings)
 from tests.service.test_models import _fresh_cache  # noqa: F401  (autouse: an empty model cache per test)
 from tests.service.test_onnx_export import tabular_csv
 from worker.prediction_runner import run_prediction
@@ -32,7 +32,7 @@ def _with_gaps(raw: bytes) -> bytes:
 
 
 def test_values_the_model_cannot_fill_are_refused_before_queueing(client, auth, model_id, settings,  # noqa: ANN001
-                                                                published, worker_settings) -> None:
+                                                                published_predictions, worker_settings) -> None:
     """As a synchronous prediction refuses them (422), not a 202 that the worker then fails."""
     gaps = upload(client, auth, _with_gaps(tabular_csv(12))).get_json()["id"]
     refused = assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth,
@@ -40,7 +40,7 @@ def test_values_the_model_cannot_fill_are_refused_before_queueing(client, auth, 
     assert refused["errors"][0]["loc"] == ["body", "dataset_id"]
     assert_problem(client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": gaps}), 422,
                    "impute", "'a'")
-    assert published == []
+    assert published_predictions == []
     imputing = store_trained_model(settings, "alice", tabular_csv(60), "csv", target="label", spec=SPEC,
                                    impute="mean")
     queued = client.post(f"/v1/models/{imputing}/predictions", headers=auth, json={"dataset_id": gaps, "async": True})
@@ -50,7 +50,7 @@ def test_values_the_model_cannot_fill_are_refused_before_queueing(client, auth, 
 
 
 def test_an_npz_x_with_values_the_model_cannot_fill_is_refused_before_queueing(client, auth, settings,  # noqa: ANN001
-                                                                               published) -> None:
+                                                                               published_predictions) -> None:
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 4)), rng.integers(0, 2, size=30)
     upload(client, auth, npz_bytes(X=X, y=y), "train.npz")
@@ -59,11 +59,11 @@ def test_an_npz_x_with_values_the_model_cannot_fill_is_refused_before_queueing(c
     gaps = upload(client, auth, npz_bytes(X=X, y=y), "gaps.npz").get_json()["id"]
     assert_problem(client.post(f"/v1/models/{model}/predictions", headers=auth,
                                json={"dataset_id": gaps, "async": True}), 422, "'X' 1", "impute")
-    assert published == []
+    assert published_predictions == []
 
 
 def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, model_id, big_dataset,  # noqa: ANN001
-                                                       published, worker_settings) -> None:
+                                                       published_predictions, worker_settings) -> None:
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
                        json={"dataset_id": big_dataset[0]}).get_json()
     run_prediction(body["id"], settings=worker_settings)
@@ -75,8 +75,9 @@ def test_another_tenants_prediction_and_download_are_404(client, auth, auth_b, m
                        f"model {model_id} not found")
 
 
-def test_a_dataset_deleted_while_queued_fails_clearly_and_its_model_cannot_be(client, auth, model_id, big_dataset, published,  # noqa: ANN001
-                                                      worker_settings) -> None:
+def test_a_dataset_deleted_while_queued_fails_clearly_and_its_model_cannot_be(client, auth, model_id,  # noqa: ANN001
+                                                                              big_dataset, published_predictions,
+                                                                              worker_settings) -> None:
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
                        json={"dataset_id": big_dataset[0]}).get_json()
     assert_problem(client.delete(f"/v1/models/{model_id}", headers=auth), 409, "asynchronous prediction")
@@ -88,7 +89,7 @@ def test_a_dataset_deleted_while_queued_fails_clearly_and_its_model_cannot_be(cl
 
 
 def test_a_run_that_stopped_midway_is_taken_over_and_every_row_stored_once(client, auth, model_id, big_dataset,  # noqa: ANN001
-                                                                           published, worker_settings,
+                                                                           published_predictions, worker_settings,
                                                                            monkeypatch) -> None:
     import worker.prediction_store as store
 
@@ -128,8 +129,8 @@ def test_a_run_that_stopped_midway_is_taken_over_and_every_row_stored_once(clien
     assert [[float(rows[i][f"probability_{c}"]) for c in ("high", "low", "mid")] for i in sample] == sync["probabilities"]
 
 
-def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_id, big_dataset, published,  # noqa: ANN001
-                                                           app) -> None:
+def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_id, big_dataset,  # noqa: ANN001
+                                                           published_predictions, app) -> None:
     app.config["BPS_SETTINGS"] = replace(app.config["BPS_SETTINGS"], max_queued_jobs_per_tenant=2)
     for _ in range(2):
         assert client.post(f"/v1/models/{model_id}/predictions", headers=auth,
@@ -138,8 +139,8 @@ def test_queued_predictions_count_against_the_tenant_quota(client, auth, model_i
     assert_problem(refused, 429, "2 queued asynchronous predictions", "MAX_QUEUED_JOBS_PER_TENANT")
 
 
-def test_a_stopping_worker_requeues_the_prediction_for_the_next(client, auth, model_id, big_dataset, published,  # noqa: ANN001
-                                                                worker_settings) -> None:
+def test_a_stopping_worker_requeues_the_prediction_for_the_next(client, auth, model_id, big_dataset,  # noqa: ANN001
+                                                                published_predictions, worker_settings) -> None:
     from worker.runner import SHUTDOWN
 
     body = client.post(f"/v1/models/{model_id}/predictions", headers=auth,
@@ -150,7 +151,7 @@ def test_a_stopping_worker_requeues_the_prediction_for_the_next(client, auth, mo
     finally:
         SHUTDOWN.clear()
     row = client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()
-    assert row["status"] == "queued" and published == [(body["id"], "cpu"), (body["id"], "cpu")]
+    assert row["status"] == "queued" and published_predictions == [(body["id"], "cpu"), (body["id"], "cpu")]
     run_prediction(body["id"], settings=worker_settings, worker_id="next")
     assert client.get(f"/v1/predictions/{body['id']}", headers=auth).get_json()["status"] == "succeeded"
     assert len(download_rows(client, auth, body["id"])) == 130
@@ -165,7 +166,7 @@ def test_async_must_be_a_json_boolean(client, auth, model_id, big_dataset, flag)
 
 
 def test_a_dataset_prediction_or_evaluation_selects_the_dataset_row_once(client, auth, model_id, big_dataset,  # noqa: ANN001
-                                                                          published, settings) -> None:
+                                                                          published_predictions, settings) -> None:
     """The route looks the Dataset up once and hands the row down (its column profile can be
     megabytes for a wide dataset): synchronous, over the limit, "async", and an evaluation."""
     from sqlalchemy import event  # noqa: PLC0415

@@ -68,17 +68,14 @@ def test_an_output_that_overflows_inside_the_network_is_a_422(client, auth, mode
 
 
 def test_an_asynchronous_prediction_names_the_row_and_column_as_the_synchronous_422(client, auth, models, settings,  # noqa: ANN001
-                                                                                   monkeypatch) -> None:
-    import worker.queue  # noqa: PLC0415
+                                                                                   published_predictions) -> None:
     from worker.prediction_runner import run_prediction  # noqa: PLC0415
 
-    published: list[str] = []  # conftest's `published` records jobs only: this keeps the prediction off the broker
-    monkeypatch.setattr(worker.queue, "publish_prediction", lambda _settings, pid, _queue: published.append(pid))
     dataset_id = upload(client, auth, b"sepal,petal\n0.0,1.0\n1.0,0.5\n3e38,-3e38\n").get_json()["id"]
     sync = assert_problem(predict(client, auth, models["regressor"], dataset_id=dataset_id), 422, "overflows")
     row, column = sync["errors"][0]["loc"][2:]
     queued = predict(client, auth, models["regressor"], dataset_id=dataset_id, **{"async": True}).get_json()
-    assert published == [queued["id"]]
+    assert published_predictions == [(queued["id"], "cpu")]
     run_prediction(queued["id"], settings=settings)
     failed = client.get(f"/v1/predictions/{queued['id']}", headers=auth).get_json()
     assert failed["status"] == "failed"

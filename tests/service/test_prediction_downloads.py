@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from bps.db import session_scope
 from bps.models import PredictionChunk
 from tests.service.helpers import assert_problem, upload
-from tests.service.prediction_fixtures import (big_dataset, download_rows, model_id, published,  # noqa: F401
+from tests.service.prediction_fixtures import (big_dataset, download_rows, model_id,  # noqa: F401
                                                worker_settings)
 from tests.service.test_models import _fresh_cache  # noqa: F401  (autouse: an empty model cache per test)
 from tests.service.test_onnx_export import tabular_csv
@@ -22,13 +22,13 @@ from worker.prediction_runner import run_prediction
 
 
 def test_over_the_limit_runs_on_a_worker_and_downloads_equal_synchronous(client, auth, model_id, big_dataset,  # noqa: ANN001
-                                                                         published, worker_settings) -> None:
+                                                                         published_predictions, worker_settings) -> None:
     dataset_id, records = big_dataset
     response = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": dataset_id})
     assert response.status_code == 202, response.get_json()
     body = response.get_json()
     assert body["status"] == "queued" and body["n"] == 130 and body["progress"] == 0.0
-    assert published == [(body["id"], "cpu")]
+    assert published_predictions == [(body["id"], "cpu")]
     assert_problem(client.get(f"/v1/predictions/{body['id']}/download", headers=auth), 409, "queued")
 
     run_prediction(body["id"], settings=worker_settings, worker_id="test-worker")
@@ -54,7 +54,8 @@ def test_over_the_limit_runs_on_a_worker_and_downloads_equal_synchronous(client,
     assert table.num_rows == 130 and table.column("prediction").to_pylist() == [r["prediction"] for r in rows]
 
 
-def test_async_on_request_and_synchronous_downloads(client, auth, model_id, published, worker_settings) -> None:  # noqa: ANN001
+def test_async_on_request_and_synchronous_downloads(client, auth, model_id, published_predictions,  # noqa: ANN001
+                                                    worker_settings) -> None:
     small = upload(client, auth, tabular_csv(12)).get_json()["id"]
     queued = client.post(f"/v1/models/{model_id}/predictions", headers=auth, json={"dataset_id": small, "async": True})
     assert queued.status_code == 202 and queued.get_json()["status"] == "queued"
@@ -71,7 +72,7 @@ def test_async_on_request_and_synchronous_downloads(client, auth, model_id, publ
 
 
 def test_a_download_holds_no_connection_between_chunks_and_fails_when_one_is_gone(  # noqa: ANN001
-        client, auth, model_id, big_dataset, published, worker_settings) -> None:
+        client, auth, model_id, big_dataset, published_predictions, worker_settings) -> None:
     """Four stored chunks: the pool lends no connection while the client reads, the rows come in
     seq order; a chunk deleted mid-download breaks the stream instead of ending it short."""
     from bps.db import engine  # noqa: PLC0415
