@@ -4,6 +4,7 @@ stream under it: tests/bps/test_stored_bytes.py."""
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,19 @@ def stored(settings, raw: bytes, filename: str) -> str:  # noqa: ANN001
         dataset = create_dataset(session=session, tenant_id=tenant.id, raw=raw, filename=filename, name=None,
                                  chunk_bytes=97, max_rows=10**6, max_array_bytes=10**9)
         return dataset.id
+
+
+def count_zip_directory_reads(monkeypatch) -> list[zipfile.ZipFile]:  # noqa: ANN001
+    """From now on, each archive whose central directory zipfile reads (ZipFile._RealGetContents),
+    once a read: the upload's own reads (stored()) are done before this is called."""
+    reads, read_directory = [], zipfile.ZipFile._RealGetContents
+
+    def counted(archive: zipfile.ZipFile) -> None:
+        reads.append(archive)
+        read_directory(archive)
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    return reads
 
 
 def frame() -> pd.DataFrame:
@@ -114,19 +128,11 @@ def test_prefetched_reads_at_most_depth_ahead() -> None:
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_an_npz_zip_directory_is_read_once(settings, monkeypatch, compressed: bool) -> None:  # noqa: ANN001
-    import zipfile  # noqa: PLC0415
-
     X = np.arange(60.0).reshape(30, 2)
     buffer = io.BytesIO()
     (np.savez_compressed if compressed else np.savez)(buffer, X=X, y=np.arange(30))
     dataset_id = stored(settings, buffer.getvalue(), "d.npz")
-    reads, read_directory = [], zipfile.ZipFile._RealGetContents
-
-    def counted(archive) -> None:  # noqa: ANN001
-        reads.append(archive)
-        read_directory(archive)
-
-    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    reads = count_zip_directory_reads(monkeypatch)
     batches = list(dataset_batches(settings.database_url, dataset_id, "npz", ROWS))
     np.testing.assert_array_equal(np.concatenate(batches), X)
     assert len(reads) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from bps.models import DatasetChunk
 from bps import prediction_rows
 from bps.prediction_rows import RowLayout, npz_row_layout, read_ahead, split_rows
 from bps.stored_bytes import DatasetGone, StoredBytes
-from tests.bps.test_dataset_batches import frame, stored
+from tests.bps.test_dataset_batches import count_zip_directory_reads, frame, stored
 
 ROWS = 61
 
@@ -117,17 +116,12 @@ def test_read_ahead_reads_the_chunk_and_zip_directories_once(settings, monkeypat
     directory, whether the rows are split between threads or read ahead in one."""
     X = rows("F" if kind == "npz-fortran" else "C")
     dataset_id = stored(settings, npz(X, compressed=kind == "npz-compressed"), "d.npz")
-    queries, zip_reads, read_directory = [], [], zipfile.ZipFile._RealGetContents
+    queries, zip_reads = [], count_zip_directory_reads(monkeypatch)
 
     def count_queries(_connection, _cursor, statement: str, *_args) -> None:  # noqa: ANN001, ANN002
         if "length(dataset_chunks.data)" in statement:
             queries.append(statement)
 
-    def counted(archive) -> None:  # noqa: ANN001
-        zip_reads.append(archive)
-        read_directory(archive)
-
-    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
     bind = session_factory(settings.database_url).kw["bind"]
     event.listen(bind, "before_cursor_execute", count_queries)
     try:
