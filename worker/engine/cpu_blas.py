@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+# M*N*K up to which OpenBLAS's SkylakeX sgemm runs its small-matrix kernels (no packing): conv2d's
+# sample groups stay within it; cpu_recurrent.SMALL_GEMM is the same limit as a literal (Numba's
+# disk cache is keyed on that kernel's own file), tested equal
+SMALL_GEMM = 1_000_000
 _SYMBOLS = {np.dtype(np.float32): ("scipy_cblas_sgemm64_", ctypes.c_float),
             np.dtype(np.float64): ("scipy_cblas_dgemm64_", ctypes.c_double)}
 _found: dict[Any, Any] = {}

@@ -159,7 +159,9 @@ def _matmul(gemm, a, b, c, beta):
          a.ctypes.data, _leading(a), b.ctypes.data, _leading(b), beta, c.ctypes.data, _leading(c))
 
 
-SMALL_GEMM = 1_000_000  # M*N*K up to which OpenBLAS's SkylakeX sgemm runs its small kernels (no packing)
+# M*N*K up to which OpenBLAS's SkylakeX sgemm runs its small kernels (no packing): cpu_blas.SMALL_GEMM,
+# a literal here as the disk-cached loops read it (see ROW_MAJOR)
+SMALL_GEMM = 1_000_000
 K_CHUNKS = 8
 
 

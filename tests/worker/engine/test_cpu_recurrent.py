@@ -213,6 +213,14 @@ def test_the_disk_cached_loops_read_no_constant_of_another_module():
         assert "cpu_blas" not in function.__code__.co_names, function.__name__
 
 
+def test_the_chunked_products_and_conv_s_sample_groups_share_openblas_s_small_kernel_limit():
+    """cpu_recurrent keeps the limit as its own literal (its disk-cached loops read it); conv2d takes cpu_blas's."""
+    from worker.engine import cpu_blas, cpu_recurrent  # noqa: PLC0415
+    from worker.engine.layers import conv  # noqa: PLC0415
+
+    assert cpu_recurrent.SMALL_GEMM == cpu_blas.SMALL_GEMM == conv.SMALL_PRODUCT
+
+
 def test_the_lstm_asks_for_cblas_before_the_split_in_the_callers_thread(monkeypatch):
     """cpu_blas.gemm (a ctypes lookup on its first call) is resolved once by the caller, never by
     the batch split's helper threads, forward and backward."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from worker.engine.activations import get_activation, initial_weight
 from worker.engine.backend import to_device
+from worker.engine.cpu_blas import SMALL_GEMM
 from worker.engine.layers import Layer, register
 from worker.engine.layers.base import BuildContext, ShapeError
 from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, window_count
@@ -30,7 +31,7 @@ BATCH_LAST_BELOW_WIDTH = 16
 # GIL through a matmul whose output has at most 500 elements (the batch split's parts ran the
 # bench's first conv's 8 x 25 gradient in turn).
 GROUPED_BELOW_OUTPUT = 1024
-SMALL_PRODUCT = 1_000_000
+SMALL_PRODUCT = SMALL_GEMM
 
 
 def sample_groups(samples: int, macs_per_sample: int) -> int:
