@@ -103,7 +103,7 @@ def find_owned(session: Session, model: type[T], tenant_id: str, row_id: str) ->
 def require_owned(session: Session, model: type, tenant_id: str, row_id: str, what: str) -> None:
     """get_owned's 404 without loading the row: one indexed id lookup, none of its blobs."""
     if session.scalar(select(model.id).where(model.id == row_id, model.tenant_id == tenant_id)) is None:
-        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
+        raise _not_found(what, row_id)
 
 
 def get_owned(session: Session, model: type[T], tenant_id: str, row_id: str, what: str) -> T:
@@ -111,5 +111,10 @@ def get_owned(session: Session, model: type[T], tenant_id: str, row_id: str, wha
     a missing one (CONTRACT §2). `what` names it in the message and the loc (path `{what}_id`)."""
     row = find_owned(session, model, tenant_id, row_id)
     if row is None:
-        raise NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
+        raise _not_found(what, row_id)
     return row
+
+
+def _not_found(what: str, row_id: str) -> NotFound:
+    """The 404 of get_owned and require_owned."""
+    return NotFound(f"{what} {row_id} not found", loc=["path", f"{what}_id"])
