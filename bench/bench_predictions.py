@@ -120,8 +120,8 @@ def engine_predict_s(net, X: np.ndarray) -> float:  # noqa: ANN001
 def poll_interval_s(elapsed_s: float, progress: float) -> float:
     """Half the time the progress says is left, within 0.05-1 s: about nine GETs for a 3 s
     prediction, and dense ones near the end. Each GET is CPU that the API takes from the
-    worker's two BLAS threads on a 2-core machine (3.5-6 ms of the API's): at a tenth of the
-    time left, the 26 GETs of a 3 s prediction cost the API 0.09-0.15 s of CPU."""
+    worker's two BLAS threads on a 2-core machine: polling more densely (at a tenth of the time
+    left) takes more of it from the run being measured."""
     left_s = elapsed_s * (1 - progress) / progress if progress > 0 else 1.0
     return min(1.0, max(0.05, left_s / 2))
 

@@ -62,8 +62,8 @@ class _SqliteBlobs:
     copies its pages straight into the piece, where a SELECT first assembles the whole chunk in
     a buffer of its own that sqlite3 then copies into bytes. No memory map of the file: alone
     it read faster, but in a worker whose BLAS threads hold both cores its page faults and
-    unmaps cost the products more (bench predictions: 4.7-5.4 s with it, 4.2-4.7 s without)
-    and the mapped pages count as resident."""
+    unmaps cost the products more (bench predictions ran slower with it than without) and the
+    mapped pages count as resident."""
 
     def __init__(self, database_url: str, dataset_id: str, rowids: list[int]) -> None:
         self.dataset_id, self.rowids = dataset_id, rowids
