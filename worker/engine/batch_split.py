@@ -12,7 +12,7 @@ splits once per forward or backward (a recurrent layer its whole time loop), nev
 Used while the budget (`kernel_jit.threads_in_use`) is 2 or 3 threads, the caller is the main
 thread, each part gets at least MIN_PART_ROWS rows and the pass, when its caller says how many
 array elements it touches, at least MIN_SPLIT_ELEMENTS (a shorter one gains less than the
-hand-off costs: the bench CNN's second max-pool, 65k inputs, took longer split); from
+hand-off costs; the bench CNN's second max-pool is below it); from
 PARALLEL_MIN_THREADS threads the kernels' own parallel variants and multi-threaded products stay
 in charge. On a 16-core host (`python -m bench threads --threads 16`, 2026-11-30 11:15 UTC, batch
 1024 best of two and batch 128 one run, before this session's conv and LSTM changes) the split at

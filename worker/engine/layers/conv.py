@@ -25,11 +25,11 @@ from worker.engine.layers.im2col import WindowLayout, col2im, im2col, pair, wind
 BATCH_LAST_BELOW_WIDTH = 16
 # Training's three products run as stacked products over equal groups of samples, each group's
 # at most SMALL_PRODUCT multiply-adds: OpenBLAS's small-matrix kernels, which stop there, ran
-# the bench CNN's narrow products (8 or 16 filters) faster than its packed path. The weight
-# gradient, summed over the groups after, is grouped only below GROUPED_BELOW_OUTPUT elements
-# (filters x C*kh*kw): larger ones (the bench's second conv) did not gain, and NumPy holds the
-# GIL through a matmul whose output has at most 500 elements (the batch split's parts ran the
-# bench's first conv's 8 x 25 gradient in turn).
+# the bench CNN's narrow products faster than its packed path. The weight gradient, summed over
+# the groups after, is grouped only below GROUPED_BELOW_OUTPUT elements (filters x C*kh*kw):
+# the bench's second conv, above it, did not gain from grouping, and NumPy holds the GIL through
+# a matmul with a small output (the batch split's parts ran the first conv's gradient in turn).
+# Measured with bench cnn_rnn --only cnn, 11:08-11:42 UTC (commits dfe4ee4, 8fff549).
 GROUPED_BELOW_OUTPUT = 1024
 SMALL_PRODUCT = SMALL_GEMM
 
