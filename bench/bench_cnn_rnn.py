@@ -138,6 +138,17 @@ def synthetic(model: str, samples: int) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, CLASSES, samples).astype(np.int64)
 
 
+def fused_loops_line() -> str:
+    """Whether cpu_blas found NumPy's OpenBLAS: without it (a NumPy built on another BLAS) the
+    LSTM's fused time loops never run, silently (cpu_recurrent)."""
+    from worker.engine import cpu_blas, kernel_jit  # noqa: PLC0415
+
+    if cpu_blas.gemm(np.float32) is None:
+        return "cpu_blas: NumPy's OpenBLAS (libscipy_openblas64_) not found: the LSTM's fused time loops off"
+    return (f"cpu_blas: NumPy's OpenBLAS found: the LSTM's fused time loops on (below "
+            f"{kernel_jit.PARALLEL_MIN_THREADS} threads; from there where the step kernel stays serial)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=10_000)
@@ -150,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = "plain loop over our layers" if args.manual else "Network.fit"
     print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32 "
           f"(best of {args.repeats}, ours and PyTorch in turn; ours: {loop})")
+    print(fused_loops_line())
     data = {model: synthetic(model, args.samples) for model in args.only.split(",")}
     for model, (x, y) in data.items():  # compiles or loads the CPU kernels before anything is timed
         ours_epoch(model, x[:BATCH * 2], y[:BATCH * 2], args.manual, 1)

@@ -12,10 +12,18 @@ from bench import bench_cnn_rnn, recurrent_floor
 def test_a_recurrent_case_prints_its_ratio_and_its_gemm_floor(capsys):
     bench_cnn_rnn.main(["--only", "lstm", "--samples", "160", "--threads", "1"])
     out = capsys.readouterr().out
+    assert "cpu_blas: NumPy's OpenBLAS found: the LSTM's fused time loops on" in out
     assert re.search(r"^lstm\s+ours\s+\d+\.\d+ s\s+pytorch\s+\d+\.\d+ s\s+ratio ours/pytorch\s+\d+\.\d+$", out,
                      re.MULTILINE), out
     assert re.search(r"gemm floor\s+\d+\.\d+ s .*ours/floor\s+\d+\.\d+\s+pytorch/floor\s+\d+\.\d+$", out,
                      re.MULTILINE), out
+
+
+def test_the_header_says_when_the_fused_lstm_loops_are_off(monkeypatch):
+    from worker.engine import cpu_blas  # noqa: PLC0415
+
+    monkeypatch.setattr(cpu_blas, "gemm", lambda dtype: None)  # as on a NumPy built on another BLAS
+    assert bench_cnn_rnn.fused_loops_line().endswith("not found: the LSTM's fused time loops off")
 
 
 def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
