@@ -207,6 +207,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch", type=int, default=BATCH, help="rows per batch (every side; scikit-learn too)")
     parser.add_argument("--sweep", action="store_true", help="1, 2, 4, ... threads up to every core, then the defaults")
     args, _ = parser.parse_known_args(argv)
+    if args.sweep and args.threads is not None:
+        parser.error("--sweep and --threads exclude each other: --sweep runs 1, 2, 4, ... threads up to every core, "
+                     "--threads N only N")
     X, y = make_data(10_000 if args.quick else 60_000)
     print(f"MLP 784-256-128-10, {X.shape[0]} rows, batch {args.batch}, SGD momentum, best of {args.repeats}; "
           f"NumPy's BLAS: {blas_kernels()}")

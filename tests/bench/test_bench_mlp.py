@@ -41,6 +41,14 @@ def test_a_sweep_doubles_the_threads_up_to_every_core_then_the_defaults(monkeypa
     assert thread_counts.counts(3, sweep=True) == [3]
 
 
+def test_a_sweep_with_a_thread_count_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(bench_mlp, "make_data", lambda rows: pytest.fail("ran"))
+    with pytest.raises(SystemExit) as exited:
+        bench_mlp.main(["--sweep", "--threads", "2"])
+    assert exited.value.code == 2
+    assert "--sweep and --threads exclude each other" in capsys.readouterr().err
+
+
 def test_the_batch_size_reaches_every_side(monkeypatch, capsys):
     batches = []
     one = bench_mlp.Best(1.0, 1.0)
