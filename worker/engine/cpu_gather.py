@@ -7,7 +7,7 @@ prefetch hint) before copying row r, so the fetches of several rows overlap (the
 of a step: `python -m bench.profile_mlp_step`). Where this LLVM does not compile the hint
 (prefetch_compiles), the same loop without it. Same values as `np.take(X, idx, axis=0)`, bit for
 bit (a copy). Prefetching the destination rows for writing as well, or the next batch's rows
-during the optimizer step, gained nothing.
+during the optimizer step, was tried and not kept (no run of either was recorded).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from worker.engine.kernel_jit import jit
 
-ROWS_AHEAD = 8  # measured on the bench_mlp epoch: 4, 8 and 16 about alike, 32 and 0 worse
+ROWS_AHEAD = 8  # chosen on the bench_mlp epoch among shorter, longer and no prefetch distance (no run recorded)
 CACHE_LINE = 64
 PREFETCH_INTRINSIC = "llvm.prefetch.p0"  # LLVM's name since opaque pointers; see prefetch_compiles
 _chosen: dict[str, Any] = {}  # "kernel": the gather this process runs (_pick_kernel)
