@@ -43,7 +43,10 @@ def prefetch_compiles() -> bool:
     named PREFETCH_INTRINSIC left in the code. Asked before the prefetching gather compiles: LLVM
     takes an unknown llvm.* name for an external function, and the JIT's link then aborts the
     process ("LLVM ERROR: Symbol not found"), past any except; a known one with other arguments
-    fails the verifier."""
+    fails the verifier. Asked once per process (_pick_kernel: in a prefork worker by the parent's
+    warm-up, its children inherit the choice), not predicted from llvm_version_info: the IR parser
+    renames older spellings (LLVM 22 compiles llvm.prefetch, llvm.prefetch.p0i8 and
+    llvm.prefetch.p0 alike), so a version says little, and a wrong guess would abort the process."""
     module = ir.Module(name="prefetch_probe")
     probe = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]), "probe")
     builder = ir.IRBuilder(probe.append_basic_block())
