@@ -8,6 +8,12 @@ of a step: `python -m bench.profile_mlp_step`). Where this LLVM does not compile
 (prefetch_compiles), the same loop without it. Same values as `np.take(X, idx, axis=0)`, bit for
 bit (a copy). Prefetching the destination rows for writing as well, or the next batch's rows
 during the optimizer step, was tried and not kept (no run of either was recorded).
+
+From kernel_jit.PARALLEL_MIN_THREADS threads, for a batch of at least kernel_jit.PARALLEL_MIN
+elements, a parallel variant copies one contiguous range of the batch per thread, each range
+prefetching its own rows. On 2 threads the serial gather runs: there the parallel one took
+longer in bench_mlp's step at batch 1024 (the workqueue layer wakes its threads twice per call,
+which costs more than the second core saves); its gain from 4 threads is not measured yet.
 """
 from __future__ import annotations
 
@@ -16,10 +22,11 @@ from typing import Any
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from worker.engine import kernel_jit
 from worker.engine.kernel_jit import jit
 
 ROWS_AHEAD = 8  # chosen on the bench_mlp epoch among shorter, longer and no prefetch distance (no run recorded)
@@ -91,29 +98,58 @@ def _check_rows(idx, n):
 _CHECK_ROWS = jit(_check_rows)
 
 
-def _gather(X, idx, out, ahead):
-    step = max(1, CACHE_LINE // X.itemsize)
-    _CHECK_ROWS(idx, X.shape[0])
-    for r in range(min(ahead, idx.shape[0])):
+def _copy_rows(X, idx, out, lo, hi, ahead, step):
+    """out[lo:hi] = X[idx[lo:hi]], asking for row r + ahead's cache lines before copying row r."""
+    for r in range(lo, min(lo + ahead, hi)):
         _PREFETCH_ROW(X, idx[r], step)
-    for r in range(idx.shape[0]):
-        if r + ahead < idx.shape[0]:
+    for r in range(lo, hi):
+        if r + ahead < hi:
             _PREFETCH_ROW(X, idx[r + ahead], step)
         source, target = X[idx[r]], out[r]
         for j in range(X.shape[1]):
             target[j] = source[j]
 
 
-def _gather_plain(X, idx, out, ahead):  # noqa: ARG001  (ahead: the prefetching gather's signature)
-    """_gather without the prefetch hints: where this LLVM does not compile them."""
-    _CHECK_ROWS(idx, X.shape[0])
-    for r in range(idx.shape[0]):
+def _copy_rows_plain(X, idx, out, lo, hi):
+    for r in range(lo, hi):
         source, target = X[idx[r]], out[r]
         for j in range(X.shape[1]):
             target[j] = source[j]
 
 
+_COPY_ROWS, _COPY_ROWS_PLAIN = jit(_copy_rows), jit(_copy_rows_plain)
+
+
+def _gather(X, idx, out, ahead):
+    _CHECK_ROWS(idx, X.shape[0])
+    _COPY_ROWS(X, idx, out, 0, idx.shape[0], ahead, max(1, CACHE_LINE // X.itemsize))
+
+
+def _gather_plain(X, idx, out, ahead):  # noqa: ARG001  (ahead: the prefetching gather's signature)
+    """_gather without the prefetch hints: where this LLVM does not compile them."""
+    _CHECK_ROWS(idx, X.shape[0])
+    _COPY_ROWS_PLAIN(X, idx, out, 0, idx.shape[0])
+
+
+def _gather_parts(X, idx, out, ahead, parts):
+    """The parallel _gather: the batch cut into `parts` contiguous ranges (one per thread), each
+    prefetching its own rows ahead."""
+    _CHECK_ROWS(idx, X.shape[0])
+    m, step = idx.shape[0], max(1, CACHE_LINE // X.itemsize)
+    for part in prange(parts):
+        _COPY_ROWS(X, idx, out, m * part // parts, m * (part + 1) // parts, ahead, step)
+
+
+def _gather_parts_plain(X, idx, out, ahead, parts):  # noqa: ARG001
+    """The parallel _gather_plain."""
+    _CHECK_ROWS(idx, X.shape[0])
+    m = idx.shape[0]
+    for part in prange(parts):
+        _COPY_ROWS_PLAIN(X, idx, out, m * part // parts, m * (part + 1) // parts)
+
+
 _GATHER, _GATHER_PLAIN = jit(_gather), jit(_gather_plain)
+_PARALLEL = {_GATHER: jit(_gather_parts, parallel=True), _GATHER_PLAIN: jit(_gather_parts_plain, parallel=True)}
 
 
 def _pick_kernel() -> Any:
@@ -129,14 +165,20 @@ def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     would copy them)."""
     if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
         return np.take(X, idx, axis=0, out=out)
-    _pick_kernel()(X.reshape(X.shape[0], -1), idx, out.reshape(idx.shape[0], -1), ROWS_AHEAD)
+    rows, batch, serial = X.reshape(X.shape[0], -1), out.reshape(idx.shape[0], -1), _pick_kernel()
+    if kernel_jit.goes_parallel(out.size):
+        _PARALLEL[serial](rows, idx, batch, ROWS_AHEAD, kernel_jit.parallel_parts())
+    else:
+        serial(rows, idx, batch, ROWS_AHEAD)
     return out
 
 
-def warm_up(dtype: type = np.float32) -> None:
+def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
     """Compiles, or loads from Numba's disk cache, the gather for `dtype` rows and for int64
-    class labels (cpu_kernels.warm_up)."""
-    kernel = _pick_kernel()
+    class labels (cpu_kernels.warm_up), its parallel variant too unless `parallel` is false."""
+    serial = _pick_kernel()
     for kind in (dtype, np.int64):
         rows = np.zeros((2, 3), kind)
-        kernel(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)
+        serial(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)
+        if parallel:
+            _PARALLEL[serial](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 2)

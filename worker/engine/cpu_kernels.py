@@ -10,8 +10,12 @@ summing the bias gradient in another. Results equal the NumPy formulations (`opt
 for SIMD, multiply-adds may fuse.
 
 Each public kernel runs a serial or a parallel compilation (kernel_jit.variant, by size): the
-parallel optimizer step splits the flat buffer into CHUNK-element pieces (each parameter's
-squared-norm sum then adds the pieces' partial sums), the others split rows or column blocks.
+parallel optimizer step cuts the flat buffer into one equal part per thread (each parameter's
+squared-norm sum then adds its pieces' partial sums, in float64), the others split rows or
+column blocks. The step's size is every element it streams (parameters times 3 for SGD with
+momentum, 4 for Adam), so bench_mlp's 235,146 parameters take the parallel step from
+PARALLEL_MIN_THREADS threads; on 2 threads it took longer than the serial one in bench_mlp's
+step (the workqueue layer's wake-ups), and its gain from 4 threads is not measured yet.
 
 Compiled on first use per dtype and cached on disk (Numba's `cache=True`; without a writable
 cache location, compiled in each process instead). Training only: prediction, and so the API
@@ -27,11 +31,10 @@ from numba import prange
 
 from worker.engine import kernel_jit
 from worker.engine.kernel_jit import jit as _jit
-from worker.engine.kernel_jit import jit_pair, use_threads, variant
+from worker.engine.kernel_jit import jit_pair, parallel_parts, use_threads, variant
 
 __all__ = ["adam_step", "bias_relu", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
            "warm_up"]
-CHUNK = 16_384
 COLUMN_BLOCK = 64
 
 
@@ -61,49 +64,52 @@ def _sgd_segment(p, g, buf, lr, mu, nesterov):
     return acc
 
 
-@_jit
-def _chunk_table(bounds, size):
-    """(C, 3) rows (start, end, parameter): each parameter's range cut into pieces of `size`."""
-    count = 0
-    for s in range(bounds.shape[0] - 1):
-        count += (bounds[s + 1] - bounds[s] + size - 1) // size
-    table, c = np.empty((count, 3), np.int64), 0
-    for s in range(bounds.shape[0] - 1):
-        for lo in range(bounds[s], bounds[s + 1], size):
-            table[c, 0], table[c, 1], table[c, 2] = lo, min(lo + size, bounds[s + 1]), s
-            c += 1
-    return table
+def _part_range(start, end, part, parts):
+    """[lo, hi): part `part` of [start, end) cut into `parts` contiguous pieces of equal size."""
+    size = end - start
+    return start + size * part // parts, start + size * (part + 1) // parts
 
 
 @_jit
-def _add_pieces(table, partial, squares):
+def _add_parts(partial, squares):
+    """squares (n,) <- partial (parts, n) summed over the parts, in part order."""
     squares[:] = 0.0
-    for c in range(table.shape[0]):
-        squares[table[c, 2]] += partial[c]
+    for part in range(partial.shape[0]):
+        for s in range(partial.shape[1]):
+            squares[s] += partial[part, s]
+
+
+_PART_RANGE = _jit(_part_range)
 
 
 @_jit
-def _sgd_serial(p, g, buf, lr, mu, nesterov, bounds, squares, chunk):  # noqa: ARG001 (as _sgd_pieces)
+def _sgd_serial(p, g, buf, lr, mu, nesterov, bounds, squares, parts):  # noqa: ARG001 (as _sgd_parts)
     for s in range(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
         squares[s] = _sgd_segment(p[lo:hi], g[lo:hi], buf[lo:hi], lr, mu, nesterov)
 
 
-def _sgd_pieces(p, g, buf, lr, mu, nesterov, bounds, squares, chunk):
-    table = _chunk_table(bounds, chunk)
-    partial = np.empty(table.shape[0], np.float64)
-    for c in prange(table.shape[0]):
-        lo, hi = table[c, 0], table[c, 1]
-        partial[c] = _sgd_segment(p[lo:hi], g[lo:hi], buf[lo:hi], lr, mu, nesterov)
-    _add_pieces(table, partial, squares)
+def _sgd_parts(p, g, buf, lr, mu, nesterov, bounds, squares, parts):
+    """The parallel _sgd_serial: the flat range bounds[0]:bounds[-1] cut into `parts` equal parts
+    (one per thread), each updating the pieces of the parameters it holds."""
+    n = bounds.shape[0] - 1
+    partial = np.zeros((parts, n), np.float64)  # each part's sum(g**2) per parameter
+    for part in prange(parts):
+        lo, hi = _PART_RANGE(bounds[0], bounds[n], part, parts)
+        for s in range(n):
+            a, b = max(bounds[s], lo), min(bounds[s + 1], hi)
+            if a < b:
+                partial[part, s] = _sgd_segment(p[a:b], g[a:b], buf[a:b], lr, mu, nesterov)
+    _add_parts(partial, squares)
 
 
-_SGD = (_sgd_serial, _jit(_sgd_pieces, parallel=True))
+_SGD = (_sgd_serial, _jit(_sgd_parts, parallel=True))
 
 
 def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares):  # noqa: ANN001, ANN201
     """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out."""
-    variant(_SGD, p.shape[0])(p, g, buf, lr, mu, nesterov, bounds, squares, CHUNK)
+    touched = p.shape[0] * (3 if mu else 2)  # the pass reads and writes p and buf, reads g
+    variant(_SGD, touched)(p, g, buf, lr, mu, nesterov, bounds, squares, parallel_parts())
 
 
 @_jit
@@ -121,32 +127,36 @@ def _adam_segment(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps):
 
 
 @_jit
-def _adam_serial(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, chunk):  # noqa: ARG001
+def _adam_serial(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):  # noqa: ARG001
     for s in range(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
         squares[s] = _adam_segment(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], decay, b1, b2, step_size,
                                    inv_sqrt_bias2, eps)
 
 
-def _adam_pieces(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, chunk):
-    table = _chunk_table(bounds, chunk)
-    partial = np.empty(table.shape[0], np.float64)
-    for c in prange(table.shape[0]):
-        lo, hi = table[c, 0], table[c, 1]
-        partial[c] = _adam_segment(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], decay, b1, b2, step_size,
-                                   inv_sqrt_bias2, eps)
-    _add_pieces(table, partial, squares)
+def _adam_parts(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):
+    """The parallel _adam_serial, cut as _sgd_parts."""
+    n = bounds.shape[0] - 1
+    partial = np.zeros((parts, n), np.float64)
+    for part in prange(parts):
+        lo, hi = _PART_RANGE(bounds[0], bounds[n], part, parts)
+        for s in range(n):
+            a, b = max(bounds[s], lo), min(bounds[s + 1], hi)
+            if a < b:
+                partial[part, s] = _adam_segment(p[a:b], g[a:b], m[a:b], v[a:b], decay, b1, b2, step_size,
+                                                 inv_sqrt_bias2, eps)
+    _add_parts(partial, squares)
 
 
-_ADAM = (_adam_serial, _jit(_adam_pieces, parallel=True))
+_ADAM = (_adam_serial, _jit(_adam_parts, parallel=True))
 
 
 def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares):  # noqa: ANN001, ANN201
     """torch.optim.Adam/AdamW: decay = 1 - lr * weight_decay (1 for Adam), b1 = (beta1,
     1 - beta1), b2 likewise, step_size = lr / (1 - beta1**t), inv_sqrt_bias2 =
     1 / sqrt(1 - beta2**t); every scalar and pair in p's dtype (no float64 promotion)."""
-    variant(_ADAM, p.shape[0])(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares,
-                               CHUNK)
+    variant(_ADAM, p.shape[0] * 4)(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares,
+                                   parallel_parts())  # four arrays touched
 
 
 @_jit
@@ -269,15 +279,15 @@ def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
     from worker.engine import cpu_conv, cpu_gather, cpu_recurrent, spin  # noqa: PLC0415
 
     spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
-    cpu_gather.warm_up(dtype)  # the fit loop's batch gather
+    cpu_gather.warm_up(dtype, parallel)  # the fit loop's batch gather
     variants = 2 if parallel else 1
     one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
     logits, labels = np.ones((2, 2), dtype), np.zeros(2, np.int64)
     for k in range(variants):
-        _SGD[k](one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, CHUNK)
+        _SGD[k](one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, 2)
         _ADAM[k](one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, squares,
-                 CHUNK)
+                 2)
         _SOFTMAX_SHIFT[k](logits, labels, logits.copy())
         _SOFTMAX_FINISH[k](logits.copy(), labels, scalar)
         _BIAS_RELU[k](logits.copy(), one)

@@ -80,9 +80,18 @@ def threads_in_use() -> int:
     return _state["threads"]
 
 
-def variant(pair: tuple[Any, Any], size: int, minimum: int | None = None) -> Any:
-    """The serial or the parallel compilation of a kernel, for a call touching `size` elements;
-    `minimum`: the kernel's own threshold instead of PARALLEL_MIN."""
+def goes_parallel(size: int, minimum: int | None = None) -> bool:
+    """Whether a kernel's call touching `size` elements runs its parallel variant now; `minimum`:
+    the kernel's own threshold instead of PARALLEL_MIN."""
     threshold = PARALLEL_MIN if minimum is None else minimum
-    parallel = _state["threads"] >= PARALLEL_MIN_THREADS and size >= threshold
-    return pair[1] if parallel else pair[0]
+    return _state["threads"] >= PARALLEL_MIN_THREADS and size >= threshold
+
+
+def variant(pair: tuple[Any, Any], size: int, minimum: int | None = None) -> Any:
+    """The serial or the parallel compilation of a kernel (goes_parallel)."""
+    return pair[1] if goes_parallel(size, minimum) else pair[0]
+
+
+def parallel_parts() -> int:
+    """How many threads a parallel variant runs on now: the budget, at most Numba's pool."""
+    return max(1, min(_state["threads"], numba.config.NUMBA_NUM_THREADS))

@@ -26,14 +26,13 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=["serial", "parallel"])
 def kernel_variant(request, monkeypatch):
     """Runs a test on the CPU kernels' serial compilations and on their parallel ones (forced at
-    any size, on 2 threads, the optimizer step cut into 7-element pieces)."""
-    from worker.engine import cpu_kernels, kernel_jit  # noqa: PLC0415
+    any size, on 2 threads)."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
 
     if request.param == "parallel":
         monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 0)
         monkeypatch.setattr(kernel_jit, "DENSE_PARALLEL_MIN", 0)
         monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 2)
-        monkeypatch.setattr(cpu_kernels, "CHUNK", 7)
         previous = kernel_jit.use_threads(2)
         request.addfinalizer(lambda: kernel_jit.use_threads(previous))
     return request.param

@@ -82,3 +82,78 @@ def test_non_contiguous_arrays_take_the_numpy_path(rng):
     wide = np.empty((3, 8), np.float32)
     gather_rows(X, idx, wide[:, ::2])  # a strided destination is written, not a copy of it
     np.testing.assert_array_equal(wide[:, ::2], X[idx])
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """The parallel variants allowed on a 2-thread budget at any size (both Numba threads run)."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 2)
+    previous = kernel_jit.use_threads(2)
+    yield
+    kernel_jit.use_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("rows", [1, ROWS_AHEAD, 37])  # fewer rows than parts, and each part past the prefetch
+def test_parallel_gather_equals_the_serial_one(dtype, parts, rows, rng, two_threads):
+    """A copy: the parallel variant's parts give the serial gather's values bit for bit."""
+    X = (rng.standard_normal((50, 7)) * 100).astype(dtype)
+    idx = rng.permutation(50)[:rows]
+    serial_out, parallel_out = np.full((rows, 7), -1, dtype), np.full((rows, 7), -2, dtype)
+    serial = cpu_gather._pick_kernel()
+    serial(X, idx, serial_out, ROWS_AHEAD)
+    cpu_gather._PARALLEL[serial](X, idx, parallel_out, ROWS_AHEAD, parts)
+    np.testing.assert_array_equal(parallel_out, serial_out)
+    np.testing.assert_array_equal(serial_out, np.take(X, idx, axis=0))
+
+
+def _spy_on_the_parallel_gather(monkeypatch) -> list[int]:
+    calls, serial = [], cpu_gather._pick_kernel()
+    parallel = cpu_gather._PARALLEL[serial]
+
+    def spy(X, idx, out, ahead, parts):
+        calls.append(parts)
+        parallel(X, idx, out, ahead, parts)
+
+    monkeypatch.setitem(cpu_gather._PARALLEL, serial, spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_rows_runs_the_parallel_gather_when_forced_on_two_threads(dtype, rng, two_threads, monkeypatch):
+    calls = _spy_on_the_parallel_gather(monkeypatch)
+    X = rng.standard_normal((60, 3, 5)).astype(dtype)
+    idx = rng.permutation(60)[:41]
+    out = np.empty((41, 3, 5), dtype)
+    gather_rows(X, idx, out)
+    assert calls == [2]
+    np.testing.assert_array_equal(out, np.take(X, idx, axis=0))
+    with pytest.raises(IndexError):
+        gather_rows(X, np.array([0, 60]), out[:2])
+
+
+def test_the_parallel_gather_runs_from_four_threads_on_large_batches(rng, monkeypatch):
+    """On 2 threads the serial gather (its parallel variant lost there); from
+    kernel_jit.PARALLEL_MIN_THREADS threads the parallel one, for batches of at least
+    kernel_jit.PARALLEL_MIN elements."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    calls = _spy_on_the_parallel_gather(monkeypatch)
+    X = rng.standard_normal((kernel_jit.PARALLEL_MIN // 64 + 8, 64)).astype(np.float32)
+    big, small = np.empty((kernel_jit.PARALLEL_MIN // 64, 64), np.float32), np.empty((8, 64), np.float32)
+    previous = kernel_jit.use_threads(2)
+    try:
+        gather_rows(X, np.arange(big.shape[0]), big)
+        assert calls == []
+        kernel_jit.use_threads(kernel_jit.PARALLEL_MIN_THREADS)
+        gather_rows(X, np.arange(8), small)
+        assert calls == []
+        gather_rows(X, np.arange(big.shape[0]), big)
+        assert len(calls) == 1
+    finally:
+        kernel_jit.use_threads(previous)
+    np.testing.assert_array_equal(big, X[:big.shape[0]])

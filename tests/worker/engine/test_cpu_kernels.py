@@ -142,3 +142,67 @@ def test_kernels_compile_without_a_writable_cache():
         "numba.njit = njit\n"
         "from worker.engine import cpu_kernels; cpu_kernels.warm_up(parallel=False); print('compiled')")
     assert out.strip() == "compiled"
+
+
+def _step_arrays(dtype, sizes):
+    rng = np.random.default_rng(9)
+    bounds = np.cumsum([0, *sizes])
+    return bounds, [rng.standard_normal(bounds[-1]).astype(dtype) for _ in range(4)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("kind", ["sgd", "nesterov", "adam"])
+def test_parallel_step_equals_the_serial_one(kind, parts, dtype):
+    """Parameters and state bit for bit (each element's update is the same arithmetic); the squared
+    norms to rounding only: the parallel step sums each part's piece of a parameter in the
+    gradient's dtype and adds the pieces in float64, the serial one sums the whole parameter in
+    the gradient's dtype."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    bounds, (p, g, s1, s2) = _step_arrays(dtype, [1000, 3, 2047, 1, 130])
+    runs = {}
+    previous = kernel_jit.use_threads(2)  # both Numba threads run the parts
+    try:
+        for name, k in (("serial", 0), ("parallel", 1)):
+            state, squares, d = [a.copy() for a in (p, s1, s2)], np.full(bounds.size - 1, np.nan), dtype
+            if kind == "adam":
+                pair = np.array([0.9, 0.1], dtype)
+                cpu_kernels._ADAM[k](*state[:1], g, *state[1:], d(0.99), pair, pair, d(0.01), d(1.2), d(1e-8), bounds,
+                                     squares, parts)
+            else:
+                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, squares, parts)
+            runs[name] = state, squares
+    finally:
+        kernel_jit.use_threads(previous)
+    for serial, parallel in zip(runs["serial"][0], runs["parallel"][0]):
+        np.testing.assert_array_equal(parallel, serial)
+    np.testing.assert_allclose(runs["parallel"][1], runs["serial"][1], rtol=1e-5 if dtype is np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_streams(kind, monkeypatch):
+    """A parameter count below kernel_jit.PARALLEL_MIN whose arrays together reach it (SGD with
+    momentum streams three, Adam four) takes the parallel step from PARALLEL_MIN_THREADS threads,
+    the serial one on 2 threads."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 3_000)
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 4)
+    calls = []
+    name, pair = ("_SGD", cpu_kernels._SGD) if kind == "sgd" else ("_ADAM", cpu_kernels._ADAM)
+    monkeypatch.setattr(cpu_kernels, name, tuple(
+        lambda *args, k=k, kernel=kernel: (calls.append(k), kernel(*args)) for k, kernel in enumerate(pair)))
+    bounds, (p, g, m, v) = _step_arrays(np.float32, [999, 1])
+    one, pair_ = np.float32(0.5), np.array([0.9, 0.1], np.float32)
+    previous = kernel_jit.use_threads(2)
+    try:
+        for threads in (2, 4):
+            kernel_jit.use_threads(threads)
+            if kind == "sgd":
+                cpu_kernels.sgd_step(p, g, m, one, one, False, bounds, np.empty(2))
+            else:
+                cpu_kernels.adam_step(p, g, m, v, one, pair_, pair_, one, one, one, bounds, np.empty(2))
+    finally:
+        kernel_jit.use_threads(previous)
+    assert calls == [0, 1]
