@@ -55,14 +55,20 @@ def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
             for i in range(kh):  # every element gets its windows' shares in (i, j) order, as col2im adds them
                 for j in range(kw):
                     k = (c * kh + i) * kw + j
+                    shift = j - left  # [lo, hi): the columns ow whose input ow * sw + shift is inside
+                    lo = min(wo, max(0, (sw - 1 - shift) // sw))
+                    hi = max(lo, min(wo, (w_ - shift + sw - 1) // sw))
                     for oh in range(ho):
                         r = oh * sh + i - top
                         if r < 0 or r >= h_:
                             continue
-                        for ow in range(wo):
-                            col = ow * sw + j - left
-                            if 0 <= col < w_:
-                                dx[n, c, r, col] += group[k, s, oh, ow]
+                        row, shares = dx[n, c, r], group[k, s, oh]
+                        if sw == 1:  # no bounds test inside, contiguous: vectorizes
+                            for ow in range(lo, hi):
+                                row[ow + shift] += shares[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                row[ow * sw + shift] += shares[ow]
 
 
 def _bias_act(gemm, bias, relu, z):

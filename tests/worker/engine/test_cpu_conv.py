@@ -17,6 +17,7 @@ CONVS = [
     ({"filters": 4, "kernel_size": 4, "padding": "same", "activation": "relu"}, (1, 6, 5)),
     ({"filters": 2, "kernel_size": 2, "stride": [1, 2], "padding": [0, 1], "activation": "tanh"}, (2, 5, 6)),
     ({"filters": 2, "kernel_size": 3, "activation": "gelu"}, (1, 5, 5)),
+    ({"filters": 2, "kernel_size": 2, "stride": 3, "padding": 2}, (1, 5, 7)),  # windows wholly in the padding
 ]
 POOLS = [({"pool_size": 2}, (3, 6, 6)), ({"pool_size": 2}, (2, 7, 5)),  # 2x2: the unrolled kernels
          ({"pool_size": 3, "stride": 2}, (2, 7, 7)),
