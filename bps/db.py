@@ -17,6 +17,7 @@ _pragma_engines: dict[tuple[str, tuple[str, ...], int], Engine] = {}
 # with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
 # (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
 SQLITE_PAGE_SIZE = 65536
+BUSY_TIMEOUT_S = 30  # how long an SQLite connection waits for another one's lock
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -36,7 +37,7 @@ def make_engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
     `sqlite_pragmas` ("name=value") run after these on every new SQLite connection."""
     _ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -45,7 +46,7 @@ def make_engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
             for pragma in sqlite_pragmas:
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()

@@ -6,12 +6,16 @@ Nothing happens at import time; `celery -A worker.celery_app` finds `app` lazily
 """
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from sqlalchemy.engine import make_url
 
 from bps.config import Settings, load_settings
+from bps.db import BUSY_TIMEOUT_S
 
 TRAIN_TASK = "bps.train_job"
 PREDICT_TASK = "bps.run_prediction"
@@ -29,10 +33,34 @@ def _is_redis(broker_url: str) -> bool:
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """Redis redelivers an unacknowledged message after `visibility_timeout`: it must outlast
     the longest job (acks_late acknowledges at the end), or a long job would run twice. The
-    SQLAlchemy transport passes its options to create_engine, so it gets none."""
+    SQLAlchemy transport passes its options to create_engine: an SQLite file gets a `creator`
+    (embedded_broker_connector), other databases nothing."""
     if _is_redis(settings.broker_url):
         return {"visibility_timeout": int(settings.job_time_limit_s) + 3600}
-    return {}
+    path = _sqlite_broker_file(settings.broker_url)
+    return {"creator": embedded_broker_connector(path)} if path else {}
+
+
+def _sqlite_broker_file(broker_url: str) -> str | None:
+    if not broker_url.startswith("sqla+sqlite"):
+        return None
+    database = make_url(broker_url.removeprefix("sqla+")).database
+    return database if database not in (None, "", ":memory:") else None
+
+
+def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
+    """Connections to the embedded broker's file in WAL mode with synchronous=NORMAL, as
+    bps.db's, where kombu's own have a rollback journal (an fsync per published message) and
+    the workers' polls lock the publishers out. A power loss may drop the last messages, never
+    corrupt the file; a job whose message is lost is republished by the reaper (published_at)."""
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    return connect
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -1,6 +1,8 @@
 """Celery settings for long jobs whose state lives in the database."""
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 
 import worker.celery_app as celery_module
@@ -19,7 +21,21 @@ def test_redis_redelivery_waits_longer_than_the_longest_job(settings):
     redis_settings = replace(settings, broker_url="redis://127.0.0.1:6379/0")
     timeout = create_celery(redis_settings).conf.broker_transport_options["visibility_timeout"]
     assert timeout > settings.job_time_limit_s
-    assert create_celery(settings).conf.broker_transport_options == {}, "sqla passes options to create_engine"
+    embedded = create_celery(settings).conf.broker_transport_options
+    assert set(embedded) == {"creator"}, "sqla passes its options to create_engine: no visibility_timeout there"
+    postgres = replace(settings, broker_url="sqla+postgresql+psycopg://u@127.0.0.1/b")
+    assert create_celery(postgres).conf.broker_transport_options == {}
+
+
+def test_the_embedded_broker_publishes_in_wal_mode_without_an_fsync_per_message(settings):
+    app = create_celery(settings)
+    app.send_task(TRAIN_TASK, args=["job-1"], queue="cpu", routing_key="cpu")
+    broker_file = settings.broker_url.removeprefix("sqla+sqlite:///")
+    with closing(sqlite3.connect(broker_file)) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert reader.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 1
+    with closing(celery_module.embedded_broker_connector(broker_file)()) as connection:
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
 
 
 def test_the_training_task_is_registered(settings):
