@@ -115,7 +115,7 @@ def gunicorn_argv(settings: Settings, workers: int | None = None) -> list[str]:
         "--graceful-timeout", "10",
         # gunicorn's maximum (default 4094): a longer request line gets its plain-text 400, not problem+json.
         "--limit-request-line", str(MAX_REQUEST_LINE),
-        "--config", "python:bps.gunicorn_config",
+        "--config", "python:service.gunicorn_config",
         "service.app:create_app()",
     ]
 

@@ -1,6 +1,7 @@
 """Publishing a job or an asynchronous prediction to the broker (used by the API after the row is committed)."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -12,6 +13,7 @@ from bps.config import Settings
 from bps.db import session_scope
 from bps.models import Job, Prediction, utcnow
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _apps: dict[tuple[str, int], Celery] = {}
 
@@ -27,6 +29,19 @@ def celery_for(settings: Settings) -> Celery:
             app = create_celery(settings)
             _apps[key] = app
         return app
+
+
+def warm_publisher(settings: Settings) -> None:
+    """Builds the process's Celery app and connects its producer, declaring the queues, as the
+    first publish would; a broker that cannot be reached now is logged, not raised (the first
+    publish then tries again)."""
+    try:
+        app = celery_for(settings)
+        with app.producer_or_acquire() as producer:
+            for queue in app.amqp.queues.values():
+                queue(producer.channel).declare()
+    except Exception:  # noqa: BLE001
+        log.warning("the broker publisher could not connect yet; the first publish will retry", exc_info=True)
 
 
 def publish_job(settings: Settings, job_id: str, queue: str) -> None:

@@ -1,13 +1,16 @@
-"""publish_job: a message on the job's queue, then published_at; broker failures raise."""
+"""publish_job: a message on the job's queue, then published_at; broker failures raise.
+warm_publisher: connected and the queues declared before the first publish."""
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 
 import pytest
 from kombu import Connection
 
 from tests.worker.test_runner import add_job, classifier_spec, job_row
-from worker.queue import publish_job
+from worker.queue import publish_job, warm_publisher
 
 
 def test_publish_sends_the_job_id_to_its_queue_and_records_it(settings):
@@ -32,3 +35,16 @@ def test_an_unreachable_broker_raises_and_leaves_the_job_unpublished(settings):
         publish_job(replace(settings, broker_url="redis://127.0.0.1:1/0"), job_id, "cpu")
     assert "refused" in str(raised.value).lower() or "connect" in str(raised.value).lower()
     assert job_row(settings, job_id).published_at is None
+
+
+def test_warming_the_publisher_declares_both_queues_and_sends_nothing(settings):
+    warm_publisher(settings)
+    broker_file = settings.broker_url.removeprefix("sqla+sqlite:///")
+    with closing(sqlite3.connect(broker_file)) as broker:
+        assert {name for (name,) in broker.execute("SELECT name FROM kombu_queue")} == {"cpu", "gpu"}
+        assert broker.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
+
+
+def test_warming_the_publisher_with_the_broker_down_logs_and_returns(settings, caplog):
+    warm_publisher(replace(settings, broker_url="redis://127.0.0.1:1/0"))
+    assert "could not connect yet" in caplog.text
