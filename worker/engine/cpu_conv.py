@@ -122,22 +122,19 @@ def _maxpool(x, ph, pw, sh, sw, out, arg):
                 _POOL_PLANE(x[n, c], ph, pw, sh, sw, out[n, c], arg[n, c])
                 continue
             for oh in range(out.shape[2]):  # the common window, inline on row views (module docstring)
-                r0, top, bottom = 2 * oh, x[n, c, 2 * oh], x[n, c, 2 * oh + 1]
-                pooled, where = out[n, c, oh], arg[n, c, oh]
+                top, bottom = x[n, c, 2 * oh], x[n, c, 2 * oh + 1]
+                pooled, where, first = out[n, c, oh], arg[n, c, oh], 2 * oh * w_
                 for ow in range(out.shape[3]):
                     c0 = 2 * ow
-                    best, k = top[c0], 0
-                    v = top[c0 + 1]
-                    if v > best or v != v:
-                        best, k = v, 1
-                    v = bottom[c0]
-                    if v > best or v != v:
-                        best, k = v, 2
-                    v = bottom[c0 + 1]
-                    if v > best or v != v:
-                        best, k = v, 3
-                    pooled[ow] = best
-                    where[ow] = (r0 + (k >> 1)) * w_ + c0 + (k & 1) if best == best else -1
+                    a, b, d, e = top[c0], top[c0 + 1], bottom[c0], bottom[c0 + 1]
+                    ab = b if b > a else a  # strict: the first of equal values (the sign of a zero too)
+                    de = e if e > d else d
+                    best = de if de > ab else ab
+                    nan = (a != a) | (b != b) | (d != d) | (e != e)
+                    # the first of the four equal to the maximum, as arithmetic: selects vectorize, branches did not
+                    k = np.int32(a != best) * (1 + np.int32(b != best) * (w_ - 1 + np.int32(d != best)))
+                    pooled[ow] = a + b + d + e if nan else best
+                    where[ow] = -1 if nan else first + c0 + k
 
 
 def _unpool_plane(grad, arg, ph, pw, sh, sw, dx):
@@ -169,18 +166,17 @@ def _maxpool_backward(grad, arg, ph, pw, sh, sw, dx):
             if not ph == pw == sh == sw == 2:
                 _UNPOOL_PLANE(grad[n, c], arg[n, c], ph, pw, sh, sw, dx[n, c])
                 continue
-            if 2 * ho != h_ or 2 * wo != w_:
-                dx[n, c] = zero  # the rows and columns no window covers
-            for oh in range(ho):  # disjoint 2x2 windows: every input written once, g * 0 beside the argmax
-                r0, top, bottom = 2 * oh, dx[n, c, 2 * oh], dx[n, c, 2 * oh + 1]
+            plane = dx[n, c]  # disjoint 2x2 windows: zeros, then each window's gradient at its argmax
+            plane[:] = zero
+            flat = plane.reshape(-1)
+            for oh in range(ho):
                 grads, where = grad[n, c, oh], arg[n, c, oh]
                 for ow in range(wo):
-                    g, at = grads[ow], where[ow] - r0 * w_ - 2 * ow
-                    ignored = g * zero  # NaN for inf or NaN, as the array formulation's g * mask
-                    top[2 * ow] = g if at == 0 else ignored
-                    top[2 * ow + 1] = g if at == 1 else ignored
-                    bottom[2 * ow] = g if at == w_ else ignored
-                    bottom[2 * ow + 1] = g if at == w_ + 1 else ignored
+                    g, at = grads[ow], where[ow]
+                    if g - g != zero:  # inf or NaN: g * 0 (NaN) to the whole window, as the array formulation
+                        plane[2 * oh:2 * oh + 2, 2 * ow:2 * ow + 2] = g * zero
+                    if at >= 0:
+                        flat[at] = g
 
 
 _POOL_PLANE, _UNPOOL_PLANE = jit(_pool_plane), jit(_unpool_plane)
