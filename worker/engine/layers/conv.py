@@ -67,6 +67,7 @@ class Conv2D(Layer):
         self.activation_name = config.get("activation") or "linear"
         self._cols = self._xpad = self._ones = None
         self._kernels = False  # whether the last forward ran the CPU kernels (then backward does too)
+        self._groups: dict[int, int] = {}  # a part's sample count -> its sample_groups, once per shape
 
     def _where(self) -> str:
         return f"layer {self.index} (conv2d)"
@@ -180,7 +181,7 @@ class Conv2D(Layer):
         def rows(lo: int, hi: int, part: int) -> None:
             if hi == lo:  # an empty batch: nothing to compute (sample_groups needs a sample)
                 return
-            groups = sample_groups(hi - lo, f * k * ho * wo)
+            groups = self._sample_groups(hi - lo)
             per_group = (hi - lo) // groups
             cols = cpu_conv.im2col(x[lo:hi], self.kernel, self.stride, pads,
                                    self.scratch(f"cols{part}", (k, hi - lo, ho, wo)))
@@ -197,6 +198,16 @@ class Conv2D(Layer):
         else:
             self._z, self._a = None, self.activation.forward(z, out=z)
         return self._a
+
+    def _sample_groups(self, samples: int) -> int:
+        """sample_groups for a part of `samples` rows, computed once per count (forward and
+        backward of every batch ask)."""
+        groups = self._groups.get(samples)
+        if groups is None:
+            _, ho, wo = self.out_shape
+            macs = self.filters * self.params[self.name("weight")][0].size * ho * wo
+            groups = self._groups[samples] = sample_groups(samples, macs)
+        return groups
 
     def _grad_array(self, suffix: str) -> np.ndarray:
         """The network's gradient view for a param (written in place), or a new array."""
@@ -235,7 +246,7 @@ class Conv2D(Layer):
                 (grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))[...] = 0
                 return
             cols = self.scratch(f"cols{part}", (k, hi - lo, *self.out_shape[1:]))
-            groups = sample_groups(hi - lo, f * cols[:, 0].size)
+            groups = self._sample_groups(hi - lo)
             dz_cm = self.scratch(f"dz_cm{part}", (f, cols[0].size))
             cpu_conv.grad_to_filters(dz[lo:hi].reshape(hi - lo, f, -1), self._a[lo:hi].reshape(hi - lo, f, -1),
                                      relu, dz_cm.reshape(f, hi - lo, -1),
