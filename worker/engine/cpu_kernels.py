@@ -14,8 +14,10 @@ parallel optimizer step cuts the flat buffer into one equal part per thread (eac
 squared-norm sum then adds its pieces' partial sums, in float64), the others split rows or
 column blocks. The step's size is every element it streams (parameters times 3 for SGD with
 momentum, 4 for Adam), so bench_mlp's 235,146 parameters take the parallel step from
-PARALLEL_MIN_THREADS threads; on 2 threads it took longer than the serial one in bench_mlp's
-step (the workqueue layer's wake-ups), and its gain from 4 threads is not measured yet.
+PARALLEL_MIN_THREADS threads. On 2 threads it took longer: 664-779 µs per step against 341-360
+serial (`python -m bench.profile_mlp_step --rows 60000 --threads 2 --batch 1024 --kernels
+parallel` / `serial`, 2026-11-30 14:40 UTC, two runs each). Its gain from 4 threads is not
+measured yet.
 
 Compiled on first use per dtype and cached on disk (Numba's `cache=True`; without a writable
 cache location, compiled in each process instead). Training only: prediction, and so the API
