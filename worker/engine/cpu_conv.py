@@ -8,7 +8,7 @@ of samples are the operands of one stacked product (conv.py's sample_groups):
 and applying ReLU (one pass instead of a transpose, an add and a maximum); `grad_to_filters` is
 the reverse for backward: the ReLU mask, the move back to (F, N*Ho*Wo) for the weight product,
 and the bias gradient, in one pass; `col2im` sums the columns' gradients, (G, C*kh*kw, N/G, Ho,
-Wo), back into dx, sample by sample.
+Wo), back into dx, group by group, reading each in memory order.
 maxpool2d records each window's argmax (int32) in forward, so backward is one scatter; 2x2
 windows at stride 2, the common case, run unrolled on row views (faster than the general loop,
 which serves every other window per plane).
@@ -45,12 +45,10 @@ def _im2col(x, kh, kw, sh, sw, top, left, cols):
 
 def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
     n_, c_, h_, w_ = dx.shape
-    per_group, ho, wo = dcols.shape[2], dcols.shape[3], dcols.shape[4]
+    groups, per_group, ho, wo = dcols.shape[0], dcols.shape[2], dcols.shape[3], dcols.shape[4]
     zero = np.zeros(1, dx.dtype)[0]
-    for n in prange(n_):
-        group = dcols[n // per_group]
-        s = n % per_group
-        dx[n] = zero
+    for g in prange(groups):  # a group's columns read in memory order: offset, then sample
+        dx[g * per_group:(g + 1) * per_group] = zero
         for c in range(c_):
             for i in range(kh):  # every element gets its windows' shares in (i, j) order, as col2im adds them
                 for j in range(kw):
@@ -58,17 +56,18 @@ def _col2im(dcols, kh, kw, sh, sw, top, left, dx):
                     shift = j - left  # [lo, hi): the columns ow whose input ow * sw + shift is inside
                     lo = min(wo, max(0, (sw - 1 - shift) // sw))
                     hi = max(lo, min(wo, (w_ - shift + sw - 1) // sw))
-                    for oh in range(ho):
-                        r = oh * sh + i - top
-                        if r < 0 or r >= h_:
-                            continue
-                        row, shares = dx[n, c, r], group[k, s, oh]
-                        if sw == 1:  # no bounds test inside, contiguous: vectorizes
-                            for ow in range(lo, hi):
-                                row[ow + shift] += shares[ow]
-                        else:
-                            for ow in range(lo, hi):
-                                row[ow * sw + shift] += shares[ow]
+                    for s in range(per_group):
+                        for oh in range(ho):
+                            r = oh * sh + i - top
+                            if r < 0 or r >= h_:
+                                continue
+                            row, shares = dx[g * per_group + s, c, r], dcols[g, k, s, oh]
+                            if sw == 1:  # no bounds test inside, contiguous: vectorizes
+                                for ow in range(lo, hi):
+                                    row[ow + shift] += shares[ow]
+                            else:
+                                for ow in range(lo, hi):
+                                    row[ow * sw + shift] += shares[ow]
 
 
 def _bias_act(gemm, bias, relu, z):
@@ -193,7 +192,8 @@ def im2col(x, kernel, stride, pads, cols):  # noqa: ANN001, ANN201
 
 def col2im(dcols, kernel, stride, pads, dx):  # noqa: ANN001, ANN201
     """dcols (G, C*kh*kw, N/G, Ho, Wo), the columns of G equal groups of samples in order, -> dx
-    (N, C, H, W), given: every window's share summed back."""
+    (N, C, H, W), given: every window's share summed back. The parallel variant runs the groups
+    at once."""
     variant(_COL2IM, dcols.size)(dcols, *kernel, *stride, pads[0], pads[2], dx)
     return dx
 
