@@ -26,6 +26,15 @@ it ran) and its idle threads sleep, where OpenMP's spin for milliseconds after e
 taking a core from the OpenBLAS product that follows (`python -m bench threads` compares them).
 The budget never lets two threads of one process run parallel kernels at once (see threads.py),
 which the workqueue layer does not support.
+Numba's "tbb" layer (pip `tbb` 2023.2.0; its libtbb.so.12 lands in <venv>/lib, off the loader's
+path: Numba finds it only once loaded with RTLD_GLOBAL) is fork-safe too and cheaper per call:
+an elementwise prange at 2 threads cost 6-8 µs against workqueue's 50-59 (omp 3; /tmp scratch,
+15:00-15:05 UTC). It was not adopted: a scratch A/B in one tbb process at 2 threads (15:34-15:38 UTC, noisy:
+the GEMM floor ran 0.82 s for 60,000 rows, batch 128), engine's choice against parallel variants
+from 2 threads (PARALLEL_MIN 262,144 / 32,768), three rounds, s per epoch: MLP batch 128
+0.83-1.24 against 0.87-1.29 / 1.06-1.13, batch 1024 0.61-0.72 against 0.71-0.83 / 0.77-0.88, CNN
+(4,000 samples) 0.56-0.59 against 0.77-1.19 / 0.76-0.85 (the batch split goes off), LSTM (2,000)
+1.06-1.27 against 0.74-0.95 / 1.18-1.35.
 """
 from __future__ import annotations
 
