@@ -5,6 +5,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -41,18 +42,20 @@ def make_engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
-            cursor = dbapi_conn.cursor()
-            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-            for pragma in sqlite_pragmas:
-                cursor.execute(f"PRAGMA {pragma}")
-            cursor.close()
+            configure_sqlite(dbapi_conn, sqlite_pragmas)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def configure_sqlite(dbapi_conn: Any, extra: tuple[str, ...] = ()) -> None:
+    """The settings of every SQLite connection of the service (make_engine's, the embedded
+    broker's), then `extra` ("name=value") pragmas."""
+    cursor = dbapi_conn.cursor()
+    for pragma in (f"page_size={SQLITE_PAGE_SIZE}", "journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                   f"busy_timeout={BUSY_TIMEOUT_S * 1000}", *extra):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

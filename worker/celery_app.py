@@ -15,7 +15,7 @@ from kombu import Exchange, Queue
 from sqlalchemy.engine import make_url
 
 from bps.config import Settings, load_settings
-from bps.db import BUSY_TIMEOUT_S
+from bps.db import BUSY_TIMEOUT_S, configure_sqlite
 
 TRAIN_TASK = "bps.train_job"
 PREDICT_TASK = "bps.run_prediction"
@@ -49,15 +49,14 @@ def _sqlite_broker_file(broker_url: str) -> str | None:
 
 
 def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
-    """Connections to the embedded broker's file in WAL mode with synchronous=NORMAL, as
-    bps.db's, where kombu's own have a rollback journal (an fsync per published message) and
+    """Connections to the embedded broker's file set as bps.db's (configure_sqlite: WAL mode,
+    synchronous=NORMAL), where kombu's own have a rollback journal (an fsync per published message) and
     the workers' polls lock the publishers out. A power loss may drop the last messages, never
     corrupt the file; a job whose message is lost is republished by the reaper (published_at)."""
 
     def connect() -> sqlite3.Connection:
         connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        configure_sqlite(connection)
         return connection
 
     return connect
