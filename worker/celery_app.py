@@ -12,10 +12,10 @@ from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
-from sqlalchemy.engine import make_url
 
 from bps.config import Settings, load_settings
 from bps.db import BUSY_TIMEOUT_S, configure_sqlite
+from bps.sqlite_blobs import database_file
 
 TRAIN_TASK = "bps.train_job"
 PREDICT_TASK = "bps.run_prediction"
@@ -42,15 +42,12 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def _sqlite_broker_file(broker_url: str) -> str | None:
-    if not broker_url.startswith("sqla+sqlite"):
-        return None
-    database = make_url(broker_url.removeprefix("sqla+")).database
-    return database if database not in (None, "", ":memory:") else None
+    return database_file(broker_url.removeprefix("sqla+")) if broker_url.startswith("sqla+") else None
 
 
 def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
     """Connections to the embedded broker's file set as bps.db's (configure_sqlite: WAL mode,
-    synchronous=NORMAL), where kombu's own have a rollback journal (an fsync per published message) and
+    synchronous=NORMAL, foreign keys, the busy timeout, 64 KiB pages in a new file), where kombu's own have a rollback journal (an fsync per published message) and
     the workers' polls lock the publishers out. A power loss may drop the last messages, never
     corrupt the file; a job whose message is lost is republished by the reaper (published_at)."""
 
