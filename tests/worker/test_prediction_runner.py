@@ -148,7 +148,9 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
     done = prediction_runner._predict_chunks(SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=3), job,
                                              control, (SlowNetwork(), preprocessor(None), "npz", True), writer, seconds)
     assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
-    assert 0.1 <= seconds.reading < 0.3 and 0.4 <= seconds.predicting < 0.6, seconds  # neither holds the other's
+    # neither holds the other's: reading below the 0.4 s of forward passes, predicting below their sum with the
+    # 0.1 s of reads (bounds a loaded machine's overhead cannot reach without the phases mixing)
+    assert 0.1 <= seconds.reading < 0.4 and 0.4 <= seconds.predicting < 0.5, seconds
 
 
 def finishes(action, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
