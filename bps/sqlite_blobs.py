@@ -7,7 +7,7 @@ depends on its build: with SQLITE_DIRECT_OVERFLOW_READ it reads a blob's overflo
 into the target (when they are not in the WAL); without it, as in Debian 12's 3.40.1, each page
 is read into its page cache and copied from there (strace of a read of the bench's .npz: the
 64 KiB preads land in a few recurring buffers, not in the batch; perf: a fifth of the read's
-CPU in that memcpy, 14:00-14:40 UTC, scratch scripts). The 3 GB .npz of
+CPU in that memcpy, 2026-11-30 14:00-14:40 UTC: `strace -f -e trace=pread64 -e raw=pread64` and `perf record -e cpu-clock -g` of a script reading the dataset through bps.prediction_rows.read_ahead). The 3 GB .npz of
 `python -m bench predictions`, read by two threads alone: 0.17 s instead of 0.25 s; the
 worker's waits for its batches during that prediction: 0.41-0.48 s instead of 0.48-0.58 s.
 It must be the SAME library instance: a second SQLite copy in the process (a wheel with its

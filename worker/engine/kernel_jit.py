@@ -28,8 +28,8 @@ The budget never lets two threads of one process run parallel kernels at once (s
 which the workqueue layer does not support.
 Numba's "tbb" layer (pip `tbb` 2023.2.0; its libtbb.so.12 lands in <venv>/lib, off the loader's
 path: Numba finds it only once loaded with RTLD_GLOBAL) is fork-safe too and cheaper per call:
-an elementwise prange at 2 threads cost 6-8 µs against workqueue's 50-59 (omp 3; /tmp scratch,
-15:00-15:05 UTC). It was not adopted: a scratch A/B in one tbb process at 2 threads (15:34-15:38 UTC, noisy:
+an elementwise prange at 2 threads cost 6-8 µs against workqueue's 50-59 (omp 3; a scratch timing of one small prange function per layer,
+2026-11-30 15:00-15:05 UTC). It was not adopted: a scratch A/B in one tbb process at 2 threads (15:34-15:38 UTC, noisy:
 the GEMM floor ran 0.82 s for 60,000 rows, batch 128), engine's choice against parallel variants
 from 2 threads (PARALLEL_MIN 262,144 / 32,768), three rounds, s per epoch: MLP batch 128
 0.83-1.24 against 0.87-1.29 / 1.06-1.13, batch 1024 0.61-0.72 against 0.71-0.83 / 0.77-0.88, CNN

@@ -29,7 +29,7 @@ BATCH_LAST_BELOW_WIDTH = 16
 # the groups after, is grouped only below GROUPED_BELOW_OUTPUT elements (filters x C*kh*kw):
 # the bench's second conv, above it, did not gain from grouping, and NumPy holds the GIL through
 # a matmul with a small output (the batch split's parts ran the first conv's gradient in turn).
-# Measured with bench cnn_rnn --only cnn, 11:08-11:42 UTC (commits dfe4ee4, 8fff549).
+# Measured with bench cnn_rnn --only cnn, 2026-11-30 11:08-11:42 UTC (commits dfe4ee4, 8fff549).
 GROUPED_BELOW_OUTPUT = 1024
 SMALL_PRODUCT = SMALL_GEMM
 
