@@ -12,8 +12,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
-_factories: dict[tuple[str, int], sessionmaker[Session]] = {}
-_pragma_engines: dict[tuple[str, tuple[str, ...], int], Engine] = {}
+# One sessionmaker (and its Engine) per URL, extra SQLite pragmas and process.
+_factories: dict[tuple[str, tuple[str, ...], int], sessionmaker[Session]] = {}
 # A new SQLite file's page size. A dataset chunk is a chain of overflow pages that SQLite reads
 # with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
 # (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
@@ -60,12 +60,17 @@ def configure_sqlite(dbapi_conn: Any, extra: tuple[str, ...] = ()) -> None:
 
 def session_factory(url: str) -> sessionmaker[Session]:
     """One sessionmaker per URL and process (engines must not cross a fork)."""
-    key = (url, os.getpid())
+    return _cached_factory(url, ())
+
+
+def _cached_factory(url: str, sqlite_pragmas: tuple[str, ...]) -> sessionmaker[Session]:
+    if not url.startswith("sqlite"):
+        sqlite_pragmas = ()  # other databases ignore them: one engine per URL
+    key = (url, sqlite_pragmas, os.getpid())
     with _lock:
         factory = _factories.get(key)
         if factory is None:
-            factory = sessionmaker(make_engine(url), expire_on_commit=False)
-            _factories[key] = factory
+            factory = _factories[key] = sessionmaker(make_engine(url, sqlite_pragmas), expire_on_commit=False)
         return factory
 
 
@@ -87,14 +92,7 @@ def engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
     """The Engine behind session_factory(url). With `sqlite_pragmas` on SQLite: an Engine of its
     own, one per URL, pragmas and process, whose every new connection (a reconnect too) runs
     them, so that the shared pool's connections never get them; other databases ignore them."""
-    if not sqlite_pragmas or not url.startswith("sqlite"):
-        return session_factory(url).kw["bind"]
-    key = (url, sqlite_pragmas, os.getpid())
-    with _lock:
-        bind = _pragma_engines.get(key)
-        if bind is None:
-            bind = _pragma_engines[key] = make_engine(url, sqlite_pragmas)
-        return bind
+    return _cached_factory(url, sqlite_pragmas).kw["bind"]
 
 
 def connection_scope(url: str) -> contextlib.AbstractContextManager[Connection]:
@@ -106,13 +104,8 @@ def dispose_all() -> None:
     """Drop every pooled connection of this process (tests, after a fork)."""
     with _lock:
         for factory in _factories.values():
-            bind = factory.kw.get("bind")
-            if bind is not None:
-                bind.dispose()
-        for bind in _pragma_engines.values():
-            bind.dispose()
+            factory.kw["bind"].dispose()
         _factories.clear()
-        _pragma_engines.clear()
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

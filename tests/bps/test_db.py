@@ -7,6 +7,7 @@ import sqlite3
 
 from sqlalchemy import text
 
+from bps import db
 from bps.db import SQLITE_PAGE_SIZE, make_engine
 from bps.models import Base
 
@@ -43,3 +44,19 @@ def test_an_existing_sqlite_file_keeps_its_page_size_and_its_rows(tmp_path) -> N
         assert connection.execute(text("PRAGMA page_size")).scalar() == 4096
         assert connection.execute(text("SELECT group_concat(x) FROM t")).scalar() == "7,8"
     engine.dispose()
+
+
+def test_one_engine_per_url_pragmas_and_process(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """session_factory, engine and engine with pragmas share one cache: the same Engine for the
+    same URL and pragmas, another for other pragmas (SQLite only) or after a fork (new pid)."""
+    url, postgres = f"sqlite:///{tmp_path}/cache.db", "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    try:
+        shared, writer = db.engine(url), db.engine(url, ("wal_autocheckpoint=0",))
+        assert shared is db.session_factory(url).kw["bind"] is db.engine(url) is not writer
+        assert writer is db.engine(url, ("wal_autocheckpoint=0",))
+        assert db.engine(postgres, ("wal_autocheckpoint=0",)) is db.engine(postgres)  # no connection made
+        monkeypatch.setattr(db.os, "getpid", lambda: -1)
+        assert db.engine(url) is not shared
+    finally:
+        monkeypatch.undo()
+        db.dispose_all()
