@@ -72,6 +72,9 @@ def _part_range(start, end, part, parts):
     return start + size * part // parts, start + size * (part + 1) // parts
 
 
+_PART_RANGE = _jit(_part_range)
+
+
 @_jit
 def _add_parts(partial, squares):
     """squares (n,) <- partial (parts, n) summed over the parts, in part order."""
@@ -81,19 +84,9 @@ def _add_parts(partial, squares):
             squares[s] += partial[part, s]
 
 
-_PART_RANGE = _jit(_part_range)
-
-
-@_jit
-def _sgd_serial(p, g, buf, lr, mu, nesterov, bounds, squares, parts):  # noqa: ARG001 (as _sgd_parts)
-    for s in range(bounds.shape[0] - 1):
-        lo, hi = bounds[s], bounds[s + 1]
-        squares[s] = _sgd_segment(p[lo:hi], g[lo:hi], buf[lo:hi], lr, mu, nesterov)
-
-
-def _sgd_parts(p, g, buf, lr, mu, nesterov, bounds, squares, parts):
-    """The parallel _sgd_serial: the flat range bounds[0]:bounds[-1] cut into `parts` equal parts
-    (one per thread), each updating the pieces of the parameters it holds."""
+def _sgd(p, g, buf, lr, mu, nesterov, bounds, squares, parts):
+    """The flat range bounds[0]:bounds[-1] cut into `parts` equal parts (one per thread in the
+    parallel variant, 1 in the serial one), each updating the pieces of the parameters it holds."""
     n = bounds.shape[0] - 1
     partial = np.zeros((parts, n), np.float64)  # each part's sum(g**2) per parameter
     for part in prange(parts):
@@ -105,13 +98,21 @@ def _sgd_parts(p, g, buf, lr, mu, nesterov, bounds, squares, parts):
     _add_parts(partial, squares)
 
 
-_SGD = (_sgd_serial, _jit(_sgd_parts, parallel=True))
+_SGD = jit_pair(_sgd)
 
 
 def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares):  # noqa: ANN001, ANN201
     """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out."""
     touched = p.shape[0] * (3 if mu else 2)  # the pass reads and writes p and buf, reads g
-    variant(_SGD, touched)(p, g, buf, lr, mu, nesterov, bounds, squares, parallel_parts())
+    _run_step(_SGD, touched, p, g, buf, lr, mu, nesterov, bounds, squares)
+
+
+def _run_step(pair, touched, *args):  # noqa: ANN001, ANN202
+    """The serial step (one part) or the parallel one (a part per thread), by size."""
+    if kernel_jit.goes_parallel(touched):
+        pair[1](*args, parallel_parts())
+    else:
+        pair[0](*args, 1)
 
 
 @_jit
@@ -128,16 +129,8 @@ def _adam_segment(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps):
     return acc
 
 
-@_jit
-def _adam_serial(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):  # noqa: ARG001
-    for s in range(bounds.shape[0] - 1):
-        lo, hi = bounds[s], bounds[s + 1]
-        squares[s] = _adam_segment(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], decay, b1, b2, step_size,
-                                   inv_sqrt_bias2, eps)
-
-
-def _adam_parts(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):
-    """The parallel _adam_serial, cut as _sgd_parts."""
+def _adam(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):
+    """Adam's step cut in parts as _sgd."""
     n = bounds.shape[0] - 1
     partial = np.zeros((parts, n), np.float64)
     for part in prange(parts):
@@ -150,15 +143,15 @@ def _adam_parts(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bound
     _add_parts(partial, squares)
 
 
-_ADAM = (_adam_serial, _jit(_adam_parts, parallel=True))
+_ADAM = jit_pair(_adam)
 
 
 def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares):  # noqa: ANN001, ANN201
     """torch.optim.Adam/AdamW: decay = 1 - lr * weight_decay (1 for Adam), b1 = (beta1,
     1 - beta1), b2 likewise, step_size = lr / (1 - beta1**t), inv_sqrt_bias2 =
     1 / sqrt(1 - beta2**t); every scalar and pair in p's dtype (no float64 promotion)."""
-    variant(_ADAM, p.shape[0] * 4)(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares,
-                                   parallel_parts())  # four arrays touched
+    _run_step(_ADAM, p.shape[0] * 4, p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds,
+              squares)  # four arrays touched
 
 
 @_jit

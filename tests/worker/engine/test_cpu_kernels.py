@@ -164,14 +164,14 @@ def test_parallel_step_equals_the_serial_one(kind, parts, dtype):
     runs = {}
     previous = kernel_jit.use_threads(2)  # both Numba threads run the parts
     try:
-        for name, k in (("serial", 0), ("parallel", 1)):
+        for name, k, cut in (("serial", 0, 1), ("parallel", 1, parts)):  # the serial step: one part
             state, squares, d = [a.copy() for a in (p, s1, s2)], np.full(bounds.size - 1, np.nan), dtype
             if kind == "adam":
                 pair = np.array([0.9, 0.1], dtype)
                 cpu_kernels._ADAM[k](*state[:1], g, *state[1:], d(0.99), pair, pair, d(0.01), d(1.2), d(1e-8), bounds,
-                                     squares, parts)
+                                     squares, cut)
             else:
-                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, squares, parts)
+                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, squares, cut)
             runs[name] = state, squares
     finally:
         kernel_jit.use_threads(previous)
