@@ -37,11 +37,12 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     (embedded_broker_connector), other databases nothing."""
     if _is_redis(settings.broker_url):
         return {"visibility_timeout": int(settings.job_time_limit_s) + 3600}
-    path = _sqlite_broker_file(settings.broker_url)
+    path = embedded_broker_file(settings.broker_url)
     return {"creator": embedded_broker_connector(path)} if path else {}
 
 
-def _sqlite_broker_file(broker_url: str) -> str | None:
+def embedded_broker_file(broker_url: str) -> str | None:
+    """The SQLite file of an embedded broker's URL (sqla+sqlite:///...); None for another broker."""
     return database_file(broker_url.removeprefix("sqla+")) if broker_url.startswith("sqla+") else None
 
 

@@ -6,7 +6,7 @@ from contextlib import closing
 from dataclasses import replace
 
 import worker.celery_app as celery_module
-from worker.celery_app import TRAIN_TASK, create_celery
+from worker.celery_app import TRAIN_TASK, create_celery, embedded_broker_file
 
 
 def test_long_job_settings(settings):
@@ -30,12 +30,18 @@ def test_redis_redelivery_waits_longer_than_the_longest_job(settings):
 def test_the_embedded_broker_publishes_in_wal_mode_without_an_fsync_per_message(settings):
     app = create_celery(settings)
     app.send_task(TRAIN_TASK, args=["job-1"], queue="cpu", routing_key="cpu")
-    broker_file = settings.broker_url.removeprefix("sqla+sqlite:///")
+    broker_file = embedded_broker_file(settings.broker_url)
     with closing(sqlite3.connect(broker_file)) as reader:
         assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert reader.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 1
     with closing(celery_module.embedded_broker_connector(broker_file)()) as connection:
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
+
+
+def test_the_embedded_brokers_file_is_found_only_in_an_sqla_sqlite_url(tmp_path):
+    assert embedded_broker_file(f"sqla+sqlite:///{tmp_path}/b.db") == f"{tmp_path}/b.db"
+    assert embedded_broker_file("sqla+postgresql+psycopg://u@127.0.0.1/b") is None
+    assert embedded_broker_file("redis://127.0.0.1:6379/0") is None
 
 
 def test_the_training_task_is_registered(settings):

@@ -10,6 +10,7 @@ import pytest
 from kombu import Connection
 
 from tests.worker.test_runner import add_job, classifier_spec, job_row
+from worker.celery_app import embedded_broker_file
 from worker.queue import publish_job, warm_publisher
 
 
@@ -39,7 +40,7 @@ def test_an_unreachable_broker_raises_and_leaves_the_job_unpublished(settings):
 
 def test_warming_the_publisher_declares_both_queues_and_sends_nothing(settings):
     warm_publisher(settings)
-    broker_file = settings.broker_url.removeprefix("sqla+sqlite:///")
+    broker_file = embedded_broker_file(settings.broker_url)
     with closing(sqlite3.connect(broker_file)) as broker:
         assert {name for (name,) in broker.execute("SELECT name FROM kombu_queue")} == {"cpu", "gpu"}
         assert broker.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
