@@ -33,13 +33,14 @@ def celery_for(settings: Settings) -> Celery:
 
 def warm_publisher(settings: Settings) -> None:
     """Builds the process's Celery app and connects its producer, declaring the queues, as the
-    first publish would; a broker that cannot be reached now is logged, not raised (the first
-    publish then tries again)."""
+    first publish would (through maybe_declare: its cache of declared queues is the one the
+    sends check, so the first publish does not declare them again); a broker that cannot be
+    reached now is logged, not raised (the first publish then tries again)."""
     try:
         app = celery_for(settings)
         with app.producer_or_acquire() as producer:
             for queue in app.amqp.queues.values():
-                queue(producer.channel).declare()
+                producer.maybe_declare(queue)
     except Exception:  # noqa: BLE001
         log.warning("the broker publisher could not connect yet; the first publish will retry", exc_info=True)
 

@@ -7,7 +7,7 @@ from contextlib import closing
 from dataclasses import replace
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Queue
 
 from tests.worker.test_runner import add_job, classifier_spec, job_row
 from worker.celery_app import embedded_broker_file
@@ -44,6 +44,23 @@ def test_warming_the_publisher_declares_both_queues_and_sends_nothing(settings):
     with closing(sqlite3.connect(broker_file)) as broker:
         assert {name for (name,) in broker.execute("SELECT name FROM kombu_queue")} == {"cpu", "gpu"}
         assert broker.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
+
+
+def test_after_warming_the_first_publishes_declare_no_queue_again(settings, monkeypatch):
+    """warm_publisher declares through the producer's maybe_declare, whose cache of declared
+    queues the sends share."""
+    declared, declare = [], Queue.declare
+
+    def counted_declare(queue, *args, **kwargs):
+        declared.append(queue.name)
+        return declare(queue, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "declare", counted_declare)
+    warm_publisher(settings)
+    assert sorted(declared) == ["cpu", "gpu"]
+    for queue in ("cpu", "gpu"):
+        publish_job(settings, add_job(settings, classifier_spec()), queue)
+    assert sorted(declared) == ["cpu", "gpu"]
 
 
 def test_warming_the_publisher_with_the_broker_down_logs_and_returns(settings, caplog):
