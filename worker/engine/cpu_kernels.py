@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -35,7 +36,7 @@ from worker.engine import kernel_jit
 from worker.engine.kernel_jit import jit as _jit
 from worker.engine.kernel_jit import jit_pair, parallel_parts, use_threads, variant
 
-__all__ = ["adam_step", "bias_relu", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
+__all__ = ["adam_step", "bias_relu", "part_sums", "relu_backward_bias", "sgd_step", "softmax_cross_entropy", "use_threads",
            "warm_up"]
 COLUMN_BLOCK = 64
 
@@ -84,35 +85,43 @@ def _add_parts(partial, squares):
             squares[s] += partial[part, s]
 
 
-def _sgd(p, g, buf, lr, mu, nesterov, bounds, squares, parts):
-    """The flat range bounds[0]:bounds[-1] cut into `parts` equal parts (one per thread in the
-    parallel variant, 1 in the serial one), each updating the pieces of the parameters it holds."""
-    n = bounds.shape[0] - 1
-    partial = np.zeros((parts, n), np.float64)  # each part's sum(g**2) per parameter
+def _sgd(p, g, buf, lr, mu, nesterov, bounds, partial, squares):
+    """The flat range bounds[0]:bounds[-1] cut into one equal part per row of partial (one per
+    thread in the parallel variant, 1 in the serial one), each updating the pieces of the
+    parameters it holds; partial (parts, n) <- each part's sum(g**2) per parameter."""
+    n, parts = bounds.shape[0] - 1, partial.shape[0]
     for part in prange(parts):
         lo, hi = _PART_RANGE(bounds[0], bounds[n], part, parts)
         for s in range(n):
             a, b = max(bounds[s], lo), min(bounds[s + 1], hi)
-            if a < b:
-                partial[part, s] = _sgd_segment(p[a:b], g[a:b], buf[a:b], lr, mu, nesterov)
+            partial[part, s] = _sgd_segment(p[a:b], g[a:b], buf[a:b], lr, mu, nesterov) if a < b else 0.0
     _add_parts(partial, squares)
 
 
 _SGD = jit_pair(_sgd)
 
 
-def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares):  # noqa: ANN001, ANN201
-    """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out."""
+def part_sums(n_params: int) -> np.ndarray:
+    """Scratch for sgd_step and adam_step, kept by their caller (one per optimizer): a float64 row
+    of per-parameter squared sums for each part a step can run in (at most Numba's pool)."""
+    return np.empty((max(1, numba.config.NUMBA_NUM_THREADS), n_params))
+
+
+def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares, sums):  # noqa: ANN001, ANN201
+    """p, g, buf (P,) flat; bounds (n+1,) each parameter's [start, end); squares (n,) out; sums:
+    part_sums(n)."""
     touched = p.shape[0] * (3 if mu else 2)  # the pass reads and writes p and buf, reads g
-    _run_step(_SGD, touched, p, g, buf, lr, mu, nesterov, bounds, squares)
+    _run_step(_SGD, touched, sums, squares, p, g, buf, lr, mu, nesterov, bounds)
 
 
-def _run_step(pair, touched, *args):  # noqa: ANN001, ANN202
+def _run_step(pair, touched, sums, squares, *args):  # noqa: ANN001, ANN202
     """The serial step (one part) or the parallel one (a part per thread), by size."""
+    if sums.shape[1] != squares.shape[0]:  # Numba does not check bounds
+        raise ValueError(f"part sums for {sums.shape[1]} parameters, squares for {squares.shape[0]}")
     if kernel_jit.goes_parallel(touched):
-        pair[1](*args, parallel_parts())
+        pair[1](*args, sums[:parallel_parts()], squares)
     else:
-        pair[0](*args, 1)
+        pair[0](*args, sums[:1], squares)
 
 
 @_jit
@@ -129,29 +138,27 @@ def _adam_segment(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps):
     return acc
 
 
-def _adam(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, parts):
+def _adam(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, partial, squares):
     """Adam's step cut in parts as _sgd."""
-    n = bounds.shape[0] - 1
-    partial = np.zeros((parts, n), np.float64)
+    n, parts = bounds.shape[0] - 1, partial.shape[0]
     for part in prange(parts):
         lo, hi = _PART_RANGE(bounds[0], bounds[n], part, parts)
         for s in range(n):
             a, b = max(bounds[s], lo), min(bounds[s + 1], hi)
-            if a < b:
-                partial[part, s] = _adam_segment(p[a:b], g[a:b], m[a:b], v[a:b], decay, b1, b2, step_size,
-                                                 inv_sqrt_bias2, eps)
+            partial[part, s] = _adam_segment(p[a:b], g[a:b], m[a:b], v[a:b], decay, b1, b2, step_size,
+                                             inv_sqrt_bias2, eps) if a < b else 0.0
     _add_parts(partial, squares)
 
 
 _ADAM = jit_pair(_adam)
 
 
-def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares):  # noqa: ANN001, ANN201
+def adam_step(p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds, squares, sums):  # noqa: ANN001, ANN201
     """torch.optim.Adam/AdamW: decay = 1 - lr * weight_decay (1 for Adam), b1 = (beta1,
     1 - beta1), b2 likewise, step_size = lr / (1 - beta1**t), inv_sqrt_bias2 =
     1 / sqrt(1 - beta2**t); every scalar and pair in p's dtype (no float64 promotion)."""
-    _run_step(_ADAM, p.shape[0] * 4, p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps, bounds,
-              squares)  # four arrays touched
+    _run_step(_ADAM, p.shape[0] * 4, sums, squares, p, g, m, v, decay, b1, b2, step_size, inv_sqrt_bias2, eps,
+              bounds)  # four arrays touched
 
 
 @_jit
@@ -276,13 +283,13 @@ def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
     spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
     cpu_gather.warm_up(dtype, parallel)  # the fit loop's batch gather
     variants = 2 if parallel else 1
-    one, bounds, squares = np.ones(2, dtype), np.array([0, 2]), np.empty(1)
+    one, bounds, squares, sums = np.ones(2, dtype), np.array([0, 2]), np.empty(1), np.empty((2, 1))
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
     logits, labels = np.ones((2, 2), dtype), np.zeros(2, np.int64)
     for k in range(variants):
-        _SGD[k](one.copy(), one, one.copy(), scalar, scalar, False, bounds, squares, 2)
-        _ADAM[k](one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, squares,
-                 2)
+        _SGD[k](one.copy(), one, one.copy(), scalar, scalar, False, bounds, sums, squares)
+        _ADAM[k](one.copy(), one, one.copy(), one.copy(), scalar, pair, pair, scalar, scalar, scalar, bounds, sums,
+                 squares)
         _SOFTMAX_SHIFT[k](logits, labels, logits.copy())
         _SOFTMAX_FINISH[k](logits.copy(), labels, scalar)
         _BIAS_RELU[k](logits.copy(), one)

@@ -31,6 +31,7 @@ class Optimizer:
         self.params = params
         self.flat = flat
         self.t = 0
+        self._part_sums: np.ndarray | None = None  # fused_step's scratch (cpu_kernels.part_sums)
         self.flat_state = {slot: flat * 0 for slot in self.slots} if flat is not None else {}
         self.state = {slot: self._slot_views(slot) for slot in self.slots}
 
@@ -62,9 +63,12 @@ class Optimizer:
         from worker.engine import cpu_kernels  # noqa: PLC0415  (Numba: only where training runs)
 
         self.t += 1
-        self._fused(cpu_kernels, flat_grads, self.flat.dtype.type, lr, bounds, squares)
+        if self._part_sums is None or self._part_sums.shape[1] != squares.shape[0]:
+            self._part_sums = cpu_kernels.part_sums(squares.shape[0])
+        self._fused(cpu_kernels, flat_grads, self.flat.dtype.type, lr, bounds, squares, self._part_sums)
 
-    def _fused(self, kernels: Any, g: np.ndarray, dt: Any, lr: float, bounds: np.ndarray, squares: np.ndarray) -> None:
+    def _fused(self, kernels: Any, g: np.ndarray, dt: Any, lr: float, bounds: np.ndarray, squares: np.ndarray,
+               sums: np.ndarray) -> None:
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -87,9 +91,9 @@ class SGD(Optimizer):
     slots = ("momentum_buffer",)
     fusable = True
 
-    def _fused(self, kernels, g, dt, lr, bounds, squares):
+    def _fused(self, kernels, g, dt, lr, bounds, squares, sums):
         kernels.sgd_step(self.flat, g, self.flat_state["momentum_buffer"], dt(lr), dt(self.cfg["momentum"]),
-                         bool(self.cfg["nesterov"]), bounds, squares)
+                         bool(self.cfg["nesterov"]), bounds, squares, sums)
 
     def _update(self, p, g, lr, state):
         # NumPy passes, not SciPy's BLAS axpy (one pass fewer): a wheel's SciPy loads a second
@@ -114,13 +118,13 @@ class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
     fusable = True
 
-    def _fused(self, kernels, g, dt, lr, bounds, squares):
+    def _fused(self, kernels, g, dt, lr, bounds, squares, sums):
         c = self.cfg
         b1, b2 = c["beta1"], c["beta2"]
         betas = [np.array([beta, 1 - beta], g.dtype) for beta in (b1, b2)]  # (beta, 1 - beta) in p's dtype
         kernels.adam_step(self.flat, g, self.flat_state["exp_avg"], self.flat_state["exp_avg_sq"],
                           dt(1 - lr * (c.get("weight_decay") or 0)), *betas, dt(lr / (1 - b1 ** self.t)),
-                          dt(1 / math.sqrt(1 - b2 ** self.t)), dt(c["eps"]), bounds, squares)
+                          dt(1 / math.sqrt(1 - b2 ** self.t)), dt(c["eps"]), bounds, squares, sums)
 
     def _update(self, p, g, lr, state):
         c = self.cfg

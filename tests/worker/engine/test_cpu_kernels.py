@@ -78,7 +78,8 @@ def test_softmax_cross_entropy_lets_nan_and_inf_reach_the_loss():
 def test_sgd_kernel_lets_nan_reach_the_parameters():
     p, buf, squares = np.ones(4, np.float32), np.zeros(4, np.float32), np.empty(1)
     g = np.array([1, np.nan, 1, 1], np.float32)
-    cpu_kernels.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares)
+    cpu_kernels.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares,
+                         cpu_kernels.part_sums(1))
     assert np.isnan(squares[0]) and np.isnan(p[1]) and p[0] == pytest.approx(0.9)
 
 
@@ -157,7 +158,8 @@ def test_parallel_step_equals_the_serial_one(kind, parts, dtype):
     """Parameters and state bit for bit (each element's update is the same arithmetic); the squared
     norms to rounding only: the parallel step sums each part's piece of a parameter in the
     gradient's dtype and adds the pieces in float64, the serial one sums the whole parameter in
-    the gradient's dtype."""
+    the gradient's dtype. The part sums' scratch starts as NaN (reused, it holds the last step's):
+    a part that holds no piece of a parameter must write its zero."""
     from worker.engine import kernel_jit  # noqa: PLC0415
 
     bounds, (p, g, s1, s2) = _step_arrays(dtype, [1000, 3, 2047, 1, 130])
@@ -166,12 +168,13 @@ def test_parallel_step_equals_the_serial_one(kind, parts, dtype):
     try:
         for name, k, cut in (("serial", 0, 1), ("parallel", 1, parts)):  # the serial step: one part
             state, squares, d = [a.copy() for a in (p, s1, s2)], np.full(bounds.size - 1, np.nan), dtype
+            sums = np.full((cut, bounds.size - 1), np.nan)
             if kind == "adam":
                 pair = np.array([0.9, 0.1], dtype)
                 cpu_kernels._ADAM[k](*state[:1], g, *state[1:], d(0.99), pair, pair, d(0.01), d(1.2), d(1e-8), bounds,
-                                     squares, cut)
+                                     sums, squares)
             else:
-                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, squares, cut)
+                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, sums, squares)
             runs[name] = state, squares
     finally:
         kernel_jit.use_threads(previous)
@@ -200,9 +203,27 @@ def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_stream
         for threads in (2, 4):
             kernel_jit.use_threads(threads)
             if kind == "sgd":
-                cpu_kernels.sgd_step(p, g, m, one, one, False, bounds, np.empty(2))
+                cpu_kernels.sgd_step(p, g, m, one, one, False, bounds, np.empty(2), cpu_kernels.part_sums(2))
             else:
-                cpu_kernels.adam_step(p, g, m, v, one, pair_, pair_, one, one, one, bounds, np.empty(2))
+                cpu_kernels.adam_step(p, g, m, v, one, pair_, pair_, one, one, one, bounds, np.empty(2),
+                                      cpu_kernels.part_sums(2))
     finally:
         kernel_jit.use_threads(previous)
     assert calls == [0, 1]
+
+
+def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_width():
+    """The fused step's scratch is made once per optimizer, not per step; a buffer for another
+    parameter count is refused (Numba would write past it)."""
+    cfg = OPTIMIZER_SPECS["adam"].model_validate({"type": "adam", "learning_rate": 0.01}).model_dump()
+    flat = np.zeros(6, np.float32)
+    opt = make_optimizer(cfg, {"a": flat[:4], "b": flat[4:]}, flat=flat)
+    bounds, squares = np.array([0, 4, 6]), np.empty(2)
+    opt.fused_step(np.ones(6, np.float32), 0.01, bounds, squares)
+    kept = opt._part_sums
+    opt.fused_step(np.ones(6, np.float32), 0.01, bounds, squares)
+    assert opt._part_sums is kept and kept.shape[1] == 2
+    np.testing.assert_array_equal(squares, [4.0, 2.0])
+    with pytest.raises(ValueError, match="part sums for 3 parameters"):
+        cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False, bounds,
+                             squares, cpu_kernels.part_sums(3))
