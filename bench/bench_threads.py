@@ -26,28 +26,42 @@ import sys
 from bench.bench_mlp import BATCH
 
 ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "20", "NUMBA_THREADING_LAYER": "workqueue"}
-KERNELS = "BENCH_KERNELS"  # read by the child process only: kernel_jit.PARALLEL_MIN_THREADS
+KERNELS = "BENCH_KERNELS"  # read by the child process only: "serial" or "parallel" (child_kernels)
 PART_ROWS = "BENCH_PART_ROWS"  # likewise: batch_split.MIN_PART_ROWS (a huge value: never split)
 SETTINGS = {
     "engine (2**20, own choice)": ENGINE,
     "OpenBLAS parks at once": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "4"},
     "OpenBLAS spins 2**28 cycles": {**ENGINE, "OPENBLAS_THREAD_TIMEOUT": "28"},
-    "serial kernels, batch split": {**ENGINE, KERNELS: str(10**9)},
-    "serial kernels, no split": {**ENGINE, KERNELS: str(10**9), PART_ROWS: str(10**9)},
-    "parallel kernels forced on": {**ENGINE, KERNELS: "2"},
-    "parallel kernels on OpenMP": {**ENGINE, KERNELS: "2", "NUMBA_THREADING_LAYER": "omp"},
+    "serial kernels, batch split": {**ENGINE, KERNELS: "serial"},
+    "serial kernels, no split": {**ENGINE, KERNELS: "serial", PART_ROWS: str(10**9)},
+    "parallel kernels forced on": {**ENGINE, KERNELS: "parallel"},
+    "parallel kernels on OpenMP": {**ENGINE, KERNELS: "parallel", "NUMBA_THREADING_LAYER": "omp"},
 }
+
+
+def child_kernels(name: str | None) -> dict[str, int]:
+    """thread_counts.kernel_variants' settings for a child's BENCH_KERNELS: "serial" every kernel's
+    serial variant, "parallel" every parallel one from 2 threads (the dense passes on the general
+    size threshold), unset the engine's choice."""
+    from bench import thread_counts  # noqa: PLC0415
+
+    return {"serial": thread_counts.SERIAL, "parallel": thread_counts.all_parallel(min_threads=2), None: {}}[name]
 
 
 def child(threads: int, batch: int) -> None:
     """One measurement in this process: prints "mlp S floor S cnn S lstm S"."""
+    from bench import thread_counts  # noqa: PLC0415
+
+    with thread_counts.kernel_variants(**child_kernels(os.environ.get(KERNELS) or None)):
+        _measure_here(threads, batch)
+
+
+def _measure_here(threads: int, batch: int) -> None:
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    from bench import bench_cnn_rnn, bench_mlp, thread_counts  # noqa: PLC0415
+    from bench import bench_cnn_rnn, bench_mlp  # noqa: PLC0415
     from worker.engine import batch_split  # noqa: PLC0415
 
-    if os.environ.get(KERNELS):
-        thread_counts.force_kernel_variants(int(os.environ[KERNELS]))
     if os.environ.get(PART_ROWS):
         batch_split.MIN_PART_ROWS = int(os.environ[PART_ROWS])
     X, y = bench_mlp.make_data(20_000)

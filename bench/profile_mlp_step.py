@@ -20,7 +20,16 @@ import numpy as np
 
 from bench.bench_mlp import BATCH, SIZES, SPEC, gemm_floor, make_data
 
-KERNELS = {"auto": None, "serial": 10**9, "parallel": 1}  # kernel_jit.PARALLEL_MIN_THREADS
+KERNELS = ("auto", "serial", "parallel")
+
+
+def forced_variants(kernels: str, parallel_min: int | None) -> dict[str, int | None]:
+    """bench.thread_counts.kernel_variants' settings for --kernels and --parallel-min."""
+    from bench import thread_counts  # noqa: PLC0415
+
+    if kernels == "parallel":
+        return thread_counts.all_parallel(min_threads=1, parallel_min=parallel_min)
+    return {**(thread_counts.SERIAL if kernels == "serial" else {}), "parallel_min": parallel_min}
 
 
 def profile(rows: int, batch: int = BATCH) -> tuple[dict[str, float], float]:
@@ -62,15 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernels", choices=KERNELS, default="auto")
     parser.add_argument("--parallel-min", type=int, default=None, help="elements (kernel_jit.PARALLEL_MIN)")
     args = parser.parse_args(argv)
-    from bench.thread_counts import force_kernel_variants  # noqa: PLC0415
+    from bench.thread_counts import kernel_variants  # noqa: PLC0415
     from worker.engine import kernel_jit  # noqa: PLC0415
     from worker.engine.threads import thread_budget  # noqa: PLC0415
 
-    force_kernel_variants(KERNELS[args.kernels], args.parallel_min)
-    with thread_budget(args.threads, kernels=True):
-        phases, floor = profile(args.rows, args.batch)
+    with kernel_variants(**forced_variants(args.kernels, args.parallel_min)):
+        with thread_budget(args.threads, kernels=True):
+            phases, floor = profile(args.rows, args.batch)
+        parallel_min = kernel_jit.PARALLEL_MIN
     print(f"MLP 784-256-128-10, batch {args.batch}, {args.threads} thread(s), kernels {args.kernels} "
-          f"(parallel from {kernel_jit.PARALLEL_MIN} elements), {args.rows} rows: µs per step")
+          f"(parallel from {parallel_min} elements), {args.rows} rows: µs per step")
     for phase, micros in phases.items():
         print(f"{phase:16s} {micros:8.1f}")
     print(f"{'all phases':16s} {sum(phases.values()):8.1f}   GEMM floor {floor:8.1f}")

@@ -3,9 +3,13 @@ defaults (ours: the worker policy, `worker.engine.threads.job_threads`, or BPS_B
 PyTorch: its own default, `torch.get_num_threads()` as it was before any benchmark set it)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from worker.engine.threads import available_cores, configured_threads, job_threads
 
 DEFAULTS = None  # each side at its own default
+SERIAL = {"min_threads": 10**9}  # kernel_variants: every kernel's serial variant, whatever the thread count
 _torch_default: list[int] = []
 
 
@@ -42,18 +46,33 @@ def label(threads: int | None) -> str:
     return f"{threads} thread{'s' if threads > 1 else ''} each"
 
 
-def force_kernel_variants(min_threads: int | None, parallel_min: int | None = None) -> None:
-    """Forces the engine's kernel variants in this process (kernel_jit.variant) whatever the
-    thread count: kernel_jit.PARALLEL_MIN_THREADS = min_threads (a huge count: serial always; 2 or
-    fewer: parallel from that many threads, the dense passes then on the general size threshold
-    too, as before DENSE_PARALLEL_MIN; None: the engine's choice) and kernel_jit.PARALLEL_MIN =
-    parallel_min (None: unchanged). bench threads and bench.profile_mlp_step --kernels use it."""
+@contextmanager
+def kernel_variants(min_threads: int | None = None, parallel_min: int | None = None,
+                    dense_min: int | None = None) -> Iterator[None]:
+    """Forces the engine's kernel variants in this process (kernel_jit.variant) while the block
+    runs, then restores kernel_jit's thresholds: PARALLEL_MIN_THREADS = min_threads (a huge count:
+    serial always; 1 or 2: parallel from that many threads), PARALLEL_MIN = parallel_min and the
+    dense passes' DENSE_PARALLEL_MIN = dense_min; None leaves each as it is. bench threads and
+    bench.profile_mlp_step --kernels use it."""
     from worker.engine import kernel_jit  # noqa: PLC0415
 
-    if parallel_min is not None:
-        kernel_jit.PARALLEL_MIN = parallel_min
-    if min_threads is None:
-        return
-    kernel_jit.PARALLEL_MIN_THREADS = min_threads
-    if min_threads <= 2:
-        kernel_jit.DENSE_PARALLEL_MIN = kernel_jit.PARALLEL_MIN
+    forced = {"PARALLEL_MIN_THREADS": min_threads, "PARALLEL_MIN": parallel_min, "DENSE_PARALLEL_MIN": dense_min}
+    before = {name: getattr(kernel_jit, name) for name in forced}
+    try:
+        for name, value in forced.items():
+            if value is not None:
+                setattr(kernel_jit, name, value)
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(kernel_jit, name, value)
+
+
+def all_parallel(min_threads: int = 1, parallel_min: int | None = None) -> dict[str, int]:
+    """kernel_variants' settings for every kernel's parallel variant from `min_threads` threads,
+    the dense passes included: they get the general size threshold (parallel_min, or
+    kernel_jit.PARALLEL_MIN) instead of their own DENSE_PARALLEL_MIN."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    threshold = kernel_jit.PARALLEL_MIN if parallel_min is None else parallel_min
+    return {"min_threads": min_threads, "parallel_min": threshold, "dense_min": threshold}
