@@ -180,7 +180,7 @@ def _matmul_chunked(gemm, a, b, c, beta, chunked):
 
 
 def _lstm_forward(gemm, chunked, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
-    """LSTM._run's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
+    """LSTM._fused_steps's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
     projections without their bias (4u,), sigmoid rows of both halved (layers/gated.py), becomes
     the activated gates i, f, o, g; w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with
     step 0 zero and tanh_c (T, N, u) filled; chunked: see _matmul_chunked. Each step: the gemm
@@ -267,7 +267,7 @@ def lstm_bptt(layer: Any, gemm: Any, grad_out: np.ndarray, dgates: np.ndarray, w
               hi: int, part: int) -> None:
     """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; gemm:
     fused_gemm's, found before the split, or None: per-step kernels; w_hh: W_hh in loop gate
-    order, reordered once for all parts) -> dgates[:, lo:hi] (T, rows, 4u)."""
+    order, the forward's, LSTM._loop_weights) -> dgates[:, lo:hi] (T, rows, 4u)."""
     gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
     dgates_all, dgates = dgates, dgates[:, lo:hi]
     dh, dc = _state(layer, part, hi - lo, "dh dc")

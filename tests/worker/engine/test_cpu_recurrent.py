@@ -237,21 +237,38 @@ def test_the_lstm_asks_for_cblas_before_the_split_in_the_callers_thread(monkeypa
     assert all(thread is threading.main_thread() for thread in askers)
 
 
-def test_a_weight_of_another_dtype_keeps_the_lstm_off_the_fused_loops(monkeypatch):
+# W_hh reaches the loops as the layer's float32 copy (LSTM._loop_weights): both loops fused; a float64
+# W_ih makes the projections float64, which the forward's gemm would read as float32: that loop per-step
+@pytest.mark.parametrize(("suffix", "fused"), [("weight_hh_l0", {"forward": 1, "backward": 1}),
+                                               ("weight_ih_l0", {"forward": 0, "backward": 1})])
+def test_a_weight_of_another_dtype_reaches_the_fused_loops_only_in_the_layers_dtype(suffix, fused, kernel_variant,
+                                                                                    monkeypatch):
     """The fused loops' gemm is chosen by one dtype and reads its operands as raw memory: a float64
-    W_hh in a float32 layer goes the per-step way (NumPy casts) and gives the float32 layer's result."""
+    parameter in a float32 layer gives the float32 layer's result, fused only where every operand has its dtype."""
     rng = np.random.default_rng(15)
     layers = [build_layer({"type": "lstm", "units": 5, "return_sequences": True}, (4, 3), dtype=np.float32)
               for _ in range(2)]
-    name = layers[0].name("weight_hh_l0")
+    name = layers[0].name(suffix)
     layers[0].params[name] = layers[0].params[name].astype(np.float64)
     x, upstream = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((6, 4, 5)).astype(np.float32)
     calls = _count_fused_calls(monkeypatch)
     mixed = run(layers[0], x, upstream)
-    assert calls == {"forward": 0, "backward": 0}
+    assert calls == (fused if kernel_variant == "serial" else {"forward": 0, "backward": 0})
     reference = run(layers[1], x, upstream)
     for got, want in zip((*mixed[:2], *mixed[2].values()), (*reference[:2], *reference[2].values())):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_loop_weights_follow_each_change_of_w_hh_between_forwards():
+    """W_hh is copied into the loops' arrays on every forward (no cache to go stale): an in-place
+    change between two forwards, as an optimizer step or a finite difference makes, reaches the output."""
+    rng = np.random.default_rng(17)
+    layers = [build_layer({"type": "lstm", "units": 4}, (3, 2)) for _ in range(2)]
+    x = rng.standard_normal((5, 3, 2))
+    layers[0].forward(x, True)
+    for layer in layers:
+        layer.params[layer.name("weight_hh_l0")] *= 1.5
+    np.testing.assert_array_equal(layers[0].forward(x, True), layers[1].forward(x, True))
 
 
 @pytest.mark.parametrize(("kind", "loops"), [("lstm", 2), ("gru", 1)])  # the GRU splits its backward loop only

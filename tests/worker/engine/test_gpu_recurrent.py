@@ -102,7 +102,7 @@ def test_the_gpu_time_loops_with_reference_steps_equal_the_layers_own_loops(monk
         layer.use_kernels = False
         if on_gpu_loops:
             # _Recurrent._run adds the bias, as on CuPy, then the loop
-            monkeypatch.setattr(layer, "_steps", lambda proj, *arrays, layer=layer: gpu_recurrent.run(layer, proj))
+            monkeypatch.setattr(layer, "_steps", lambda proj, layer=layer: gpu_recurrent.run(layer, proj))
             monkeypatch.setattr(layer, "_bptt", lambda grad, layer=layer: gpu_recurrent.bptt(layer, grad))
             # the plain projection, as on CuPy (the LSTM's NumPy loop takes its sigmoid rows halved)
             monkeypatch.setattr(layer, "_projection", lambda layer=layer: _Recurrent._projection(layer))

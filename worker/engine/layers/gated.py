@@ -14,13 +14,27 @@ with NumPy's tanh as with the kernel's rational one (-1 exactly for arguments at
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from worker.engine import batch_split
 from worker.engine.layers import register
 from worker.engine.layers.recurrent import _Recurrent, sigmoid_
+
+
+class _Loop(NamedTuple):
+    """The LSTM forward's arrays on NumPy: hs, cs (T+1, N, u) zero at step 0, tanh_c (T, N, u),
+    the loop weights (LSTM._loop_weights; w_hh also the backward's), the parts of the batch and
+    the fused loops' gemm (None: the per-step loop)."""
+
+    hs: Any
+    cs: Any
+    tanh_c: Any
+    w_hh: Any
+    w_hh_t: Any
+    parts: int
+    gemm: Any
 
 
 def _parts(layer: _Recurrent, n: int, backward: bool = False) -> int:
@@ -66,34 +80,48 @@ class LSTM(_Recurrent):
             return super()._projection()
         return self._halved(self._w("weight_ih_l0")), self._halved(self._input_bias())
 
-    def _run(self, proj: Any, bias: Any) -> Any:
-        """On NumPy the fused loop where training and cpu_recurrent.fused_gemm allow (it adds the
-        bias itself), else _Recurrent._run: the bias added, then `_steps`."""
-        if self.xp is not np:
-            return super()._run(proj, bias)
+    def _loop_weights(self) -> tuple[Any, Any]:
+        """(W_hh, W_hh^T) of the loops, into scratch once per forward (the weights change every
+        training step, so there is nothing to keep between forwards): W_hh in loop gate order
+        (4u, u), which the backward multiplies by (the weights change only after it), and its
+        transpose (u, 4u) with the sigmoid rows halved, in the layer's dtype whatever the
+        parameter's. W^T stored: OpenBLAS's AVX-512 (SkylakeX) kernels multiply a part's h @ W^T
+        faster than through the transposed view of W (the AVX2 ones equally fast)."""
+        u = self.units
+        w_hh, w_hh_t = self.scratch("w_hh", (4 * u, u)), self.scratch("w_hh_t", (u, 4 * u))
+        np.take(self._p("weight_hh_l0"), self._order, axis=0, out=w_hh, mode="clip")  # clip: unbuffered
+        np.copyto(w_hh_t, w_hh.T)
+        w_hh_t[:, :3 * u] *= 0.5
+        return w_hh, w_hh_t
+
+    def _prepare_loop(self, proj: Any) -> bool:
+        """The forward's arrays (self._loop) and whether the fused loop runs: in training where
+        cpu_recurrent.fused_gemm allows."""
         steps, n, _ = proj.shape
         u = self.units
         hs, cs = self.scratch("hs", (steps + 1, n, u)), self.scratch("cs", (steps + 1, n, u))
-        tanh_c = self.scratch("tanh_c", (steps, n, u))
         hs[0], cs[0] = 0, 0
-        # W^T stored (u, 4u): OpenBLAS's AVX-512 (SkylakeX) kernels multiply a part's h @ W^T
-        # faster than through the transposed view of W (the AVX2 ones equally fast)
-        w_hh_t = np.ascontiguousarray(self._halved(self._w("weight_hh_l0")).T)
+        w_hh, w_hh_t = self._loop_weights()
         parts = _parts(self, n)
         gemm = self._fused_gemm(n // parts, proj, w_hh_t, hs)
-        if gemm is None:
-            return super()._run(proj, bias, hs, cs, tanh_c, w_hh_t, parts)
+        self._loop = _Loop(hs, cs, self.scratch("tanh_c", (steps, n, u)), w_hh, w_hh_t, parts, gemm)
+        return gemm is not None
+
+    def _fused_steps(self, proj: Any, bias: Any) -> Any:
+        """Each part's whole loop in one kernel call (cpu_recurrent.lstm_forward, adding the bias)."""
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-        batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_forward(gemm, proj, bias, w_hh_t, hs, cs, tanh_c,
-                                                                            lo, hi), parts)
+        hs, cs, tanh_c, _, w_hh_t, parts, gemm = self._loop
+        batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
+            gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi), parts)
         self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
         return hs
 
-    def _steps(self, proj: Any, hs: Any, cs: Any, tanh_c: Any, w_hh_t: Any, parts: int) -> Any:
-        """The per-step loop over proj, its bias added (the arrays as _run made them)."""
+    def _steps(self, proj: Any) -> Any:
+        """The per-step loop over proj, its bias added (the arrays as _prepare_loop made them)."""
         steps, n, gh = proj.shape
         u = self.units
+        hs, cs, tanh_c, _, w_hh_t, parts, _ = self._loop
 
         def rows(lo: int, hi: int, part: int) -> None:
             tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
@@ -143,7 +171,7 @@ class LSTM(_Recurrent):
     def _bptt(self, grad_out: Any) -> tuple[Any, Any]:
         xp, gates, u = self.xp, self._gates, self.units
         steps, n, gh = gates.shape
-        dgates, w_hh = self.scratch("dgates", (steps, n, gh)), self._w("weight_hh_l0")
+        dgates, w_hh = self.scratch("dgates", (steps, n, gh)), self._loop.w_hh
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 

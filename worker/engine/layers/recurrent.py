@@ -105,15 +105,27 @@ class _Recurrent(Layer):
             return xp.ascontiguousarray(self._hs[1:].transpose(1, 0, 2))
         return self._hs[steps].copy()
 
-    def _run(self, proj: Any, bias: Any, *loop_arrays: Any) -> Any:
-        """hs (T+1, N, H) from the input projections proj (T, N, G*H) and their bias: the one place
-        that adds it to proj (the LSTM's fused loop instead adds it in its pass over each step's
-        gates, layers/gated.py), then the time loop: `_steps(proj, *loop_arrays)` on NumPy, on
-        CuPy gpu_recurrent's fused step kernels."""
-        proj += bias
+    def _run(self, proj: Any, bias: Any) -> Any:
+        """hs (T+1, N, H) from the input projections proj (T, N, G*H) and their bias: on NumPy
+        the subclass's fused loop where `_prepare_loop` says it runs (it adds the bias in its pass
+        over each step's gates, layers/gated.py), else the bias added here, then the time loop:
+        `_steps(proj)` on NumPy, on CuPy gpu_recurrent's fused step kernels."""
         if self.xp is not np:
+            proj += bias
             return gpu_recurrent.run(self, proj)
-        return self._steps(proj, *loop_arrays)
+        if self._prepare_loop(proj):
+            return self._fused_steps(proj, bias)
+        proj += bias
+        return self._steps(proj)
+
+    def _prepare_loop(self, proj: Any) -> bool:
+        """Before the NumPy time loop over proj: a subclass makes the arrays its loops share and
+        says whether its fused loop (`_fused_steps`) runs. Here: none, False."""
+        return False
+
+    def _fused_steps(self, proj: Any, bias: Any) -> Any:
+        """The time loop in fused kernels that add the bias themselves -> hs (see _prepare_loop)."""
+        raise NotImplementedError
 
     def _ones(self, rows: int) -> Any:
         """`rows` ones (the bias gradients' GEMV), from one array grown to the largest batch."""
@@ -165,7 +177,7 @@ class SimpleRNN(_Recurrent):
         xp, (steps, n, units) = self.xp, proj.shape
         hs, tmp = self.scratch("hs", (steps + 1, n, units)), self.scratch("tmp", (n, units))
         hs[0] = 0
-        w_hh_t = np.ascontiguousarray(self._p("weight_hh_l0").T)  # stored, as in LSTM._run (layers/gated.py)
+        w_hh_t = np.ascontiguousarray(self._p("weight_hh_l0").T)  # stored, as the LSTM's (layers/gated.py)
         for t in range(steps):
             if t:
                 xp.matmul(hs[t], w_hh_t, out=tmp)
