@@ -138,15 +138,19 @@ def synthetic(model: str, samples: int) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, CLASSES, samples).astype(np.int64)
 
 
-def fused_loops_line() -> str:
-    """Whether cpu_blas found NumPy's OpenBLAS: without it (a NumPy built on another BLAS) the
-    LSTM's fused time loops never run, silently (cpu_recurrent)."""
-    from worker.engine import cpu_blas, kernel_jit  # noqa: PLC0415
+def fused_loops_line(threads: int) -> str:
+    """Whether our LSTM's fused time loops run in this bench's training on `threads` threads: what
+    cpu_recurrent.fused_gemm answers for a part of the batch as the layer splits it, under the
+    engine's thread budget (off without NumPy's OpenBLAS or where the step kernel goes parallel)."""
+    from worker.engine import batch_split, cpu_blas, cpu_recurrent  # noqa: PLC0415
+    from worker.engine.layers import layer_class  # noqa: PLC0415
+    from worker.engine.threads import thread_budget  # noqa: PLC0415
 
-    if cpu_blas.gemm(np.float32) is None:
-        return "cpu_blas: NumPy's OpenBLAS (libscipy_openblas64_) not found: the LSTM's fused time loops off"
-    return (f"cpu_blas: NumPy's OpenBLAS found: the LSTM's fused time loops on (below "
-            f"{kernel_jit.PARALLEL_MIN_THREADS} threads; from there where the step kernel stays serial)")
+    with thread_budget(threads, kernels=True):
+        rows = BATCH // batch_split.parts_for(BATCH)
+        gemm = cpu_recurrent.fused_gemm(np.float32, rows * layer_class("lstm").gates * UNITS)
+    blas = "" if cpu_blas.gemm(np.float32) else "; NumPy's OpenBLAS (libscipy_openblas64_) not found"
+    return f"lstm: fused time loops {'on' if gemm else 'off'} (cpu_recurrent.fused_gemm, parts of {rows} rows{blas})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     loop = "plain loop over our layers" if args.manual else "Network.fit"
     print(f"one epoch, {args.samples} samples, batch {BATCH}, SGD momentum, float32 "
           f"(best of {args.repeats}, ours and PyTorch in turn; ours: {loop})")
-    print(fused_loops_line())
     data = {model: synthetic(model, args.samples) for model in args.only.split(",")}
     for model, (x, y) in data.items():  # compiles or loads the CPU kernels before anything is timed
         ours_epoch(model, x[:BATCH * 2], y[:BATCH * 2], args.manual, 1)
     for threads in thread_counts.counts(args.threads):
         print(f"-- {thread_counts.label(threads)}", flush=True)
+        if "lstm" in data:
+            print(fused_loops_line(thread_counts.ours(threads)))
         for model, (x, y) in data.items():
             times: dict[str, list[float]] = {"ours": [], "torch": [], "floor": []}
             for _ in range(args.repeats):

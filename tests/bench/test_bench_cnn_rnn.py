@@ -12,18 +12,32 @@ from bench import bench_cnn_rnn, recurrent_floor
 def test_a_recurrent_case_prints_its_ratio_and_its_gemm_floor(capsys):
     bench_cnn_rnn.main(["--only", "lstm", "--samples", "160", "--threads", "1"])
     out = capsys.readouterr().out
-    assert "cpu_blas: NumPy's OpenBLAS found: the LSTM's fused time loops on" in out
+    assert "lstm: fused time loops on (cpu_recurrent.fused_gemm, parts of 64 rows)" in out
     assert re.search(r"^lstm\s+ours\s+\d+\.\d+ s\s+pytorch\s+\d+\.\d+ s\s+ratio ours/pytorch\s+\d+\.\d+$", out,
                      re.MULTILINE), out
     assert re.search(r"gemm floor\s+\d+\.\d+ s .*ours/floor\s+\d+\.\d+\s+pytorch/floor\s+\d+\.\d+$", out,
                      re.MULTILINE), out
 
 
-def test_the_header_says_when_the_fused_lstm_loops_are_off(monkeypatch):
+def test_the_fused_loops_line_says_off_without_numpys_openblas(monkeypatch):
     from worker.engine import cpu_blas  # noqa: PLC0415
 
     monkeypatch.setattr(cpu_blas, "gemm", lambda dtype: None)  # as on a NumPy built on another BLAS
-    assert bench_cnn_rnn.fused_loops_line().endswith("not found: the LSTM's fused time loops off")
+    assert bench_cnn_rnn.fused_loops_line(1) == (
+        "lstm: fused time loops off (cpu_recurrent.fused_gemm, parts of 64 rows; "
+        "NumPy's OpenBLAS (libscipy_openblas64_) not found)")
+
+
+def test_the_fused_loops_line_asks_fused_gemm_under_the_thread_budget(monkeypatch):
+    """On 2 threads the batch splits in two parts with serial step kernels (loops on); with the
+    parallel step kernel from 2 threads (no split then), fused_gemm says off."""
+    from worker.engine import kernel_jit  # noqa: PLC0415
+
+    assert bench_cnn_rnn.fused_loops_line(2).startswith("lstm: fused time loops on (cpu_recurrent.fused_gemm, "
+                                                        "parts of 32 rows")
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 2)
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 1)
+    assert bench_cnn_rnn.fused_loops_line(2) == "lstm: fused time loops off (cpu_recurrent.fused_gemm, parts of 64 rows)"
 
 
 def test_the_floor_multiplies_the_shapes_each_layer_multiplies(monkeypatch):
