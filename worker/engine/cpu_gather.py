@@ -9,12 +9,14 @@ of a step: `python -m bench.profile_mlp_step`). Where this LLVM does not compile
 bit (a copy). Prefetching the destination rows for writing as well, or the next batch's rows
 during the optimizer step, was tried and not kept (no run of either was recorded).
 
-From kernel_jit.PARALLEL_MIN_THREADS threads, for a batch of at least kernel_jit.PARALLEL_MIN
-elements, a parallel variant copies one contiguous range of the batch per thread, each range
-prefetching its own rows. On 2 threads the serial gather runs: `python -m bench.profile_mlp_step
---rows 60000 --threads 2 --batch 1024` spent 1082-1242 µs per step gathering with `--kernels
-parallel` against 1027-1029 with `--kernels serial` (2026-11-30 14:40 UTC, two runs each; the
-workqueue layer wakes its threads twice per call). Its gain from 4 threads is not measured yet.
+Each gather is one source compiled twice (kernel_jit.jit_pair): it copies the batch as
+contiguous ranges, each prefetching its own rows; the serial variant runs one range. From
+kernel_jit.PARALLEL_MIN_THREADS threads, for a batch of at least kernel_jit.PARALLEL_MIN
+elements, the parallel variant runs one range per thread. On 2 threads the serial gather runs:
+`python -m bench.profile_mlp_step --rows 60000 --threads 2 --batch 1024` spent 1082-1242 µs per
+step gathering with `--kernels parallel` against 1027-1029 with `--kernels serial` (2026-11-30
+14:40 UTC, two runs each; the workqueue layer wakes its threads twice per call). Its gain from
+4 threads is not measured yet.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from worker.engine import kernel_jit
-from worker.engine.kernel_jit import jit
+from worker.engine.kernel_jit import jit, jit_pair
 
 ROWS_AHEAD = 8  # chosen on the bench_mlp epoch among shorter, longer and no prefetch distance (no run recorded)
 CACHE_LINE = 64
@@ -121,40 +123,29 @@ def _copy_rows_plain(X, idx, out, lo, hi):
 _COPY_ROWS, _COPY_ROWS_PLAIN = jit(_copy_rows), jit(_copy_rows_plain)
 
 
-def _gather(X, idx, out, ahead):
-    _CHECK_ROWS(idx, X.shape[0])
-    _COPY_ROWS(X, idx, out, 0, idx.shape[0], ahead, max(1, CACHE_LINE // X.itemsize))
-
-
-def _gather_plain(X, idx, out, ahead):  # noqa: ARG001  (ahead: the prefetching gather's signature)
-    """_gather without the prefetch hints: where this LLVM does not compile them."""
-    _CHECK_ROWS(idx, X.shape[0])
-    _COPY_ROWS_PLAIN(X, idx, out, 0, idx.shape[0])
-
-
-def _gather_parts(X, idx, out, ahead, parts):
-    """The parallel _gather: the batch cut into `parts` contiguous ranges (one per thread), each
-    prefetching its own rows ahead."""
+def _gather(X, idx, out, ahead, parts):
+    """out = X[idx], the batch cut into `parts` contiguous ranges (one per thread in the parallel
+    variant, 1 in the serial one), each prefetching its own rows ahead."""
     _CHECK_ROWS(idx, X.shape[0])
     m, step = idx.shape[0], max(1, CACHE_LINE // X.itemsize)
     for part in prange(parts):
         _COPY_ROWS(X, idx, out, m * part // parts, m * (part + 1) // parts, ahead, step)
 
 
-def _gather_parts_plain(X, idx, out, ahead, parts):  # noqa: ARG001
-    """The parallel _gather_plain."""
+def _gather_plain(X, idx, out, ahead, parts):  # noqa: ARG001  (ahead: the prefetching gather's signature)
+    """_gather without the prefetch hints: where this LLVM does not compile them."""
     _CHECK_ROWS(idx, X.shape[0])
     m = idx.shape[0]
     for part in prange(parts):
         _COPY_ROWS_PLAIN(X, idx, out, m * part // parts, m * (part + 1) // parts)
 
 
-_GATHER, _GATHER_PLAIN = jit(_gather), jit(_gather_plain)
-_PARALLEL = {_GATHER: jit(_gather_parts, parallel=True), _GATHER_PLAIN: jit(_gather_parts_plain, parallel=True)}
+_GATHER, _GATHER_PLAIN = jit_pair(_gather), jit_pair(_gather_plain)  # (serial, parallel) each
 
 
 def _pick_kernel() -> Any:
-    """The prefetching gather where prefetch_compiles(), else the plain one; asked once a process."""
+    """The prefetching gather's (serial, parallel) pair where prefetch_compiles(), else the plain
+    one's; asked once a process."""
     if "kernel" not in _chosen:
         _chosen["kernel"] = _GATHER if prefetch_compiles() else _GATHER_PLAIN
     return _chosen["kernel"]
@@ -166,20 +157,20 @@ def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     would copy them)."""
     if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
         return np.take(X, idx, axis=0, out=out)
-    rows, batch, serial = X.reshape(X.shape[0], -1), out.reshape(idx.shape[0], -1), _pick_kernel()
+    rows, batch, pair = X.reshape(X.shape[0], -1), out.reshape(idx.shape[0], -1), _pick_kernel()
     if kernel_jit.goes_parallel(out.size):
-        _PARALLEL[serial](rows, idx, batch, ROWS_AHEAD, kernel_jit.parallel_parts())
+        pair[1](rows, idx, batch, ROWS_AHEAD, kernel_jit.parallel_parts())
     else:
-        serial(rows, idx, batch, ROWS_AHEAD)
+        pair[0](rows, idx, batch, ROWS_AHEAD, 1)
     return out
 
 
 def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
     """Compiles, or loads from Numba's disk cache, the gather for `dtype` rows and for int64
     class labels (cpu_kernels.warm_up), its parallel variant too unless `parallel` is false."""
-    serial = _pick_kernel()
+    pair = _pick_kernel()
     for kind in (dtype, np.int64):
         rows = np.zeros((2, 3), kind)
-        serial(rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD)
+        pair[0](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 1)
         if parallel:
-            _PARALLEL[serial](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 2)
+            pair[1](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 2)

@@ -104,22 +104,21 @@ def test_parallel_gather_equals_the_serial_one(dtype, parts, rows, rng, two_thre
     X = (rng.standard_normal((50, 7)) * 100).astype(dtype)
     idx = rng.permutation(50)[:rows]
     serial_out, parallel_out = np.full((rows, 7), -1, dtype), np.full((rows, 7), -2, dtype)
-    serial = cpu_gather._pick_kernel()
-    serial(X, idx, serial_out, ROWS_AHEAD)
-    cpu_gather._PARALLEL[serial](X, idx, parallel_out, ROWS_AHEAD, parts)
+    serial, parallel = cpu_gather._pick_kernel()
+    serial(X, idx, serial_out, ROWS_AHEAD, 1)
+    parallel(X, idx, parallel_out, ROWS_AHEAD, parts)
     np.testing.assert_array_equal(parallel_out, serial_out)
     np.testing.assert_array_equal(serial_out, np.take(X, idx, axis=0))
 
 
 def _spy_on_the_parallel_gather(monkeypatch) -> list[int]:
-    calls, serial = [], cpu_gather._pick_kernel()
-    parallel = cpu_gather._PARALLEL[serial]
+    calls, (serial, parallel) = [], cpu_gather._pick_kernel()
 
     def spy(X, idx, out, ahead, parts):
         calls.append(parts)
         parallel(X, idx, out, ahead, parts)
 
-    monkeypatch.setitem(cpu_gather._PARALLEL, serial, spy)
+    monkeypatch.setitem(cpu_gather._chosen, "kernel", (serial, spy))
     return calls
 
 
