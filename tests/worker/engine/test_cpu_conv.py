@@ -119,17 +119,3 @@ def test_sample_groups_are_equal_and_within_the_small_product():
     assert conv_module.sample_groups(64, 200 * 576) == 8  # 8 samples a group: 922k each
     assert conv_module.sample_groups(7, 300_000) == 7  # 3 would fit, but 7 is prime
     assert conv_module.sample_groups(5, 2_000_000) == 5  # one sample a group at most
-
-
-def test_sample_groups_are_computed_once_per_part_size(monkeypatch):
-    from worker.engine import batch_split
-
-    calls = []
-    counted = conv_module.sample_groups
-    monkeypatch.setattr(conv_module, "sample_groups", lambda *args: calls.append(args) or counted(*args))
-    layer = build_layer({"type": "conv2d", "filters": 2, "kernel_size": 3}, (1, 5, 5), dtype=np.float32)
-    x = np.random.default_rng(9).standard_normal((8, 1, 5, 5)).astype(np.float32)
-    with batch_split.forced(2):  # two parts of 4 samples: one size
-        for _ in range(2):  # forward and backward of two batches
-            layer.backward(np.ones_like(layer.forward(x, True)), True)
-    assert len(calls) == 1

@@ -67,7 +67,6 @@ class Conv2D(Layer):
         self.activation_name = config.get("activation") or "linear"
         self._cols = self._xpad = self._ones = None
         self._kernels = False  # whether the last forward ran the CPU kernels (then backward does too)
-        self._groups: dict[int, int] = {}  # a part's sample count -> its sample_groups, once per shape
 
     def _where(self) -> str:
         return f"layer {self.index} (conv2d)"
@@ -179,8 +178,6 @@ class Conv2D(Layer):
         self._x_shape, self._parts = x.shape, batch_split.parts_for(n, k * n * ho * wo)  # the columns
 
         def rows(lo: int, hi: int, part: int) -> None:
-            if hi == lo:  # an empty batch: nothing to compute (sample_groups needs a sample)
-                return
             groups = self._sample_groups(hi - lo)
             per_group = (hi - lo) // groups
             cols = cpu_conv.im2col(x[lo:hi], self.kernel, self.stride, pads,
@@ -190,7 +187,7 @@ class Conv2D(Layer):
             cpu_conv.bias_act(gemm.reshape(groups, f, per_group, -1), bias, relu,
                               z[lo:hi].reshape(groups, per_group, f, -1))
 
-        batch_split.run(n, rows, self._parts)
+        self._run_parts(n, rows)
         if self.activation is None or relu:
             self._z = self._a = z
         elif self.activation.needs_z:
@@ -200,14 +197,20 @@ class Conv2D(Layer):
         return self._a
 
     def _sample_groups(self, samples: int) -> int:
-        """sample_groups for a part of `samples` rows, computed once per count (forward and
-        backward of every batch ask)."""
-        groups = self._groups.get(samples)
-        if groups is None:
-            _, ho, wo = self.out_shape
-            macs = self.filters * self.params[self.name("weight")][0].size * ho * wo
-            groups = self._groups[samples] = sample_groups(samples, macs)
-        return groups
+        """sample_groups for a part of `samples` rows."""
+        _, ho, wo = self.out_shape
+        return sample_groups(samples, self.filters * self.params[self.name("weight")][0].size * ho * wo)
+
+    def _run_parts(self, n: int, rows: Any, *zeroed: np.ndarray) -> None:
+        """rows(lo, hi, part) on the batch's parts at once (batch_split, the forward's parts);
+        an empty batch runs none (sample_groups needs a sample) and sets `zeroed` to 0 instead."""
+        from worker.engine import batch_split  # noqa: PLC0415
+
+        if n == 0:
+            for array in zeroed:
+                array[...] = 0
+            return
+        batch_split.run(n, rows, self._parts)
 
     def _grad_array(self, suffix: str) -> np.ndarray:
         """The network's gradient view for a param (written in place), or a new array."""
@@ -229,7 +232,7 @@ class Conv2D(Layer):
         return np.sum(stacked, axis=0, out=out)
 
     def _backward_kernels(self, grad_out: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
-        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415
+        from worker.engine import cpu_conv  # noqa: PLC0415
 
         weight = self.params[self.name("weight")]
         n, f, k = grad_out.shape[0], self.filters, weight[0].size
@@ -241,10 +244,6 @@ class Conv2D(Layer):
         dx = self.scratch("dx", self._x_shape) if need_input_grad else None
 
         def rows(lo: int, hi: int, part: int) -> None:  # part 0 writes the gradients, the others their shares
-            if hi == lo:  # an empty batch: zero gradients
-                (grad_w if part == 0 else self.scratch(f"grad_w{part}", (f, k)))[...] = 0
-                (grad_b if part == 0 else self.scratch(f"grad_b{part}", (f,)))[...] = 0
-                return
             cols = self.scratch(f"cols{part}", (k, hi - lo, *self.out_shape[1:]))
             groups = self._sample_groups(hi - lo)
             dz_cm = self.scratch(f"dz_cm{part}", (f, cols[0].size))
@@ -259,7 +258,7 @@ class Conv2D(Layer):
                 cpu_conv.col2im(dcols.reshape(groups, k, (hi - lo) // groups, *self.out_shape[1:]),
                                 self.kernel, self.stride, pads, dx[lo:hi])
 
-        batch_split.run(n, rows, self._parts)
+        self._run_parts(n, rows, grad_w, grad_b)  # an empty batch: zero gradients
         for part in range(1, self._parts):
             grad_w += self.scratch(f"grad_w{part}", (f, k))
             grad_b += self.scratch(f"grad_b{part}", (f,))
