@@ -6,12 +6,12 @@ the dataset's size: the one predicted, two read ahead (none for an .npz on SQLit
 chunks by both cores: bps.prediction_rows) and at most two waiting to be stored."""
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +134,7 @@ class ChunkWriter(threading.Thread):
         self.pending: queue.Queue = queue.Queue(maxsize=depth)
         self.failure: BaseException | None = None
         self.lost = False
+        self.closed = False  # close()'s None taken
         self.storing_s = 0.0  # overlapping the predicting thread's PhaseSeconds
 
     def run(self) -> None:
@@ -141,20 +142,23 @@ class ChunkWriter(threading.Thread):
         (the connection's too) or the lost prediction came first: no put() ever waits on a full
         queue that nobody takes from."""
         try:
-            with contextlib.ExitStack() as opened:
-                connection = self._connect(opened)
-                while (item := self.pending.get()) is not None:
+            with prediction_store.chunk_connection(self.settings) as connection:
+                for item in self._taken():
                     if self.failure is None and not self.lost:
                         self._store(connection, *item)
-        except BaseException as exc:  # noqa: BLE001  (closing the connection; raised in the predicting thread)
+        except BaseException as exc:  # noqa: BLE001  (opening or closing the connection; raised in the predicting thread)
             self.failure = self.failure or exc
+        for _ in self._taken():  # a connection that failed to open: the chunks put are taken, unstored
+            pass
 
-    def _connect(self, opened: contextlib.ExitStack) -> Connection | None:
-        try:
-            return opened.enter_context(prediction_store.chunk_connection(self.settings))
-        except BaseException as exc:  # noqa: BLE001  (raised in the predicting thread)
-            self.failure = exc
-            return None
+    def _taken(self) -> Iterator[tuple[int, np.ndarray, int]]:
+        """The chunks put, in order, until close()'s None has been taken (then none at all)."""
+        while not self.closed:
+            item = self.pending.get()
+            if item is None:
+                self.closed = True
+            else:
+                yield item
 
     def _store(self, connection: Connection, seq: int, outputs: np.ndarray, rows_done: int) -> None:
         started = time.perf_counter()
@@ -205,23 +209,19 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer`."""
     net, prep, fmt, finite = model
     done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
-    batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows,
-                              start=done))
-    seq = job.chunks_done
-    while True:
-        asked = time.perf_counter()
-        batch = next(batches, None)
+    batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
+    asked = time.perf_counter()
+    for seq, batch in enumerate(batches, start=job.chunks_done):
         got = time.perf_counter()
         seconds.reading += got - asked
-        if batch is None:
-            break
         if control.should_stop():
             return None
         outputs = chunk_outputs(net, prep, batch, done, finite)
         seconds.predicting += time.perf_counter() - got
         done += len(outputs)
         writer.put(seq, outputs, done)
-        seq += 1
+        asked = time.perf_counter()
+    seconds.reading += time.perf_counter() - asked  # the wait that found no more rows
     return done
 
 

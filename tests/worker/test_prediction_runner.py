@@ -227,3 +227,23 @@ def test_a_writer_whose_connection_failed_takes_the_chunks_put_and_raises_the_fa
     with pytest.raises(RuntimeError, match="no database"):
         writer.check()
     assert stored == []
+
+
+def test_a_writer_whose_connection_fails_to_close_keeps_its_stores_and_raises_the_failure(monkeypatch) -> None:  # noqa: ANN001
+    """Every chunk is stored, then giving the connection back fails (after close()'s None was
+    taken): close() returns without waiting for another None, and check() says why."""
+    import contextlib  # noqa: PLC0415
+
+    @contextlib.contextmanager
+    def fails_on_return(_settings):  # noqa: ANN001, ANN202
+        yield "connection"
+        raise RuntimeError("connection lost on close")
+
+    stored = []
+    writer = chunk_writer(monkeypatch, fails_on_return, lambda _c, _j, seq, _o, _r: stored.append(seq) or True)
+    for seq in range(3):
+        assert finishes(lambda seq=seq: writer.put(seq, np.zeros((3, 1)), 3 * (seq + 1)))
+    assert finishes(writer.close)
+    with pytest.raises(RuntimeError, match="lost on close"):
+        writer.check()
+    assert stored == [0, 1, 2]
