@@ -21,11 +21,10 @@ def worker_pool(queues: list[str], concurrency: int) -> str:
 def prepare_engine(concurrency: int) -> None:
     """Each job's share of the cores (cores // concurrency, unless BPS_BLAS_THREADS says; forked
     pool processes inherit it), and the CPU kernels compiled or loaded from Numba's disk cache."""
-    from worker.engine import cpu_kernels, kernel_jit, threads  # noqa: PLC0415
+    from worker.engine import cpu_kernels, threads  # noqa: PLC0415
 
     threads.set_concurrency(concurrency)
-    job_threads = threads.configured_threads() or threads.job_threads()
-    cpu_kernels.warm_up(parallel=job_threads >= kernel_jit.PARALLEL_MIN_THREADS)
+    cpu_kernels.warm_up(threads=threads.configured_threads() or threads.job_threads())
 
 
 def configure_worker_logging(settings: Settings, worker_name: str) -> None:

@@ -16,14 +16,14 @@ def test_gpu_workers_never_fork(queues, concurrency, pool):
 
 def test_a_worker_gives_each_job_its_share_of_the_cores_and_warms_the_kernels(monkeypatch):
     warmed = []
-    monkeypatch.setattr(cpu_kernels, "warm_up", lambda parallel: warmed.append(parallel))
+    monkeypatch.setattr(cpu_kernels, "warm_up", lambda threads: warmed.append(threads))
     monkeypatch.setattr(threads, "available_cores", lambda: 16)
     monkeypatch.delenv(threads.ENV, raising=False)
     try:
         prepare_engine(4)
-        assert threads.job_threads() == 4 and warmed == [True]  # 4 threads a job: the parallel kernels too
+        assert threads.job_threads() == 4 and warmed == [4]  # the parallel kernels too (test_cpu_kernels)
         prepare_engine(8)
-        assert threads.job_threads() == 2 and warmed == [True, False]
+        assert threads.job_threads() == 2 and warmed == [4, 2]
     finally:
         threads.set_concurrency(1)
     assert threads.job_threads() == 16

@@ -89,11 +89,17 @@ def threads_in_use() -> int:
     return _state["threads"]
 
 
+def parallel_at(threads: int) -> bool:
+    """Whether a budget of `threads` threads runs parallel variants at all (goes_parallel's thread
+    rule; below it only the serial ones ever run)."""
+    return threads >= PARALLEL_MIN_THREADS
+
+
 def goes_parallel(size: int, minimum: int | None = None) -> bool:
     """Whether a kernel's call touching `size` elements runs its parallel variant now; `minimum`:
     the kernel's own threshold instead of PARALLEL_MIN."""
     threshold = PARALLEL_MIN if minimum is None else minimum
-    return _state["threads"] >= PARALLEL_MIN_THREADS and size >= threshold
+    return parallel_at(_state["threads"]) and size >= threshold
 
 
 def variant(pair: tuple[Any, Any], size: int, minimum: int | None = None) -> Any:

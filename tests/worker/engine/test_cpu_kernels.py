@@ -141,7 +141,7 @@ def test_kernels_compile_without_a_writable_cache():
         "        raise RuntimeError('cannot cache function: no locator available')\n"
         "    return real(*args, **kwargs)\n"
         "numba.njit = njit\n"
-        "from worker.engine import cpu_kernels; cpu_kernels.warm_up(parallel=False); print('compiled')")
+        "from worker.engine import cpu_kernels; cpu_kernels.warm_up(threads=1); print('compiled')")
     assert out.strip() == "compiled"
 
 
@@ -227,3 +227,26 @@ def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_wid
     with pytest.raises(ValueError, match="part sums for 3 parameters"):
         cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False, bounds,
                              squares, cpu_kernels.part_sums(3))
+
+
+@pytest.mark.parametrize(("threads", "job_threads", "parallel"), [(2, 16, False), (4, 1, True), (None, 2, False),
+                                                                  (None, 4, True)])
+def test_warm_up_compiles_the_parallel_variants_only_for_a_budget_that_runs_them(threads, job_threads, parallel,
+                                                                                 monkeypatch):
+    """From kernel_jit.PARALLEL_MIN_THREADS threads (given, or a worker job's share by default)
+    every variant; below, the serial ones only (spies: nothing compiles)."""
+    from worker.engine import cpu_conv, cpu_gather, cpu_recurrent, kernel_jit, spin  # noqa: PLC0415
+    from worker.engine import threads as thread_policy  # noqa: PLC0415
+
+    monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 4)
+    monkeypatch.setattr(thread_policy, "configured_threads", lambda: None)
+    monkeypatch.setattr(thread_policy, "job_threads", lambda: job_threads)
+    called = set()
+    for name in ("_SGD", "_ADAM", "_SOFTMAX_SHIFT", "_SOFTMAX_FINISH", "_BIAS_RELU", "_RELU_BACKWARD_BIAS"):
+        monkeypatch.setattr(cpu_kernels, name, tuple(lambda *_, k=k: called.add(k) for k in (0, 1)))
+    monkeypatch.setattr(spin, "warm_up", lambda: None)
+    monkeypatch.setattr(cpu_gather, "warm_up", lambda _dtype, on: called.add(("gather", on)))
+    for module in (cpu_conv, cpu_recurrent):
+        monkeypatch.setattr(module, "warm_up", lambda _dtype, variants: called.add(("variants", variants)))
+    cpu_kernels.warm_up(np.float32, threads)
+    assert called == ({0, 1, ("gather", True), ("variants", 2)} if parallel else {0, ("gather", False), ("variants", 1)})
