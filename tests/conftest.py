@@ -24,9 +24,10 @@ from bps.models import Base
 ENV_FOR_MARKER = {"postgres": "BPS_TEST_DATABASE_URL", "redis": "BPS_TEST_BROKER_URL"}
 # Every CPU kernel in the orders the tests need them (workers: float32 serial; the engine's parity
 # tests, last: both dtypes, both variants), into Numba's on-disk cache.
-WARM_KERNELS = ("import numpy as np\nfrom worker.engine import cpu_kernels\n"
+WARM_KERNELS = ("import numpy as np\nfrom worker.engine import cpu_kernels, kernel_jit\n"
                 "for dtype in (np.float32, np.float64):\n"
-                "    cpu_kernels.warm_up(dtype, parallel=False); cpu_kernels.warm_up(dtype, parallel=True)")
+                "    cpu_kernels.warm_up(dtype, threads=1)\n"
+                "    cpu_kernels.warm_up(dtype, threads=kernel_jit.PARALLEL_MIN_THREADS)")
 _kernel_warmer: list[subprocess.Popen] = []
 
 
