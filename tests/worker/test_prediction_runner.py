@@ -153,6 +153,36 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
     assert 0.3 <= seconds.reading < 0.7 and 0.4 <= seconds.predicting < 0.7, seconds
 
 
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_chunk_goes_to_the_writer_once_the_next_batch_is_read(monkeypatch, stop: bool) -> None:  # noqa: ANN001
+    """So that its store overlaps the next batch's products, not that batch's read. The last
+    chunk goes when no batch is left; told to stop, the run still hands over the chunk it holds."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from worker import prediction_runner  # noqa: PLC0415
+
+    events: list[str] = []
+
+    def batches(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for first in range(4):
+            events.append(f"read {first}")
+            yield np.full((1, 6), first, np.float32)
+
+    monkeypatch.setattr(prediction_runner, "read_ahead", batches)
+    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"))
+    job = SimpleNamespace(rows_done=0, chunks_done=0, dataset_id="d")
+    control = SimpleNamespace(should_stop=lambda: stop and events[-1] == "put 1")
+    net = SimpleNamespace(predict=lambda X: X.reshape(len(X), -1)[:, :1])
+    done = prediction_runner._predict_chunks(SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=1), job,
+                                             control, (net, preprocessor(None), "npz", True), writer,
+                                             prediction_runner.PhaseSeconds())
+    if not stop:
+        assert (done, events) == (4, ["read 0", "read 1", "put 0", "read 2", "put 1", "read 3", "put 2", "put 3"])
+    else:  # told to stop once batch 2 is read: chunk 1 still handed over, batch 2 not predicted
+        assert (done, events) == (None, ["read 0", "read 1", "put 0", "read 2", "put 1"])
+
+
 def finishes(action, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
     """Whether `action()` returns within `timeout_s` (a put or close() waiting forever does not)."""
     import threading  # noqa: PLC0415
