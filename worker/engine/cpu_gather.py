@@ -154,7 +154,11 @@ def _pick_kernel() -> Any:
 def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out[:] = X[idx] for X of any rank (rows along axis 0), integer idx (m,) and out of shape
     (m, *X.shape[1:]); returns out. np.take unless both arrays are C-contiguous (a reshape
-    would copy them)."""
+    would copy them). Raises ValueError for any other out shape: the kernel copies X's row
+    length into each out row, and Numba does not check bounds."""
+    if out.shape != (idx.shape[0], *X.shape[1:]):
+        need = (idx.shape[0], *X.shape[1:])
+        raise ValueError(f"out has shape {out.shape}, the rows of X gathered by idx need {need}")
     if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
         return np.take(X, idx, axis=0, out=out)
     rows, batch, pair = X.reshape(X.shape[0], -1), out.reshape(idx.shape[0], -1), _pick_kernel()

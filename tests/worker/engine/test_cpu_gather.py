@@ -156,3 +156,15 @@ def test_the_parallel_gather_runs_from_four_threads_on_large_batches(rng, monkey
     finally:
         kernel_jit.use_threads(previous)
     np.testing.assert_array_equal(big, X[:big.shape[0]])
+
+
+@pytest.mark.parametrize("out_shape", [(2, 3), (3, 5), (2, 6), (2, 5, 1)], ids=["narrow", "rows", "wide", "rank"])
+def test_gather_refuses_an_out_of_another_shape(out_shape, rng):
+    """The kernel copies X's row length into each out row: a narrower out (here a view of a larger
+    buffer) would be written past, so no shape but (len(idx), *X.shape[1:]) is accepted."""
+    X = rng.standard_normal((4, 5)).astype(np.float32)
+    buffer = np.zeros(int(np.prod(out_shape)) + 8, np.float32)
+    out = buffer[:int(np.prod(out_shape))].reshape(out_shape)
+    with pytest.raises(ValueError, match=r"out has shape .* need \(2, 5\)"):
+        gather_rows(X, np.array([1, 0]), out)
+    assert not buffer.any()
