@@ -6,9 +6,6 @@ unreachable server makes them fail (the fixtures raise), never skip."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,13 +19,6 @@ from bps.db import dispose_all, make_engine
 from bps.models import Base
 
 ENV_FOR_MARKER = {"postgres": "BPS_TEST_DATABASE_URL", "redis": "BPS_TEST_BROKER_URL"}
-# Every CPU kernel in the orders the tests need them (workers: float32 serial; the engine's parity
-# tests, last: both dtypes, both variants), into Numba's on-disk cache.
-WARM_KERNELS = ("import numpy as np\nfrom worker.engine import cpu_kernels, kernel_jit\n"
-                "for dtype in (np.float32, np.float64):\n"
-                "    cpu_kernels.warm_up(dtype, threads=1)\n"
-                "    cpu_kernels.warm_up(dtype, threads=kernel_jit.PARALLEL_MIN_THREADS)")
-_kernel_warmer: list[subprocess.Popen] = []
 
 
 def _gpu_usable() -> bool:
@@ -43,24 +33,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests, worker subprocesses and the other core compete: one BLAS thread each is faster
     # for these small models than two threads waiting on each other.
     os.environ.setdefault("BPS_BLAS_THREADS", "1")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """On CI (a fresh clone, Numba's cache empty) the kernels compile, niced, in the background
-    while the first tests run on the other core; a test that needs a kernel before then compiles
-    it itself, as without this. Not off CI: in a warm checkout there is nothing to gain, and a
-    source edit would set it recompiling beside another run's measurements."""
-    if os.environ.get("CI"):
-        _kernel_warmer.append(subprocess.Popen(
-            [sys.executable, "-c", WARM_KERNELS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=lambda: os.nice(10)))  # noqa: PLW1509
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    for process in _kernel_warmer:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
