@@ -38,7 +38,6 @@ def test_rows_whose_sum_overflows_keep_their_values() -> None:
     np.testing.assert_array_equal(inputs, batch.reshape(4, 2, 3).astype(np.float64))
 
 
-
 def stored_npz(settings, tenant_id: str, X: np.ndarray, y: np.ndarray) -> str:  # noqa: ANN001
     from bps.datasets import create_dataset  # noqa: PLC0415
     from bps.db import session_scope  # noqa: PLC0415
@@ -121,37 +120,54 @@ def test_an_overflowing_row_is_refused_without_numpy_warnings() -> None:
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
 
 
-def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatch) -> None:  # noqa: ANN001
-    """PhaseSeconds: the time in the batches' reader goes to `reading`, chunk_outputs' to
-    `predicting`; each chunk still reaches the writer once, in order."""
-    import time  # noqa: PLC0415
+def predict_chunks(monkeypatch, batches, net, put, should_stop=lambda: False):  # noqa: ANN001, ANN201
+    """prediction_runner._predict_chunks over `batches` (read_ahead's stand-in) with `net`, for a
+    job with nothing stored yet, every chunk handed to `put`: (rows done, its PhaseSeconds)."""
     from types import SimpleNamespace  # noqa: PLC0415
 
     from worker import prediction_runner  # noqa: PLC0415
 
-    def slow_batches(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        for first in (0, 3):
-            time.sleep(0.15)
-            yield np.full((3, 6), first, np.float32)
-
-    class SlowNetwork:
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            time.sleep(0.2)
-            return X.reshape(len(X), -1)[:, :1]
-
-    monkeypatch.setattr(prediction_runner, "read_ahead", slow_batches)
-    puts = []
-    writer = SimpleNamespace(put=lambda seq, outputs, done: puts.append((seq, outputs[0, 0], done)))
+    monkeypatch.setattr(prediction_runner, "read_ahead", lambda *args, **kwargs: batches)
+    writer = SimpleNamespace(put=put)
     job = SimpleNamespace(rows_done=0, chunks_done=0, dataset_id="d")
-    control = SimpleNamespace(should_stop=lambda: False)
+    settings = SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=1)
     seconds = prediction_runner.PhaseSeconds()
-    done = prediction_runner._predict_chunks(SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=3), job,
-                                             control, (SlowNetwork(), preprocessor(None), "npz", True), writer, seconds)
-    assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
-    # neither holds the other's (0.3 s of reads, 0.4 s of forward passes: mixed, either would pass 0.7 s; the
-    # 0.3 s margins leave a loaded machine's overhead room)
-    assert 0.3 <= seconds.reading < 0.7 and 0.4 <= seconds.predicting < 0.7, seconds
+    done = prediction_runner._predict_chunks(settings, job, SimpleNamespace(should_stop=should_stop),
+                                             (net, preprocessor(None), "npz", True), writer, seconds)
+    return done, seconds
 
+
+def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatch) -> None:  # noqa: ANN001
+    """PhaseSeconds, on a fake clock that only the reads, forward passes and hand-overs move: the
+    reads (and the wait that finds no more rows) go to `reading`, chunk_outputs' to `predicting`,
+    a hand-over to the writer (a put that may wait for room) to neither; each chunk still reaches
+    the writer once, in order."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from worker import prediction_runner  # noqa: PLC0415
+
+    clock = [0.0]
+    monkeypatch.setattr(prediction_runner, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def batches():  # noqa: ANN202
+        for first in (0, 3):
+            clock[0] += 1.0
+            yield np.full((3, 6), first, np.float32)
+        clock[0] += 10.0  # finding that no rows are left
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        clock[0] += 100.0
+        return X.reshape(len(X), -1)[:, :1]
+
+    puts = []
+
+    def put(seq, outputs, done) -> None:  # noqa: ANN001
+        clock[0] += 1000.0
+        puts.append((seq, outputs[0, 0], done))
+
+    done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict), put)
+    assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
+    assert (seconds.reading, seconds.predicting) == (12.0, 200.0)
 
 
 @pytest.mark.parametrize("stop", [False, True])
@@ -160,23 +176,16 @@ def test_a_chunk_goes_to_the_writer_once_the_next_batch_is_read(monkeypatch, sto
     chunk goes when no batch is left; told to stop, the run still hands over the chunk it holds."""
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from worker import prediction_runner  # noqa: PLC0415
-
     events: list[str] = []
 
-    def batches(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def batches():  # noqa: ANN202
         for first in range(4):
             events.append(f"read {first}")
             yield np.full((1, 6), first, np.float32)
 
-    monkeypatch.setattr(prediction_runner, "read_ahead", batches)
-    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"))
-    job = SimpleNamespace(rows_done=0, chunks_done=0, dataset_id="d")
-    control = SimpleNamespace(should_stop=lambda: stop and events[-1] == "put 1")
     net = SimpleNamespace(predict=lambda X: X.reshape(len(X), -1)[:, :1])
-    done = prediction_runner._predict_chunks(SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=1), job,
-                                             control, (net, preprocessor(None), "npz", True), writer,
-                                             prediction_runner.PhaseSeconds())
+    done, _ = predict_chunks(monkeypatch, batches(), net, lambda seq, outputs, done: events.append(f"put {seq}"),
+                             should_stop=lambda: stop and events[-1] == "put 1")
     if not stop:
         assert (done, events) == (4, ["read 0", "read 1", "put 0", "read 2", "put 1", "read 3", "put 2", "put 3"])
     else:  # told to stop once batch 2 is read: chunk 1 still handed over, batch 2 not predicted
