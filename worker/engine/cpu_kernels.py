@@ -116,8 +116,9 @@ def sgd_step(p, g, buf, lr, mu, nesterov, bounds, squares, sums):  # noqa: ANN00
 
 def _run_step(pair, touched, sums, squares, *args):  # noqa: ANN001, ANN202
     """The serial step (one part) or the parallel one (a part per thread), by size."""
-    if sums.shape[1] != squares.shape[0]:  # Numba does not check bounds
-        raise ValueError(f"part sums for {sums.shape[1]} parameters, squares for {squares.shape[0]}")
+    n = args[-1].shape[0] - 1  # bounds: the parameters the kernels loop over; Numba does not check bounds
+    if not n == squares.shape[0] == sums.shape[1]:
+        raise ValueError(f"bounds for {n} parameters, squares for {squares.shape[0]}, part sums for {sums.shape[1]}")
     if kernel_jit.goes_parallel(touched):
         pair[1](*args, sums[:parallel_parts()], squares)
     else:

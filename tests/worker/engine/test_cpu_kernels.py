@@ -214,7 +214,8 @@ def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_stream
 
 def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_width():
     """The fused step's scratch is made once per optimizer, not per step; a buffer for another
-    parameter count is refused (Numba would write past it)."""
+    parameter count is refused, and so are bounds for more parameters than squares and part sums
+    hold (the kernels loop over the bounds; Numba would write past either)."""
     cfg = OPTIMIZER_SPECS["adam"].model_validate({"type": "adam", "learning_rate": 0.01}).model_dump()
     flat = np.zeros(6, np.float32)
     opt = make_optimizer(cfg, {"a": flat[:4], "b": flat[4:]}, flat=flat)
@@ -224,9 +225,12 @@ def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_wid
     opt.fused_step(np.ones(6, np.float32), 0.01, bounds, squares)
     assert opt._part_sums is kept and kept.shape[1] == 2
     np.testing.assert_array_equal(squares, [4.0, 2.0])
-    with pytest.raises(ValueError, match="part sums for 3 parameters"):
+    with pytest.raises(ValueError, match="part sums for 3$"):
         cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False, bounds,
                              squares, cpu_kernels.part_sums(3))
+    with pytest.raises(ValueError, match="bounds for 3 parameters, squares for 2"):
+        cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False,
+                             np.array([0, 2, 4, 6]), squares, cpu_kernels.part_sums(2))
 
 
 @pytest.mark.parametrize(("threads", "job_threads", "parallel"), [(2, 16, False), (4, 1, True), (None, 2, False),
