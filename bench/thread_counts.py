@@ -1,12 +1,12 @@
 """The thread counts the engine benchmarks compare: one thread, every core, and each side's
-defaults (ours: the worker policy, `worker.engine.threads.job_threads`, or BPS_BLAS_THREADS;
+defaults (ours: the worker policy, `worker.engine.threads.default_threads`;
 PyTorch: its own default, `torch.get_num_threads()` as it was before any benchmark set it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.engine.threads import available_cores, configured_threads, job_threads
+from worker.engine.threads import available_cores, default_threads
 
 DEFAULTS = None  # each side at its own default
 SERIAL = {"min_threads": 10**9}  # kernel_variants: every kernel's serial variant, whatever the thread count
@@ -27,7 +27,7 @@ def counts(requested: int | None, sweep: bool = False) -> list[int | None]:
 
 def ours(threads: int | None) -> int:
     """The count our engine runs with for `threads` (DEFAULTS: what a worker job would get)."""
-    return threads or configured_threads() or job_threads()
+    return threads or default_threads()
 
 
 def use_torch_threads(threads: int | None) -> int:

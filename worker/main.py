@@ -24,7 +24,7 @@ def prepare_engine(concurrency: int) -> None:
     from worker.engine import cpu_kernels, threads  # noqa: PLC0415
 
     threads.set_concurrency(concurrency)
-    cpu_kernels.warm_up(threads=threads.configured_threads() or threads.job_threads())
+    cpu_kernels.warm_up()  # for threads.default_threads(), which the concurrency just set divides
 
 
 def configure_worker_logging(settings: Settings, worker_name: str) -> None:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from bench import bench_mlp, thread_counts
+from worker.engine import threads as engine_threads
 
 
 def test_prints_the_ratios_and_the_blas_in_use(capsys):
@@ -78,7 +79,7 @@ def test_each_tenth_of_an_epoch_counts_its_best_run():
 
 def test_defaults_are_the_engine_policy_and_pytorchs_own(monkeypatch):
     monkeypatch.delenv("BPS_BLAS_THREADS", raising=False)
-    monkeypatch.setattr(thread_counts, "job_threads", lambda: 7)
+    monkeypatch.setattr(engine_threads, "job_threads", lambda: 7)
     assert thread_counts.ours(thread_counts.DEFAULTS) == 7 and thread_counts.ours(2) == 2
     monkeypatch.setenv("BPS_BLAS_THREADS", "3")
     assert thread_counts.ours(thread_counts.DEFAULTS) == 3

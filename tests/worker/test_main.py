@@ -16,7 +16,8 @@ def test_gpu_workers_never_fork(queues, concurrency, pool):
 
 def test_a_worker_gives_each_job_its_share_of_the_cores_and_warms_the_kernels(monkeypatch):
     warmed = []
-    monkeypatch.setattr(cpu_kernels, "warm_up", lambda threads: warmed.append(threads))
+    # what warm_up() compiles for: a worker job's count, as the concurrency just set makes it
+    monkeypatch.setattr(cpu_kernels, "warm_up", lambda: warmed.append(threads.default_threads()))
     monkeypatch.setattr(threads, "available_cores", lambda: 16)
     monkeypatch.delenv(threads.ENV, raising=False)
     try:

@@ -277,14 +277,14 @@ def relu_backward_bias(grad, a, grad_bias):  # noqa: ANN001, ANN201
 def warm_up(dtype: type = np.float32, threads: int | None = None) -> None:
     """Compiles, or loads from Numba's disk cache, every kernel for `dtype`: the serial variants,
     and the parallel ones only where a job's budget of `threads` runs them (kernel_jit.parallel_at;
-    None: a worker job's count, BPS_BLAS_THREADS or the cores' share). Below
+    None: a worker job's count, threads.default_threads). Below
     PARALLEL_MIN_THREADS they never run, and compiling them cold takes tens of seconds. Workers
     call it at start, so that a first job does not wait for the compiler."""
     from worker.engine import cpu_conv, cpu_gather, cpu_recurrent, spin  # noqa: PLC0415
     from worker.engine import threads as thread_policy  # noqa: PLC0415
 
     if threads is None:
-        threads = thread_policy.configured_threads() or thread_policy.job_threads()
+        threads = thread_policy.default_threads()
     parallel = kernel_jit.parallel_at(threads)
     spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
     cpu_gather.warm_up(dtype, parallel)  # the fit loop's batch gather

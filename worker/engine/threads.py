@@ -58,6 +58,11 @@ def job_threads() -> int:
     return max(1, available_cores() // _jobs_at_once)
 
 
+def default_threads() -> int:
+    """The count a worker job runs with unless told otherwise: BPS_BLAS_THREADS, else its share."""
+    return configured_threads() or job_threads()
+
+
 @contextmanager
 def thread_budget(threads: int, kernels: bool) -> Iterator[None]:
     """OpenBLAS limited to `threads`, and (`kernels`: training on NumPy) the fused CPU

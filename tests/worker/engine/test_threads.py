@@ -40,6 +40,15 @@ def test_blas_threads_variable_overrides_and_must_be_positive(monkeypatch):
         threads.configured_threads()
 
 
+def test_a_jobs_default_count_is_the_variable_else_its_share(sixteen_cores, monkeypatch):
+    """The count the worker's warm-up and the benches' defaults use."""
+    threads.set_concurrency(4)
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.default_threads() == 3
+    monkeypatch.delenv(threads.ENV)
+    assert threads.default_threads() == 4
+
+
 def test_available_cores_is_this_process_affinity():
     assert threads.available_cores() == len(os.sched_getaffinity(0))
 
