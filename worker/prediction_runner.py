@@ -180,6 +180,13 @@ class ChunkWriter(threading.Thread):
         self.check()
         self.pending.put((seq, outputs, rows_done))
 
+    def put_unless_failed(self, seq: int, outputs: np.ndarray, rows_done: int) -> None:
+        """put() for a run already failing with an error of its own, which this never replaces:
+        a failed or lost writer is not given the chunk (one that fails after this check takes
+        it off unstored, as run() does)."""
+        if self.failure is None and not self.lost:
+            self.pending.put((seq, outputs, rows_done))
+
     def close(self) -> None:
         """Waits until every chunk put is stored (or refused)."""
         self.pending.put(None)
@@ -218,18 +225,24 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
     held = None  # the last chunk for the writer, handed over once the next batch is read
     asked = time.perf_counter()
-    for seq, batch in enumerate(batches, start=job.chunks_done):
-        seconds.reading += time.perf_counter() - asked
+    try:
+        for seq, batch in enumerate(batches, start=job.chunks_done):
+            seconds.reading += time.perf_counter() - asked
+            if held is not None:
+                writer.put(*held)
+                held = None
+            if control.should_stop():
+                return None
+            started = time.perf_counter()
+            outputs = chunk_outputs(net, prep, batch, done, finite)
+            seconds.predicting += time.perf_counter() - started
+            done += len(outputs)
+            held = (seq, outputs, done)
+            asked = time.perf_counter()
+    except BaseException:  # a read failed: the chunk held is stored still, a retry reads on after it
         if held is not None:
-            writer.put(*held)
-        if control.should_stop():
-            return None
-        started = time.perf_counter()
-        outputs = chunk_outputs(net, prep, batch, done, finite)
-        seconds.predicting += time.perf_counter() - started
-        done += len(outputs)
-        held = (seq, outputs, done)
-        asked = time.perf_counter()
+            writer.put_unless_failed(*held)
+        raise
     seconds.reading += time.perf_counter() - asked  # the wait that found no more rows
     if held is not None:
         writer.put(*held)

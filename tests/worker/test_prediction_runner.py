@@ -120,15 +120,14 @@ def test_an_overflowing_row_is_refused_without_numpy_warnings() -> None:
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
 
 
-def predict_chunks(monkeypatch, batches, net, put, should_stop=lambda: False):  # noqa: ANN001, ANN201
+def predict_chunks(monkeypatch, batches, net, writer, should_stop=lambda: False):  # noqa: ANN001, ANN201
     """prediction_runner._predict_chunks over `batches` (read_ahead's stand-in) with `net`, for a
-    job with nothing stored yet, every chunk handed to `put`: (rows done, its PhaseSeconds)."""
+    job with nothing stored yet, every chunk handed to `writer`: (rows done, its PhaseSeconds)."""
     from types import SimpleNamespace  # noqa: PLC0415
 
     from worker import prediction_runner  # noqa: PLC0415
 
     monkeypatch.setattr(prediction_runner, "read_ahead", lambda *args, **kwargs: batches)
-    writer = SimpleNamespace(put=put)
     job = SimpleNamespace(rows_done=0, chunks_done=0, dataset_id="d")
     settings = SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=1)
     seconds = prediction_runner.PhaseSeconds()
@@ -165,7 +164,7 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
         clock[0] += 1000.0
         puts.append((seq, outputs[0, 0], done))
 
-    done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict), put)
+    done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict), SimpleNamespace(put=put))
     assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
     assert (seconds.reading, seconds.predicting) == (12.0, 200.0)
 
@@ -184,12 +183,38 @@ def test_a_chunk_goes_to_the_writer_once_the_next_batch_is_read(monkeypatch, sto
             yield np.full((1, 6), first, np.float32)
 
     net = SimpleNamespace(predict=lambda X: X.reshape(len(X), -1)[:, :1])
-    done, _ = predict_chunks(monkeypatch, batches(), net, lambda seq, outputs, done: events.append(f"put {seq}"),
-                             should_stop=lambda: stop and events[-1] == "put 1")
+    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"))
+    done, _ = predict_chunks(monkeypatch, batches(), net, writer, should_stop=lambda: stop and events[-1] == "put 1")
     if not stop:
         assert (done, events) == (4, ["read 0", "read 1", "put 0", "read 2", "put 1", "read 3", "put 2", "put 3"])
     else:  # told to stop once batch 2 is read: chunk 1 still handed over, batch 2 not predicted
         assert (done, events) == (None, ["read 0", "read 1", "put 0", "read 2", "put 1"])
+
+
+@pytest.mark.parametrize("writer_failed", [False, True])
+def test_a_read_that_fails_still_hands_over_the_chunk_held(monkeypatch, writer_failed: bool) -> None:  # noqa: ANN001
+    """The read after the first batch raises: the first chunk is stored all the same (a retry
+    reads on after it, none recomputed), then the read's error goes on. A writer that has failed
+    already is not given it, and the read's error is still the one raised."""
+    import contextlib  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    def batches():  # noqa: ANN202
+        yield np.full((3, 6), 1.0, np.float32)
+        raise OSError("dataset chunk unreadable")
+
+    stored = []
+    writer = chunk_writer(monkeypatch, lambda _settings: contextlib.nullcontext("connection"),
+                          lambda _c, _j, seq, outputs, rows_done: stored.append((seq, outputs[0, 0], rows_done)) or True)
+    if writer_failed:
+        writer.failure = RuntimeError("store failed")
+    net = SimpleNamespace(predict=lambda X: X.reshape(len(X), -1)[:, :1])
+    try:
+        with pytest.raises(OSError, match="unreadable"):
+            predict_chunks(monkeypatch, batches(), net, writer)
+    finally:
+        assert finishes(writer.close)
+    assert stored == ([] if writer_failed else [(0, 1.0, 3)])
 
 
 def finishes(action, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
