@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 _lock = threading.Lock()
 # One sessionmaker (and its Engine) per URL, extra SQLite pragmas and process.
 _factories: dict[tuple[str, tuple[str, ...], int], sessionmaker[Session]] = {}
+_process_id = os.getpid  # the cache key's process (a test patches this, not os.getpid for everyone)
 # A new SQLite file's page size. A dataset chunk is a chain of overflow pages that SQLite reads
 # with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
 # (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
@@ -66,7 +67,7 @@ def session_factory(url: str) -> sessionmaker[Session]:
 def _cached_factory(url: str, sqlite_pragmas: tuple[str, ...]) -> sessionmaker[Session]:
     if not url.startswith("sqlite"):
         sqlite_pragmas = ()  # other databases ignore them: one engine per URL
-    key = (url, sqlite_pragmas, os.getpid())
+    key = (url, sqlite_pragmas, _process_id())
     with _lock:
         factory = _factories.get(key)
         if factory is None:

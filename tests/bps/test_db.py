@@ -55,7 +55,7 @@ def test_one_engine_per_url_pragmas_and_process(tmp_path, monkeypatch) -> None: 
         assert shared is db.session_factory(url).kw["bind"] is db.engine(url) is not writer
         assert writer is db.engine(url, ("wal_autocheckpoint=0",))
         assert db.engine(postgres, ("wal_autocheckpoint=0",)) is db.engine(postgres)  # no connection made
-        monkeypatch.setattr(db.os, "getpid", lambda: -1)
+        monkeypatch.setattr(db, "_process_id", lambda: -1)
         assert db.engine(url) is not shared
     finally:
         monkeypatch.undo()
