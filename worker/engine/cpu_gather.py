@@ -169,12 +169,11 @@ def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def warm_up(dtype: type = np.float32, parallel: bool = True) -> None:
-    """Compiles, or loads from Numba's disk cache, the gather for `dtype` rows and for int64
-    class labels (cpu_kernels.warm_up), its parallel variant too unless `parallel` is false."""
+def warm_up(dtype: type = np.float32, variants: int = 2) -> None:
+    """Compiles, or loads from Numba's disk cache, the serial (and with variants=2 the parallel)
+    gather for `dtype` rows and for int64 class labels (see cpu_kernels.warm_up)."""
     pair = _pick_kernel()
     for kind in (dtype, np.int64):
         rows = np.zeros((2, 3), kind)
-        pair[0](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 1)
-        if parallel:
-            pair[1](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, 2)
+        for k in range(variants):
+            pair[k](rows, np.array([1, 0]), np.empty_like(rows), ROWS_AHEAD, k + 1)  # parts: 1 serial, 2 parallel

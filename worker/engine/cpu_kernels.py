@@ -285,10 +285,9 @@ def warm_up(dtype: type = np.float32, threads: int | None = None) -> None:
 
     if threads is None:
         threads = thread_policy.default_threads()
-    parallel = kernel_jit.parallel_at(threads)
+    variants = 2 if kernel_jit.parallel_at(threads) else 1
     spin.warm_up()  # the batch split's hand-off, used by conv2d, maxpool2d and the recurrent loops
-    cpu_gather.warm_up(dtype, parallel)  # the fit loop's batch gather
-    variants = 2 if parallel else 1
+    cpu_gather.warm_up(dtype, variants)  # the fit loop's batch gather
     one, bounds, squares, sums = np.ones(2, dtype), np.array([0, 2]), np.empty(1), np.empty((2, 1))
     pair, scalar = np.array([0.9, 0.1], dtype), dtype(0.5)
     logits, labels = np.ones((2, 2), dtype), np.zeros(2, np.int64)

@@ -168,3 +168,13 @@ def test_gather_refuses_an_out_of_another_shape(out_shape, rng):
     with pytest.raises(ValueError, match=r"out has shape .* need \(2, 5\)"):
         gather_rows(X, np.array([1, 0]), out)
     assert not buffer.any()
+
+
+@pytest.mark.parametrize("variants", [1, 2])
+def test_warm_up_runs_the_serial_gather_and_with_two_variants_the_parallel_one(variants, monkeypatch):
+    """As cpu_conv's and cpu_recurrent's warm_up: `variants` counts the (serial, parallel) pair."""
+    ran = []
+    monkeypatch.setitem(cpu_gather._chosen, "kernel", tuple(
+        lambda rows, *_, k=k: ran.append((k, rows.dtype)) for k in (0, 1)))
+    cpu_gather.warm_up(np.float64, variants)
+    assert ran == [(k, np.dtype(kind)) for kind in (np.float64, np.int64) for k in range(variants)]

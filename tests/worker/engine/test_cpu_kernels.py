@@ -249,8 +249,9 @@ def test_warm_up_compiles_the_parallel_variants_only_for_a_budget_that_runs_them
     for name in ("_SGD", "_ADAM", "_SOFTMAX_SHIFT", "_SOFTMAX_FINISH", "_BIAS_RELU", "_RELU_BACKWARD_BIAS"):
         monkeypatch.setattr(cpu_kernels, name, tuple(lambda *_, k=k: called.add(k) for k in (0, 1)))
     monkeypatch.setattr(spin, "warm_up", lambda: None)
-    monkeypatch.setattr(cpu_gather, "warm_up", lambda _dtype, on: called.add(("gather", on)))
-    for module in (cpu_conv, cpu_recurrent):
-        monkeypatch.setattr(module, "warm_up", lambda _dtype, variants: called.add(("variants", variants)))
+    modules = (cpu_gather, cpu_conv, cpu_recurrent)
+    for module in modules:
+        monkeypatch.setattr(module, "warm_up", lambda _dtype, variants, m=module: called.add((m, variants)))
     cpu_kernels.warm_up(np.float32, threads)
-    assert called == ({0, 1, ("gather", True), ("variants", 2)} if parallel else {0, ("gather", False), ("variants", 1)})
+    variants = 2 if parallel else 1
+    assert called == {*range(variants), *((module, variants) for module in modules)}
