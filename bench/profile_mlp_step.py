@@ -6,7 +6,7 @@ step of the engine's own fit loop on the bench_mlp workload, beside the GEMM flo
 
 Not run by `make bench` (it reaches into the loop's internals, worker.engine.training._Loop,
 to time each phase); it tells where to look when engine / floor is above its target. The
-optimizer step and the gradient norms are one fused pass (cpu_kernels), timed together. The
+optimizer step and the gradient norms are one fused pass (cpu_optimizer_steps), timed together. The
 threads are a fit's budget (threads.thread_budget: OpenBLAS and the fused kernels); `--kernels
 serial` or `parallel` forces the kernels' variant whatever the count (kernel_jit.variant;
 `parallel` also gives the dense passes the general size threshold, as before DENSE_PARALLEL_MIN);

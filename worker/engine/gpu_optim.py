@@ -6,7 +6,7 @@ parameter's squared gradient norm in the same pass (gpu_kernels for the dense st
     finish_norms(squares, norms)                           # norms += sqrt(squares); squares = 0
 
 The flat buffer is cut into CHUNK-element pieces that never straddle two parameters (as
-cpu_kernels does); one block per piece adds its sum of g**2 to its parameter's slot. Rules:
+cpu_optimizer_steps does); one block per piece adds its sum of g**2 to its parameter's slot. Rules:
 PyTorch's SGD (momentum, Nesterov), Adam, AdamW, RMSprop, Adagrad, exactly as optimizers.py,
 which stays the reference (`reference_step`). With gradient clipping a first launch sums the
 squares, the update launch scales g by min(clip / (norm + 1e-6), 1) read from them: both on

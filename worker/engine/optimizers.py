@@ -24,14 +24,14 @@ from worker.engine.backend import to_device, to_numpy
 
 class Optimizer:
     slots: tuple[str, ...] = ()
-    fusable = False  # has a one-pass CPU kernel (cpu_kernels) for `fused_step`
+    fusable = False  # has a one-pass CPU kernel (cpu_optimizer_steps) for `fused_step`
 
     def __init__(self, cfg: dict[str, Any], params: dict[str, Any], flat: Any = None) -> None:
         self.cfg = cfg
         self.params = params
         self.flat = flat
         self.t = 0
-        self._part_sums: np.ndarray | None = None  # fused_step's scratch (cpu_kernels.part_sums)
+        self._part_sums: np.ndarray | None = None  # fused_step's scratch (cpu_optimizer_steps.part_sums)
         self.flat_state = {slot: flat * 0 for slot in self.slots} if flat is not None else {}
         self.state = {slot: self._slot_views(slot) for slot in self.slots}
 
@@ -60,12 +60,12 @@ class Optimizer:
         """The same step as `step(None, lr, flat_grads)` in one pass over memory (flat mode, NumPy),
         also writing each parameter's sum of squared gradients (before the step) into `squares`;
         `bounds` (n+1,) are the parameters' [start, end) offsets in the flat layout."""
-        from worker.engine import cpu_kernels  # noqa: PLC0415  (Numba: only where training runs)
+        from worker.engine import cpu_optimizer_steps  # noqa: PLC0415  (Numba: only where training runs)
 
         self.t += 1
         if self._part_sums is None or self._part_sums.shape[1] != squares.shape[0]:
-            self._part_sums = cpu_kernels.part_sums(squares.shape[0])
-        self._fused(cpu_kernels, flat_grads, self.flat.dtype.type, lr, bounds, squares, self._part_sums)
+            self._part_sums = cpu_optimizer_steps.part_sums(squares.shape[0])
+        self._fused(cpu_optimizer_steps, flat_grads, self.flat.dtype.type, lr, bounds, squares, self._part_sums)
 
     def _fused(self, kernels: Any, g: np.ndarray, dt: Any, lr: float, bounds: np.ndarray, squares: np.ndarray,
                sums: np.ndarray) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from worker.engine import cpu_kernels
+from worker.engine import cpu_optimizer_steps as steps
 from worker.engine.losses import get_loss
 from worker.engine.optimizers import make_optimizer
 from tests.worker.engine.test_optimizers import CASES
@@ -78,8 +79,8 @@ def test_softmax_cross_entropy_lets_nan_and_inf_reach_the_loss():
 def test_sgd_kernel_lets_nan_reach_the_parameters():
     p, buf, squares = np.ones(4, np.float32), np.zeros(4, np.float32), np.empty(1)
     g = np.array([1, np.nan, 1, 1], np.float32)
-    cpu_kernels.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares,
-                         cpu_kernels.part_sums(1))
+    steps.sgd_step(p, g, buf, np.float32(0.1), np.float32(0.9), False, np.array([0, 4]), squares,
+                   steps.part_sums(1))
     assert np.isnan(squares[0]) and np.isnan(p[1]) and p[0] == pytest.approx(0.9)
 
 
@@ -171,10 +172,10 @@ def test_parallel_step_equals_the_serial_one(kind, parts, dtype):
             sums = np.full((cut, bounds.size - 1), np.nan)
             if kind == "adam":
                 pair = np.array([0.9, 0.1], dtype)
-                cpu_kernels._ADAM[k](*state[:1], g, *state[1:], d(0.99), pair, pair, d(0.01), d(1.2), d(1e-8), bounds,
-                                     sums, squares)
+                steps._ADAM[k](*state[:1], g, *state[1:], d(0.99), pair, pair, d(0.01), d(1.2), d(1e-8), bounds,
+                               sums, squares)
             else:
-                cpu_kernels._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, sums, squares)
+                steps._SGD[k](state[0], g, state[1], d(0.01), d(0.9), kind == "nesterov", bounds, sums, squares)
             runs[name] = state, squares
     finally:
         kernel_jit.use_threads(previous)
@@ -193,8 +194,8 @@ def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_stream
     monkeypatch.setattr(kernel_jit, "PARALLEL_MIN", 3_000)
     monkeypatch.setattr(kernel_jit, "PARALLEL_MIN_THREADS", 4)
     calls = []
-    name, pair = ("_SGD", cpu_kernels._SGD) if kind == "sgd" else ("_ADAM", cpu_kernels._ADAM)
-    monkeypatch.setattr(cpu_kernels, name, tuple(
+    name, pair = ("_SGD", steps._SGD) if kind == "sgd" else ("_ADAM", steps._ADAM)
+    monkeypatch.setattr(steps, name, tuple(
         lambda *args, k=k, kernel=kernel: (calls.append(k), kernel(*args)) for k, kernel in enumerate(pair)))
     bounds, (p, g, m, v) = _step_arrays(np.float32, [999, 1])
     one, pair_ = np.float32(0.5), np.array([0.9, 0.1], np.float32)
@@ -203,10 +204,10 @@ def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_stream
         for threads in (2, 4):
             kernel_jit.use_threads(threads)
             if kind == "sgd":
-                cpu_kernels.sgd_step(p, g, m, one, one, False, bounds, np.empty(2), cpu_kernels.part_sums(2))
+                steps.sgd_step(p, g, m, one, one, False, bounds, np.empty(2), steps.part_sums(2))
             else:
-                cpu_kernels.adam_step(p, g, m, v, one, pair_, pair_, one, one, one, bounds, np.empty(2),
-                                      cpu_kernels.part_sums(2))
+                steps.adam_step(p, g, m, v, one, pair_, pair_, one, one, one, bounds, np.empty(2),
+                                steps.part_sums(2))
     finally:
         kernel_jit.use_threads(previous)
     assert calls == [0, 1]
@@ -226,11 +227,11 @@ def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_wid
     assert opt._part_sums is kept and kept.shape[1] == 2
     np.testing.assert_array_equal(squares, [4.0, 2.0])
     with pytest.raises(ValueError, match="part sums for 3$"):
-        cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False, bounds,
-                             squares, cpu_kernels.part_sums(3))
+        steps.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False, bounds,
+                       squares, steps.part_sums(3))
     with pytest.raises(ValueError, match="bounds for 3 parameters, squares for 2"):
-        cpu_kernels.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False,
-                             np.array([0, 2, 4, 6]), squares, cpu_kernels.part_sums(2))
+        steps.sgd_step(flat, np.ones(6, np.float32), flat.copy(), np.float32(0.1), np.float32(0), False,
+                       np.array([0, 2, 4, 6]), squares, steps.part_sums(2))
 
 
 @pytest.mark.parametrize(("threads", "job_threads", "parallel"), [(2, 16, False), (4, 1, True), (None, 2, False),
@@ -246,10 +247,10 @@ def test_warm_up_compiles_the_parallel_variants_only_for_a_budget_that_runs_them
     monkeypatch.setattr(thread_policy, "configured_threads", lambda: None)
     monkeypatch.setattr(thread_policy, "job_threads", lambda: job_threads)
     called = set()
-    for name in ("_SGD", "_ADAM", "_SOFTMAX_SHIFT", "_SOFTMAX_FINISH", "_BIAS_RELU", "_RELU_BACKWARD_BIAS"):
+    for name in ("_SOFTMAX_SHIFT", "_SOFTMAX_FINISH", "_BIAS_RELU", "_RELU_BACKWARD_BIAS"):
         monkeypatch.setattr(cpu_kernels, name, tuple(lambda *_, k=k: called.add(k) for k in (0, 1)))
     monkeypatch.setattr(spin, "warm_up", lambda: None)
-    modules = (cpu_gather, cpu_conv, cpu_recurrent)
+    modules = (cpu_gather, steps, cpu_conv, cpu_recurrent)
     for module in modules:
         monkeypatch.setattr(module, "warm_up", lambda _dtype, variants, m=module: called.add((m, variants)))
     cpu_kernels.warm_up(np.float32, threads)
