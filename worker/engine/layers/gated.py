@@ -111,34 +111,34 @@ class LSTM(_Recurrent):
         """Each part's whole loop in one kernel call (cpu_recurrent.lstm_forward, adding the bias)."""
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-        hs, cs, tanh_c, _, w_hh_t, parts, gemm = self._loop
+        loop = self._loop
         batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
-            gemm, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi), parts)
-        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
-        return hs
+            loop.gemm, proj, bias, loop.w_hh_t, loop.hs, loop.cs, loop.tanh_c, lo, hi), loop.parts)
+        self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c
+        return loop.hs
 
     def _steps(self, proj: Any) -> Any:
         """The per-step loop over proj, its bias added (the arrays as _prepare_loop made them)."""
         steps, n, gh = proj.shape
         u = self.units
-        hs, cs, tanh_c, _, w_hh_t, parts, _ = self._loop
+        loop = self._loop
 
         def rows(lo: int, hi: int, part: int) -> None:
             tmp, cell = self.scratch(f"tmp{part}", (hi - lo, gh)), self._cell(part, hi - lo)
-            h, c, tc = hs[:, lo:hi], cs[:, lo:hi], tanh_c[:, lo:hi]
+            h, c, tc = loop.hs[:, lo:hi], loop.cs[:, lo:hi], loop.tanh_c[:, lo:hi]
             for t in range(steps):
                 g = proj[t, lo:hi]  # becomes the activated gates (i, f, o, g) of step t, kept for backward
                 if t:
-                    np.matmul(h[t], w_hh_t, out=tmp)
+                    np.matmul(h[t], loop.w_hh_t, out=tmp)
                     g += tmp
                 np.tanh(g, out=g)
                 cell(g, c[t], c[t + 1])
                 np.tanh(c[t + 1], out=tc[t])
                 np.multiply(g[:, 2 * u:3 * u], tc[t], out=h[t + 1])
 
-        batch_split.run(n, rows, parts)
-        self._gates, self._cs, self._tanh_c = proj, cs, tanh_c
-        return hs
+        batch_split.run(n, rows, loop.parts)
+        self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c
+        return loop.hs
 
     def _fused_gemm(self, part_rows: int, *operands: Any) -> Any:
         """cpu_recurrent.fused_gemm in training for a loop whose parts have part_rows rows, given
