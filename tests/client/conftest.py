@@ -1,7 +1,8 @@
 """The client's tests run against real `bps api` and `bps worker` processes on the embedded
 topology (SQLite file, the serverless broker), started once for the package (each start and
-stop took 4-5 s, seven modules use it): the tests find their own items by id and cancel the long
-jobs they submit; MAX_PREDICTION_ROWS is small so that file predictions must be chunked."""
+stop took 4-5 s, six modules use it): the tests find their own items by id, and cancel the long
+jobs they submit and wait for them to end (cancel_and_wait); MAX_PREDICTION_ROWS is small so that
+file predictions must be chunked."""
 from __future__ import annotations
 
 import os
@@ -31,6 +32,17 @@ def mock_client(handler, **kwargs):  # noqa: ANN001, ANN003, ANN201
 
     transport = httpx.MockTransport(handler)
     return Client("http://bps.test", "k", http=httpx.Client(base_url="http://bps.test", transport=transport), **kwargs)
+
+
+def cancel_and_wait(client, job_id: str) -> None:  # noqa: ANN001
+    """Cancels a long job and waits until it has ended cancelled: a running job writes its partial
+    model as it stops, which must not appear in the middle of a later test's listings."""
+    from bps_client import JobFailed
+
+    client.cancel(job_id)
+    with pytest.raises(JobFailed) as ended:
+        client.wait(job_id, timeout=60, poll_interval=0.1)
+    assert ended.value.status == "cancelled", ended.value
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bps_client import ApiError, Client, JobFailed
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, cancel_and_wait, mock_client
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_wait_gives_up_at_its_timeout_on_the_stream_and_when_polling(client, tra
             assert time.monotonic() - start < 10, label
             monkeypatch.setattr(client, "events", no_stream)
     finally:
-        client.cancel(job["id"])
+        cancel_and_wait(client, job["id"])
 
 
 def test_a_diverging_job_raises_jobfailed_with_its_error(client, trained):

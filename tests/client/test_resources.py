@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bps_client import ApiError, Client, PredictionFailed
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, cancel_and_wait, mock_client
 
 pytestmark = pytest.mark.slow
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -200,7 +200,7 @@ def test_deleting_a_running_job_is_a_409_carrying_the_servers_problem(client, tr
             client.delete_job(job["id"])
         assert conflict.value.status == 409 and "cancel it first" in str(conflict.value)
     finally:
-        client.cancel(job["id"])
+        cancel_and_wait(client, job["id"])
 
 
 def test_a_download_cut_off_midway_leaves_no_file(tmp_path):
