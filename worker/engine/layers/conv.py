@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.engine import batch_split
 from worker.engine.activations import get_activation, initial_weight
 from worker.engine.backend import to_device
 from worker.engine.cpu_blas import SMALL_GEMM
@@ -169,7 +170,7 @@ class Conv2D(Layer):
         return self.activation is not None and self.activation.name == "relu"
 
     def _forward_kernels(self, x: np.ndarray) -> np.ndarray:
-        from worker.engine import batch_split, cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
+        from worker.engine import cpu_conv  # noqa: PLC0415  (Numba: only where training runs)
 
         weight, bias = self.params[self.name("weight")], self.params[self.name("bias")]
         n, (_, ho, wo), f = x.shape[0], self.out_shape, self.filters
@@ -204,8 +205,6 @@ class Conv2D(Layer):
     def _run_parts(self, n: int, rows: Any, *zeroed: np.ndarray) -> None:
         """rows(lo, hi, part) on the batch's parts at once (batch_split, the forward's parts);
         an empty batch runs none (sample_groups needs a sample) and sets `zeroed` to 0 instead."""
-        from worker.engine import batch_split  # noqa: PLC0415
-
         if n == 0:
             for array in zeroed:
                 array[...] = 0
