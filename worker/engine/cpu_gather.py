@@ -162,10 +162,8 @@ def gather_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     if not (X.flags.c_contiguous and out.flags.c_contiguous) or X.ndim == 0:
         return np.take(X, idx, axis=0, out=out)
     rows, batch, pair = X.reshape(X.shape[0], -1), out.reshape(idx.shape[0], -1), _pick_kernel()
-    if kernel_jit.goes_parallel(out.size):
-        pair[1](rows, idx, batch, ROWS_AHEAD, kernel_jit.parallel_parts())
-    else:
-        pair[0](rows, idx, batch, ROWS_AHEAD, 1)
+    kernel, parts = kernel_jit.variant_parts(pair, out.size)
+    kernel(rows, idx, batch, ROWS_AHEAD, parts)
     return out
 
 

@@ -5,7 +5,7 @@ used on CuPy) that is four to ten full passes over memory plus the gradient-norm
 one pass that also sums each parameter's squared gradient. Results equal the NumPy formulation up
 to rounding order: sums are reassociated for SIMD, multiply-adds may fuse.
 
-Each step runs a serial or a parallel compilation (kernel_jit.variant, by size): the parallel
+Each step runs a serial or a parallel compilation (kernel_jit.variant_parts, by size): the parallel
 one cuts the flat buffer into one equal part per thread (each parameter's squared-norm sum then
 adds its pieces' partial sums, in float64). The step's size is every element it streams
 (parameters times 3 for SGD with momentum, 4 for Adam), so bench_mlp's 235,146 parameters take
@@ -25,7 +25,7 @@ from numba import prange
 
 from worker.engine import kernel_jit
 from worker.engine.kernel_jit import jit as _jit
-from worker.engine.kernel_jit import jit_pair, parallel_parts
+from worker.engine.kernel_jit import jit_pair
 
 __all__ = ["adam_step", "part_sums", "sgd_step", "warm_up"]
 
@@ -110,10 +110,8 @@ def _run_step(pair, touched, *args):  # noqa: ANN001, ANN202
     n = bounds.shape[0] - 1  # the parameters the kernels loop over; Numba does not check bounds
     if not n == squares.shape[0] == sums.shape[1]:
         raise ValueError(f"bounds for {n} parameters, squares for {squares.shape[0]}, part sums for {sums.shape[1]}")
-    if kernel_jit.goes_parallel(touched):
-        pair[1](*head, bounds, sums[:parallel_parts()], squares)
-    else:
-        pair[0](*head, bounds, sums[:1], squares)
+    kernel, parts = kernel_jit.variant_parts(pair, touched)
+    kernel(*head, bounds, sums[:parts], squares)
 
 
 @_jit

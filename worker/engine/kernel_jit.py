@@ -107,6 +107,12 @@ def variant(pair: tuple[Any, Any], size: int, minimum: int | None = None) -> Any
     return pair[1] if goes_parallel(size, minimum) else pair[0]
 
 
+def variant_parts(pair: tuple[Any, Any], size: int) -> tuple[Any, int]:
+    """(kernel, parts): the parallel variant and a part per thread where goes_parallel(size),
+    else the serial one and one part."""
+    return (pair[1], parallel_parts()) if goes_parallel(size) else (pair[0], 1)
+
+
 def parallel_parts() -> int:
     """How many threads a parallel variant runs on now: the budget, at most Numba's pool."""
     return max(1, min(_state["threads"], numba.config.NUMBA_NUM_THREADS))

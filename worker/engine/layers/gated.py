@@ -92,7 +92,7 @@ class LSTM(_Recurrent):
         w_hh, w_hh_t = self.scratch("w_hh", (4 * u, u)), self.scratch("w_hh_t", (u, 4 * u))
         np.take(self._p("weight_hh_l0"), self._order, axis=0, out=w_hh, mode="clip")  # clip: unbuffered
         np.copyto(w_hh_t, w_hh.T)
-        w_hh_t[:, :3 * u] *= 0.5
+        self._halved(w_hh_t.T)  # a view: the sigmoid gates' columns halved in place
         return w_hh, w_hh_t
 
     def _prepare_loop(self, proj: Any) -> bool:
@@ -106,6 +106,7 @@ class LSTM(_Recurrent):
         parts = _parts(self, n)
         gemm = self._fused_gemm(n // parts, proj, w_hh_t, hs)
         self._loop = _Loop(hs, cs, self.scratch("tanh_c", (steps, n, u)), w_hh, w_hh_t, parts, gemm)
+        self._gates, self._cs, self._tanh_c = proj, cs, self._loop.tanh_c  # what the backward reads
         return gemm is not None
 
     def _fused_steps(self, proj: Any, bias: Any) -> Any:
@@ -115,7 +116,6 @@ class LSTM(_Recurrent):
         loop = self._loop
         batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
             loop.gemm, proj, bias, loop.w_hh_t, loop.hs, loop.cs, loop.tanh_c, lo, hi), loop.parts)
-        self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c
         return loop.hs
 
     def _steps(self, proj: Any) -> Any:
@@ -138,7 +138,6 @@ class LSTM(_Recurrent):
                 np.multiply(g[:, 2 * u:3 * u], tc[t], out=h[t + 1])
 
         batch_split.run(n, rows, loop.parts)
-        self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c
         return loop.hs
 
     def _fused_gemm(self, part_rows: int, *operands: Any) -> Any:
