@@ -59,12 +59,9 @@ def configure_sqlite(dbapi_conn: Any, extra: tuple[str, ...] = ()) -> None:
     cursor.close()
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    """One sessionmaker per URL and process (engines must not cross a fork)."""
-    return _cached_factory(url, ())
-
-
-def _cached_factory(url: str, sqlite_pragmas: tuple[str, ...]) -> sessionmaker[Session]:
+def session_factory(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> sessionmaker[Session]:
+    """One sessionmaker per URL, extra SQLite pragmas (engine()) and process (engines must not
+    cross a fork)."""
     if not url.startswith("sqlite"):
         sqlite_pragmas = ()  # other databases ignore them: one engine per URL
     key = (url, sqlite_pragmas, _process_id())
@@ -93,7 +90,7 @@ def engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
     """The Engine behind session_factory(url). With `sqlite_pragmas` on SQLite: an Engine of its
     own, one per URL, pragmas and process, whose every new connection (a reconnect too) runs
     them, so that the shared pool's connections never get them; other databases ignore them."""
-    return _cached_factory(url, sqlite_pragmas).kw["bind"]
+    return session_factory(url, sqlite_pragmas).kw["bind"]
 
 
 def connection_scope(url: str) -> contextlib.AbstractContextManager[Connection]:
