@@ -27,14 +27,12 @@ taking a core from the OpenBLAS product that follows (`python -m bench threads` 
 The budget never lets two threads of one process run parallel kernels at once (see threads.py),
 which the workqueue layer does not support.
 Numba's "tbb" layer (pip `tbb` 2023.2.0; its libtbb.so.12 lands in <venv>/lib, off the loader's
-path: Numba finds it only once loaded with RTLD_GLOBAL) is fork-safe too and cheaper per call:
-an elementwise prange at 2 threads cost 6-8 µs against workqueue's 50-59 (omp 3; a scratch timing of one small prange function per layer,
-2026-11-30 15:00-15:05 UTC). It was not adopted: a scratch A/B in one tbb process at 2 threads (15:34-15:38 UTC, noisy:
-the GEMM floor ran 0.82 s for 60,000 rows, batch 128), engine's choice against parallel variants
-from 2 threads (PARALLEL_MIN 262,144 / 32,768), three rounds, s per epoch: MLP batch 128
-0.83-1.24 against 0.87-1.29 / 1.06-1.13, batch 1024 0.61-0.72 against 0.71-0.83 / 0.77-0.88, CNN
-(4,000 samples) 0.56-0.59 against 0.77-1.19 / 0.76-0.85 (the batch split goes off), LSTM (2,000)
-1.06-1.27 against 0.74-0.95 / 1.18-1.35.
+path: Numba finds it only once loaded with RTLD_GLOBAL) is fork-safe too and cheaper per call
+(several times, in a scratch timing of a small prange at 2 threads, not kept, 2026-11-30
+15:00-15:05 UTC). It was not adopted: in scratch A/Bs (not kept, 15:34-15:38 and 17:35-18:02
+UTC, noisy) the parallel variants from 2 threads on tbb made the MLP (batch 1024) and CNN
+epochs slower than the engine's choice (the batch split goes off); the LSTM's was faster in
+the first and no better than the noise in the second.
 """
 from __future__ import annotations
 
