@@ -1,8 +1,8 @@
 """A counter one thread raises and another waits for, first spinning outside the GIL.
 
 batch_split hands a part to a helper thread and waits for it to end about eight times per CNN
-step. Through locks, each hand-off wakes a sleeping thread: about 30 µs on this project's VMs
-(a lock ping-pong between two threads took 60 µs a round trip, a spinning one 9 µs). A `Signal`
+step. Through locks, each hand-off wakes a sleeping thread: tens of µs on this project's VMs
+(a lock ping-pong between two threads against a spinning one, timed by a script not kept). A `Signal`
 waiter therefore watches the counter with atomic loads in a nogil Numba loop for up to
 SPIN_LOADS loads (a fraction of a millisecond: the gaps between the splits of one step) and
 only then sleeps on an Event; the raiser sets the Event only when the waiter said it sleeps
