@@ -15,6 +15,7 @@ epoch, as torch.optim.lr_scheduler).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,6 @@ class Optimizer:
         self.params = params
         self.flat = flat
         self.t = 0
-        self._part_sums: np.ndarray | None = None  # fused_step's scratch (cpu_optimizer_steps.part_sums)
         self.flat_state = {slot: flat * 0 for slot in self.slots} if flat is not None else {}
         self.state = {slot: self._slot_views(slot) for slot in self.slots}
 
@@ -59,13 +59,20 @@ class Optimizer:
     def fused_step(self, flat_grads: np.ndarray, lr: float, bounds: np.ndarray, squares: np.ndarray) -> None:
         """The same step as `step(None, lr, flat_grads)` in one pass over memory (flat mode, NumPy),
         also writing each parameter's sum of squared gradients (before the step) into `squares`;
-        `bounds` (n+1,) are the parameters' [start, end) offsets in the flat layout."""
+        `bounds` (n+1,) are the n `params`' [start, end) offsets in the flat layout (the kernels
+        refuse any other n)."""
         from worker.engine import cpu_optimizer_steps  # noqa: PLC0415  (Numba: only where training runs)
 
         self.t += 1
-        if self._part_sums is None or self._part_sums.shape[1] != squares.shape[0]:
-            self._part_sums = cpu_optimizer_steps.part_sums(squares.shape[0])
         self._fused(cpu_optimizer_steps, flat_grads, self.flat.dtype.type, lr, bounds, squares, self._part_sums)
+
+    @cached_property
+    def _part_sums(self) -> np.ndarray:
+        """fused_step's scratch, one column per parameter: made on the first fused step (not in
+        __init__, which would load Numba wherever an optimizer is made), then an attribute."""
+        from worker.engine import cpu_optimizer_steps  # noqa: PLC0415
+
+        return cpu_optimizer_steps.part_sums(len(self.params))
 
     def _fused(self, kernels: Any, g: np.ndarray, dt: Any, lr: float, bounds: np.ndarray, squares: np.ndarray,
                sums: np.ndarray) -> None:

@@ -29,8 +29,9 @@ def test_fused_step_equals_the_array_step_and_reports_squared_norms(raw, dtype):
     bounds = np.cumsum([0, *sizes])
     start = rng.standard_normal(bounds[-1]).astype(dtype)
     flat_a, flat_b = start.copy(), start.copy()
-    fused = make_optimizer(cfg, {"all": flat_a}, flat=flat_a)
-    plain = make_optimizer(cfg, {"all": flat_b}, flat=flat_b)
+    pieces = list(enumerate(zip(bounds[:-1], bounds[1:])))  # one named view per bounds entry, as Network's
+    fused, plain = (make_optimizer(cfg, {f"p{k}": flat[a:b] for k, (a, b) in pieces}, flat=flat)
+                    for flat in (flat_a, flat_b))
     assert fused.fusable
     squares = np.empty(len(sizes))
     for _ in range(4):
@@ -214,9 +215,9 @@ def test_the_parallel_step_runs_from_four_threads_counting_every_array_it_stream
 
 
 def test_an_optimizer_keeps_one_part_sums_buffer_across_steps_and_checks_its_width():
-    """The fused step's scratch is made once per optimizer, not per step; a buffer for another
-    parameter count is refused, and so are bounds for more parameters than squares and part sums
-    hold (the kernels loop over the bounds; Numba would write past either)."""
+    """The fused step's scratch is made once per optimizer (a column per parameter), not per step;
+    a buffer for another parameter count is refused, and so are bounds for more parameters than
+    squares and part sums hold (the kernels loop over the bounds; Numba would write past either)."""
     cfg = OPTIMIZER_SPECS["adam"].model_validate({"type": "adam", "learning_rate": 0.01}).model_dump()
     flat = np.zeros(6, np.float32)
     opt = make_optimizer(cfg, {"a": flat[:4], "b": flat[4:]}, flat=flat)
