@@ -8,8 +8,8 @@ threads and waiting for them costs tens of microseconds per call: more than a pa
 layer's (128, 256) activations takes (about 2 µs), and on 2 cores more than even the
 convolution's passes gain (`python -m bench threads`, 2026-11-30 19:52 UTC, a 2-core Zen 4: a
 CNN epoch took 2.29x the engine's choice with the parallel variants forced on, 1.37x with serial
-kernels and no batch split), so on fewer than 4 threads every kernel runs serially and the cores go to the BLAS products. From 4 threads the
-passes over a whole batch go parallel, except the dense layer's bias+ReLU and ReLU backward
+kernels and no batch split), so on fewer than 4 threads every kernel runs serially and the
+cores go to the BLAS products. From 4 threads the passes over a whole batch go parallel, except the dense layer's bias+ReLU and ReLU backward
 (cpu_kernels), which need DENSE_PARALLEL_MIN elements: on the 16-core host of the GPU machine
 (2026-11-30, 11:12-11:17 UTC) their parallel variants lost at a (1024, 256) batch, 2**18
 elements: `python -m bench.profile_mlp_step --rows 60000 --threads 16 --batch 1024` spent
