@@ -8,6 +8,7 @@ read, and at most two waiting to be stored."""
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import queue
 import threading
@@ -138,6 +139,11 @@ class ChunkWriter(threading.Thread):
         self.closed = False  # close()'s None taken
         self.storing_s = 0.0  # overlapping the predicting thread's PhaseSeconds
 
+    @property
+    def healthy(self) -> bool:
+        """No store (nor the connection) has failed and the prediction is still ours."""
+        return self.failure is None and not self.lost
+
     def run(self) -> None:
         """Takes every chunk put off the queue until close()'s None, storing it unless a failure
         (the connection's too) or the lost prediction came first: no put() ever waits on a full
@@ -145,7 +151,7 @@ class ChunkWriter(threading.Thread):
         try:
             with prediction_store.chunk_connection(self.settings) as connection:
                 for item in self._taken():
-                    if self.failure is None and not self.lost:
+                    if self.healthy:
                         self._store(connection, *item)
         except BaseException as exc:  # noqa: BLE001  (opening or closing the connection; raised in the predicting thread)
             self.failure = self.failure or exc
@@ -177,14 +183,10 @@ class ChunkWriter(threading.Thread):
             raise JobAbandoned
 
     def put(self, seq: int, outputs: np.ndarray, rows_done: int) -> None:
-        self.check()
-        self.pending.put((seq, outputs, rows_done))
-
-    def put_unless_failed(self, seq: int, outputs: np.ndarray, rows_done: int) -> None:
-        """put() for a run already failing with an error of its own, which this never replaces:
-        a failed or lost writer is not given the chunk (one that fails after this check takes
-        it off unstored, as run() does)."""
-        if self.failure is None and not self.lost:
+        """Hands a chunk over, unless the writer has failed or lost the prediction (check() raises
+        which): it never raises, so a run failing with an error of its own keeps that error. A
+        writer that fails after this test takes the chunk off unstored, as run() does."""
+        if self.healthy:
             self.pending.put((seq, outputs, rows_done))
 
     def close(self) -> None:
@@ -222,31 +224,27 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     4.33-4.99 s against 4.66-4.96 s; 17:55-17:57 UTC 2026-11-30, three runs each, interleaved)."""
     net, prep, fmt, finite = model
     done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
-    batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
-    held = None  # the last chunk for the writer, handed over once the next batch is read
-    asked = time.perf_counter()
-    try:
-        for seq, batch in enumerate(batches, start=job.chunks_done):
+    batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done))
+    held = None  # the last chunk predicted, for the writer once the next batch is read
+    for seq in itertools.count(job.chunks_done):
+        asked = time.perf_counter()
+        try:
+            batch = next(batches, None)  # None: no rows left
+        finally:  # after a read that failed too: the chunk held is stored still, a retry reads on after it
             seconds.reading += time.perf_counter() - asked
             if held is not None:
                 writer.put(*held)
-                held = None
-            if control.should_stop():
-                return None
-            started = time.perf_counter()
-            outputs = chunk_outputs(net, prep, batch, done, finite)
-            seconds.predicting += time.perf_counter() - started
-            done += len(outputs)
-            held = (seq, outputs, done)
-            asked = time.perf_counter()
-    except BaseException:  # a read failed: the chunk held is stored still, a retry reads on after it
-        if held is not None:
-            writer.put_unless_failed(*held)
-        raise
-    seconds.reading += time.perf_counter() - asked  # the wait that found no more rows
-    if held is not None:
-        writer.put(*held)
-    return done
+        if held is not None:  # handed to a failed or lost writer, it ends the run (a read's error stays the one raised)
+            writer.check()
+        if batch is None:
+            return done
+        if control.should_stop():
+            return None
+        started = time.perf_counter()
+        outputs = chunk_outputs(net, prep, batch, done, finite)
+        seconds.predicting += time.perf_counter() - started
+        done += len(outputs)
+        held = (seq, outputs, done)
 
 
 def _stopped(settings: Settings, job: PredictionSnapshot, control: RunControl) -> None:

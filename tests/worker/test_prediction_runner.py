@@ -164,7 +164,8 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
         clock[0] += 1000.0
         puts.append((seq, outputs[0, 0], done))
 
-    done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict), SimpleNamespace(put=put))
+    done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict),
+                                   SimpleNamespace(put=put, check=lambda: None))
     assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
     assert (seconds.reading, seconds.predicting) == (12.0, 200.0)
 
@@ -183,12 +184,38 @@ def test_a_chunk_goes_to_the_writer_once_the_next_batch_is_read(monkeypatch, sto
             yield np.full((1, 6), first, np.float32)
 
     net = SimpleNamespace(predict=lambda X: X.reshape(len(X), -1)[:, :1])
-    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"))
+    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"), check=lambda: None)
     done, _ = predict_chunks(monkeypatch, batches(), net, writer, should_stop=lambda: stop and events[-1] == "put 1")
     if not stop:
         assert (done, events) == (4, ["read 0", "read 1", "put 0", "read 2", "put 1", "read 3", "put 2", "put 3"])
     else:  # told to stop once batch 2 is read: chunk 1 still handed over, batch 2 not predicted
         assert (done, events) == (None, ["read 0", "read 1", "put 0", "read 2", "put 1"])
+
+
+def test_a_writer_that_failed_ends_the_run_at_its_next_hand_over(monkeypatch) -> None:  # noqa: ANN001
+    """The store of chunk 0 fails: the run raises that failure once the next batch is read and
+    chunk 0 handed over (refused), and predicts no more batches."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    events: list[str] = []
+
+    def batches():  # noqa: ANN202
+        for first in range(4):
+            events.append(f"read {first}")
+            yield np.full((1, 6), first, np.float32)
+
+    def check() -> None:
+        if "put 0" in events:
+            raise RuntimeError("store failed")
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        events.append("predict")
+        return X.reshape(len(X), -1)[:, :1]
+
+    writer = SimpleNamespace(put=lambda seq, outputs, done: events.append(f"put {seq}"), check=check)
+    with pytest.raises(RuntimeError, match="store failed"):
+        predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict), writer)
+    assert events == ["read 0", "predict", "read 1", "put 0"]
 
 
 @pytest.mark.parametrize("writer_failed", [False, True])
