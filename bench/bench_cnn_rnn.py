@@ -140,17 +140,20 @@ def synthetic(model: str, samples: int) -> tuple[np.ndarray, np.ndarray]:
 
 def fused_loops_line(threads: int) -> str:
     """Whether our LSTM's fused time loops run in this bench's training on `threads` threads: what
-    cpu_recurrent.fused_gemm answers for a part of the batch as the layer splits it, under the
-    engine's thread budget (off without NumPy's OpenBLAS or where the step kernel goes parallel)."""
-    from worker.engine import batch_split, cpu_blas, cpu_recurrent  # noqa: PLC0415
-    from worker.engine.layers import layer_class  # noqa: PLC0415
+    LSTM.fused_loop, which the layer's forward asks, answers for a batch under the engine's thread
+    budget (off without NumPy's OpenBLAS or where the step kernel goes parallel)."""
+    from worker.engine import cpu_blas  # noqa: PLC0415
+    from worker.engine.layers import BuildContext, layer_class  # noqa: PLC0415
     from worker.engine.threads import thread_budget  # noqa: PLC0415
 
+    config = seq_layers("lstm")[0]
+    lstm = layer_class("lstm")(config, 0)
+    lstm.build(SEQ_SHAPE, BuildContext(np, np.float32, np.random.default_rng(0), None))
     with thread_budget(threads, kernels=True):
-        rows = BATCH // batch_split.parts_for(BATCH)
-        gemm = cpu_recurrent.fused_gemm(np.float32, rows * layer_class("lstm").gates * UNITS)
+        parts, gemm = lstm.fused_loop(BATCH)
     blas = "" if cpu_blas.gemm(np.float32) else "; NumPy's OpenBLAS (libscipy_openblas64_) not found"
-    return f"lstm: fused time loops {'on' if gemm else 'off'} (cpu_recurrent.fused_gemm, parts of {rows} rows{blas})"
+    state = "on" if gemm else "off"
+    return f"lstm: fused time loops {state} (cpu_recurrent.fused_gemm, parts of {BATCH // parts} rows{blas})"
 
 
 def main(argv: list[str] | None = None) -> int:

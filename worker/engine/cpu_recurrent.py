@@ -180,7 +180,7 @@ def _matmul_chunked(gemm, a, b, c, beta, chunked):
 
 
 def _lstm_forward(gemm, chunked, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
-    """LSTM._fused_steps's whole time loop over batch rows lo:hi in one call: proj (T, N, 4u) the input
+    """The LSTM's fused time loop (LSTM._run) over batch rows lo:hi in one call: proj (T, N, 4u) the input
     projections without their bias (4u,), sigmoid rows of both halved (layers/gated.py), becomes
     the activated gates i, f, o, g; w_hh_t (u, 4u) the halved W_hh^T; hs, cs (T+1, N, u) with
     step 0 zero and tanh_c (T, N, u) filled; chunked: see _matmul_chunked. Each step: the gemm

@@ -254,6 +254,7 @@ def test_a_weight_of_another_dtype_reaches_the_fused_loops_only_in_the_layers_dt
     calls = _count_fused_calls(monkeypatch)
     mixed = run(layers[0], x, upstream)
     assert calls == (fused if kernel_variant == "serial" else {"forward": 0, "backward": 0})
+    assert (layers[0].fused_loop(len(x))[1] is not None) == (calls["forward"] == 1)  # as bench_cnn_rnn asks
     reference = run(layers[1], x, upstream)
     for got, want in zip((*mixed[:2], *mixed[2].values()), (*reference[:2], *reference[2].values())):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

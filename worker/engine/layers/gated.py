@@ -38,10 +38,10 @@ class _Loop(NamedTuple):
 
 
 def _parts(layer: _Recurrent, n: int, backward: bool = False) -> int:
-    """How many parts a time loop over n rows runs on: batch_split's count in training on NumPy
-    where the layer splits that loop (split_loops), else 1. Asked once per loop: the fused LSTM
-    loops' gemm is chosen for the parts' size, and batch_split.run takes the same count."""
-    return batch_split.parts_for(n) if layer._kernels and layer.split_loops[backward] else 1
+    """How many parts a kernels' time loop (training on NumPy) over n rows runs on: batch_split's
+    count where the layer splits that loop (split_loops), else 1. Asked once per loop: the fused
+    LSTM loops' gemm is chosen for the parts' size, and batch_split.run takes the same count."""
+    return batch_split.parts_for(n) if layer.split_loops[backward] else 1
 
 
 @register
@@ -95,25 +95,43 @@ class LSTM(_Recurrent):
         self._halved(w_hh_t.T)  # a view: the sigmoid gates' columns halved in place
         return w_hh, w_hh_t
 
-    def _prepare_loop(self, proj: Any) -> bool:
-        """The forward's arrays (self._loop) and whether the fused loop runs: in training where
-        cpu_recurrent.fused_gemm allows."""
+    def fused_loop(self, n: int) -> tuple[int, Any]:
+        """(parts, gemm) of the training forward's time loop on NumPy over a batch of n: the parts
+        of the batch it runs on and cpu_recurrent.fused_gemm for a part, or None: the per-step
+        loop. The arrays the fused loop's products take by pointer are the layer's scratch (hs,
+        W_hh^T: its dtype, C-contiguous) and the projections, a fresh product of the input (in the
+        layer's dtype) by W_ih: C-contiguous, in the wider of the two dtypes (np.matmul), so fused
+        only where W_ih's is no wider. _run asks this; bench_cnn_rnn prints it."""
+        from worker.engine import cpu_recurrent  # noqa: PLC0415
+
+        parts = _parts(self, n)
+        gemm = cpu_recurrent.fused_gemm(self.dtype, n // parts * self.gates * self.units)
+        projections = np.result_type(self.dtype, self._p("weight_ih_l0").dtype)
+        return parts, gemm if projections == self.dtype else None
+
+    def _prepare_loop(self, proj: Any) -> _Loop:
+        """The NumPy forward's arrays for the time loop over proj, and how it runs (fused_loop in
+        training, else one part, per step)."""
         steps, n, _ = proj.shape
         u = self.units
         hs, cs = self.scratch("hs", (steps + 1, n, u)), self.scratch("cs", (steps + 1, n, u))
         hs[0], cs[0] = 0, 0
         w_hh, w_hh_t = self._loop_weights()
-        parts = _parts(self, n)
-        gemm = self._fused_gemm(n // parts, proj, w_hh_t, hs)
-        self._loop = _Loop(hs, cs, self.scratch("tanh_c", (steps, n, u)), w_hh, w_hh_t, parts, gemm)
-        self._gates, self._cs, self._tanh_c = proj, cs, self._loop.tanh_c  # what the backward reads
-        return gemm is not None
+        parts, gemm = self.fused_loop(n) if self._kernels else (1, None)
+        return _Loop(hs, cs, self.scratch("tanh_c", (steps, n, u)), w_hh, w_hh_t, parts, gemm)
 
-    def _fused_steps(self, proj: Any, bias: Any) -> Any:
-        """Each part's whole loop in one kernel call (cpu_recurrent.lstm_forward, adding the bias)."""
+    def _run(self, proj: Any, bias: Any) -> Any:
+        """On NumPy where fused_loop allows: each part's whole loop in one kernel call
+        (cpu_recurrent.lstm_forward, adding the bias), else the base's: the bias added, then
+        _steps (NumPy) or gpu_recurrent's loop (CuPy)."""
+        if self.xp is not np:
+            return super()._run(proj, bias)
+        loop = self._loop = self._prepare_loop(proj)
+        self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c  # what the backward reads
+        if loop.gemm is None:
+            return super()._run(proj, bias)
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-        loop = self._loop
         batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
             loop.gemm, proj, bias, loop.w_hh_t, loop.hs, loop.cs, loop.tanh_c, lo, hi), loop.parts)
         return loop.hs
@@ -140,17 +158,6 @@ class LSTM(_Recurrent):
         batch_split.run(n, rows, loop.parts)
         return loop.hs
 
-    def _fused_gemm(self, part_rows: int, *operands: Any) -> Any:
-        """cpu_recurrent.fused_gemm in training for a loop whose parts have part_rows rows, given
-        the arrays the loop's products take by pointer (the backward's dh, made in the loop, is
-        the layer's scratch: of its dtype), else None."""
-        if not self._kernels:
-            return None
-        from worker.engine import cpu_recurrent  # noqa: PLC0415
-
-        size = part_rows * self.gates * self.units
-        return cpu_recurrent.fused_gemm(self.dtype, size, *operands)
-
     def _cell(self, part: int, rows: int) -> Any:
         """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
         tanh, then c_next (in training the kernel itself, chosen once per loop)."""
@@ -175,8 +182,8 @@ class LSTM(_Recurrent):
         if self._kernels:
             from worker.engine import cpu_recurrent  # noqa: PLC0415
 
-            parts = _parts(self, n, backward=True)
-            gemm = self._fused_gemm(n // parts, dgates, w_hh)
+            parts = _parts(self, n, backward=True)  # dgates, w_hh: the fused products' operands
+            gemm = cpu_recurrent.fused_gemm(self.dtype, n // parts * gh, dgates, w_hh)
             batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi,
                                                                              part), parts)
             return dgates, dgates

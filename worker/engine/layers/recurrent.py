@@ -106,26 +106,13 @@ class _Recurrent(Layer):
         return self._hs[steps].copy()
 
     def _run(self, proj: Any, bias: Any) -> Any:
-        """hs (T+1, N, H) from the input projections proj (T, N, G*H) and their bias: on NumPy
-        the subclass's fused loop where `_prepare_loop` says it runs (it adds the bias in its pass
-        over each step's gates, layers/gated.py), else the bias added here, then the time loop:
-        `_steps(proj)` on NumPy, on CuPy gpu_recurrent's fused step kernels."""
-        if self.xp is not np:
-            proj += bias
-            return gpu_recurrent.run(self, proj)
-        if self._prepare_loop(proj):
-            return self._fused_steps(proj, bias)
+        """hs (T+1, N, H) from the input projections proj (T, N, G*H) and their bias: the bias
+        added, then the time loop, `_steps(proj)` on NumPy, on CuPy gpu_recurrent's fused step
+        kernels (the LSTM's own _run takes its fused loop on NumPy before this, layers/gated.py)."""
         proj += bias
+        if self.xp is not np:
+            return gpu_recurrent.run(self, proj)
         return self._steps(proj)
-
-    def _prepare_loop(self, proj: Any) -> bool:
-        """Before the NumPy time loop over proj: a subclass makes the arrays its loops share and
-        says whether its fused loop (`_fused_steps`) runs. Here: none, False."""
-        return False
-
-    def _fused_steps(self, proj: Any, bias: Any) -> Any:
-        """The time loop in fused kernels that add the bias themselves -> hs (see _prepare_loop)."""
-        raise NotImplementedError
 
     def _ones(self, rows: int) -> Any:
         """`rows` ones (the bias gradients' GEMV), from one array grown to the largest batch."""
