@@ -1,25 +1,25 @@
 """How the fused CPU kernels are compiled (Numba) and which variant of a kernel runs.
 
-Every kernel that can use several cores is compiled twice from the same source: a serial
-variant (`prange` runs as `range`) and a parallel one. `variant(pair, size)` picks the parallel
-one only when this thread's budget (`use_threads`, set by `threads.thread_budget`) is at least
-PARALLEL_MIN_THREADS and the call touches at least PARALLEL_MIN elements. Waking the pool's
-threads and waiting for them costs tens of microseconds per call: more than a pass over a dense
-layer's (128, 256) activations takes (about 2 µs), and on 2 cores more than even the
-convolution's passes gain (`python -m bench threads`, 2026-11-30 19:52 UTC, a 2-core Zen 4: a
-CNN epoch took 2.29x the engine's choice with the parallel variants forced on, 1.37x with serial
-kernels and no batch split), so on fewer than 4 threads every kernel runs serially and the cores go
-to the BLAS products. From 4 threads the passes over a whole batch go parallel, except the dense
-layer's bias+ReLU and ReLU backward (cpu_kernels), which need DENSE_PARALLEL_MIN elements: on the
-16-core host of the GPU machine (2026-11-30, 11:12-11:17 UTC) their parallel variants lost at a
-(1024, 256) batch, 2**18 elements: `python -m bench.profile_mlp_step --rows 60000 --threads 16
---batch 1024` spent 1732-2950 and 2467-5018 µs per step in forward and backward with them (two runs;
-the default then, `--kernels parallel` since) against 999-1226 and 1345-1611 with `--kernels serial`
-(two runs), and `python -m bench threads --threads 16 --batch 1024` timed the MLP epoch 0.078-0.087
-s with serial kernels against 0.108-0.148 s with the parallel ones (the engine's own choice and
-parallel forced, two runs), where the CNN's conv, pooling and im2col passes gained from theirs
-(0.179-0.195 s against 0.220-0.279 s).
-DENSE_PARALLEL_MIN, 8 times that, is where a pass moves 8 MiB: not measured.
+Every kernel that can use several cores is compiled twice from the same source: a serial variant
+(`prange` runs as `range`) and a parallel one. `variant(pair, size)` picks the parallel one only
+when this thread's budget (`use_threads`, set by `threads.thread_budget`) is at least
+PARALLEL_MIN_THREADS and the call touches at least PARALLEL_MIN elements. Waking the pool's threads
+and waiting for them costs tens of microseconds per call: more than a pass over a dense layer's
+(128, 256) activations takes (128 KiB: a few µs at memory speed, an estimate), and on 2 cores more
+than even the convolution's passes gain (`python -m bench threads`, 2026-11-30 19:52 UTC, a 2-core
+Zen 4: a CNN epoch took 2.29x the engine's choice with the parallel variants forced on, 1.37x with
+serial kernels and no batch split), so on fewer than 4 threads every kernel runs serially and the
+cores go to the BLAS products. From 4 threads the passes over a whole batch go parallel, except the
+dense layer's bias+ReLU and ReLU backward (cpu_kernels), which need DENSE_PARALLEL_MIN elements: on
+the 16-core host of the GPU machine (2026-11-30, 11:12-11:17 UTC) their parallel variants lost at a
+(1024, 256) batch, 2**18 elements:
+`python -m bench.profile_mlp_step --rows 60000 --threads 16 --batch 1024` spent 1732-2950 and
+2467-5018 µs per step in forward and backward with them (two runs; the default then,
+`--kernels parallel` since) against 999-1226 and 1345-1611 with `--kernels serial` (two runs), and
+`python -m bench threads --threads 16 --batch 1024` timed the MLP epoch 0.078-0.087 s with serial
+kernels against 0.108-0.148 s with the parallel ones (the engine's own choice and parallel forced,
+two runs), where the CNN's conv, pooling and im2col passes gained from theirs (0.179-0.195 s against
+0.220-0.279 s). DENSE_PARALLEL_MIN, 8 times that, is where a pass moves 8 MiB: not measured.
 
 Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER says otherwise: it is
 fork-safe (a prefork worker's parent warms the kernels; GNU OpenMP aborts a child forked after
