@@ -26,7 +26,7 @@ import sys
 from bench.bench_mlp import BATCH
 
 ENGINE = {"OPENBLAS_THREAD_TIMEOUT": "20", "NUMBA_THREADING_LAYER": "workqueue"}
-KERNELS = "BENCH_KERNELS"  # read by the child process only: "serial" or "parallel" (child_kernels)
+KERNELS = "BENCH_KERNELS"  # read by the child process only: "serial" or "parallel" (child)
 PART_ROWS = "BENCH_PART_ROWS"  # likewise: batch_split.MIN_PART_ROWS (a huge value: never split)
 SETTINGS = {
     "engine (2**20, own choice)": ENGINE,
@@ -39,20 +39,13 @@ SETTINGS = {
 }
 
 
-def child_kernels(name: str | None) -> dict[str, int]:
-    """thread_counts.kernel_variants' settings for a child's BENCH_KERNELS: "serial" every kernel's
-    serial variant, "parallel" every parallel one from 2 threads (the dense passes on the general
-    size threshold), unset the engine's choice."""
-    from bench import thread_counts  # noqa: PLC0415
-
-    return {"serial": thread_counts.SERIAL, "parallel": thread_counts.all_parallel(min_threads=2), None: {}}[name]
-
-
 def child(threads: int, batch: int) -> None:
-    """One measurement in this process: prints "mlp S floor S cnn S lstm S"."""
+    """One measurement in this process: prints "mlp S floor S cnn S lstm S"; BENCH_KERNELS
+    "parallel" forces the parallel variants from 2 threads, "serial" the serial ones."""
     from bench import thread_counts  # noqa: PLC0415
 
-    with thread_counts.kernel_variants(**child_kernels(os.environ.get(KERNELS) or None)):
+    forced = thread_counts.forced_variants(os.environ.get(KERNELS) or None, min_threads=2)
+    with thread_counts.kernel_variants(**forced):
         _measure_here(threads, batch)
 
 

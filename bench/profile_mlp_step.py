@@ -23,15 +23,6 @@ from bench.bench_mlp import BATCH, SIZES, SPEC, gemm_floor, make_data
 KERNELS = ("auto", "serial", "parallel")
 
 
-def forced_variants(kernels: str, parallel_min: int | None) -> dict[str, int | None]:
-    """bench.thread_counts.kernel_variants' settings for --kernels and --parallel-min."""
-    from bench import thread_counts  # noqa: PLC0415
-
-    if kernels == "parallel":
-        return thread_counts.all_parallel(min_threads=1, parallel_min=parallel_min)
-    return {**(thread_counts.SERIAL if kernels == "serial" else {}), "parallel_min": parallel_min}
-
-
 def profile(rows: int, batch: int = BATCH) -> tuple[dict[str, float], float]:
     """(µs per step by phase, floor µs per step)."""
     from worker.engine import Network, training  # noqa: PLC0415
@@ -71,11 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernels", choices=KERNELS, default="auto")
     parser.add_argument("--parallel-min", type=int, default=None, help="elements (kernel_jit.PARALLEL_MIN)")
     args = parser.parse_args(argv)
-    from bench.thread_counts import kernel_variants  # noqa: PLC0415
+    from bench.thread_counts import forced_variants, kernel_variants  # noqa: PLC0415
     from worker.engine import kernel_jit  # noqa: PLC0415
     from worker.engine.threads import thread_budget  # noqa: PLC0415
 
-    with kernel_variants(**forced_variants(args.kernels, args.parallel_min)):
+    with kernel_variants(**forced_variants(args.kernels, parallel_min=args.parallel_min)):
         with thread_budget(args.threads, kernels=True):
             phases, floor = profile(args.rows, args.batch)
         parallel_min = kernel_jit.PARALLEL_MIN

@@ -76,3 +76,16 @@ def all_parallel(min_threads: int = 1, parallel_min: int | None = None) -> dict[
 
     threshold = kernel_jit.PARALLEL_MIN if parallel_min is None else parallel_min
     return {"min_threads": min_threads, "parallel_min": threshold, "dense_min": threshold}
+
+
+def forced_variants(kernels: str | None, min_threads: int = 1,
+                    parallel_min: int | None = None) -> dict[str, int | None]:
+    """kernel_variants' settings for a bench's choice of kernels: "serial" every kernel's serial
+    variant, "parallel" every parallel one from `min_threads` threads (all_parallel), None or
+    "auto" the engine's own choice; `parallel_min` (None: as it is) sets kernel_jit.PARALLEL_MIN.
+    bench threads' children (BENCH_KERNELS) and bench.profile_mlp_step --kernels use it."""
+    if kernels == "parallel":
+        return all_parallel(min_threads, parallel_min)
+    if kernels not in ("serial", "auto", None):
+        raise ValueError(f"kernels must be serial, parallel or auto, not {kernels!r}")
+    return {**(SERIAL if kernels == "serial" else {}), "parallel_min": parallel_min}

@@ -47,12 +47,40 @@ def test_no_setting_changes_nothing():
         assert thresholds() == before
 
 
-def test_the_benches_name_their_forced_variants():
-    assert bench_threads.child_kernels("parallel") == {
-        "min_threads": 2, "parallel_min": kernel_jit.PARALLEL_MIN, "dense_min": kernel_jit.PARALLEL_MIN}
-    assert bench_threads.child_kernels("serial") == {"min_threads": 10**9}
-    assert bench_threads.child_kernels(None) == {}
-    assert profile_mlp_step.forced_variants("parallel", 500) == {"min_threads": 1, "parallel_min": 500,
-                                                                 "dense_min": 500}
-    assert profile_mlp_step.forced_variants("serial", None) == {"min_threads": 10**9, "parallel_min": None}
-    assert profile_mlp_step.forced_variants("auto", 500) == {"parallel_min": 500}
+def test_forced_variants_names_each_choice_of_kernels():
+    assert thread_counts.forced_variants("parallel", parallel_min=500) == {"min_threads": 1, "parallel_min": 500,
+                                                                         "dense_min": 500}
+    assert thread_counts.forced_variants("serial") == {"min_threads": 10**9, "parallel_min": None}
+    assert thread_counts.forced_variants("auto", parallel_min=500) == {"parallel_min": 500}
+    assert thread_counts.forced_variants(None) == {"parallel_min": None}
+    with pytest.raises(ValueError, match="not 'fast'"):
+        thread_counts.forced_variants("fast")
+
+
+def _thresholds_seen(monkeypatch, module, name: str) -> list[tuple[int, int, int]]:
+    """Replaces module.name (the bench's measurement) by a spy recording kernel_jit's thresholds."""
+    seen = []
+    monkeypatch.setattr(module, name, lambda *_, **__: (seen.append(thresholds()), ({}, 1.0))[1])
+    return seen
+
+
+@pytest.mark.parametrize("kernels", ["parallel", "serial", ""])
+def test_bench_threads_children_force_the_variants_they_are_told(kernels, monkeypatch):
+    """BENCH_KERNELS: the parallel variants from 2 threads (the dense passes on the general size
+    threshold), the serial ones, or (unset) the engine's own thresholds."""
+    before = thresholds()
+    expected = {"parallel": (2, before[1], before[1]), "serial": (10**9, *before[1:]), "": before}[kernels]
+    monkeypatch.setenv(bench_threads.KERNELS, kernels)
+    seen = _thresholds_seen(monkeypatch, bench_threads, "_measure_here")
+    bench_threads.child(2, 128)
+    assert seen == [expected] and thresholds() == before
+
+
+def test_profile_mlp_step_forces_the_variants_from_its_arguments(monkeypatch, capsys):
+    before = thresholds()
+    seen = _thresholds_seen(monkeypatch, profile_mlp_step, "profile")
+    profile_mlp_step.main(["--kernels", "parallel", "--parallel-min", "500"])
+    profile_mlp_step.main(["--kernels", "serial"])
+    profile_mlp_step.main(["--parallel-min", "700"])
+    assert seen == [(1, 500, 500), (10**9, *before[1:]), (before[0], 700, before[2])]
+    assert thresholds() == before and "kernels parallel (parallel from 500 elements)" in capsys.readouterr().out
