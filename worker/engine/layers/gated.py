@@ -86,8 +86,8 @@ class LSTM(_Recurrent):
         (4u, u), which the backward multiplies by (the weights change only after it), and its
         transpose (u, 4u) with the sigmoid rows halved, in the layer's dtype whatever the
         parameter's. W^T is a copy, not a view of W: its halved rows differ from W's, which the
-        backward needs whole. Stored contiguous for OpenBLAS's AVX-512 (SkylakeX) kernels
-        (b6dccf2; no run of that speed was recorded)."""
+        backward needs whole; C-contiguous, as the fused loop's gemm takes it by pointer
+        (row-major, untransposed: cpu_recurrent._matmul needs contiguous rows)."""
         u = self.units
         w_hh, w_hh_t = self.scratch("w_hh", (4 * u, u)), self.scratch("w_hh_t", (u, 4 * u))
         np.take(self._p("weight_hh_l0"), self._order, axis=0, out=w_hh, mode="clip")  # clip: unbuffered
