@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,7 +215,8 @@ def _run(settings: Settings, job: PredictionSnapshot, control: RunControl) -> No
 
 
 def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunControl, model: tuple,
-                    writer: ChunkWriter, seconds: PhaseSeconds) -> int | None:
+                    writer: ChunkWriter, seconds: PhaseSeconds,
+                    clock: Callable[[], float] = time.perf_counter) -> int | None:
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer` once
     the next batch is read (or none is left): its store then overlaps that batch's products, not
     its read. A read is both cores' (bps.prediction_rows) and waits for the slower one, so a store
@@ -227,11 +228,11 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done))
     held = None  # the last chunk predicted, for the writer once the next batch is read
     for seq in itertools.count(job.chunks_done):
-        asked = time.perf_counter()
+        asked = clock()
         try:
             batch = next(batches, None)  # None: no rows left
         finally:  # after a read that failed too: the chunk held is stored still, a retry reads on after it
-            seconds.reading += time.perf_counter() - asked
+            seconds.reading += clock() - asked
             if held is not None:
                 writer.put(*held)
         if held is not None:  # handed to a failed or lost writer, it ends the run (a read's error stays the one raised)
@@ -240,9 +241,9 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
             return done
         if control.should_stop():
             return None
-        started = time.perf_counter()
+        started = clock()
         outputs = chunk_outputs(net, prep, batch, done, finite)
-        seconds.predicting += time.perf_counter() - started
+        seconds.predicting += clock() - started
         done += len(outputs)
         held = (seq, outputs, done)
 

@@ -3,6 +3,7 @@ a NaN or an infinity anywhere sends the batch through the preprocessor's fill, a
 sum that overflows only costs that copy, never the values."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -120,9 +121,11 @@ def test_an_overflowing_row_is_refused_without_numpy_warnings() -> None:
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
 
 
-def predict_chunks(monkeypatch, batches, net, writer, should_stop=lambda: False):  # noqa: ANN001, ANN201
+def predict_chunks(monkeypatch, batches, net, writer, should_stop=lambda: False,  # noqa: ANN001, ANN201
+                   clock=time.perf_counter):
     """prediction_runner._predict_chunks over `batches` (read_ahead's stand-in) with `net`, for a
-    job with nothing stored yet, every chunk handed to `writer`: (rows done, its PhaseSeconds)."""
+    job with nothing stored yet, every chunk handed to `writer`, its phases timed by `clock`:
+    (rows done, its PhaseSeconds)."""
     from types import SimpleNamespace  # noqa: PLC0415
 
     from worker import prediction_runner  # noqa: PLC0415
@@ -132,21 +135,18 @@ def predict_chunks(monkeypatch, batches, net, writer, should_stop=lambda: False)
     settings = SimpleNamespace(database_url="sqlite://", prediction_chunk_rows=1)
     seconds = prediction_runner.PhaseSeconds()
     done = prediction_runner._predict_chunks(settings, job, SimpleNamespace(should_stop=should_stop),
-                                             (net, preprocessor(None), "npz", True), writer, seconds)
+                                             (net, preprocessor(None), "npz", True), writer, seconds, clock)
     return done, seconds
 
 
 def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatch) -> None:  # noqa: ANN001
-    """PhaseSeconds, on a fake clock that only the reads, forward passes and hand-overs move: the
-    reads (and the wait that finds no more rows) go to `reading`, chunk_outputs' to `predicting`,
-    a hand-over to the writer (a put that may wait for room) to neither; each chunk still reaches
-    the writer once, in order."""
+    """PhaseSeconds, on a fake clock given to the run that only the reads, forward passes and
+    hand-overs move: the reads (and the wait that finds no more rows) go to `reading`,
+    chunk_outputs' to `predicting`, a hand-over to the writer (a put that may wait for room) to
+    neither; each chunk still reaches the writer once, in order."""
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from worker import prediction_runner  # noqa: PLC0415
-
     clock = [0.0]
-    monkeypatch.setattr(prediction_runner, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def batches():  # noqa: ANN202
         for first in (0, 3):
@@ -165,7 +165,7 @@ def test_a_run_counts_its_waits_for_rows_and_its_forward_passes_apart(monkeypatc
         puts.append((seq, outputs[0, 0], done))
 
     done, seconds = predict_chunks(monkeypatch, batches(), SimpleNamespace(predict=predict),
-                                   SimpleNamespace(put=put, check=lambda: None))
+                                   SimpleNamespace(put=put, check=lambda: None), clock=lambda: clock[0])
     assert (done, puts) == (6, [(0, 0.0, 3), (1, 3.0, 6)])
     assert (seconds.reading, seconds.predicting) == (12.0, 200.0)
 
