@@ -19,7 +19,10 @@ _process_id = os.getpid  # the cache key's process (a test patches this, not os.
 # with one pread each: 64 KiB pages read a 3 GB dataset with 16x fewer system calls than 4 KiB
 # (the reader's CPU per GB about halved). Fixed once the file exists (WAL): older files keep theirs.
 SQLITE_PAGE_SIZE = 65536
-BUSY_TIMEOUT_S = 30  # how long an SQLite connection waits for another one's lock
+# How long an SQLite connection waits for another one's lock: given as connect()'s timeout (also
+# to the embedded broker's connections, and in ms to sqlite_blobs'), so it holds from the open
+# on, before configure_sqlite's pragmas (journal_mode=WAL may wait for a lock).
+BUSY_TIMEOUT_S = 30
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -51,10 +54,11 @@ def make_engine(url: str, sqlite_pragmas: tuple[str, ...] = ()) -> Engine:
 
 def configure_sqlite(dbapi_conn: Any, extra: tuple[str, ...] = ()) -> None:
     """The settings of every SQLite connection of the service (make_engine's, the embedded
-    broker's), then `extra` ("name=value") pragmas."""
+    broker's), then `extra` ("name=value") pragmas; the connection comes opened with
+    timeout=BUSY_TIMEOUT_S."""
     cursor = dbapi_conn.cursor()
     for pragma in (f"page_size={SQLITE_PAGE_SIZE}", "journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   f"busy_timeout={BUSY_TIMEOUT_S * 1000}", *extra):
+                   *extra):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

@@ -25,8 +25,10 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from bps.db import BUSY_TIMEOUT_S
+
 SQLITE_OK, SQLITE_OPEN_READWRITE = 0, 0x2
-BUSY_TIMEOUT_MS = 30_000  # as bps.db's connections
+BUSY_TIMEOUT_MS = BUSY_TIMEOUT_S * 1000  # as bps.db's connections
 
 
 @functools.cache

@@ -47,8 +47,9 @@ def embedded_broker_file(broker_url: str) -> str | None:
 
 
 def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
-    """Connections to the embedded broker's file set as bps.db's (configure_sqlite: WAL mode,
-    synchronous=NORMAL, foreign keys, the busy timeout, 64 KiB pages in a new file), where kombu's own have a rollback journal (an fsync per published message) and
+    """Connections to the embedded broker's file set as bps.db's (the busy timeout, then
+    configure_sqlite: WAL mode, synchronous=NORMAL, foreign keys, 64 KiB pages in a new file),
+    where kombu's own have a rollback journal (an fsync per published message) and
     the workers' polls lock the publishers out. A power loss may drop the last messages, never
     corrupt the file; a job whose message is lost is republished by the reaper (published_at)."""
 

@@ -18,6 +18,7 @@ def test_sqlite_runs_in_wal_mode_with_normal_synchronous(tmp_path) -> None:  # n
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL: safe with WAL
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == db.BUSY_TIMEOUT_S * 1000 > 5000
     engine.dispose()
 
 

@@ -6,6 +6,7 @@ from contextlib import closing
 from dataclasses import replace
 
 import worker.celery_app as celery_module
+from bps.db import BUSY_TIMEOUT_S
 from worker.celery_app import TRAIN_TASK, create_celery, embedded_broker_file
 
 
@@ -36,6 +37,7 @@ def test_the_embedded_broker_publishes_in_wal_mode_without_an_fsync_per_message(
         assert reader.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 1
     with closing(celery_module.embedded_broker_connector(broker_file)()) as connection:
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
+        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_S * 1000 > 5000
 
 
 def test_the_embedded_brokers_file_is_found_only_in_an_sqla_sqlite_url(tmp_path):
