@@ -29,6 +29,7 @@ from bench.service_processes import free_port, http_call, setup, start, stop, wa
 
 FEATURES = SIZES[0]
 BLOCK_ROWS = 50_000
+WORKER_SETTLE_S = 2.0  # wait_for_worker's wait after the worker registers
 
 
 def make_rows(n: int) -> np.ndarray:
@@ -102,13 +103,13 @@ def settle(database_url: str) -> None:
 
 def wait_for_worker(port: int, timeout_s: float = 300.0) -> None:
     """Until /healthz lists a live worker (it registers once started: Numba kernels loaded),
-    and two seconds more for it to consume from the broker."""
+    and WORKER_SETTLE_S more for it to consume from the broker: the timed POST is not queued."""
     deadline = time.monotonic() + timeout_s
     while not json.loads(http_call(port, "GET", "/healthz", {})[1]).get("workers"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no worker registered within {timeout_s:g} s")
         time.sleep(0.5)
-    time.sleep(2.0)
+    time.sleep(WORKER_SETTLE_S)
 
 
 def engine_predict_s(net, X: np.ndarray) -> float:  # noqa: ANN001
