@@ -220,9 +220,8 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     """Rows predicted in all (None when told to stop first), each chunk handed to `writer` once
     the next batch is read (or none is left): its store then overlaps that batch's products, not
     its read. A read is both cores' (bps.prediction_rows) and waits for the slower one, so a store
-    during it cost the read about its whole time; stored during the products it cost less in a
-    scratch A/B of this loop (reading 0.48-0.56 s against 0.63-0.80 s of 1,000,000 rows, totals
-    4.33-4.99 s against 4.66-4.96 s; 17:55-17:57 UTC 2026-11-30, three runs each, interleaved)."""
+    during it costs the read about its whole time; during the products it costs less (a scratch
+    A/B of this loop, not kept; `python -m bench predictions` prints the worker's waits for rows)."""
     net, prep, fmt, finite = model
     done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
     batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done))
