@@ -6,12 +6,16 @@ Nothing happens at import time; `celery -A worker.celery_app` finds `app` lazily
 """
 from __future__ import annotations
 
+import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.worker import state as worker_state
 from kombu import Exchange, Queue
+from kombu.transport import sqlalchemy as sqla_transport
 
 from bps.config import Settings, load_settings
 from bps.db import BUSY_TIMEOUT_S, configure_sqlite
@@ -24,6 +28,36 @@ QUEUES = ("cpu", "gpu")
 # added up to 1 s to every job's start. One indexed SQLite read per 0.1 s costs nothing
 # measurable. (Its transport options go to create_engine, so this is a class attribute.)
 EMBEDDED_POLLING_INTERVAL_S = 0.1
+# How long an idle worker on Redis waits in one BRPOP (kombu's default 1 s): it notices a
+# shutdown only between two, so SIGTERM or Ctrl-C waited up to 1 s more.
+REDIS_BRPOP_TIMEOUT_S = 0.25
+
+
+class EmbeddedBrokerTransport(sqla_transport.Transport):
+    """kombu's SQLAlchemy transport, polled every EMBEDDED_POLLING_INTERVAL_S, whose wait for a
+    message ends at the first poll after the worker is told to stop. Celery's loop for a
+    transport without an event loop (synloop) waits 2 s in each drain_events and drains once
+    more after the shutdown flag is seen: an idle worker took ~3 s to exit on SIGTERM."""
+
+    polling_interval = EMBEDDED_POLLING_INTERVAL_S
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not _worker_told_to_stop():
+            try:  # one poll (a job it delivers runs inside it, to its end or to its own stop)
+                return super().drain_events(connection, timeout=0)
+            except socket.timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                time.sleep(self.polling_interval)
+        raise socket.timeout
+
+
+def _worker_told_to_stop() -> bool:
+    """Whether this process is a Celery worker that got a warm or cold shutdown (SIGTERM,
+    SIGINT, SIGQUIT): the flags that celery.worker.state.maybe_shutdown raises on."""
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
 
 
 def _is_redis(broker_url: str) -> bool:
@@ -35,8 +69,8 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     the longest job (acks_late acknowledges at the end), or a long job would run twice. The
     SQLAlchemy transport passes its options to create_engine: an SQLite file gets a `creator`
     (embedded_broker_connector), other databases nothing."""
-    if _is_redis(settings.broker_url):
-        return {"visibility_timeout": int(settings.job_time_limit_s) + 3600}
+    if _is_redis(settings.broker_url):  # (kombu's Redis transport takes its BRPOP timeout from polling_interval)
+        return {"visibility_timeout": int(settings.job_time_limit_s) + 3600, "polling_interval": REDIS_BRPOP_TIMEOUT_S}
     path = embedded_broker_file(settings.broker_url)
     return {"creator": embedded_broker_connector(path)} if path else {}
 
@@ -63,11 +97,13 @@ def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
 
 def create_celery(settings: Settings) -> Celery:
     """A configured Celery app with the training task registered."""
-    if settings.broker_url.startswith("sqla+"):
-        from kombu.transport import sqlalchemy as sqla_transport  # noqa: PLC0415
-
-        sqla_transport.Transport.polling_interval = EMBEDDED_POLLING_INTERVAL_S
     app = Celery("bps", broker=settings.broker_url, set_as_current=False)
+    if settings.broker_url.startswith("sqla+"):
+        # An sqla+ prefix makes kombu choose its own transport, and the Celery CLI takes
+        # broker_url from $BROKER_URL: the connections' URLs, without the prefix, are set apart.
+        url = settings.broker_url.removeprefix("sqla+")
+        app.conf.update(broker_read_url=url, broker_write_url=url,
+                        broker_transport=f"{__name__}:{EmbeddedBrokerTransport.__name__}")
     app.conf.update(
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_transport_options(settings),

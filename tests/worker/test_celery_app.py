@@ -1,13 +1,18 @@
 """Celery settings for long jobs whose state lives in the database."""
 from __future__ import annotations
 
+import socket
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import replace
 
+import pytest
+from celery.worker import state as worker_state
+
 import worker.celery_app as celery_module
 from bps.db import BUSY_TIMEOUT_S
-from worker.celery_app import TRAIN_TASK, create_celery, embedded_broker_file
+from worker.celery_app import TRAIN_TASK, EmbeddedBrokerTransport, create_celery, embedded_broker_file
 
 
 def test_long_job_settings(settings):
@@ -20,8 +25,9 @@ def test_long_job_settings(settings):
 
 def test_redis_redelivery_waits_longer_than_the_longest_job(settings):
     redis_settings = replace(settings, broker_url="redis://127.0.0.1:6379/0")
-    timeout = create_celery(redis_settings).conf.broker_transport_options["visibility_timeout"]
-    assert timeout > settings.job_time_limit_s
+    options = create_celery(redis_settings).conf.broker_transport_options
+    assert options["visibility_timeout"] > settings.job_time_limit_s
+    assert options["polling_interval"] == celery_module.REDIS_BRPOP_TIMEOUT_S < 1, "an idle worker stops within it"
     embedded = create_celery(settings).conf.broker_transport_options
     assert set(embedded) == {"creator"}, "sqla passes its options to create_engine: no visibility_timeout there"
     postgres = replace(settings, broker_url="sqla+postgresql+psycopg://u@127.0.0.1/b")
@@ -60,8 +66,22 @@ def test_celery_dash_a_finds_an_app_built_from_the_environment(monkeypatch, tmp_
 def test_the_embedded_broker_is_polled_every_tenth_of_a_second(settings):
     from kombu.transport import sqlalchemy as sqla_transport
 
-    embedded = replace(settings, broker_url=f"sqla+sqlite:///{settings.var_dir}/poll.db")
-    app = create_celery(embedded)
+    app = create_celery(settings)
     with app.connection_for_read() as connection:
+        assert isinstance(connection.transport, EmbeddedBrokerTransport)
         assert connection.transport.polling_interval == celery_module.EMBEDDED_POLLING_INTERVAL_S == 0.1
-    assert sqla_transport.Transport.polling_interval == 0.1
+    assert sqla_transport.Transport.polling_interval == 1.0, "kombu's own transport is left as it is"
+
+
+def test_a_wait_on_the_embedded_broker_ends_once_the_worker_is_told_to_stop(settings, monkeypatch):
+    app = create_celery(settings)
+    with app.connection_for_read() as connection, connection.Consumer(app.amqp.queues["cpu"]):
+        started = time.monotonic()
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.3)
+        assert time.monotonic() - started >= 0.3, "not told to stop: it waits its whole timeout"
+        monkeypatch.setattr(worker_state, "should_stop", 0)  # what a warm shutdown sets (EX_OK)
+        started = time.monotonic()
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=2.0)
+        assert time.monotonic() - started < 0.2
