@@ -91,18 +91,6 @@ def test_prediction_never_loads_numba():
     assert out.split() == ["(5,", "2)", "False"]
 
 
-def test_kernels_compile_without_a_writable_cache():
-    out = run_python(
-        "import numba; real = numba.njit\n"
-        "def njit(*args, **kwargs):\n"
-        "    if kwargs.get('cache'):\n"
-        "        raise RuntimeError('cannot cache function: no locator available')\n"
-        "    return real(*args, **kwargs)\n"
-        "numba.njit = njit\n"
-        "from worker.engine import cpu_kernels; cpu_kernels.warm_up(threads=1); print('compiled')")
-    assert out.strip() == "compiled"
-
-
 @pytest.mark.parametrize(("threads", "job_threads", "parallel"), [(2, 16, False), (4, 1, True), (None, 2, False),
                                                                   (None, 4, True)])
 def test_warm_up_compiles_the_parallel_variants_only_for_a_budget_that_runs_them(threads, job_threads, parallel,
