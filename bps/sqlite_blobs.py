@@ -51,7 +51,8 @@ def direct_library() -> ctypes.CDLL | None:
                   "sqlite3_blob_open": [handle, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,
                                         ctypes.c_int, pointer],
                   "sqlite3_blob_bytes": [handle], "sqlite3_blob_read": [handle, ctypes.c_void_p, ctypes.c_int, ctypes.c_int],
-                  "sqlite3_blob_close": [handle]}
+                  "sqlite3_blob_close": [handle],
+                  "sqlite3_exec": [handle, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]}
     for name, argtypes in signatures.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, ctypes.c_int
@@ -66,15 +67,25 @@ def database_file(database_url: str) -> str | None:
 
 class DirectBlobs:
     """A connection of its own to `path`, reading column `column` of `table` in the rows
-    `rowids`; `gone()` is raised when a row cannot be opened or read (deleted meanwhile)."""
+    `rowids`; `gone()` is raised when a row cannot be opened or read (deleted meanwhile).
+    `mmap_bytes`: this connection's PRAGMA mmap_size (SQLite caps it at its SQLITE_MAX_MMAP_SIZE,
+    2 GiB in Debian's build): pages in the map and not in the WAL are copied from the map into
+    the target, not first read into SQLite's page cache. The pages read stay in the process's
+    resident set until SQLite drops the map: at close(), and at a read that begins after another
+    connection committed (as the worker's stored results do after every batch)."""
 
-    def __init__(self, lib: ctypes.CDLL, path: str, table: str, column: str, rowids: list[int], gone: Any) -> None:
+    def __init__(self, lib: ctypes.CDLL, path: str, table: str, column: str, rowids: list[int], gone: Any,
+                 mmap_bytes: int = 0) -> None:
         self.lib, self.table, self.column, self.rowids, self.gone = lib, table.encode(), column.encode(), rowids, gone
         self.db, self.blob, self.rowid, self.size = ctypes.c_void_p(), ctypes.c_void_p(), None, 0
         if lib.sqlite3_open_v2(path.encode(), ctypes.byref(self.db), SQLITE_OPEN_READWRITE, None) != SQLITE_OK:
             lib.sqlite3_close_v2(self.db)  # a handle comes back even when the open fails
             raise sqlite3.OperationalError(f"unable to open database file {path}")
         lib.sqlite3_busy_timeout(self.db, BUSY_TIMEOUT_MS)
+        if mmap_bytes and lib.sqlite3_exec(self.db, f"PRAGMA mmap_size={int(mmap_bytes)}".encode(),
+                                           None, None, None) != SQLITE_OK:
+            self.close()
+            raise sqlite3.OperationalError(f"PRAGMA mmap_size failed on {path}")
 
     def copy(self, index: int, offset: int, view: memoryview) -> int:
         """Bytes of row rowids[index]'s value from `offset` into `view` (as many as both hold)."""

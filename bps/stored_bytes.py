@@ -63,7 +63,7 @@ class _SqliteBlobs:
     a buffer of its own that sqlite3 then copies into bytes. No memory map of the file: alone
     it read faster, but in a worker whose BLAS threads hold both cores its page faults and
     unmaps cost the products more (bench predictions ran slower with it than without) and the
-    mapped pages count as resident."""
+    mapped pages count as resident. (The split reads between batches map it: bps.prediction_rows.)"""
 
     def __init__(self, database_url: str, dataset_id: str, rowids: list[int]) -> None:
         self.dataset_id, self.rowids = dataset_id, rowids
@@ -121,12 +121,13 @@ class StoredBytes(io.RawIOBase):
     DatasetChunk rows at a time (on SQLite bps.sqlite_blobs' DirectBlobs, with a connection of
     its own, or where it cannot be had _SqliteBlobs; _Windows elsewhere or when `blobs` is
     False). The database connection is taken at the first read and given back by close().
-    `directory`: the chunk directory another StoredBytes of the dataset (same `blobs`) read."""
+    `directory`: the chunk directory another StoredBytes of the dataset (same `blobs`) read.
+    `mmap_bytes`: DirectBlobs' memory map of the database file (none with 0 and in the other readers)."""
 
     def __init__(self, database_url: str, dataset_id: str, blobs: bool | None = None,
-                 directory: ChunkDirectory | None = None) -> None:
+                 directory: ChunkDirectory | None = None, mmap_bytes: int = 0) -> None:
         super().__init__()
-        self.database_url, self.dataset_id = database_url, dataset_id
+        self.database_url, self.dataset_id, self.mmap_bytes = database_url, dataset_id, mmap_bytes
         self.blobs = database_url.startswith("sqlite") if blobs is None else blobs
         self.directory = directory or chunk_directory(database_url, dataset_id, self.blobs)
         self.position, self.chunks = 0, None
@@ -167,7 +168,7 @@ class StoredBytes(io.RawIOBase):
         if lib is None or path is None:
             return _SqliteBlobs(self.database_url, self.dataset_id, self.directory.rowids)
         return sqlite_blobs.DirectBlobs(lib, path, DatasetChunk.__tablename__, "data", self.directory.rowids,
-                                        lambda: DatasetGone(self.dataset_id))
+                                        lambda: DatasetGone(self.dataset_id), self.mmap_bytes)
 
     def close(self) -> None:
         if self.chunks is not None:

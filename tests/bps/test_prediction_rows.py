@@ -17,6 +17,7 @@ from bps import prediction_rows
 from bps.prediction_rows import RowLayout, npz_row_layout, read_ahead, split_rows
 from bps.stored_bytes import DatasetGone, StoredBytes
 from tests.bps.test_dataset_batches import count_zip_directory_reads, frame, stored
+from tests.bps.test_stored_bytes import checkpointed, mapped_kib
 
 ROWS = 61
 
@@ -159,3 +160,17 @@ def test_rows_missing_at_the_end_and_a_dataset_deleted_while_read_say_so(setting
     with pytest.raises(DatasetGone, match=f"dataset {dataset_id} was deleted"):
         next(batches)
     assert session_factory(settings.database_url).kw["bind"].pool.checkedout() == 0
+
+
+def test_split_reads_go_through_memory_maps_of_the_database_file(settings) -> None:  # noqa: ANN001
+    """SPLIT_MMAP_BYTES on every part's connection: while the batches are read, the file's pages
+    are in this process's maps of it, and they go with the reader."""
+    X = np.asarray(np.random.default_rng(6).normal(size=(4000, 3, 2)), np.float32)
+    dataset_id = stored(settings, npz(X), "d.npz")
+    path = checkpointed(settings)
+    seen, resident = [], []
+    for batch in read_ahead(settings.database_url, dataset_id, "npz", 1000):
+        seen.append(batch.copy())
+        resident.append(mapped_kib(path))
+    np.testing.assert_array_equal(np.concatenate(seen), X)
+    assert all(kib and kib > 0 for kib in resident) and mapped_kib(path) is None

@@ -8,10 +8,11 @@ import io
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bps.dataset_batches import dataset_batches
-from bps.db import session_scope
+from bps.db import SQLITE_PAGE_SIZE, session_scope
 from bps.stored_bytes import DatasetGone, StoredBytes
 from tests.bps.test_dataset_batches import ROWS, frame, stored
 
@@ -124,3 +125,51 @@ def test_postgresql_reads_through_windows(postgres_settings, monkeypatch) -> Non
     batches = dataset_batches(postgres_settings.database_url, stored(postgres_settings, buffer.getvalue(), "e.npz"),
                               "npz", ROWS)
     np.testing.assert_array_equal(np.concatenate(list(batches)), X)
+
+
+def mapped_kib(path: str) -> int | None:
+    """KiB of `path`'s pages resident in this process's memory maps of it (/proc/self/smaps);
+    None where nothing maps it."""
+    resident, in_file = None, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line: range, perms, offset, dev, inode[, path]
+                in_file = len(fields) == 6 and fields[5].rstrip("\n") == path
+                if in_file and resident is None:
+                    resident = 0
+            elif in_file and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident
+
+
+def checkpointed(settings) -> str:  # noqa: ANN001
+    """The database file's path, once every page is out of the WAL and in it (where SQLite reads
+    pages through its memory map: not those in the WAL)."""
+    from bps.db import engine  # noqa: PLC0415
+    from bps.sqlite_blobs import database_file  # noqa: PLC0415
+
+    with engine(settings.database_url).connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0] == 0  # not busy
+    return os.path.realpath(database_file(settings.database_url))
+
+
+def test_a_mapped_direct_reader_reads_the_same_bytes_through_the_map_until_closed(settings) -> None:  # noqa: ANN001
+    """The map (PRAGMA mmap_size on the reader's own connection) is smaller than the file: the
+    bytes come through it and, past its end, through SQLite's page cache. The unmapped reader
+    and the pool's connections map nothing."""
+    from bps.db import engine  # noqa: PLC0415
+
+    raw = pd.DataFrame({"x": np.arange(20_000) * 0.5, "y": np.arange(20_000) % 7}).to_csv(index=False).encode()
+    dataset_id = stored(settings, raw, "d.csv")
+    path = checkpointed(settings)
+    map_bytes = os.path.getsize(path) - SQLITE_PAGE_SIZE  # the chunks' pages come last: all but the last one
+    with StoredBytes(settings.database_url, dataset_id) as stream:
+        seek_and_read(stream, raw)
+        assert type(stream.chunks).__name__ == "DirectBlobs" and mapped_kib(path) is None
+    with StoredBytes(settings.database_url, dataset_id, mmap_bytes=map_bytes) as stream:
+        seek_and_read(stream, raw)
+        assert 0 < mapped_kib(path) <= map_bytes // 1024
+        with engine(settings.database_url).connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+    assert mapped_kib(path) is None
