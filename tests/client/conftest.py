@@ -1,10 +1,11 @@
 """The client's tests run against real `bps api` and `bps worker` processes on the embedded
 topology (SQLite file, the serverless broker), started once for the package (each start and
-stop took 4-5 s, six modules use it): the tests find their own items by id, and cancel the long
-jobs they submit and wait for them to end (cancel_and_wait); MAX_PREDICTION_ROWS is small so that
-file predictions must be chunked."""
+stop took 4-5 s, six modules use it): the tests find their own items by id, and the jobs a test
+leaves queued or running are cancelled and waited for after it (no_job_outlives_its_test);
+MAX_PREDICTION_ROWS is small so that file predictions must be chunked."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -32,17 +33,6 @@ def mock_client(handler, **kwargs):  # noqa: ANN001, ANN003, ANN201
 
     transport = httpx.MockTransport(handler)
     return Client("http://bps.test", "k", http=httpx.Client(base_url="http://bps.test", transport=transport), **kwargs)
-
-
-def cancel_and_wait(client, job_id: str) -> None:  # noqa: ANN001
-    """Cancels a long job and waits until it has ended cancelled: a running job writes its partial
-    model as it stops, which must not appear in the middle of a later test's listings."""
-    from bps_client import JobFailed
-
-    client.cancel(job_id)
-    with pytest.raises(JobFailed) as ended:
-        client.wait(job_id, timeout=60, poll_interval=0.1)
-    assert ended.value.status == "cancelled", ended.value
 
 
 @dataclass
@@ -94,6 +84,38 @@ def service(tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
         yield Service(url, keys[0], keys[1], env)
     finally:
         stop_process_groups(processes)
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test(request) -> Iterator[None]:  # noqa: ANN001
+    """After each test that uses the service: every job of either tenant still queued or running
+    is cancelled and waited for. A running job writes its partial model as it stops, which must
+    not appear in the middle of a later test's listings."""
+    clients = request.getfixturevalue("tenant_clients") if "service" in request.fixturenames else ()
+    yield
+    for client in clients:
+        end_active_jobs(client)
+
+
+def end_active_jobs(client) -> None:  # noqa: ANN001
+    from bps_client import ApiError, JobFailed
+
+    active = [job["id"] for status in ("queued", "running") for job in client.iter_jobs(status=status)]
+    for job_id in active:
+        with contextlib.suppress(ApiError):  # a 409: it has ended since it was listed
+            client.cancel(job_id)
+    for job_id in active:
+        with contextlib.suppress(JobFailed):  # ended cancelled (or failed)
+            client.wait(job_id, timeout=60, poll_interval=0.1)
+
+
+@pytest.fixture(scope="package")
+def tenant_clients(service: Service) -> Iterator[tuple]:
+    """A client for each of the two tenants' keys (no_job_outlives_its_test's)."""
+    from bps_client import Client
+
+    with Client(service.url, service.key) as own, Client(service.url, service.other_key) as other:
+        yield own, other
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bps_client import ApiError, Client, JobFailed
-from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, cancel_and_wait, mock_client
+from tests.client.conftest import IRIS, MAX_PREDICTION_ROWS, SPEC, mock_client
 
 pytestmark = pytest.mark.slow
 
@@ -94,15 +94,12 @@ def test_wait_polls_when_the_event_stream_is_unavailable(client, trained, capfd,
 
 def test_wait_gives_up_at_its_timeout_on_the_stream_and_when_polling(client, trained, monkeypatch):
     job = client.submit(trained["dataset_id"], {**SPEC, "epochs": 5000}, target="species")
-    try:
-        for label in ("stream", "polling"):
-            start = time.monotonic()
-            with pytest.raises(TimeoutError):
-                client.wait(job["id"], timeout=1.5, poll_interval=0.1)
-            assert time.monotonic() - start < 10, label
-            monkeypatch.setattr(client, "events", no_stream)
-    finally:
-        cancel_and_wait(client, job["id"])
+    for label in ("stream", "polling"):
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.wait(job["id"], timeout=1.5, poll_interval=0.1)
+        assert time.monotonic() - start < 10, label
+        monkeypatch.setattr(client, "events", no_stream)
 
 
 def test_a_diverging_job_raises_jobfailed_with_its_error(client, trained):
