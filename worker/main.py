@@ -3,12 +3,9 @@ bps.cli imports this module only when it starts a worker: the base layer does no
 worker layer."""
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
 import socket
-import sys
-from typing import NoReturn
 
 from bps.config import Settings
 
@@ -64,19 +61,4 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int, pool: st
         "--pool", pool or worker_pool(queues, concurrency), "--hostname", name,
         "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
     ])
-    exit_without_teardown()
-
-
-def exit_without_teardown() -> NoReturn:
-    """Exit once Celery has stopped (its running job finished or requeued), skipping the
-    interpreter's teardown of NumPy, Numba, SQLAlchemy and Celery, about 0.5 s of an idle worker's
-    0.6-0.7 s from SIGTERM to exit. The pooled database connections are closed and the atexit
-    handlers run first (logging's flush among them), as a normal exit would."""
-    from bps.db import dispose_all  # noqa: PLC0415
-
-    dispose_all()
-    atexit._run_exitfuncs()  # noqa: SLF001  (what the interpreter runs at exit: os._exit does not)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
