@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 from celery.worker import state as worker_state
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as sqla_transport
 
 from bps.config import Settings, load_settings
@@ -31,6 +32,8 @@ EMBEDDED_POLLING_INTERVAL_S = 0.1
 # How long an idle worker on Redis waits in one BRPOP (kombu's default 1 s): it notices a
 # shutdown only between two, so SIGTERM or Ctrl-C waited up to 1 s more.
 REDIS_BRPOP_TIMEOUT_S = 0.25
+# The name under which kombu finds EmbeddedBrokerTransport (bpssqla+<database URL>).
+EMBEDDED_TRANSPORT_ALIAS = "bpssqla"
 
 
 class EmbeddedBrokerTransport(sqla_transport.Transport):
@@ -58,6 +61,13 @@ def _worker_told_to_stop() -> bool:
     SIGINT, SIGQUIT): the flags that celery.worker.state.maybe_shutdown raises on."""
     return any(flag is not None and flag is not False
                for flag in (worker_state.should_stop, worker_state.should_terminate))
+
+
+def _embedded_transport_alias() -> str:
+    """Registers EmbeddedBrokerTransport under EMBEDDED_TRANSPORT_ALIAS in kombu's table of
+    transports (on the first app built, not at import) and returns the alias."""
+    TRANSPORT_ALIASES.setdefault(EMBEDDED_TRANSPORT_ALIAS, f"{__name__}:{EmbeddedBrokerTransport.__name__}")
+    return EMBEDDED_TRANSPORT_ALIAS
 
 
 def _is_redis(broker_url: str) -> bool:
@@ -99,11 +109,11 @@ def create_celery(settings: Settings) -> Celery:
     """A configured Celery app with the training task registered."""
     app = Celery("bps", broker=settings.broker_url, set_as_current=False)
     if settings.broker_url.startswith("sqla+"):
-        # An sqla+ prefix makes kombu choose its own transport, and the Celery CLI takes
-        # broker_url from $BROKER_URL: the connections' URLs, without the prefix, are set apart.
-        url = settings.broker_url.removeprefix("sqla+")
-        app.conf.update(broker_read_url=url, broker_write_url=url,
-                        broker_transport=f"{__name__}:{EmbeddedBrokerTransport.__name__}")
+        # The Celery CLI sets broker_url from $BROKER_URL (sqla+: kombu's own transport), so the
+        # connections' read/write URLs name ours. kombu takes the transport from a URL's text
+        # before its first "+" (an alias; never an import path) and overrides broker_transport.
+        url = f"{_embedded_transport_alias()}+{settings.broker_url.removeprefix('sqla+')}"
+        app.conf.update(broker_read_url=url, broker_write_url=url)
     app.conf.update(
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_transport_options(settings),

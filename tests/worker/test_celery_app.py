@@ -73,6 +73,19 @@ def test_the_embedded_broker_is_polled_every_tenth_of_a_second(settings):
     assert sqla_transport.Transport.polling_interval == 1.0, "kombu's own transport is left as it is"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite:///{var_dir}/b.db", "postgresql://u@127.0.0.1/b",
+                                          "postgresql+psycopg://u@127.0.0.1/b"])
+def test_an_sqla_broker_url_gets_our_transport_on_the_whole_database_url(settings, database_url):
+    """kombu takes a URL's transport from the text before its first "+" (no server is reached:
+    a transport connects on its first channel)."""
+    database_url = database_url.format(var_dir=settings.var_dir)
+    app = create_celery(replace(settings, broker_url=f"sqla+{database_url}"))
+    for connection in (app.connection_for_read(), app.connection_for_write()):
+        with connection:
+            assert isinstance(connection.transport, EmbeddedBrokerTransport)
+            assert connection.hostname == database_url
+
+
 def test_a_wait_on_the_embedded_broker_ends_once_the_worker_is_told_to_stop(settings, monkeypatch):
     app = create_celery(settings)
     with app.connection_for_read() as connection, connection.Consumer(app.amqp.queues["cpu"]):
