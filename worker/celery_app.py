@@ -50,9 +50,10 @@ class EmbeddedBrokerTransport(sqla_transport.Transport):
             try:  # one poll (a job it delivers runs inside it, to its end or to its own stop)
                 return super().drain_events(connection, timeout=0)
             except socket.timeout:
-                if deadline is not None and time.monotonic() >= deadline:
+                time_left = self.polling_interval if deadline is None else deadline - time.monotonic()
+                if time_left <= 0:
                     raise
-                time.sleep(self.polling_interval)
+                time.sleep(min(self.polling_interval, time_left))  # no poll past the deadline
         raise socket.timeout
 
 

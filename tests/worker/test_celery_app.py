@@ -98,3 +98,13 @@ def test_a_wait_on_the_embedded_broker_ends_once_the_worker_is_told_to_stop(sett
         with pytest.raises(socket.timeout):
             connection.drain_events(timeout=2.0)
         assert time.monotonic() - started < 0.2
+
+
+def test_a_wait_on_the_embedded_broker_ends_at_its_timeout_not_at_the_next_poll(settings):
+    app = create_celery(settings)
+    with app.connection_for_read() as connection, connection.Consumer(app.amqp.queues["cpu"]):
+        connection.transport.polling_interval = 1.0
+        started = time.monotonic()
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.2)
+        assert 0.2 <= time.monotonic() - started < 0.6
