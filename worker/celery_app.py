@@ -30,7 +30,8 @@ QUEUES = ("cpu", "gpu")
 # measurable. (Its transport options go to create_engine, so this is a class attribute.)
 EMBEDDED_POLLING_INTERVAL_S = 0.1
 # How long an idle worker on Redis waits in one BRPOP (kombu's default 1 s): it notices a
-# shutdown only between two, so SIGTERM or Ctrl-C waited up to 1 s more.
+# shutdown only between two, so SIGTERM or Ctrl-C waited up to 1 s more. The cost: an idle
+# worker's consumer polls Redis every 0.25 s (an empty BRPOP sent again), 4 commands a second.
 REDIS_BRPOP_TIMEOUT_S = 0.25
 # The name under which kombu finds EmbeddedBrokerTransport (bpssqla+<database URL>).
 EMBEDDED_TRANSPORT_ALIAS = "bpssqla"

@@ -27,7 +27,9 @@ def test_redis_redelivery_waits_longer_than_the_longest_job(settings):
     redis_settings = replace(settings, broker_url="redis://127.0.0.1:6379/0")
     options = create_celery(redis_settings).conf.broker_transport_options
     assert options["visibility_timeout"] > settings.job_time_limit_s
-    assert options["polling_interval"] == celery_module.REDIS_BRPOP_TIMEOUT_S < 1, "an idle worker stops within it"
+    unreachable = replace(settings, broker_url="redis://127.0.0.1:1/0")  # a transport is built without connecting
+    with create_celery(unreachable).connection_for_read() as connection:
+        assert connection.transport.brpop_timeout == celery_module.REDIS_BRPOP_TIMEOUT_S < 1, "a shutdown waits for it"
     embedded = create_celery(settings).conf.broker_transport_options
     assert set(embedded) == {"creator"}, "sqla passes its options to create_engine: no visibility_timeout there"
     postgres = replace(settings, broker_url="sqla+postgresql+psycopg://u@127.0.0.1/b")
