@@ -238,10 +238,16 @@ def fused_gemm(dtype: Any, size: int, *operands: np.ndarray) -> Any:
     gemm reads raw memory as that dtype). Called before the batch split, in the caller's thread."""
     if variant(_LSTM_STEP, size) is not _LSTM_STEP[0]:
         return None
-    dtype = np.dtype(dtype)
-    if any(array.dtype != dtype or not array.flags.c_contiguous for array in operands):
+    if not takes_by_pointer(dtype, *operands):
         return None
-    return cpu_blas.gemm(dtype)
+    return cpu_blas.gemm(np.dtype(dtype))
+
+
+def takes_by_pointer(dtype: Any, *operands: np.ndarray) -> bool:
+    """Whether the gemm of fused_gemm(dtype, ...) can read each of `operands` by raw pointer:
+    C-contiguous arrays of `dtype`."""
+    dtype = np.dtype(dtype)
+    return all(array.dtype == dtype and array.flags.c_contiguous for array in operands)
 
 
 def chunked() -> bool:

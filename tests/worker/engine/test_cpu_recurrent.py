@@ -260,6 +260,29 @@ def test_a_weight_of_another_dtype_reaches_the_fused_loops_only_in_the_layers_dt
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("remake", [np.asfortranarray, lambda proj: proj.astype(np.float64)],
+                         ids=["not_c_contiguous", "float64"])
+def test_projections_the_fused_gemm_cannot_read_by_pointer_take_the_per_step_loop(remake, kernel_variant,
+                                                                                 monkeypatch):
+    """fused_loop infers the projections' layout from forward; LSTM._run checks the arrays
+    themselves: a proj made otherwise (here by a wrapper of _run) runs the per-step loop, with its
+    outputs, where fused_loop alone would have fused it."""
+    rng = np.random.default_rng(18)
+    layers = [build_layer({"type": "lstm", "units": 5, "return_sequences": True}, (4, 3), dtype=np.float32)
+              for _ in range(2)]
+    for layer in layers:
+        layer._run = lambda proj, bias, run=layer._run: run(remake(proj), bias)
+    x, upstream = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((6, 4, 5)).astype(np.float32)
+    assert (layers[0].fused_loop(len(x))[1] is not None) == (kernel_variant == "serial")
+    calls = _count_fused_calls(monkeypatch)
+    remade = run(layers[0], x, upstream)
+    assert calls["forward"] == 0
+    layers[1].fused_loop = lambda n, asked=layers[1].fused_loop: (asked(n)[0], None)  # the per-step forward
+    reference = run(layers[1], x, upstream)
+    for got, want in zip((*remade[:2], *remade[2].values()), (*reference[:2], *reference[2].values())):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_the_loop_weights_follow_each_change_of_w_hh_between_forwards():
     """W_hh is copied into the loops' arrays on every forward (no cache to go stale): an in-place
     change between two forwards, as an optimizer step or a finite difference makes, reaches the output."""

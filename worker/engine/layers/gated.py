@@ -101,7 +101,8 @@ class LSTM(_Recurrent):
         loop. The arrays the fused loop's products take by pointer are the layer's scratch (hs,
         W_hh^T: its dtype, C-contiguous) and the projections, a fresh product of the input (in the
         layer's dtype) by W_ih: C-contiguous, in the wider of the two dtypes (np.matmul), so fused
-        only where W_ih's is no wider. _run asks this; bench_cnn_rnn prints it."""
+        only where W_ih's is no wider. _run asks this (then checks those arrays themselves);
+        bench_cnn_rnn prints it."""
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
         parts = _parts(self, n)
@@ -121,7 +122,8 @@ class LSTM(_Recurrent):
         return _Loop(hs, cs, self.scratch("tanh_c", (steps, n, u)), w_hh, w_hh_t, parts, gemm)
 
     def _run(self, proj: Any, bias: Any) -> Any:
-        """On NumPy where fused_loop allows: each part's whole loop in one kernel call
+        """On NumPy where fused_loop allows and the arrays its gemm reads by pointer (proj, W_hh^T,
+        hs) are C-contiguous in the layer's dtype: each part's whole loop in one kernel call
         (cpu_recurrent.lstm_forward, adding the bias), else the base's: the bias added, then
         _steps (NumPy) or gpu_recurrent's loop (CuPy)."""
         if self.xp is not np:
@@ -132,6 +134,9 @@ class LSTM(_Recurrent):
             return super()._run(proj, bias)
         from worker.engine import cpu_recurrent  # noqa: PLC0415
 
+        # fused_loop infers proj's dtype from forward's product: a proj made otherwise goes per step
+        if not cpu_recurrent.takes_by_pointer(self.dtype, proj, loop.w_hh_t, loop.hs):
+            return super()._run(proj, bias)
         batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
             loop.gemm, proj, bias, loop.w_hh_t, loop.hs, loop.cs, loop.tanh_c, lo, hi), loop.parts)
         return loop.hs
