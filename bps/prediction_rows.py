@@ -112,9 +112,11 @@ class SplitReader:
 
 def split_rows(source: StoredBytes, layout: RowLayout, rows: int, start: int = 0,
                ways: int = SPLIT_WAYS) -> Iterator[np.ndarray]:
-    """X's rows from `start` on, `rows` at a time, each batch read by `ways` threads (`source`
-    and ways - 1 more StoredBytes) when the caller asks for it, into one array: a batch is
-    overwritten when the next one is asked for. Closes `source` at the end."""
+    """X's rows from `start` on, `rows` at a time, each batch read by `ways` threads when the
+    caller asks for it, into one array: a batch is overwritten when the next one is asked for.
+    When the first batch is asked for, a SplitReader replaces `source` (closed then) by `ways`
+    StoredBytes of its own, sharing its chunk directory and mapping the database file; they are
+    closed at the end (or when the generator is closed)."""
     total = layout.shape[0]
     reader = SplitReader(source, ways)
     try:
