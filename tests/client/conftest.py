@@ -1,8 +1,8 @@
 """The client's tests run against real `bps api` and `bps worker` processes on the embedded
 topology (SQLite file, the serverless broker), started once for the package (each start and
-stop took 4-5 s, six modules use it): the tests find their own items by id, and the jobs a test
-leaves queued or running are cancelled and waited for after it (no_job_outlives_its_test);
-MAX_PREDICTION_ROWS is small so that file predictions must be chunked."""
+stop took 4-5 s, six modules use it): the tests find their own items by id, and the jobs and
+asynchronous predictions a test leaves queued or running are ended after it (cancelled; the
+predictions waited for) by no_job_outlives_its_test; MAX_PREDICTION_ROWS is small so that file predictions must be chunked."""
 from __future__ import annotations
 
 import contextlib
@@ -89,24 +89,42 @@ def service(tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
 @pytest.fixture(autouse=True)
 def no_job_outlives_its_test(request) -> Iterator[None]:  # noqa: ANN001
     """After each test that uses the service: every job of either tenant still queued or running
-    is cancelled and waited for. A running job writes its partial model as it stops, which must
-    not appear in the middle of a later test's listings."""
+    is cancelled and waited for, and every asynchronous prediction still queued or running is
+    waited for (they cannot be cancelled). A running job writes its partial model as it stops, and
+    a prediction its rows: neither must appear in the middle of a later test's listings."""
     clients = request.getfixturevalue("tenant_clients") if "service" in request.fixturenames else ()
     yield
     for client in clients:
         end_active_jobs(client)
+        wait_for_active_predictions(client)
 
 
 def end_active_jobs(client) -> None:  # noqa: ANN001
+    """Cancels each job of the client's tenant still queued or running; each that it cancelled
+    must end cancelled."""
     from bps_client import ApiError, JobFailed
 
     active = [job["id"] for status in ("queued", "running") for job in client.iter_jobs(status=status)]
+    cancelled = []
     for job_id in active:
-        with contextlib.suppress(ApiError):  # a 409: it has ended since it was listed
+        try:
             client.cancel(job_id)
-    for job_id in active:
-        with contextlib.suppress(JobFailed):  # ended cancelled (or failed)
+            cancelled.append(job_id)
+        except ApiError as error:
+            if error.status != 409:  # a 409: it has ended since it was listed
+                raise
+    for job_id in cancelled:
+        with pytest.raises(JobFailed) as ended:
             client.wait(job_id, timeout=60, poll_interval=0.1)
+        assert ended.value.status == "cancelled", ended.value
+
+
+def wait_for_active_predictions(client) -> None:  # noqa: ANN001
+    from bps_client import PredictionFailed
+
+    for prediction in [p for p in client.iter_predictions() if p["status"] in ("queued", "running")]:
+        with contextlib.suppress(PredictionFailed):
+            client.wait_prediction(prediction["id"], timeout=60, poll_interval=0.1)
 
 
 @pytest.fixture(scope="package")
