@@ -9,14 +9,13 @@ the OS's page cache (a read before the runs).
 """
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_predictions import FEATURES, make_rows, store_model_and_dataset
+from bench.bench_predictions import FEATURES, make_rows, store_model_and_dataset, workload_parser
 from bench.service_processes import setup
 
 
@@ -39,9 +38,7 @@ def timed_read(database_url: str, dataset_id: str, chunk_rows: int, mmap_bytes: 
 def main(argv: list[str]) -> None:
     from bps.prediction_rows import SPLIT_MMAP_BYTES
 
-    parser = argparse.ArgumentParser(prog="python -m bench prediction_reads")
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser = workload_parser("python -m bench prediction_reads")
     parser.add_argument("--runs", type=int, default=5)
     args, _ = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="bps-bench-prediction-reads-") as name:

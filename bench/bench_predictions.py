@@ -203,11 +203,16 @@ def download_csv(port: int, auth: dict, prediction_id: str, api_pid: int) -> tup
     return size, lines - 1, elapsed, before, peak[0]
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench predictions")
+def workload_parser(prog: str) -> argparse.ArgumentParser:
+    """The options of this workload's size, shared with `python -m bench prediction_reads`."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=10_000)
-    args, _ = parser.parse_known_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args, _ = workload_parser("python -m bench predictions").parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="bps-bench-predictions-") as name:
         tmp = Path(name)
         settings, env, auth = setup(tmp)
