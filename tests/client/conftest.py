@@ -100,23 +100,21 @@ def no_job_outlives_its_test(request) -> Iterator[None]:  # noqa: ANN001
 
 
 def end_active_jobs(client) -> None:  # noqa: ANN001
-    """Cancels each job of the client's tenant still queued or running; each that it cancelled
-    must end cancelled."""
+    """Cancels each job of the client's tenant still queued or running and waits for each to end,
+    in whatever status: a running job that reaches its end before it sees the cancel succeeds, and
+    cancellation itself has its own tests."""
     from bps_client import ApiError, JobFailed
 
     active = [job["id"] for status in ("queued", "running") for job in client.iter_jobs(status=status)]
-    cancelled = []
     for job_id in active:
         try:
             client.cancel(job_id)
-            cancelled.append(job_id)
         except ApiError as error:
             if error.status != 409:  # a 409: it has ended since it was listed
                 raise
-    for job_id in cancelled:
-        with pytest.raises(JobFailed) as ended:
+    for job_id in active:
+        with contextlib.suppress(JobFailed):
             client.wait(job_id, timeout=60, poll_interval=0.1)
-        assert ended.value.status == "cancelled", ended.value
 
 
 def wait_for_active_predictions(client) -> None:  # noqa: ANN001

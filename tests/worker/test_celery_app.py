@@ -109,4 +109,4 @@ def test_a_wait_on_the_embedded_broker_ends_at_its_timeout_not_at_the_next_poll(
         started = time.monotonic()
         with pytest.raises(socket.timeout):
             connection.drain_events(timeout=0.2)
-        assert 0.2 <= time.monotonic() - started < 0.6
+        assert 0.2 <= time.monotonic() - started < 0.9  # the old code slept its whole 1 s interval

@@ -33,6 +33,7 @@ names = [module.name for module in pkgutil.walk_packages(worker.engine.__path__,
 modules = [importlib.import_module(name) for name in names
            if any(word in open(importlib.util.find_spec(name).origin).read() for word in ("numba", "kernel_jit"))]
 Dispatcher = numba.core.dispatcher.Dispatcher
+gc.collect()  # a dispatcher dropped but still in a reference cycle is not one the modules define
 defined = {id(kernel) for kernel in gc.get_objects()
            if isinstance(kernel, Dispatcher) and kernel.py_func.__module__.startswith("worker.")}
 held = {id(kernel) for module in modules for value in vars(module).values()
