@@ -73,13 +73,14 @@ def fail_exhausted(settings: Settings, stale_before: datetime, table: Any = Job)
 
 
 def broker_queue_sizes(settings: Settings) -> dict[str, int] | None:
-    """Messages waiting in each queue, or None when the broker cannot be asked."""
-    from kombu import Connection  # noqa: PLC0415
-
+    """Messages waiting in each queue, or None when the broker cannot be asked. The connection
+    is the publishing app's (its transport and options): kombu caches one engine per database
+    URL and process, made by the first connection to open it, and the publishes reuse it."""
     from worker.celery_app import QUEUES  # noqa: PLC0415
+    from worker.queue import celery_for  # noqa: PLC0415
 
     try:  # a fresh connection each time: a pooled one may point at a broker that restarted
-        with Connection(settings.broker_url, connect_timeout=5) as connection:
+        with celery_for(settings).connection_for_read(connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=1)
             return {name: _waiting_messages(connection.default_channel, name) for name in QUEUES}
     except Exception:  # noqa: BLE001

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from datetime import timedelta
 
 from kombu import Connection
+from kombu.transport.sqlalchemy import Channel
 from sqlalchemy import update
 
-from bps.db import session_scope
+from bps.db import BUSY_TIMEOUT_S, session_scope
 from bps.models import Job, utcnow
 from tests.faults.harness import bps_command
 from tests.worker.test_runner import add_job, classifier_spec, epoch_numbers, job_row
-from worker.registry import reap
+from worker.celery_app import embedded_broker_file
+from worker.registry import broker_queue_sizes, reap
 
 
 def queued_messages(settings, queue: str = "cpu") -> int:  # noqa: ANN001
@@ -39,6 +43,20 @@ def test_reaper_republishes_lost_jobs_and_fails_those_out_of_attempts(settings):
     failed = job_row(settings, exhausted)
     assert failed.status == "failed" and "stopped responding" in failed.error
     assert reap(settings) == 0, "a republished job is not republished again before it goes stale"
+
+
+def test_the_reapers_broker_connection_is_set_as_the_publishers(settings):
+    """kombu caches one engine per database URL and process, made by whichever connection opens
+    the file first: in the API, /metrics' queue sizes may come before the first publish, which
+    then reuses that engine. It must be the one with embedded_broker_connector's settings."""
+    assert broker_queue_sizes(settings) == {"cpu": 0, "gpu": 0}
+    broker_file = embedded_broker_file(settings.broker_url)
+    with closing(sqlite3.connect(broker_file)) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    engine, _session = Channel._engines[f"sqlite:///{broker_file}"]
+    with closing(engine.raw_connection()) as connection:
+        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_S * 1000
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
 
 
 def test_a_stopping_worker_requeues_its_running_job(settings, tmp_path):
