@@ -1,8 +1,9 @@
 """CPU kernels (Numba) for the time loops of lstm and gru in training: each backward step's gate
 gradients in one pass over (N, units) instead of about ten NumPy calls, with no precomputed
 derivative arrays (the derivatives come from the saved activations in the same pass); rows run
-in parallel when the budget allows (kernel_jit.variant). The loops run over a row range lo:hi of
-the batch (one part of batch_split), with their dh/dc state in the layer's scratch arrays.
+in parallel when the budget allows (kernel_jit.variant). cpu_recurrent_loops runs them over a
+row range lo:hi of the batch (one part of batch_split). Every Numba function the disk-cached
+fused loops call lives in this file: Numba's cache sees an edit to the kernel's own file only.
 
 The LSTM's loops are each one call per part (`_lstm_forward`, `_lstm_backward`): the products
 by NumPy's own OpenBLAS called from the kernel (cpu_blas), the gate math between them, so the
@@ -11,7 +12,7 @@ handed it over about six times each way). The forward's tanh is a rational funct
 vectorises (float32; libm's tanhf does not, and NumPy's SIMD tanh is a call per array). Where
 NumPy has another BLAS, the step kernel's parallel variant would run, or an array the products
 take by pointer is not C-contiguous in the layer's dtype (fused_gemm), the LSTM keeps per-step
-kernels and NumPy matmuls (`lstm_cell_kernel`, the GRU's loop likewise).
+kernels and NumPy matmuls (cpu_recurrent_loops, the GRU's loop likewise).
 
 Each equals the array formulation in layers/recurrent.py (still used for CuPy and with
 `use_kernels` off) up to rounding order and, in float32, the tanh's few ulp.
@@ -224,12 +225,6 @@ def _lstm_backward(gemm, chunked, gates, cs, tanh_c, upstream, every_step, w_hh,
 _LSTM_FORWARD, _LSTM_BACKWARD = jit(_lstm_forward, error_model="numpy"), jit(_lstm_backward)
 
 
-def lstm_cell_kernel(size: int) -> Any:
-    """The lstm_cell kernel, kernel(gates, c_prev, c_next), for calls over `size` gate values
-    (picked once per time loop, not per step)."""
-    return variant(_LSTM_CELL, size)
-
-
 def fused_gemm(dtype: Any, size: int, *operands: np.ndarray) -> Any:
     """cpu_blas.gemm(dtype) where a fused loop (_lstm_forward, _lstm_backward) runs a part of
     `size` gate values per step, else None: NumPy uses another BLAS, the step kernel's parallel
@@ -253,56 +248,6 @@ def takes_by_pointer(dtype: Any, *operands: np.ndarray) -> bool:
 def chunked() -> bool:
     """The fused loops' `chunked` now (_matmul_chunked): NumPy's OpenBLAS on one thread."""
     return cpu_blas.threads() == 1
-
-
-def lstm_forward(gemm: Any, proj: np.ndarray, bias: np.ndarray, w_hh_t: np.ndarray, hs: np.ndarray,
-                 cs: np.ndarray, tanh_c: np.ndarray, lo: int, hi: int) -> None:
-    """_lstm_forward over batch rows lo:hi (gemm: fused_gemm's)."""
-    _LSTM_FORWARD(gemm, chunked(), proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi)
-
-
-def _state(layer: Any, part: int, rows: int, names: str) -> list[np.ndarray]:
-    """The part's (rows, units) loop state arrays, zeroed."""
-    arrays = [layer.scratch(f"{name}{part}", (rows, layer.units)) for name in names.split()]
-    for array in arrays:
-        array[...] = 0
-    return arrays
-
-
-def lstm_bptt(layer: Any, gemm: Any, grad_out: np.ndarray, dgates: np.ndarray, w_hh: np.ndarray, lo: int,
-              hi: int, part: int) -> None:
-    """The LSTM's backward time loop over batch rows lo:hi (layer: its saved forward state; gemm:
-    fused_gemm's, found before the split, or None: per-step kernels; w_hh: W_hh in loop gate
-    order, the forward's, LSTM._loop_weights) -> dgates[:, lo:hi] (T, rows, 4u)."""
-    gates, cs, tanh_c = layer._gates[:, lo:hi], layer._cs[:, lo:hi], layer._tanh_c[:, lo:hi]
-    dgates_all, dgates = dgates, dgates[:, lo:hi]
-    dh, dc = _state(layer, part, hi - lo, "dh dc")
-    if gemm is not None:
-        every_step = layer.return_sequences
-        upstream = grad_out if every_step else grad_out[:, None]
-        _LSTM_BACKWARD(gemm, chunked(), layer._gates, layer._cs, layer._tanh_c, upstream, every_step,
-                       w_hh, dgates_all, dh, dc, lo, hi)
-        return
-    kernel = variant(_LSTM_STEP, dgates[0].size)
-    for t in range(gates.shape[0] - 1, -1, -1):
-        layer._add_upstream(dh, grad_out, t, lo)
-        kernel(gates[t], cs[t], tanh_c[t], dh, dc, dgates[t])
-        if t:
-            np.matmul(dgates[t], w_hh, out=dh)
-
-
-def gru_bptt(layer: Any, grad_out: np.ndarray, d_in: np.ndarray, d_hid: np.ndarray, lo: int, hi: int,
-             part: int) -> None:
-    """The GRU's backward time loop over batch rows lo:hi -> d_in, d_hid[:, lo:hi] (T, rows, 3u)."""
-    gates, hs, hp_n = layer._gates[:, lo:hi], layer._hs[:, lo:hi], layer._hp_n[:, lo:hi]
-    w_hh, d_in, d_hid = layer._p("weight_hh_l0"), d_in[:, lo:hi], d_hid[:, lo:hi]
-    (dh,), through = _state(layer, part, hi - lo, "dh"), layer.scratch(f"through{part}", (hi - lo, layer.units))
-    kernel = variant(_GRU_STEP, d_in[0].size)
-    for t in range(gates.shape[0] - 1, -1, -1):
-        layer._add_upstream(dh, grad_out, t, lo)
-        kernel(gates[t], hs[t], hp_n[t], dh, d_in[t], d_hid[t])
-        if t:
-            dh += np.matmul(d_hid[t], w_hh, out=through)
 
 
 def warm_up(dtype: type = np.float32, variants: int = 2) -> None:

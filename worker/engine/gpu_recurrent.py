@@ -172,7 +172,7 @@ def lstm_run(layer: Any, proj: Any) -> Any:
 
 
 def lstm_bptt(layer: Any, grad_out: Any, dgates: Any) -> Any:
-    """LSTM._bptt's loop (as cpu_recurrent.lstm_bptt) -> dgates (T, N, 4u)."""
+    """LSTM._bptt's loop (as cpu_recurrent_loops.lstm_bptt) -> dgates (T, N, 4u)."""
     xp, gates, w_hh = layer.xp, layer._gates, layer._w("weight_hh_l0")
     steps, n, _ = gates.shape
     dh, dc = xp.zeros((n, layer.units), layer.dtype), xp.zeros((n, layer.units), layer.dtype)
@@ -193,7 +193,7 @@ def gru_run(layer: Any, proj: Any) -> Any:
 
 
 def gru_bptt(layer: Any, grad_out: Any, d_in: Any, d_hid: Any) -> None:
-    """GRU._bptt's loop (as cpu_recurrent.gru_bptt) -> d_in, d_hid (T, N, 3u)."""
+    """GRU._bptt's loop (as cpu_recurrent_loops.gru_bptt) -> d_in, d_hid (T, N, 3u)."""
     xp, gates, hs, w_hh = layer.xp, layer._gates, layer._hs, layer._p("weight_hh_l0")
     steps, n, _ = gates.shape
     dh, through = xp.zeros((n, layer.units), layer.dtype), xp.empty((n, layer.units), layer.dtype)

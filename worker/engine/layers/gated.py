@@ -124,7 +124,7 @@ class LSTM(_Recurrent):
     def _run(self, proj: Any, bias: Any) -> Any:
         """On NumPy where fused_loop allows and the arrays its gemm reads by pointer (proj, W_hh^T,
         hs) are C-contiguous in the layer's dtype: each part's whole loop in one kernel call
-        (cpu_recurrent.lstm_forward, adding the bias), else the base's: the bias added, then
+        (cpu_recurrent_loops.lstm_forward, adding the bias), else the base's: the bias added, then
         _steps (NumPy) or gpu_recurrent's loop (CuPy)."""
         if self.xp is not np:
             return super()._run(proj, bias)
@@ -132,12 +132,12 @@ class LSTM(_Recurrent):
         self._gates, self._cs, self._tanh_c = proj, loop.cs, loop.tanh_c  # what the backward reads
         if loop.gemm is None:
             return super()._run(proj, bias)
-        from worker.engine import cpu_recurrent  # noqa: PLC0415
+        from worker.engine import cpu_recurrent, cpu_recurrent_loops  # noqa: PLC0415
 
         # fused_loop infers proj's dtype from forward's product: a proj made otherwise goes per step
         if not cpu_recurrent.takes_by_pointer(self.dtype, proj, loop.w_hh_t, loop.hs):
             return super()._run(proj, bias)
-        batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent.lstm_forward(
+        batch_split.run(proj.shape[1], lambda lo, hi, part: cpu_recurrent_loops.lstm_forward(
             loop.gemm, proj, bias, loop.w_hh_t, loop.hs, loop.cs, loop.tanh_c, lo, hi), loop.parts)
         return loop.hs
 
@@ -167,9 +167,9 @@ class LSTM(_Recurrent):
         """cell(g, c_prev, c_next) for a part of `rows` rows: the sigmoid gates of g from their
         tanh, then c_next (in training the kernel itself, chosen once per loop)."""
         if self._kernels:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415  (Numba: only where training runs)
+            from worker.engine import cpu_recurrent_loops  # noqa: PLC0415  (Numba: only where training runs)
 
-            return cpu_recurrent.lstm_cell_kernel(rows * self.gates * self.units)
+            return cpu_recurrent_loops.lstm_cell_kernel(rows * self.gates * self.units)
         u, ig = self.units, self.scratch(f"ig{part}", (rows, self.units))
 
         def cell(g: Any, c_prev: Any, c_next: Any) -> None:
@@ -185,12 +185,12 @@ class LSTM(_Recurrent):
         steps, n, gh = gates.shape
         dgates, w_hh = self.scratch("dgates", (steps, n, gh)), self._loop.w_hh
         if self._kernels:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415
+            from worker.engine import cpu_recurrent, cpu_recurrent_loops  # noqa: PLC0415
 
             parts = _parts(self, n, backward=True)  # dgates, w_hh: the fused products' operands
             gemm = cpu_recurrent.fused_gemm(self.dtype, n // parts * gh, dgates, w_hh)
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.lstm_bptt(self, gemm, grad_out, dgates, w_hh, lo, hi,
-                                                                             part), parts)
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent_loops.lstm_bptt(self, gemm, grad_out, dgates, w_hh,
+                                                                                   lo, hi, part), parts)
             return dgates, dgates
         deriv = self.scratch("deriv", (steps, n, gh))  # d activation / d pre-activation, all gates
         xp.subtract(1, gates, out=deriv)
@@ -263,10 +263,10 @@ class GRU(_Recurrent):
         steps, n, gh = gates.shape
         d_in, d_hid = self.scratch("d_in", (steps, n, gh)), self.scratch("d_hid", (steps, n, gh))
         if self._kernels:
-            from worker.engine import cpu_recurrent  # noqa: PLC0415
+            from worker.engine import cpu_recurrent_loops  # noqa: PLC0415
 
-            batch_split.run(n, lambda lo, hi, part: cpu_recurrent.gru_bptt(self, grad_out, d_in, d_hid, lo, hi, part),
-                            _parts(self, n, backward=True))
+            batch_split.run(n, lambda lo, hi, part: cpu_recurrent_loops.gru_bptt(self, grad_out, d_in, d_hid, lo, hi,
+                                                                                  part), _parts(self, n, backward=True))
             return d_in, d_hid
         deriv = self.scratch("deriv", (steps, n, gh))
         xp.subtract(1, gates, out=deriv)
