@@ -37,12 +37,25 @@ REDIS_BRPOP_TIMEOUT_S = 0.25
 EMBEDDED_TRANSPORT_ALIAS = "bpssqla"
 
 
+class EmbeddedBrokerChannel(sqla_transport.Channel):
+    """kombu's SQLAlchemy channel, which opens a Session on first use and never closes it: the
+    Session's pooled connection stayed checked out until the garbage collector broke the
+    channel's reference cycle. A closed channel gives it back to the engine's pool at once."""
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        super().close()
+
+
 class EmbeddedBrokerTransport(sqla_transport.Transport):
     """kombu's SQLAlchemy transport, polled every EMBEDDED_POLLING_INTERVAL_S, whose wait for a
     message ends at the first poll after the worker is told to stop. Celery's loop for a
     transport without an event loop (synloop) waits 2 s in each drain_events and drains once
     more after the shutdown flag is seen: an idle worker took ~3 s to exit on SIGTERM."""
 
+    Channel = EmbeddedBrokerChannel
     polling_interval = EMBEDDED_POLLING_INTERVAL_S
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:

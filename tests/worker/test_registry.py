@@ -2,6 +2,7 @@
 stop requeues its running job."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sqlite3
@@ -57,6 +58,20 @@ def test_the_reapers_broker_connection_is_set_as_the_publishers(settings):
     with closing(engine.raw_connection()) as connection:
         assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_S * 1000
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
+
+
+def test_asking_the_queue_sizes_keeps_no_broker_connection_checked_out(settings):
+    """The publishers share the broker engine's pool (5 connections and 10 more): a call that
+    left its connection out until the next garbage collection could starve them."""
+    assert broker_queue_sizes(settings) == {"cpu": 0, "gpu": 0}
+    engine, _session = Channel._engines[f"sqlite:///{embedded_broker_file(settings.broker_url)}"]
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert broker_queue_sizes(settings) == {"cpu": 0, "gpu": 0}
+        assert engine.pool.checkedout() == 0
+    finally:
+        gc.enable()
 
 
 def test_a_stopping_worker_requeues_its_running_job(settings, tmp_path):
