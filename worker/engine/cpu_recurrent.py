@@ -208,10 +208,10 @@ def _lstm_forward(gemm, chunked, proj, bias, w_hh_t, hs, cs, tanh_c, lo, hi):
 
 
 def _lstm_backward(gemm, chunked, gates, cs, tanh_c, upstream, every_step, w_hh, dgates, dh, dc, lo, hi):
-    """lstm_bptt's whole loop over batch rows lo:hi in one call: upstream (N, T, u) dL/dh of
-    every step (every_step) or (N, 1, u) of the last; dh, dc (hi-lo, u) zeroed state; dgates
-    (T, N, 4u) filled. Each step: the upstream rows added, _lstm_step, one gemm for dL/dh_{t-1}
-    (none at t = 0: h_{-1} is no parameter's input)."""
+    """cpu_recurrent_loops.lstm_bptt's whole loop over batch rows lo:hi in one call: upstream
+    (N, T, u) dL/dh of every step (every_step) or (N, 1, u) of the last; dh, dc (hi-lo, u) zeroed
+    state; dgates (T, N, 4u) filled. Each step: the upstream rows added, _lstm_step, one gemm for
+    dL/dh_{t-1} (none at t = 0: h_{-1} is no parameter's input)."""
     last = gates.shape[0] - 1
     for t in range(last, -1, -1):
         if every_step or t == last:
