@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from kombu import Connection
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
 from bps.db import engine, session_scope
 from bps.models import Job, Model, Prediction, PredictionChunk, Tenant, utcnow
 from worker import prediction_store
+from worker.queue import celery_for
 from worker.registry import reap
 
 
@@ -37,7 +37,7 @@ def add_prediction(settings, **values) -> str:  # noqa: ANN001, ANN003
 
 
 def task_messages(settings) -> list[tuple[str, list]]:  # noqa: ANN001
-    with Connection(settings.broker_url) as connection:
+    with celery_for(settings).connection_for_read() as connection:
         queue = connection.SimpleQueue("cpu")
         messages = []
         while queue.qsize():

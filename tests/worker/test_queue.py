@@ -7,18 +7,18 @@ from contextlib import closing
 from dataclasses import replace
 
 import pytest
-from kombu import Connection, Queue
+from kombu import Queue
 
 from tests.worker.test_runner import add_job, classifier_spec, job_row
 from worker.celery_app import embedded_broker_file
-from worker.queue import publish_job, warm_publisher
+from worker.queue import celery_for, publish_job, warm_publisher
 
 
 def test_publish_sends_the_job_id_to_its_queue_and_records_it(settings):
     job_id = add_job(settings, classifier_spec())
     publish_job(settings, job_id, "gpu")
     assert job_row(settings, job_id).published_at is not None
-    with Connection(settings.broker_url) as connection:
+    with celery_for(settings).connection_for_read() as connection:
         queue = connection.SimpleQueue("gpu")
         message = queue.get(timeout=5)
         assert message.headers["task"] == "bps.train_job" and message.decode()[0] == [job_id]

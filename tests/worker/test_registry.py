@@ -11,7 +11,6 @@ import time
 from contextlib import closing
 from datetime import timedelta
 
-from kombu import Connection
 from kombu.transport.sqlalchemy import Channel
 from sqlalchemy import update
 
@@ -20,11 +19,12 @@ from bps.models import Job, utcnow
 from tests.faults.harness import bps_command
 from tests.worker.test_runner import add_job, classifier_spec, epoch_numbers, job_row
 from worker.celery_app import embedded_broker_file
+from worker.queue import celery_for
 from worker.registry import broker_queue_sizes, reap
 
 
 def queued_messages(settings, queue: str = "cpu") -> int:  # noqa: ANN001
-    with Connection(settings.broker_url) as connection:
+    with celery_for(settings).connection_for_read() as connection:
         return connection.SimpleQueue(queue).qsize()
 
 
@@ -109,7 +109,7 @@ def test_a_queued_job_whose_message_was_lost_is_republished_once_its_queue_is_em
     publish_job(settings, other, "cpu")  # a message waits in the queue: the lost one may be in it too
     assert reap(settings) == 0 and job_row(settings, lost).published_at == long_ago
 
-    with Connection(settings.broker_url) as connection:
+    with celery_for(settings).connection_for_read() as connection:
         connection.SimpleQueue("cpu").get(timeout=5).ack()  # the queue drains; `lost` never came
     assert reap(settings) == 1
     assert job_row(settings, lost).published_at > long_ago and queued_messages(settings) == 1
