@@ -1,4 +1,5 @@
-"""GET /healthz (no auth): the database with SELECT 1, the broker with a short connection."""
+"""GET /healthz (no auth): the database with SELECT 1, the broker with a short connection
+and one read of its queues."""
 from __future__ import annotations
 
 import threading
@@ -6,6 +7,7 @@ import threading
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
+from bps.config import Settings
 from bps.problems import ServiceUnavailable
 from service.http import db, settings
 
@@ -26,21 +28,31 @@ def check_database() -> str:
         return "unreachable" if is_database_unavailable(exc) else f"error: {type(exc).__name__}"
 
 
-def _probe_broker(url: str, result: list[str]) -> None:
-    from kombu import Connection  # noqa: PLC0415
+def _probe_broker(settings: Settings, result: list[str]) -> None:
+    """Through the publisher's app (its transport and options: the embedded broker's engine is
+    kombu's one per URL and process, made by the first connection to open it, so it must get
+    the WAL connector), then one passive declare: it reads the embedded broker's table, where
+    ensure_connection alone never opens the database file. A missing queue still answered."""
+    from amqp.exceptions import ChannelError  # noqa: PLC0415
+
+    from worker.queue import celery_for  # noqa: PLC0415
 
     try:
-        with Connection(url, connect_timeout=BROKER_TIMEOUT_S) as connection:
+        with celery_for(settings).connection_for_read(connect_timeout=BROKER_TIMEOUT_S) as connection:
             connection.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_S)
+            try:
+                connection.default_channel.queue_declare(queue="cpu", passive=True)
+            except ChannelError:
+                pass
         result.append("ok")
     except Exception as exc:  # noqa: BLE001
         result.append(f"error: {type(exc).__name__}")
 
 
-def check_broker(url: str) -> str:
+def check_broker(settings: Settings) -> str:
     """Runs in a daemon thread so a broker that does not answer cannot hang the request."""
     result: list[str] = []
-    probe = threading.Thread(target=_probe_broker, args=(url, result), daemon=True)
+    probe = threading.Thread(target=_probe_broker, args=(settings, result), daemon=True)
     probe.start()
     probe.join(BROKER_TIMEOUT_S + 0.5)
     return result[0] if result else "error: timeout"
@@ -56,7 +68,7 @@ def live_worker_list() -> list[dict]:
 @blueprint.get("/healthz")
 def healthz():  # noqa: ANN201
     database = check_database()
-    broker = check_broker(settings().broker_url)
+    broker = check_broker(settings())
     status = "ok" if database == "ok" and broker == "ok" else ("degraded" if database == "ok" else "unavailable")
     workers = live_worker_list() if database == "ok" else []
     body = {"status": status, "database": database, "broker": broker, "workers": workers}

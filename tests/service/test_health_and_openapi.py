@@ -45,6 +45,21 @@ def test_healthz_does_not_hang_on_a_dead_broker(settings) -> None:  # noqa: ANN0
     assert body["database"] == "ok" and body["broker"].startswith("error") and body["status"] == "degraded"
 
 
+def test_healthz_opens_the_embedded_broker_file(settings, tmp_path) -> None:  # noqa: ANN001
+    import sqlite3
+    from contextlib import closing
+
+    from service.app import create_app
+
+    missing_dir = replace(settings, broker_url=f"sqla+sqlite:///{tmp_path}/no-such-dir/broker.db")
+    body = create_app(missing_dir).test_client().get("/healthz").get_json()
+    assert body["database"] == "ok" and body["broker"].startswith("error") and body["status"] == "degraded"
+
+    assert create_app(settings).test_client().get("/healthz").get_json()["broker"] == "ok"
+    with closing(sqlite3.connect(tmp_path / "broker.db")) as broker:  # made by the WAL connector
+        assert broker.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_healthz_reports_a_dead_database(settings) -> None:  # noqa: ANN001
     from service.app import create_app
 
