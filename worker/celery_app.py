@@ -6,6 +6,7 @@ Nothing happens at import time; `celery -A worker.celery_app` finds `app` lazily
 """
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import time
@@ -120,8 +121,29 @@ def embedded_broker_connector(path: str) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
+_fork_hook_registered = False
+
+
+def _forget_inherited_broker_engines() -> None:
+    """In a forked child (a prefork pool process): kombu's SQLAlchemy engines, one per URL and
+    process but cached on the class, hold the parent's idle SQLite connections, which must not
+    be used or closed from two processes. dispose(close=False) drops them without closing the
+    parent's; the child's first broker connection makes its own engine."""
+    for engine, _session_factory in list(sqla_transport.Channel._engines.values()):
+        engine.dispose(close=False)
+    sqla_transport.Channel._engines.clear()
+
+
+def _register_fork_hook() -> None:
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_forget_inherited_broker_engines)
+        _fork_hook_registered = True
+
+
 def create_celery(settings: Settings) -> Celery:
     """A configured Celery app with the training task registered."""
+    _register_fork_hook()
     app = Celery("bps", broker=settings.broker_url, set_as_current=False)
     if settings.broker_url.startswith("sqla+"):
         # The Celery CLI sets broker_url from $BROKER_URL (sqla+: kombu's own transport), so the

@@ -1,6 +1,7 @@
 """Celery settings for long jobs whose state lives in the database."""
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import time
@@ -110,3 +111,21 @@ def test_a_wait_on_the_embedded_broker_ends_at_its_timeout_not_at_the_next_poll(
         with pytest.raises(socket.timeout):
             connection.drain_events(timeout=0.2)
         assert 0.2 <= time.monotonic() - started < 0.9  # the old code slept its whole 1 s interval
+
+
+def test_a_forked_child_does_not_inherit_the_embedded_brokers_engine(settings):
+    from kombu.transport.sqlalchemy import Channel
+
+    app = create_celery(settings)
+    with app.connection_for_read() as connection:
+        connection.default_channel.queue_declare(queue="cpu")
+    inherited = dict(Channel._engines)
+    assert inherited, "the parent has its engine"
+    child = os.fork()
+    if child == 0:  # the child reports through its exit status only
+        os._exit(0 if not Channel._engines else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child still held the parent's engine"
+    assert Channel._engines == inherited
+    with app.connection_for_read() as connection:
+        assert connection.default_channel.queue_declare(queue="cpu", passive=True).message_count == 0
