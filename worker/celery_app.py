@@ -125,9 +125,9 @@ _fork_hook_registered = False
 
 
 def _forget_inherited_broker_engines() -> None:
-    """In a forked child (a prefork pool process): kombu's SQLAlchemy engines, one per URL and
-    process but cached on the class, hold the parent's idle SQLite connections, which must not
-    be used or closed from two processes. dispose(close=False) drops them without closing the
+    """In a forked child (a prefork pool process): kombu's SQLAlchemy engines, one per URL in a
+    dict on the class (not keyed by process), hold the parent's idle SQLite connections, which
+    must not be used or closed from two processes. dispose(close=False) drops them without closing the
     parent's; the child's first broker connection makes its own engine."""
     for engine, _session_factory in list(sqla_transport.Channel._engines.values()):
         engine.dispose(close=False)
