@@ -82,13 +82,14 @@ def broker_queue_sizes(settings: Settings) -> dict[str, int] | None:
     try:  # a fresh connection each time: a pooled one may point at a broker that restarted
         with celery_for(settings).connection_for_read(connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=1)
-            return {name: _waiting_messages(connection.default_channel, name) for name in QUEUES}
+            return {name: waiting_messages(connection.default_channel, name) for name in QUEUES}
     except Exception:  # noqa: BLE001
         log.warning("reaper: the broker cannot be reached", exc_info=True)
         return None
 
 
-def _waiting_messages(channel: Any, queue: str) -> int:
+def waiting_messages(channel: Any, queue: str) -> int:
+    """Messages waiting in `queue`, by a passive declare (0 for a queue never declared)."""
     from amqp.exceptions import ChannelError  # noqa: PLC0415
 
     try:
