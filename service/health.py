@@ -30,16 +30,17 @@ def check_database() -> str:
 
 def _probe_broker(settings: Settings, result: list[str]) -> None:
     """Through the publisher's app (its transport and options: the embedded broker's engine is
-    kombu's one per URL and process, made by the first connection to open it, so it must get
-    the WAL connector), then one passive declare: it reads the embedded broker's table, where
+    kombu's one per URL, in a class-level dict, made by the first connection to open it, so it
+    must get the WAL connector), then one passive declare: it reads the embedded broker's table, where
     ensure_connection alone never opens the database file. A missing queue still answered."""
+    from worker.celery_app import QUEUES  # noqa: PLC0415
     from worker.queue import celery_for  # noqa: PLC0415
     from worker.registry import waiting_messages  # noqa: PLC0415
 
     try:
         with celery_for(settings).connection_for_read(connect_timeout=BROKER_TIMEOUT_S) as connection:
             connection.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_S)
-            waiting_messages(connection.default_channel, "cpu")
+            waiting_messages(connection.default_channel, QUEUES[0])
         result.append("ok")
     except Exception as exc:  # noqa: BLE001
         result.append(f"error: {type(exc).__name__}")

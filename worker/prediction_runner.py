@@ -183,8 +183,8 @@ class ChunkWriter(threading.Thread):
             raise JobAbandoned
 
     def put(self, seq: int, outputs: np.ndarray, rows_done: int) -> None:
-        """Hands a chunk over, unless the writer has failed or lost the prediction (check() raises
-        which): it never raises, so a run failing with an error of its own keeps that error. A
+        """Hands a chunk over, unless the writer is not `healthy` (what check() raises on): it
+        never raises, so a run failing with an error of its own keeps that error. A
         writer that fails after this test takes the chunk off unstored, as run() does."""
         if self.healthy:
             self.pending.put((seq, outputs, rows_done))
@@ -224,7 +224,7 @@ def _predict_chunks(settings: Settings, job: PredictionSnapshot, control: RunCon
     A/B of this loop, not kept; `python -m bench predictions` prints the worker's waits for rows)."""
     net, prep, fmt, finite = model
     done = job.rows_done  # rows stored by earlier attempts: read on from the first one not stored
-    batches = iter(read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done))
+    batches = read_ahead(settings.database_url, job.dataset_id, fmt, settings.prediction_chunk_rows, start=done)
     held = None  # the last chunk predicted, for the writer once the next batch is read
     for seq in itertools.count(job.chunks_done):
         asked = clock()

@@ -75,7 +75,7 @@ def fail_exhausted(settings: Settings, stale_before: datetime, table: Any = Job)
 def broker_queue_sizes(settings: Settings) -> dict[str, int] | None:
     """Messages waiting in each queue, or None when the broker cannot be asked. The connection
     is the publishing app's (its transport and options): kombu caches one engine per database
-    URL and process, made by the first connection to open it, and the publishes reuse it."""
+    URL in a class-level dict, made by the first connection to open it, and the publishes reuse it."""
     from worker.celery_app import QUEUES  # noqa: PLC0415
     from worker.queue import celery_for  # noqa: PLC0415
 
