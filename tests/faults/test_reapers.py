@@ -9,7 +9,7 @@ import pytest
 
 from bps.models import utcnow
 from tests.faults.harness import quick_job
-from worker.queue import celery_for
+from tests.worker.test_registry import queued_messages
 from worker.registry import reap
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -36,6 +36,4 @@ def test_concurrent_reapers_republish_each_lost_job_once(fault_settings):
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    with celery_for(settings).connection_for_read() as connection:
-        waiting = connection.default_channel.queue_declare(queue="cpu", passive=True).message_count
-    assert sum(counts) == 3 and waiting == 3
+    assert sum(counts) == 3 and queued_messages(settings) == 3

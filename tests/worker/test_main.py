@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bps.db import session_scope
 from bps.models import WorkerRecord
-from tests.faults.harness import bps_command
+from tests.faults.harness import bps_command, wait_for
 from worker.engine import cpu_kernels, threads
 from worker.main import prepare_engine, worker_pool
 
@@ -50,10 +50,8 @@ def test_an_idle_worker_stops_soon_after_sigterm(settings, tmp_path):
                BPS_VAR_DIR=str(tmp_path), LOG_LEVEL="WARNING")
     worker = subprocess.Popen(bps_command("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not _registered_workers(settings) and time.monotonic() < deadline:  # ready: waiting for jobs
-            assert worker.poll() is None, "the worker exited before it was ready"
-            time.sleep(0.05)
+        wait_for(lambda: _registered_workers(settings), 60, "the worker to register",  # ready: waiting for jobs
+                 alive=lambda: worker.poll() is None)
         time.sleep(0.5)
         signalled = time.monotonic()
         worker.send_signal(signal.SIGTERM)
